@@ -1,0 +1,49 @@
+/*
+ * autograd.h — the tape (Wengert list) and the reverse pass.
+ *
+ * A differentiable op whose inputs require a gradient (with grad enabled) appends one node: the op's
+ * name, its output, its inputs, tensors it saved for the backward (mean/rstd, lse, argmax indices) and
+ * scalar arguments, and the backward function. Nodes are appended in execution order, so walking the
+ * tape backwards visits every node after all of its consumers: a valid topological order by
+ * construction. Gradients accumulate (+=) into zero-initialised buffers, so a tensor used twice
+ * receives the sum.
+ */
+#ifndef MT_CORE_AUTOGRAD_H
+#define MT_CORE_AUTOGRAD_H
+
+#include "core/context.h"
+
+#define MT_NODE_MAX_IN 4
+
+typedef struct mt_node mt_node;
+/* Computes the inputs' gradients from node->out->grad (kernels accumulate into mt_grad_of(input)). */
+typedef mt_status (*mt_backward_fn)(mt_context *ctx, mt_node *node);
+
+struct mt_node {
+    const char *op;                   /* name for error messages */
+    mt_backward_fn backward;
+    mt_tensor *out;
+    mt_tensor *in[MT_NODE_MAX_IN];    /* inputs (NULL where absent) */
+    mt_tensor *saved[MT_NODE_MAX_IN]; /* extra saved tensors */
+    float f[4];                       /* scalar arguments */
+    int64_t i[8];                     /* integer arguments */
+    const void *p;                    /* op-specific descriptor in the host arena (mt_bcast, ...) */
+};
+
+/* True when an op over these inputs must be recorded (grad enabled and an input requires grad).
+ * NULL entries are ignored. */
+int mt_needs_grad(const mt_context *ctx, mt_tensor *const *inputs, int n);
+
+/* Appends a node producing out (which becomes requires_grad) and returns it for the op to fill in.
+ * NULL + failure recorded if the tape cannot grow. */
+mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, mt_tensor *out);
+
+/* The gradient buffer of t, allocated and zeroed on first use (in the arena for arena tensors, in
+ * persistent memory for persistent tensors). NULL + failure recorded on allocation failure. */
+mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t);
+
+/* The reverse pass from root: grad_root (same shape as root) or, when NULL, ones (root must then be a
+ * scalar or a one-element tensor). Returns the first failing status. */
+mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root);
+
+#endif

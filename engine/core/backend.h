@@ -1,0 +1,216 @@
+/*
+ * backend.h — the function table a backend (cpu, cuda) fills in, and the execution state it runs on.
+ *
+ * The op layer (engine/ops) checks shapes, broadcasts, allocates outputs and records the tape; it then
+ * calls one kernel of this table with raw device pointers and sizes. Kernels come in forward/backward
+ * pairs, outputs first, sizes last (llm.c style). A backward kernel ACCUMULATES into its gradient
+ * outputs (dx += ...), so a tensor used twice gets the sum; gradients start zeroed.
+ *
+ * Every kernel returns mt_status; CPU kernels only fail on internal errors, CUDA ones when a launch or
+ * a library call fails. All float pointers are F32 device memory unless the signature says otherwise;
+ * every tensor is contiguous.
+ */
+#ifndef MT_CORE_BACKEND_H
+#define MT_CORE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "microtensor.h"
+
+struct mt_backend;
+
+/* Per-context execution state: which backend and device, CPU threads, and backend-private state
+ * (CUDA stream, cuBLAS handles, workspace). */
+typedef struct mt_exec {
+    const struct mt_backend *backend;
+    int device;          /* MT_DEVICE_CPU or CUDA index */
+    int n_threads;       /* CPU kernels: threads to use */
+    void *priv;          /* backend-private (cuda: stream, handles, workspace) */
+    void *scratch;       /* reusable host scratch for kernels that need it (attention scores) */
+    size_t scratch_bytes;
+} mt_exec;
+
+/* Grows ex->scratch to at least bytes (a system allocation only when it grows). NULL on failure. */
+void *mt_exec_scratch(mt_exec *ex, size_t bytes);
+
+/* Broadcast of two operands to the output shape, after merging dims that can be merged.
+ * sa/sb are element strides of a and b per output dim; 0 where that operand is broadcast. */
+typedef struct mt_bcast {
+    int ndim;
+    int64_t shape[MT_MAX_DIMS]; /* output shape */
+    int64_t sa[MT_MAX_DIMS];
+    int64_t sb[MT_MAX_DIMS];
+    int64_t numel;              /* output elements */
+    int64_t na, nb;             /* elements of a and of b */
+} mt_bcast;
+
+/* A reduction of x (shape, collapsed) over the axes whose bit is set; the output has the kept axes
+ * in order (contiguous). */
+typedef struct mt_reduce_desc {
+    int ndim;
+    int64_t shape[MT_MAX_DIMS];
+    uint32_t axes;   /* bit i set: axis i is reduced */
+    int64_t n_out;   /* output elements */
+    int64_t n_red;   /* elements reduced into each output */
+} mt_reduce_desc;
+
+/* Attention sizes. q (B,H,Tq,D), k (B,Hk,Tk,D), v (B,Hk,Tk,Dv), out (B,H,Tq,Dv), lse (B,H,Tq); head h
+ * reads key/value head h / (H / Hk) (Hk == H: standard; Hk == 1: MLA's shared latent). The additive
+ * mask, when not NULL, is read at b*mask_sb + h*mask_sh + i*mask_si + j (its last axis contiguous;
+ * strides 0 where broadcast). causal masks key j > i + (Tk - Tq) (aligned to the end, so a single
+ * query at decoding step t sees keys 0..t). */
+typedef struct mt_attn_desc {
+    int64_t B, H, Hk, Tq, Tk, D, Dv;
+    float scale;
+    int causal;
+    const float *mask;
+    int64_t mask_sb, mask_sh, mask_si;
+} mt_attn_desc;
+
+typedef enum mt_scalar_op {
+    MT_SCALAR_ADD = 0, /* x + s */
+    MT_SCALAR_SUB = 1, /* x - s */
+    MT_SCALAR_MUL = 2, /* x * s */
+    MT_SCALAR_DIV = 3, /* x / s */
+    MT_SCALAR_RSUB = 4,/* s - x */
+    MT_SCALAR_RDIV = 5,/* s / x */
+    MT_SCALAR_POW = 6  /* x ** s */
+} mt_scalar_op;
+
+typedef enum mt_random_dist { MT_RANDOM_UNIFORM = 0, MT_RANDOM_NORMAL = 1 } mt_random_dist;
+
+typedef struct mt_backend {
+    const char *name;
+
+    /* ---- execution state and memory ---- */
+    mt_status (*exec_init)(mt_exec *ex, int device);
+    void (*exec_free)(mt_exec *ex);
+    mt_status (*alloc)(int device, void **ptr, size_t bytes);
+    void (*free)(int device, void *ptr);
+    mt_status (*to_host)(mt_exec *ex, void *dst, const void *src, size_t bytes);   /* blocks until done */
+    mt_status (*to_device)(mt_exec *ex, void *dst, const void *src, size_t bytes); /* src is host */
+    mt_status (*copy)(mt_exec *ex, void *dst, const void *src, size_t bytes);      /* device to device */
+    mt_status (*zero)(mt_exec *ex, void *dst, size_t bytes);
+    mt_status (*sync)(mt_exec *ex);
+
+    /* ---- creation ---- */
+    mt_status (*fill)(mt_exec *ex, float *out, int64_t n, float value);
+    mt_status (*arange)(mt_exec *ex, float *out, int64_t n, double start, double step);
+    /* out[i] = dist(seed, offset + i): uniform in [a, b) or normal(mean a, std b). */
+    mt_status (*random)(mt_exec *ex, float *out, int64_t n, mt_random_dist dist, float a, float b, uint64_t seed,
+                        uint64_t offset);
+    /* Element conversion between F32, BF16, F16, I32 (I32 <-> F32 rounds to nearest). */
+    mt_status (*cast)(mt_exec *ex, void *out, mt_dtype out_dtype, const void *in, mt_dtype in_dtype, int64_t n);
+
+    /* ---- elementwise ---- */
+    mt_status (*unary_fwd)(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n);
+    /* dx += dy * f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. */
+    mt_status (*unary_bwd)(mt_exec *ex, mt_unary_op op, float *dx, const float *dy, const float *x, const float *y,
+                           int64_t n);
+    mt_status (*scalar_fwd)(mt_exec *ex, mt_scalar_op op, float *out, const float *x, float s, int64_t n);
+    mt_status (*scalar_bwd)(mt_exec *ex, mt_scalar_op op, float *dx, const float *dy, const float *x, float s,
+                            int64_t n);
+    mt_status (*binary_fwd)(mt_exec *ex, mt_binary_op op, float *out, const float *a, const float *b,
+                            const mt_bcast *bc);
+    /* da += sum over a's broadcast axes of dy * d(out)/da; same for db. da or db may be NULL. */
+    mt_status (*binary_bwd)(mt_exec *ex, mt_binary_op op, float *da, float *db, const float *dy, const float *a,
+                            const float *b, const mt_bcast *bc);
+    /* out = mask != 0 ? value : x, mask (F32) broadcast through bc (a = x, b = mask). */
+    mt_status (*masked_fill_fwd)(mt_exec *ex, float *out, const float *x, const float *mask, float value,
+                                 const mt_bcast *bc);
+    mt_status (*masked_fill_bwd)(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
+    /* Element i is kept (and scaled by 1/(1-p)) iff mt_rng_uniform(seed, offset + i) >= p. */
+    mt_status (*dropout_fwd)(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
+                             uint64_t offset);
+    mt_status (*dropout_bwd)(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
+                             uint64_t offset);
+
+    /* ---- reductions ---- */
+    /* out (= or += when accumulate) sum / max of x over rd->axes. For max, argidx (may be NULL) receives
+     * the flat index into x of the first maximum. */
+    mt_status (*reduce_fwd)(mt_exec *ex, mt_reduce_op op, float *out, int32_t *argidx, const float *x,
+                            const mt_reduce_desc *rd, int accumulate);
+    /* sum: dx += dy broadcast back over the reduced axes (scaled by `scale`, 1/n for a mean);
+     * max: dx[argidx[o]] += dy[o]. */
+    mt_status (*reduce_bwd)(mt_exec *ex, mt_reduce_op op, float *dx, const float *dy, const int32_t *argidx,
+                            const mt_reduce_desc *rd, float scale);
+    /* Index of the first maximum over the middle axis of x viewed as (outer, n, inner). */
+    mt_status (*argmax)(mt_exec *ex, int32_t *out, const float *x, int64_t outer, int64_t n, int64_t inner);
+    /* out[0] (= or += when accumulate) sum of x[i]^2 (grad-norm clipping). */
+    mt_status (*sumsq)(mt_exec *ex, float *out, const float *x, int64_t n, int accumulate);
+
+    /* ---- layout ---- */
+    /* out[o] (= or +=) in[i] for every index of shape, o = sum idx*ostride, i = sum idx*istride.
+     * elem_size 2 or 4; accumulate only for F32. Serves permute, narrow, concat and their backward. */
+    mt_status (*copy_strided)(mt_exec *ex, void *out, const int64_t *ostride, const void *in, const int64_t *istride,
+                              const int64_t *shape, int ndim, size_t elem_size, int accumulate);
+
+    /* ---- matrix products ---- */
+    /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major; op = transpose when ta/tb.
+     * op(A) is M x K, op(B) is K x N, C is M x N; strides between batch items (0 = shared). */
+    mt_status (*gemm)(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
+                      float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+    /* ---- fused nn kernels ---- */
+    /* Softmax over the last axis of x (N, C); log = 1 gives log_softmax. */
+    mt_status (*softmax_fwd)(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
+    mt_status (*softmax_bwd)(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log);
+    /* Layer norm over C: out (N,C), mean (N), rstd (N); w (C), b (C) (b may be NULL). */
+    mt_status (*layernorm_fwd)(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                               const float *b, int64_t N, int64_t C, float eps);
+    /* dx, dw, db accumulate; any may be NULL. */
+    mt_status (*layernorm_bwd)(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                               const float *w, const float *mean, const float *rstd, int64_t N, int64_t C);
+    mt_status (*rmsnorm_fwd)(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
+                             int64_t C, float eps);
+    mt_status (*rmsnorm_bwd)(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                             const float *rstd, int64_t N, int64_t C);
+    /* out (N, C) = table[ids[n]] rows; ids (N) I32 in [0, V). Also the row gather of beam search. */
+    mt_status (*embedding_fwd)(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N,
+                               int64_t C);
+    /* dtable[ids[n]] += dout[n] (scatter-add; ids may repeat). */
+    mt_status (*embedding_bwd)(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
+                               int64_t C);
+    /* Mean over rows whose target != ignore_index of the label-smoothed cross-entropy
+     *   loss_n = (1-eps) * (lse_n - x[n,t_n]) + eps * (lse_n - mean_v x[n,v])
+     * (PyTorch's F.cross_entropy(label_smoothing=eps, ignore_index=...)). loss and count are device
+     * scalars; lse (N) is saved for the backward. count == 0 gives loss 0. */
+    mt_status (*cross_entropy_fwd)(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,
+                                   const int32_t *targets, int64_t N, int64_t V, float eps, int ignore_index);
+    /* dlogits += dloss/count * (softmax - smoothed one-hot), rows with the ignored target untouched. */
+    mt_status (*cross_entropy_bwd)(mt_exec *ex, float *dlogits, const float *dloss, const float *count,
+                                   const float *lse, const float *logits, const int32_t *targets, int64_t N,
+                                   int64_t V, float eps, int ignore_index);
+    /* Fused attention (see mt_attn_desc); scores never leave the kernel's working memory. A query row
+     * whose keys are all masked gives zeros (and lse = -inf). */
+    mt_status (*attention_fwd)(mt_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad);
+    /* dq, dk, dv accumulate (dk/dv summed over the heads that share them); any may be NULL. */
+    mt_status (*attention_bwd)(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad);
+    /* Rotary embedding on x (R, T, D), D even: pair (x[2i], x[2i+1]) at position pos0 + t is rotated by
+     * sign * (pos0 + t) * base^(-2i/D). The backward is the same kernel with sign = -1. */
+    mt_status (*rope)(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
+                      float base, float sign);
+    /* AdamW on one parameter: g is scaled by grad_scale first (clipping);
+     *   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m/bc1 / (sqrt(v/bc2) + eps) + wd p). */
+    mt_status (*adamw)(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                       float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
+} mt_backend;
+
+/* The backend of a device: the CPU backend, or the CUDA backend when built and the device exists.
+ * MT_ERR_NO_DEVICE (with a message) otherwise. */
+mt_status mt_backend_get(int device, const mt_backend **out);
+
+extern const mt_backend mt_cpu_backend;
+#ifdef MT_WITH_CUDA
+/* Defined in cuda/; NULL-free: the table is complete. mt_cuda_device_count() never fails (0 without a
+ * GPU: it checks cudaGetDeviceCount's status). */
+extern const mt_backend mt_cuda_backend;
+int mt_cuda_device_count(void);
+#endif
+
+#endif
