@@ -55,7 +55,7 @@ mt_tensor *mt_pow(mt_context *ctx, mt_tensor *x, float exponent);
 mt_tensor *mt_unary(mt_context *ctx, mt_unary_op op, mt_tensor *x);
 mt_tensor *mt_neg(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_exp(mt_context *ctx, mt_tensor *x);
-mt_tensor *mt_log(mt_context *ctx, mt_tensor *x);
+mt_tensor *mt_ln(mt_context *ctx, mt_tensor *x); /* natural log (mt_log is the logger) */
 mt_tensor *mt_sqrt(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_tanh(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_sigmoid(mt_context *ctx, mt_tensor *x);

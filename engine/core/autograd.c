@@ -1,0 +1,91 @@
+/*
+ * autograd.c — the tape and the reverse pass (see autograd.h).
+ */
+#include "core/autograd.h"
+
+#include <string.h>
+
+int mt_needs_grad(const mt_context *ctx, mt_tensor *const *inputs, int n) {
+    if (!ctx->grad_enabled) return 0;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && (inputs[i]->flags & MT_TENSOR_REQUIRES_GRAD)) return 1;
+    return 0;
+}
+
+mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, mt_tensor *out) {
+    if (ctx->n_nodes == ctx->cap_nodes) {
+        int32_t cap = ctx->cap_nodes ? ctx->cap_nodes * 2 : 1024;
+        mt_node *nt = mt_sys_realloc(ctx->tape, sizeof(mt_node) * (size_t)cap);
+        if (!nt) return mt_fail(ctx, MT_ERR_NOMEM, "%s: out of memory growing the tape", op);
+        ctx->tape = nt;
+        ctx->cap_nodes = cap;
+    }
+    mt_node *n = &ctx->tape[ctx->n_nodes];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->backward = backward;
+    n->out = out;
+    out->node = ctx->n_nodes++;
+    out->flags |= MT_TENSOR_REQUIRES_GRAD;
+    return n;
+}
+
+mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
+    if (t->grad) return t->grad;
+    mt_tensor *g;
+    if (t->flags & MT_TENSOR_PERSISTENT) {
+        mt_status st = mt_tensor_new_persistent(t->device, MT_DTYPE_F32, t->ndim, t->shape, NULL, &g);
+        if (st != MT_OK) return mt_fail_status(ctx, st);
+    } else {
+        g = mt_new(ctx, MT_DTYPE_F32, t->ndim, t->shape);
+        if (!g) return NULL;
+    }
+    mt_status st = ctx->ex.backend->zero(&ctx->ex, g->data, mt_tensor_bytes(g));
+    if (st != MT_OK) {
+        if (t->flags & MT_TENSOR_PERSISTENT) mt_tensor_free(g);
+        return mt_fail_status(ctx, st);
+    }
+    t->grad = g;
+    return g;
+}
+
+mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root) {
+    if (ctx->status != MT_OK)
+        return mt_error(ctx->status, "backward: an earlier op failed (%s); reset the context", mt_status_str(ctx->status));
+    if (!mt_check_input(ctx, "backward", root)) return ctx->status;
+    if (!(root->flags & MT_TENSOR_REQUIRES_GRAD))
+        return mt_error(MT_ERR_STATE, "backward: the root tensor does not require a gradient");
+    if (grad_root) {
+        if (!mt_check_input(ctx, "backward", grad_root)) return ctx->status;
+        if (!mt_same_shape(root, grad_root) || grad_root->dtype != MT_DTYPE_F32) {
+            char a[MT_SHAPE_STR + 8], b[MT_SHAPE_STR + 8];
+            return mt_error(MT_ERR_SHAPE, "backward: gradient %s does not match root %s", mt_tensor_desc(a, grad_root),
+                            mt_tensor_desc(b, root));
+        }
+    } else if (root->numel != 1) {
+        char a[MT_SHAPE_STR];
+        return mt_error(MT_ERR_SHAPE, "backward: root %s is not a scalar; pass its gradient",
+                        mt_shape_str(a, root->shape, root->ndim));
+    }
+    const mt_backend *be = ctx->ex.backend;
+    mt_tensor *g = mt_grad_of(ctx, root);
+    if (!g) return ctx->status;
+    mt_bcast same = {.ndim = 1, .shape = {g->numel}, .sa = {1}, .sb = {1}, .numel = g->numel, .na = g->numel,
+                     .nb = g->numel};
+    if (grad_root) {
+        MT_TRY(be->binary_fwd(&ctx->ex, MT_BINARY_ADD, mt_f32(g), mt_f32(g), mt_f32(grad_root), &same));
+    } else {
+        MT_TRY(be->scalar_fwd(&ctx->ex, MT_SCALAR_ADD, mt_f32(g), mt_f32(g), 1.0f, 1));
+    }
+    for (int32_t i = root->node; i >= 0; i--) {
+        mt_node *n = &ctx->tape[i];
+        if (!n->out->grad) continue;
+        mt_status st = n->backward(ctx, n);
+        if (st != MT_OK) {
+            if (ctx->status == MT_OK) ctx->status = st;
+            return mt_error_prefix(st, "backward of %s: ", n->op);
+        }
+        if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
+    }
+    return MT_OK;
+}

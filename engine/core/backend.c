@@ -1,0 +1,40 @@
+/*
+ * backend.c — finding the backend of a device, and the per-context scratch buffer.
+ */
+#include "core/backend.h"
+
+#include <stdlib.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+mt_status mt_backend_get(int device, const mt_backend **out) {
+    if (device == MT_DEVICE_CPU) {
+        *out = &mt_cpu_backend;
+        return MT_OK;
+    }
+    if (device < 0) return mt_error(MT_ERR_DEVICE, "device %d: not a device id (-1 is the CPU)", device);
+#ifdef MT_WITH_CUDA
+    int n = mt_cuda_device_count();
+    if (n == 0) return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no CUDA device is present", device);
+    if (device >= n)
+        return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no such device (%d CUDA device%s present)", device, n,
+                        n == 1 ? "" : "s");
+    *out = &mt_cuda_backend;
+    return MT_OK;
+#else
+    return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: this build of MicroTensor has no CUDA backend", device);
+#endif
+}
+
+void *mt_exec_scratch(mt_exec *ex, size_t bytes) {
+    if (bytes <= ex->scratch_bytes) return ex->scratch;
+    size_t want = bytes + bytes / 4;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, want) != 0) return NULL;
+    mt_sys_alloc_count_add(1);
+    free(ex->scratch);
+    ex->scratch = p;
+    ex->scratch_bytes = want;
+    return p;
+}

@@ -1,0 +1,187 @@
+/*
+ * context.c — contexts: creation on a device, the step arenas, failures, random offsets, and the
+ * allocation of arena tensors.
+ */
+#include "core/context.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/autograd.h"
+#include "core/log.h"
+
+/* Device arenas get their blocks from the backend (cudaMalloc on a GPU). */
+typedef struct device_block_user {
+    const mt_backend *be;
+    int device;
+} device_block_user;
+
+static void *device_block_alloc(void *user, size_t bytes) {
+    mt_context *ctx = user;
+    void *p = NULL;
+    if (ctx->ex.backend->alloc(ctx->device, &p, bytes) != MT_OK) return NULL;
+    return p;
+}
+
+static void device_block_free(void *user, void *ptr) {
+    mt_context *ctx = user;
+    ctx->ex.backend->free(ctx->device, ptr);
+}
+
+mt_status mt_context_init(mt_context **out, int device, int n_threads) {
+    if (!out) return mt_error(MT_ERR_INVALID_ARG, "context: out is NULL");
+    const mt_backend *be;
+    MT_TRY(mt_backend_get(device, &be));
+    mt_context *ctx = mt_sys_calloc(1, sizeof *ctx);
+    if (!ctx) return mt_error(MT_ERR_NOMEM, "context: out of host memory");
+    ctx->device = device;
+    ctx->ex.backend = be;
+    ctx->ex.device = device;
+    ctx->ex.n_threads = n_threads;
+    mt_status st = be->exec_init(&ctx->ex, device);
+    if (st != MT_OK) {
+        mt_sys_free(ctx);
+        return st;
+    }
+    mt_arena_init(&ctx->host, 1u << 18, NULL);
+    if (device == MT_DEVICE_CPU) {
+        mt_arena_init(&ctx->data, 1u << 22, NULL);
+    } else {
+        mt_block_allocator ba = {device_block_alloc, device_block_free, ctx};
+        mt_arena_init(&ctx->data, 1u << 24, &ba);
+    }
+    ctx->grad_enabled = 1;
+    ctx->seed = 0x5eed;
+    *out = ctx;
+    return MT_OK;
+}
+
+mt_status mt_context_create(int device, mt_context_t **out) { return mt_context_init(out, device, 0); }
+
+void mt_context_free(mt_context *ctx) {
+    if (!ctx) return;
+    mt_arena_free(&ctx->host);
+    mt_arena_free(&ctx->data);
+    mt_sys_free(ctx->tape);
+    ctx->ex.backend->exec_free(&ctx->ex);
+    mt_sys_free(ctx->ex.scratch);
+    mt_sys_free(ctx);
+}
+
+mt_status mt_context_reset(mt_context *ctx) {
+    if (!ctx) return mt_error(MT_ERR_INVALID_ARG, "mt_context_reset: ctx is NULL");
+    /* Kernels may still be running on a GPU stream over arena memory: wait before handing it out again. */
+    mt_status st = ctx->ex.backend->sync(&ctx->ex);
+    mt_arena_reset(&ctx->host);
+    mt_arena_reset(&ctx->data);
+    ctx->n_nodes = 0;
+    ctx->status = MT_OK;
+    ctx->epoch++;
+    return st;
+}
+
+mt_status mt_context_set_grad_enabled(mt_context *ctx, int enabled) {
+    if (!ctx) return mt_error(MT_ERR_INVALID_ARG, "mt_context_set_grad_enabled: ctx is NULL");
+    ctx->grad_enabled = enabled != 0;
+    return MT_OK;
+}
+
+mt_status mt_context_seed(mt_context *ctx, uint64_t seed) {
+    if (!ctx) return mt_error(MT_ERR_INVALID_ARG, "mt_context_seed: ctx is NULL");
+    ctx->seed = seed;
+    ctx->rng_offset = 0;
+    return MT_OK;
+}
+
+void *mt_fail(mt_context *ctx, mt_status status, const char *fmt, ...) {
+    if (ctx->status == MT_OK) {
+        char msg[MT_ERROR_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        mt_error(status, "%s", msg);
+        ctx->status = status;
+    }
+    return NULL;
+}
+
+void *mt_fail_status(mt_context *ctx, mt_status status) {
+    if (ctx->status == MT_OK) ctx->status = status;
+    return NULL;
+}
+
+uint64_t mt_rng_take(mt_context *ctx, uint64_t n) {
+    uint64_t off = ctx->rng_offset;
+    ctx->rng_offset += (n + 3) & ~(uint64_t)3;
+    return off;
+}
+
+void *mt_ctx_alloc_data(mt_context *ctx, size_t bytes) {
+    void *p = mt_arena_alloc(&ctx->data, bytes, 256);
+    if (!p) return mt_fail(ctx, MT_ERR_NOMEM, "out of %s memory (asked %zu bytes)", ctx->ex.backend->name, bytes);
+    return p;
+}
+
+static mt_tensor *new_struct(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, int64_t numel) {
+    mt_tensor *t = mt_arena_alloc(&ctx->host, sizeof *t, 16);
+    if (!t) return mt_fail(ctx, MT_ERR_NOMEM, "out of host memory for a tensor");
+    memset(t, 0, offsetof(mt_tensor, name) + 1);
+    t->ndim = ndim;
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    t->numel = numel;
+    t->dtype = dtype;
+    t->device = ctx->device;
+    t->ctx = ctx;
+    t->node = -1;
+    t->epoch = ctx->epoch;
+    return t;
+}
+
+mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t numel;
+    mt_status st = mt_shape_check("tensor", ndim, shape, &numel);
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    if (mt_dtype_size(dtype) == 0) return mt_fail(ctx, MT_ERR_DTYPE, "tensor: unknown dtype %d", (int)dtype);
+    mt_tensor *t = new_struct(ctx, dtype, ndim, shape, numel);
+    if (!t) return NULL;
+    t->data = mt_ctx_alloc_data(ctx, mt_tensor_bytes(t));
+    return t->data ? t : NULL;
+}
+
+mt_tensor *mt_new_like(mt_context *ctx, const mt_tensor *t) { return mt_new(ctx, t->dtype, t->ndim, t->shape); }
+
+mt_tensor *mt_view(mt_context *ctx, const mt_tensor *t, int ndim, const int64_t *shape) {
+    int64_t numel;
+    mt_status st = mt_shape_check("view", ndim, shape, &numel);
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    if (numel != t->numel) {
+        char a[MT_SHAPE_STR], b[MT_SHAPE_STR];
+        return mt_fail(ctx, MT_ERR_SHAPE, "reshape: %s -> %s: element counts differ (%lld vs %lld)",
+                       mt_shape_str(a, t->shape, t->ndim), mt_shape_str(b, shape, ndim), (long long)t->numel,
+                       (long long)numel);
+    }
+    mt_tensor *v = new_struct(ctx, t->dtype, ndim, shape, numel);
+    if (!v) return NULL;
+    v->data = t->data;
+    v->flags = MT_TENSOR_VIEW;
+    return v;
+}
+
+int mt_check_input(mt_context *ctx, const char *op, const mt_tensor *t) {
+    if (!t) {
+        if (ctx->status == MT_OK) mt_fail(ctx, MT_ERR_INVALID_ARG, "%s: an input tensor is NULL", op);
+        return 0;
+    }
+    if (t->device != ctx->device) {
+        mt_fail(ctx, MT_ERR_DEVICE, "%s: tensor on %s%d, context on %s%d", op, t->device < 0 ? "cpu" : "cuda:",
+                t->device < 0 ? 0 : t->device, ctx->device < 0 ? "cpu" : "cuda:", ctx->device < 0 ? 0 : ctx->device);
+        return 0;
+    }
+    if (t->ctx && (t->ctx != ctx || t->epoch != ctx->epoch)) {
+        mt_fail(ctx, MT_ERR_STATE, "%s: tensor belongs to another context or to before mt_context_reset", op);
+        return 0;
+    }
+    return 1;
+}

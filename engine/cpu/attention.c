@@ -1,0 +1,133 @@
+/*
+ * attention.c — CPU fused scaled-dot-product attention, forward and backward.
+ *
+ * Flash-style per query row: the row's scores live only in a per-thread buffer of Tk floats, the
+ * softmax is taken there, and the output row is the weighted sum of value rows. The forward saves
+ * only the row's log-sum-exp; the backward recomputes the probabilities from it. The backward splits
+ * work by (batch, key/value head) so the heads that share a key/value head (MLA's shared latent,
+ * grouped-query attention) accumulate into dk/dv from one thread.
+ */
+#include "core/error.h"
+#include "cpu/cpu.h"
+
+static inline float dot(const float *x, const float *y, int64_t n) {
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
+    float s = 0.0f;
+    for (; j < n; j++) s += x[j] * y[j];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Scores of query row i of (b, h) against keys 0..jend into s (already scaled and masked); returns
+ * the row maximum (-inf when every key is masked). */
+static float row_scores(float *s, const float *qi, const float *kbh, int64_t jend, int64_t b, int64_t h, int64_t i,
+                        const mt_attn_desc *ad) {
+    const float *mrow = ad->mask ? ad->mask + b * ad->mask_sb + h * ad->mask_sh + i * ad->mask_si : NULL;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < jend; j++) {
+        float v = dot(qi, kbh + j * ad->D, ad->D) * ad->scale;
+        if (mrow) v += mrow[j];
+        s[j] = v;
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+static inline int64_t causal_end(const mt_attn_desc *ad, int64_t i) {
+    if (!ad->causal) return ad->Tk;
+    int64_t e = i + (ad->Tk - ad->Tq) + 1;
+    return e < 0 ? 0 : (e > ad->Tk ? ad->Tk : e);
+}
+
+mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad) {
+    int nt = mt_cpu_threads(ex);
+    int64_t rows = ad->B * ad->H * ad->Tq;
+    if (rows * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
+    float *scratch = mt_exec_scratch(ex, sizeof(float) * (size_t)(ad->Tk * nt));
+    if (!scratch) return mt_error(MT_ERR_NOMEM, "attention: out of memory for scores");
+    int64_t group = ad->H / ad->Hk;
+#pragma omp parallel num_threads(nt)
+    {
+        float *s = scratch + (size_t)(ad->Tk * omp_get_thread_num());
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = r % ad->Tq, bh = r / ad->Tq, h = bh % ad->H, b = bh / ad->H;
+            int64_t hk = h / group;
+            const float *qi = q + r * ad->D;
+            const float *kbh = k + (b * ad->Hk + hk) * ad->Tk * ad->D;
+            const float *vbh = v + (b * ad->Hk + hk) * ad->Tk * ad->Dv;
+            float *o = out + r * ad->Dv;
+            int64_t jend = causal_end(ad, i);
+            float m = row_scores(s, qi, kbh, jend, b, h, i, ad);
+            for (int64_t d = 0; d < ad->Dv; d++) o[d] = 0.0f;
+            if (m == -INFINITY) {
+                lse[r] = -INFINITY;
+                continue;
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j < jend; j++) {
+                float p = mt_expf(s[j] - m);
+                sum += p;
+                if (p == 0.0f) continue;
+                const float *vj = vbh + j * ad->Dv;
+                for (int64_t d = 0; d < ad->Dv; d++) o[d] += p * vj[d];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t d = 0; d < ad->Dv; d++) o[d] *= inv;
+            lse[r] = m + logf(sum);
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad) {
+    int nt = mt_cpu_threads(ex);
+    int64_t groups = ad->B * ad->Hk, hpg = ad->H / ad->Hk;
+    if (ad->B * ad->H * ad->Tq * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
+    float *scratch = mt_exec_scratch(ex, sizeof(float) * (size_t)(ad->Tk * nt));
+    if (!scratch) return mt_error(MT_ERR_NOMEM, "attention backward: out of memory for scores");
+#pragma omp parallel num_threads(nt)
+    {
+        float *s = scratch + (size_t)(ad->Tk * omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            int64_t b = gi / ad->Hk, hk = gi % ad->Hk;
+            const float *kbh = k + gi * ad->Tk * ad->D, *vbh = v + gi * ad->Tk * ad->Dv;
+            float *dkbh = dk ? dk + gi * ad->Tk * ad->D : NULL, *dvbh = dv ? dv + gi * ad->Tk * ad->Dv : NULL;
+            for (int64_t h = hk * hpg; h < (hk + 1) * hpg; h++) {
+                for (int64_t i = 0; i < ad->Tq; i++) {
+                    int64_t r = (b * ad->H + h) * ad->Tq + i;
+                    if (lse[r] == -INFINITY) continue;
+                    const float *qi = q + r * ad->D, *gi_ = dout + r * ad->Dv, *oi = out + r * ad->Dv;
+                    int64_t jend = causal_end(ad, i);
+                    row_scores(s, qi, kbh, jend, b, h, i, ad);
+                    float Di = dot(gi_, oi, ad->Dv);
+                    float *dqi = dq ? dq + r * ad->D : NULL;
+                    for (int64_t j = 0; j < jend; j++) {
+                        float p = mt_expf(s[j] - lse[r]);
+                        if (p == 0.0f) continue;
+                        if (dvbh) {
+                            float *dvj = dvbh + j * ad->Dv;
+                            for (int64_t d = 0; d < ad->Dv; d++) dvj[d] += p * gi_[d];
+                        }
+                        float ds = p * (dot(gi_, vbh + j * ad->Dv, ad->Dv) - Di) * ad->scale;
+                        if (dqi) {
+                            const float *kj = kbh + j * ad->D;
+                            for (int64_t d = 0; d < ad->D; d++) dqi[d] += ds * kj[d];
+                        }
+                        if (dkbh) {
+                            float *dkj = dkbh + j * ad->D;
+                            for (int64_t d = 0; d < ad->D; d++) dkj[d] += ds * qi[d];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return MT_OK;
+}

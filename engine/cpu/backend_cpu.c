@@ -1,0 +1,259 @@
+/*
+ * backend_cpu.c — the CPU backend's table: memory (plain host memory), creation and conversion
+ * kernels, the strided copy behind every layout op, and pointers to the compute kernels of the
+ * other files in this folder.
+ */
+#include <stdlib.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "cpu/cpu.h"
+
+static mt_status cpu_exec_init(mt_exec *ex, int device) {
+    (void)device;
+    if (ex->n_threads <= 0) ex->n_threads = omp_get_max_threads();
+    return MT_OK;
+}
+
+static void cpu_exec_free(mt_exec *ex) { (void)ex; }
+
+static mt_status cpu_alloc(int device, void **ptr, size_t bytes) {
+    (void)device;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
+        return mt_error(MT_ERR_NOMEM, "cpu: out of memory allocating %zu bytes", bytes);
+    mt_sys_alloc_count_add(1);
+    *ptr = p;
+    return MT_OK;
+}
+
+static void cpu_free(int device, void *ptr) {
+    (void)device;
+    free(ptr);
+}
+
+static mt_status cpu_memcpy(mt_exec *ex, void *dst, const void *src, size_t bytes) {
+    (void)ex;
+    if (dst != src && bytes) memcpy(dst, src, bytes);
+    return MT_OK;
+}
+
+static mt_status cpu_zero(mt_exec *ex, void *dst, size_t bytes) {
+    (void)ex;
+    memset(dst, 0, bytes);
+    return MT_OK;
+}
+
+static mt_status cpu_sync(mt_exec *ex) {
+    (void)ex;
+    return MT_OK;
+}
+
+static mt_status cpu_fill(mt_exec *ex, float *out, int64_t n, float value) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = value;
+    return MT_OK;
+}
+
+static mt_status cpu_arange(mt_exec *ex, float *out, int64_t n, double start, double step) {
+    (void)ex;
+    for (int64_t i = 0; i < n; i++) out[i] = (float)(start + step * (double)i);
+    return MT_OK;
+}
+
+static mt_status cpu_random(mt_exec *ex, float *out, int64_t n, mt_random_dist dist, float a, float b,
+                            uint64_t seed, uint64_t offset) {
+    int nt = mt_cpu_threads(ex);
+    if (dist == MT_RANDOM_UNIFORM) {
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) out[i] = a + (b - a) * mt_rng_uniform(seed, offset + (uint64_t)i);
+    } else {
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) out[i] = a + b * mt_rng_normal(seed, offset + (uint64_t)i);
+    }
+    return MT_OK;
+}
+
+/* bf16/f16 conversions with round-to-nearest-even, NaN kept NaN. */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((u >> 23) & 0xffu) - 127 + 15;
+    uint32_t man = u & 0x7fffffu;
+    if (((u >> 23) & 0xffu) == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1u))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)h;
+}
+
+static float load_as_f32(const void *in, mt_dtype dt, int64_t i) {
+    switch (dt) {
+    case MT_DTYPE_F32: return ((const float *)in)[i];
+    case MT_DTYPE_BF16: return bf16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_F16: return f16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_I32: return (float)((const int32_t *)in)[i];
+    case MT_DTYPE_I8: return (float)((const int8_t *)in)[i];
+    }
+    return 0.0f;
+}
+
+static mt_status cpu_cast(mt_exec *ex, void *out, mt_dtype to, const void *in, mt_dtype from, int64_t n) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float f = load_as_f32(in, from, i);
+        switch (to) {
+        case MT_DTYPE_F32: ((float *)out)[i] = f; break;
+        case MT_DTYPE_BF16: ((uint16_t *)out)[i] = f32_to_bf16(f); break;
+        case MT_DTYPE_F16: ((uint16_t *)out)[i] = f32_to_f16(f); break;
+        case MT_DTYPE_I32: ((int32_t *)out)[i] = (int32_t)lrintf(f); break;
+        case MT_DTYPE_I8: ((int8_t *)out)[i] = (int8_t)fmaxf(-128.0f, fminf(127.0f, rintf(f))); break;
+        }
+    }
+    return MT_OK;
+}
+
+/* The innermost dim is copied as a run when both strides are 1 (memcpy or a vector add). */
+static mt_status cpu_copy_strided(mt_exec *ex, void *out, const int64_t *ostride, const void *in,
+                                  const int64_t *istride, const int64_t *shape, int ndim, size_t elem_size,
+                                  int accumulate) {
+    if (ndim == 0) {
+        if (accumulate) *(float *)out += *(const float *)in;
+        else memcpy(out, in, elem_size);
+        return MT_OK;
+    }
+    int64_t inner = shape[ndim - 1];
+    int64_t outer = 1;
+    for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
+    int contig = ostride[ndim - 1] == 1 && istride[ndim - 1] == 1;
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (outer * inner > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t o = 0; o < outer; o++) {
+        int64_t oo = 0, io = 0, rem = o;
+        for (int d = ndim - 2; d >= 0; d--) {
+            int64_t idx = rem % shape[d];
+            rem /= shape[d];
+            oo += idx * ostride[d];
+            io += idx * istride[d];
+        }
+        if (accumulate) {
+            float *dst = (float *)out + oo;
+            const float *src = (const float *)in + io;
+            if (contig) {
+                for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+            } else {
+                for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] += src[j * istride[ndim - 1]];
+            }
+        } else if (contig) {
+            memcpy((char *)out + (size_t)oo * elem_size, (const char *)in + (size_t)io * elem_size,
+                   (size_t)inner * elem_size);
+        } else if (elem_size == 4) {
+            uint32_t *dst = (uint32_t *)out + oo;
+            const uint32_t *src = (const uint32_t *)in + io;
+            for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] = src[j * istride[ndim - 1]];
+        } else {
+            uint16_t *dst = (uint16_t *)out + oo;
+            const uint16_t *src = (const uint16_t *)in + io;
+            for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] = src[j * istride[ndim - 1]];
+        }
+    }
+    return MT_OK;
+}
+
+const mt_backend mt_cpu_backend = {
+    .name = "cpu",
+    .exec_init = cpu_exec_init,
+    .exec_free = cpu_exec_free,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_host = cpu_memcpy,
+    .to_device = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .fill = cpu_fill,
+    .arange = cpu_arange,
+    .random = cpu_random,
+    .cast = cpu_cast,
+    .unary_fwd = mt_cpu_unary_fwd,
+    .unary_bwd = mt_cpu_unary_bwd,
+    .scalar_fwd = mt_cpu_scalar_fwd,
+    .scalar_bwd = mt_cpu_scalar_bwd,
+    .binary_fwd = mt_cpu_binary_fwd,
+    .binary_bwd = mt_cpu_binary_bwd,
+    .masked_fill_fwd = mt_cpu_masked_fill_fwd,
+    .masked_fill_bwd = mt_cpu_masked_fill_bwd,
+    .dropout_fwd = mt_cpu_dropout_fwd,
+    .dropout_bwd = mt_cpu_dropout_bwd,
+    .reduce_fwd = mt_cpu_reduce_fwd,
+    .reduce_bwd = mt_cpu_reduce_bwd,
+    .argmax = mt_cpu_argmax,
+    .sumsq = mt_cpu_sumsq,
+    .copy_strided = cpu_copy_strided,
+    .gemm = mt_cpu_gemm,
+    .softmax_fwd = mt_cpu_softmax_fwd,
+    .softmax_bwd = mt_cpu_softmax_bwd,
+    .layernorm_fwd = mt_cpu_layernorm_fwd,
+    .layernorm_bwd = mt_cpu_layernorm_bwd,
+    .rmsnorm_fwd = mt_cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = mt_cpu_rmsnorm_bwd,
+    .embedding_fwd = mt_cpu_embedding_fwd,
+    .embedding_bwd = mt_cpu_embedding_bwd,
+    .cross_entropy_fwd = mt_cpu_cross_entropy_fwd,
+    .cross_entropy_bwd = mt_cpu_cross_entropy_bwd,
+    .attention_fwd = mt_cpu_attention_fwd,
+    .attention_bwd = mt_cpu_attention_bwd,
+    .rope = mt_cpu_rope,
+    .adamw = mt_cpu_adamw,
+};

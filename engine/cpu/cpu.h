@@ -1,0 +1,117 @@
+/*
+ * cpu.h — the CPU backend's kernels (declared for backend_cpu.c's table) and the vectorizable math
+ * they share.
+ *
+ * Loops are written so gcc vectorizes them with AVX2+FMA (no calls in the inner loops: exp and erf
+ * are polynomial approximations below, accurate to a few ulp) and split across threads with OpenMP
+ * when the work is large enough to pay for it.
+ */
+#ifndef MT_CPU_CPU_H
+#define MT_CPU_CPU_H
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/backend.h"
+
+/* Below this many elements a loop runs on one thread: forking costs more than it saves. */
+#define MT_CPU_PAR_MIN 32768
+
+static inline int mt_cpu_threads(const mt_exec *ex) {
+    return ex->n_threads > 0 ? ex->n_threads : omp_get_max_threads();
+}
+
+/* exp(x) for x in float range: Cody-Waite reduction + degree-6 polynomial (Cephes expf), about 1 ulp.
+ * Exactly 0 below -87.3 (so masked scores give exact zeros), +inf handled by the clamp at 88.7. */
+static inline float mt_expf(float x) {
+    float xc = fminf(fmaxf(x, -87.3f), 88.7f);
+    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } s;
+    s.i = ((int32_t)n + 127) << 23;
+    float y = p * s.f;
+    return x < -87.3f ? 0.0f : y;
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 refined (max abs error 1.5e-7). */
+static inline float mt_erff(float x) {
+    float ax = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t +
+                      0.254829592f) * t * mt_expf(-ax * ax);
+    return x < 0 ? -y : y;
+}
+
+/* Kernels, grouped by file. */
+/* elementwise.c */
+mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n);
+mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *dy, const float *x, const float *y,
+                           int64_t n);
+mt_status mt_cpu_scalar_fwd(mt_exec *ex, mt_scalar_op op, float *out, const float *x, float s, int64_t n);
+mt_status mt_cpu_scalar_bwd(mt_exec *ex, mt_scalar_op op, float *dx, const float *dy, const float *x, float s,
+                            int64_t n);
+mt_status mt_cpu_binary_fwd(mt_exec *ex, mt_binary_op op, float *out, const float *a, const float *b,
+                            const mt_bcast *bc);
+mt_status mt_cpu_binary_bwd(mt_exec *ex, mt_binary_op op, float *da, float *db, const float *dy, const float *a,
+                            const float *b, const mt_bcast *bc);
+mt_status mt_cpu_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const float *mask, float value,
+                                 const mt_bcast *bc);
+mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
+mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
+                             uint64_t offset);
+mt_status mt_cpu_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
+                             uint64_t offset);
+/* reduce.c */
+mt_status mt_cpu_reduce_fwd(mt_exec *ex, mt_reduce_op op, float *out, int32_t *argidx, const float *x,
+                            const mt_reduce_desc *rd, int accumulate);
+mt_status mt_cpu_reduce_bwd(mt_exec *ex, mt_reduce_op op, float *dx, const float *dy, const int32_t *argidx,
+                            const mt_reduce_desc *rd, float scale);
+mt_status mt_cpu_argmax(mt_exec *ex, int32_t *out, const float *x, int64_t outer, int64_t n, int64_t inner);
+mt_status mt_cpu_sumsq(mt_exec *ex, float *out, const float *x, int64_t n, int accumulate);
+/* gemm.c */
+mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
+                      float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+/* nn.c */
+mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
+mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log);
+mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                               const float *b, int64_t N, int64_t C, float eps);
+mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                               const float *w, const float *mean, const float *rstd, int64_t N, int64_t C);
+mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
+                             int64_t C, float eps);
+mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                             const float *rstd, int64_t N, int64_t C);
+mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
+mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
+                               int64_t C);
+mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,
+                                   const int32_t *targets, int64_t N, int64_t V, float eps, int ignore_index);
+mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dloss, const float *count,
+                                   const float *lse, const float *logits, const int32_t *targets, int64_t N,
+                                   int64_t V, float eps, int ignore_index);
+mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
+                      float base, float sign);
+mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                       float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
+/* attention.c */
+mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad);
+mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v,
+                               const mt_attn_desc *ad);
+
+#endif

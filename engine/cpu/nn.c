@@ -1,0 +1,315 @@
+/*
+ * nn.c — CPU kernels of the fused nn ops: softmax, layer/RMS norm, embedding, cross-entropy, RoPE,
+ * AdamW. Rows are independent and split across threads; sums use several accumulators so they
+ * vectorise.
+ */
+#include "core/error.h"
+#include "cpu/cpu.h"
+
+static inline float row_max(const float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+static inline float row_sum(const float *x, int64_t n) {
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[j + k];
+    float s = 0.0f;
+    for (; j < n; j++) s += x[j];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static inline float row_dot(const float *x, const float *y, int64_t n) {
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
+    float s = 0.0f;
+    for (; j < n; j++) s += x[j] * y[j];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        float *o = out + n * C;
+        float m = row_max(xr, C);
+        if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
+        for (int64_t j = 0; j < C; j++) o[j] = mt_expf(xr[j] - m);
+        float s = row_sum(o, C);
+        if (log) {
+            float ls = logf(s) + m;
+            for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
+        } else {
+            float inv = 1.0f / s;
+            for (int64_t j = 0; j < C; j++) o[j] *= inv;
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *g = dy + n * C, *yr = y + n * C;
+        float *d = dx + n * C;
+        if (log) { /* dx = dy - softmax * sum(dy) */
+            float s = row_sum(g, C);
+            for (int64_t j = 0; j < C; j++) d[j] += g[j] - mt_expf(yr[j]) * s;
+        } else { /* dx = y * (dy - sum(dy * y)) */
+            float s = row_dot(g, yr, C);
+            for (int64_t j = 0; j < C; j++) d[j] += yr[j] * (g[j] - s);
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                               const float *b, int64_t N, int64_t C, float eps) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        float *o = out + n * C;
+        float m = row_sum(xr, C) / (float)C;
+        float acc[8] = {0};
+        int64_t j = 0;
+        for (; j + 8 <= C; j += 8)
+            for (int k = 0; k < 8; k++) acc[k] += (xr[j + k] - m) * (xr[j + k] - m);
+        float v = 0.0f;
+        for (; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
+        v += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        float rs = 1.0f / sqrtf(v / (float)C + eps);
+        if (b) {
+            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j] + b[j];
+        } else {
+            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j];
+        }
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = rs;
+    }
+    return MT_OK;
+}
+
+/* dw/db are sums over rows: each thread sums its rows into a private slice of scratch, then the
+ * slices are added, so no two threads write the same address. */
+mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                               const float *w, const float *mean, const float *rstd, int64_t N, int64_t C) {
+    int nt = mt_cpu_threads(ex);
+    if (N * C <= MT_CPU_PAR_MIN) nt = 1;
+    float *part = NULL;
+    if (dw || db) {
+        part = mt_exec_scratch(ex, sizeof(float) * (size_t)(2 * C * nt));
+        if (!part) return mt_error(MT_ERR_NOMEM, "layer_norm backward: out of memory");
+        memset(part, 0, sizeof(float) * (size_t)(2 * C * nt));
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num();
+        float *pw = part ? part + (size_t)(2 * C * tid) : NULL, *pb = part ? pw + C : NULL;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C, *g = dout + n * C;
+            float m = mean[n], rs = rstd[n];
+            float sum_g = 0.0f, sum_gx = 0.0f;
+            for (int64_t j = 0; j < C; j++) {
+                float xh = (xr[j] - m) * rs;
+                float gw = g[j] * w[j];
+                sum_g += gw;
+                sum_gx += gw * xh;
+                if (pw) pw[j] += g[j] * xh;
+                if (pb) pb[j] += g[j];
+            }
+            if (dx) {
+                float *d = dx + n * C;
+                float a = sum_g / (float)C, c = sum_gx / (float)C;
+                for (int64_t j = 0; j < C; j++) {
+                    float xh = (xr[j] - m) * rs;
+                    d[j] += (g[j] * w[j] - a - xh * c) * rs;
+                }
+            }
+        }
+    }
+    if (part) {
+        for (int t = 0; t < nt; t++) {
+            const float *pw = part + (size_t)(2 * C * t), *pb = pw + C;
+            if (dw)
+                for (int64_t j = 0; j < C; j++) dw[j] += pw[j];
+            if (db)
+                for (int64_t j = 0; j < C; j++) db[j] += pb[j];
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
+                             int64_t C, float eps) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        float rs = 1.0f / sqrtf(row_dot(xr, xr, C) / (float)C + eps);
+        float *o = out + n * C;
+        for (int64_t j = 0; j < C; j++) o[j] = xr[j] * rs * w[j];
+        if (rstd) rstd[n] = rs;
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                             const float *rstd, int64_t N, int64_t C) {
+    int nt = mt_cpu_threads(ex);
+    if (N * C <= MT_CPU_PAR_MIN) nt = 1;
+    float *part = NULL;
+    if (dw) {
+        part = mt_exec_scratch(ex, sizeof(float) * (size_t)(C * nt));
+        if (!part) return mt_error(MT_ERR_NOMEM, "rms_norm backward: out of memory");
+        memset(part, 0, sizeof(float) * (size_t)(C * nt));
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        float *pw = part ? part + (size_t)(C * omp_get_thread_num()) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C, *g = dout + n * C;
+            float rs = rstd[n];
+            float s = 0.0f;
+            for (int64_t j = 0; j < C; j++) {
+                s += g[j] * w[j] * xr[j];
+                if (pw) pw[j] += g[j] * xr[j] * rs;
+            }
+            if (dx) {
+                float *d = dx + n * C;
+                float c = s * rs * rs * rs / (float)C;
+                for (int64_t j = 0; j < C; j++) d[j] += g[j] * w[j] * rs - xr[j] * c;
+            }
+        }
+    }
+    if (part)
+        for (int t = 0; t < nt; t++)
+            for (int64_t j = 0; j < C; j++) dw[j] += part[(size_t)(C * t) + (size_t)j];
+    return MT_OK;
+}
+
+mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N,
+                               int64_t C) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) memcpy(out + n * C, table + (int64_t)ids[n] * C, sizeof(float) * (size_t)C);
+    return MT_OK;
+}
+
+/* Rows may repeat, so threads split the columns, not the rows: each owns a column range. */
+mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
+                               int64_t C) {
+    int nt = mt_cpu_threads(ex);
+    if (N * C <= MT_CPU_PAR_MIN || C < 64) nt = 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t c0 = C * t / T, c1 = C * (t + 1) / T;
+        for (int64_t n = 0; n < N; n++) {
+            float *d = dtable + (int64_t)ids[n] * C;
+            const float *g = dout + n * C;
+            for (int64_t j = c0; j < c1; j++) d[j] += g[j];
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,
+                                   const int32_t *targets, int64_t N, int64_t V, float eps, int ignore_index) {
+    int nt = mt_cpu_threads(ex);
+    double total = 0.0;
+    int64_t cnt = 0;
+#pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static) reduction(+ : total, cnt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = logits + n * V;
+        float m = row_max(x, V);
+        float acc[8] = {0};
+        int64_t j = 0;
+        for (; j + 8 <= V; j += 8)
+            for (int k = 0; k < 8; k++) acc[k] += mt_expf(x[j + k] - m);
+        float s = 0.0f;
+        for (; j < V; j++) s += mt_expf(x[j] - m);
+        s += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        float l = m + logf(s);
+        lse[n] = l;
+        int32_t t = targets[n];
+        if (t == ignore_index) continue;
+        float nll = l - x[t];
+        float smooth = eps > 0.0f ? l - row_sum(x, V) / (float)V : 0.0f;
+        total += (double)((1.0f - eps) * nll + eps * smooth);
+        cnt++;
+    }
+    *count = (float)cnt;
+    *loss = cnt ? (float)(total / (double)cnt) : 0.0f;
+    return MT_OK;
+}
+
+mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dloss, const float *count,
+                                   const float *lse, const float *logits, const int32_t *targets, int64_t N,
+                                   int64_t V, float eps, int ignore_index) {
+    int nt = mt_cpu_threads(ex);
+    if (*count == 0.0f) return MT_OK;
+    float scale = *dloss / *count, off = eps / (float)V;
+#pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        int32_t t = targets[n];
+        if (t == ignore_index) continue;
+        const float *x = logits + n * V;
+        float *d = dlogits + n * V;
+        float l = lse[n];
+        for (int64_t j = 0; j < V; j++) d[j] += scale * (mt_expf(x[j] - l) - off);
+        d[t] -= scale * (1.0f - eps);
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
+                      float base, float sign) {
+    int nt = mt_cpu_threads(ex);
+    int64_t half = D / 2;
+#pragma omp parallel for num_threads(nt) if (R * T * D > MT_CPU_PAR_MIN) schedule(static) collapse(2)
+    for (int64_t r = 0; r < R; r++) {
+        for (int64_t t = 0; t < T; t++) {
+            const float *xp = x + (r * T + t) * D;
+            float *op = out + (r * T + t) * D;
+            float pos = (float)(pos0 + t);
+            for (int64_t i = 0; i < half; i++) {
+                /* The same float32 arithmetic as the PyTorch reference: inv_freq = 1 / base^(2i/D). */
+                float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)D);
+                float ang = pos * inv_freq;
+                float c = cosf(ang), s = sign * sinf(ang);
+                float x0 = xp[2 * i], x1 = xp[2 * i + 1];
+                op[2 * i] = x0 * c - x1 * s;
+                op[2 * i + 1] = x0 * s + x1 * c;
+            }
+        }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                       float b2, float eps, float wd, float bc1, float bc2, float grad_scale) {
+    int nt = mt_cpu_threads(ex);
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        /* PyTorch's AdamW, in its order of float operations: decay, then
+         * p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps). */
+        float pi = p[i] * (1.0f - lr * wd);
+        p[i] = pi - (lr / bc1) * (mi / (sqrtf(vi) / sqrtf(bc2) + eps));
+    }
+    return MT_OK;
+}

@@ -1,0 +1,217 @@
+/*
+ * matmul.c — matrix products: batched matmul with broadcast batch dims and transpose flags, and the
+ * nn.Linear product x @ w^T + bias.
+ *
+ * A product is planned once: when b is shared by every batch item and a is not transposed, a's batch
+ * folds into M and the whole product is one GEMM (the common activation @ weight case, forward and
+ * backward). Otherwise each batch item is one GEMM over its operands' offsets, issued as a single
+ * strided-batched call when the offsets are regular.
+ */
+#include "ops/ops_internal.h"
+
+typedef struct mm_plan {
+    int ta, tb;
+    int64_t M, N, K;        /* per item, after folding */
+    int64_t batch;          /* items */
+    int64_t a_mat, b_mat;   /* elements of one A / B matrix */
+    int64_t nd;             /* batch dims of the output */
+    int64_t bshape[MT_MAX_DIMS], sa[MT_MAX_DIMS], sb[MT_MAX_DIMS]; /* batch dims, matrix-index strides */
+} mm_plan;
+
+static void item_offsets(const mm_plan *p, int64_t i, int64_t *oa, int64_t *ob) {
+    int64_t a = 0, b = 0;
+    for (int64_t d = p->nd - 1; d >= 0; d--) {
+        int64_t idx = i % p->bshape[d];
+        i /= p->bshape[d];
+        a += idx * p->sa[d];
+        b += idx * p->sb[d];
+    }
+    *oa = a * p->a_mat;
+    *ob = b * p->b_mat;
+}
+
+/* 1 when item offsets are i*sa and i*sb for constants sa, sb (set). */
+static int regular(const mm_plan *p, int64_t *sa, int64_t *sb) {
+    int64_t a1 = 0, b1 = 0;
+    if (p->batch > 1) item_offsets(p, 1, &a1, &b1);
+    for (int64_t i = 2; i < p->batch; i++) {
+        int64_t a, b;
+        item_offsets(p, i, &a, &b);
+        if (a != i * a1 || b != i * b1) return 0;
+    }
+    *sa = a1;
+    *sb = b1;
+    return 1;
+}
+
+static mt_status mm_backward(mt_context *ctx, mt_node *n) {
+    const mm_plan *p = n->p;
+    const mt_backend *be = MT_BE(ctx);
+    mt_tensor *a = n->in[0], *b = n->in[1];
+    const float *dc = mt_f32(n->out->grad);
+    int64_t M = p->M, N = p->N, K = p->K, c_mat = M * N;
+    /* Leading dims of the stored operands. */
+    int64_t lda = p->ta ? M : K, ldb = p->tb ? K : N;
+    if (mt_tensor_requires_grad(a)) {
+        mt_tensor *g = mt_grad_of(ctx, a);
+        if (!g) return ctx->status;
+        for (int64_t i = 0; i < p->batch; i++) {
+            int64_t oa, ob;
+            item_offsets(p, i, &oa, &ob);
+            float *ga = mt_f32(g) + oa;
+            const float *bb = mt_f32(b) + ob, *dci = dc + i * c_mat;
+            if (!p->ta) /* dA (M,K) = dC (M,N) @ op(B)^T */
+                MT_TRY(be->gemm(&ctx->ex, 0, !p->tb, M, K, N, 1.0f, dci, N, 0, bb, ldb, 0, 1.0f, ga, lda, 0, 1));
+            else        /* dA (K,M) = op(B) (K,N) @ dC^T */
+                MT_TRY(be->gemm(&ctx->ex, p->tb, 1, K, M, N, 1.0f, bb, ldb, 0, dci, N, 0, 1.0f, ga, lda, 0, 1));
+        }
+    }
+    if (mt_tensor_requires_grad(b)) {
+        mt_tensor *g = mt_grad_of(ctx, b);
+        if (!g) return ctx->status;
+        for (int64_t i = 0; i < p->batch; i++) {
+            int64_t oa, ob;
+            item_offsets(p, i, &oa, &ob);
+            float *gb = mt_f32(g) + ob;
+            const float *aa = mt_f32(a) + oa, *dci = dc + i * c_mat;
+            if (!p->tb) /* dB (K,N) = op(A)^T (K,M) @ dC */
+                MT_TRY(be->gemm(&ctx->ex, !p->ta, 0, K, N, M, 1.0f, aa, lda, 0, dci, N, 0, 1.0f, gb, ldb, 0, 1));
+            else        /* dB (N,K) = dC^T (N,M) @ op(A) */
+                MT_TRY(be->gemm(&ctx->ex, 1, p->ta, N, K, M, 1.0f, dci, N, 0, aa, lda, 0, 1.0f, gb, ldb, 0, 1));
+        }
+    }
+    return MT_OK;
+}
+
+mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, int trans_b) {
+    if (!mt_check_f32(ctx, "matmul", a) || !mt_check_f32(ctx, "matmul", b)) return NULL;
+    char sa_[MT_SHAPE_STR], sb_[MT_SHAPE_STR];
+    if (a->ndim < 2 || b->ndim < 2)
+        return mt_fail(ctx, MT_ERR_SHAPE, "matmul: %s @ %s: operands need at least 2 dims",
+                       mt_shape_str(sa_, a->shape, a->ndim), mt_shape_str(sb_, b->shape, b->ndim));
+    mm_plan p = {.ta = trans_a != 0, .tb = trans_b != 0};
+    int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int64_t br = b->shape[b->ndim - 2], bcl = b->shape[b->ndim - 1];
+    p.M = p.ta ? ac : ar;
+    p.K = p.ta ? ar : ac;
+    int64_t kb = p.tb ? bcl : br;
+    p.N = p.tb ? br : bcl;
+    if (p.K != kb)
+        return mt_fail(ctx, MT_ERR_SHAPE, "matmul: %s%s @ %s%s: inner dims differ (%lld vs %lld)",
+                       mt_shape_str(sa_, a->shape, a->ndim), p.ta ? "^T" : "", mt_shape_str(sb_, b->shape, b->ndim),
+                       p.tb ? "^T" : "", (long long)p.K, (long long)kb);
+    /* Broadcast the batch dims. */
+    int and_ = a->ndim - 2, bnd = b->ndim - 2;
+    p.nd = and_ > bnd ? and_ : bnd;
+    int64_t oshape[MT_MAX_DIMS], astr = 1, bstr = 1;
+    p.batch = 1;
+    for (int64_t d = p.nd - 1; d >= 0; d--) {
+        int64_t da = d - (p.nd - and_), db = d - (p.nd - bnd);
+        int64_t x = da >= 0 ? a->shape[da] : 1, y = db >= 0 ? b->shape[db] : 1;
+        if (x != y && x != 1 && y != 1)
+            return mt_fail(ctx, MT_ERR_SHAPE, "matmul: %s @ %s: batch dims do not broadcast",
+                           mt_shape_str(sa_, a->shape, a->ndim), mt_shape_str(sb_, b->shape, b->ndim));
+        p.bshape[d] = x > y ? x : y;
+        p.sa[d] = x == p.bshape[d] && x > 1 ? astr : 0;
+        p.sb[d] = y == p.bshape[d] && y > 1 ? bstr : 0;
+        astr *= x;
+        bstr *= y;
+        p.batch *= p.bshape[d];
+        oshape[d] = p.bshape[d];
+    }
+    oshape[p.nd] = p.M;
+    oshape[p.nd + 1] = p.N;
+    mt_tensor *c = mt_new(ctx, MT_DTYPE_F32, (int)p.nd + 2, oshape);
+    if (!c) return NULL;
+    /* Fold a's batch into M when b is shared and a is not transposed: one GEMM. */
+    if (bstr == 1 && !p.ta && p.batch > 1) {
+        p.M *= p.batch;
+        p.batch = 1;
+        p.nd = 0;
+    }
+    p.a_mat = p.M * p.K;
+    p.b_mat = p.K * p.N;
+    int64_t lda = p.ta ? p.M : p.K, ldb = p.tb ? p.K : p.N;
+    int64_t ra, rb;
+    if (regular(&p, &ra, &rb)) {
+        MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, p.ta, p.tb, p.M, p.N, p.K, 1.0f, mt_f32(a), lda, ra, mt_f32(b), ldb,
+                                        rb, 0.0f, mt_f32(c), p.N, p.M * p.N, p.batch));
+    } else {
+        for (int64_t i = 0; i < p.batch; i++) {
+            int64_t oa, ob;
+            item_offsets(&p, i, &oa, &ob);
+            MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, p.ta, p.tb, p.M, p.N, p.K, 1.0f, mt_f32(a) + oa, lda, 0,
+                                            mt_f32(b) + ob, ldb, 0, 0.0f, mt_f32(c) + i * p.M * p.N, p.N, 0, 1));
+        }
+    }
+    mt_tensor *in[2] = {a, b};
+    if (mt_needs_grad(ctx, in, 2)) {
+        mt_node *n = mt_tape_push(ctx, "matmul", mm_backward, c);
+        if (!n) return NULL;
+        n->in[0] = a;
+        n->in[1] = b;
+        if (!(n->p = mt_ctx_keep(ctx, &p, sizeof p))) return NULL;
+    }
+    return c;
+}
+
+/* linear: y (R, N) = x (R, K) @ w^T + bias, R = all leading dims of x. */
+static mt_status linear_backward(mt_context *ctx, mt_node *n) {
+    const mt_backend *be = MT_BE(ctx);
+    mt_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
+    int64_t R = n->i[0], K = n->i[1], N = n->i[2];
+    const float *dy = mt_f32(n->out->grad);
+    if (mt_tensor_requires_grad(x)) {
+        mt_tensor *g = mt_grad_of(ctx, x);
+        if (!g) return ctx->status;
+        MT_TRY(be->gemm(&ctx->ex, 0, 0, R, K, N, 1.0f, dy, N, 0, mt_f32(w), K, 0, 1.0f, mt_f32(g), K, 0, 1));
+    }
+    if (mt_tensor_requires_grad(w)) {
+        mt_tensor *g = mt_grad_of(ctx, w);
+        if (!g) return ctx->status;
+        MT_TRY(be->gemm(&ctx->ex, 1, 0, N, K, R, 1.0f, dy, N, 0, mt_f32(x), K, 0, 1.0f, mt_f32(g), K, 0, 1));
+    }
+    if (bias && mt_tensor_requires_grad(bias)) {
+        mt_tensor *g = mt_grad_of(ctx, bias);
+        if (!g) return ctx->status;
+        mt_reduce_desc rd = {.ndim = 2, .shape = {R, N}, .axes = 1u, .n_out = N, .n_red = R};
+        MT_TRY(be->reduce_fwd(&ctx->ex, MT_REDUCE_SUM, mt_f32(g), NULL, dy, &rd, 1));
+    }
+    return MT_OK;
+}
+
+mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {
+    if (!mt_check_f32(ctx, "linear", x) || !mt_check_f32(ctx, "linear", w)) return NULL;
+    if (bias && !mt_check_f32(ctx, "linear", bias)) return NULL;
+    char sx[MT_SHAPE_STR], sw[MT_SHAPE_STR];
+    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
+        return mt_fail(ctx, MT_ERR_SHAPE, "linear: x %s @ w^T with w %s: need x (..., K) and w (N, K)",
+                       mt_shape_str(sx, x->shape, x->ndim), mt_shape_str(sw, w->shape, w->ndim));
+    int64_t K = w->shape[1], N = w->shape[0], R = x->numel / K;
+    if (bias && (bias->ndim != 1 || bias->shape[0] != N))
+        return mt_fail(ctx, MT_ERR_SHAPE, "linear: bias %s does not match w %s (want (%lld))",
+                       mt_shape_str(sx, bias->shape, bias->ndim), mt_shape_str(sw, w->shape, w->ndim), (long long)N);
+    int64_t oshape[MT_MAX_DIMS];
+    memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    oshape[x->ndim - 1] = N;
+    mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
+    if (!y) return NULL;
+    if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
+        int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
+        MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
+    }
+    MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, 0, 1, R, N, K, 1.0f, mt_f32(x), K, 0, mt_f32(w), K, 0,
+                                    bias ? 1.0f : 0.0f, mt_f32(y), N, 0, 1));
+    mt_tensor *in[3] = {x, w, bias};
+    if (mt_needs_grad(ctx, in, 3)) {
+        mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);
+        if (!n) return NULL;
+        n->in[0] = x;
+        n->in[1] = w;
+        n->in[2] = bias;
+        n->i[0] = R;
+        n->i[1] = K;
+        n->i[2] = N;
+    }
+    return y;
+}
