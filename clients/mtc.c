@@ -158,6 +158,7 @@ int mtc_connect(const char *hostport, const mtc_tls *tls, int timeout_ms, mtc_co
             SSL_set1_host(c->ssl, name);
         }
         for (;;) {
+            ERR_clear_error();
             int r = SSL_connect(c->ssl);
             if (r == 1) break;
             int e = SSL_get_error(c->ssl, r);
@@ -173,6 +174,7 @@ int mtc_connect(const char *hostport, const mtc_tls *tls, int timeout_ms, mtc_co
                 long v = SSL_get_verify_result(c->ssl);
                 if (v != X509_V_OK) snprintf(c->err, sizeof c->err, "certificate: %s", X509_verify_cert_error_string(v));
                 else ssl_errtext(c, "handshake");
+                ERR_clear_error();
                 goto tls_fail;
             }
         }
@@ -180,6 +182,7 @@ int mtc_connect(const char *hostport, const mtc_tls *tls, int timeout_ms, mtc_co
     *out = c;
     return MTC_OK;
 tls_fail:
+    ERR_clear_error();
     snprintf(err, errlen, "TLS with %s: %s", hostport, c->err[0] ? c->err : "failed");
     mtc_close(c);
     return MTC_ERR;
@@ -215,6 +218,7 @@ int mtc_send_raw(mtc_conn *c, const void *data, size_t n, int timeout_ms) {
     while (n > 0) {
         ssize_t w;
         if (c->ssl) {
+            ERR_clear_error();
             int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
             if (r > 0) {
                 w = r;
@@ -272,6 +276,7 @@ static int fill(mtc_conn *c, int64_t deadline) {
     for (;;) {
         size_t room = c->rcap - c->rlen;
         if (c->ssl) {
+            ERR_clear_error();
             int r = SSL_read(c->ssl, c->rbuf + c->rlen, room > INT32_MAX ? INT32_MAX : (int)room);
             if (r > 0) {
                 c->rlen += (size_t)r;

@@ -100,7 +100,8 @@ void mt_batcher_push(mt_batcher *b, mt_bitem *const *items, uint32_t n) {
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Would the group's next batch be full? (0 live items counts as ready: only drops to hand back.) */
+/* Would the group's next batch be full, i.e. could no further sentence join it? (0 live items
+ * counts as ready: only drops to hand back.) */
 static bool group_full(const mt_batcher *b, const group *g) {
     uint32_t count = 0, maxtok = 0;
     for (const mt_bitem *it = g->head; it; it = it->next) {
@@ -111,7 +112,7 @@ static bool group_full(const mt_batcher *b, const group *g) {
         maxtok = nm;
         if (count >= b->max_sentences) return true;
     }
-    return count == 0;
+    return count == 0 || (uint64_t)(count + 1) * maxtok > b->max_tokens;
 }
 
 int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us) {
@@ -166,12 +167,12 @@ int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *dea
     return 1;
 }
 
-int mt_batcher_take(mt_batcher *b, mt_batch *out) {
+int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick) {
     pthread_mutex_lock(&b->mu);
-    uint64_t seq = b->kick_seq;
     int rc;
     for (;;) {
-        if (b->kick_seq != seq) {
+        if (b->kick_seq != *seen_kick) {
+            *seen_kick = b->kick_seq;
             rc = 0;
             break;
         }

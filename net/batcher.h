@@ -64,9 +64,10 @@ void mt_batcher_push(mt_batcher *b, mt_bitem *const *items, uint32_t n);
  * and *deadline_us = when the earliest group becomes ready by age (UINT64_MAX when the queue is empty). */
 int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us);
 
-/* Blocks until a batch is ready: returns 1 with *out; 0 when woken by mt_batcher_kick (nothing
- * taken); -1 once the batcher is closed and empty. Thread-safe. */
-int mt_batcher_take(mt_batcher *b, mt_batch *out);
+/* Blocks until a batch is ready: returns 1 with *out; 0 (nothing taken) when mt_batcher_kick was
+ * called since the caller last saw it — *seen_kick is the caller's record, updated here, so a kick
+ * while the caller was busy is not missed; -1 once the batcher is closed and empty. Thread-safe. */
+int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick);
 
 /* Drain mode: groups are ready at once, nothing waits for its batch to fill. */
 void mt_batcher_set_flush(mt_batcher *b, bool flush);

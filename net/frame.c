@@ -25,8 +25,39 @@ uint8_t *mt_frame_encode(const mt_frame *f, size_t *len) {
     return buf;
 }
 
+/* protobuf-c keeps a field numbered 0 (an over-long encoded tag) as an unknown field, although no
+ * valid message has one and its own packer writes it back in a form it then refuses: such a frame
+ * is not a valid message, at any depth. */
+static bool message_ok(const ProtobufCMessage *m, int depth) {
+    if (depth > 16) return false;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return false;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t cnt = *(const size_t *)(base + fd->quantifier_offset);
+            ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)(base + fd->offset);
+            for (size_t k = 0; k < cnt; k++)
+                if (!message_ok(arr[k], depth + 1)) return false;
+            continue;
+        }
+        if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && *(const uint32_t *)(base + fd->quantifier_offset) != fd->id)
+            continue;
+        const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(base + fd->offset);
+        if (sub && !message_ok(sub, depth + 1)) return false;
+    }
+    return true;
+}
+
 int mt_frame_decode(const uint8_t *body, size_t n, mt_frame **out, const char **why) {
     mt_frame *f = mt__v1__frame__unpack(NULL, n, body);
+    if (f && !message_ok(&f->base, 0)) {
+        mt__v1__frame__free_unpacked(f, NULL);
+        f = NULL;
+    }
     if (!f) {
         *why = "the frame body is not a valid mt.v1.Frame";
         return MT__V1__ERROR_CODE__ERR_BAD_FRAME;

@@ -219,8 +219,8 @@ static Mt__V1__TrainState snapshot(mt_train_ctl *t, Mt__V1__TrainStatus *st, cha
     case MT_TRAIN_DONE: st->state = MT__V1__TRAIN_STATE__TRAIN_DONE; break;
     case MT_TRAIN_CANCELLED: st->state = MT__V1__TRAIN_STATE__TRAIN_CANCELLED; break;
     case MT_TRAIN_FAILED: st->state = MT__V1__TRAIN_STATE__TRAIN_FAILED; break;
-    default:
-        st->state = t->phase == PH_ENDED ? MT__V1__TRAIN_STATE__TRAIN_FAILED : MT__V1__TRAIN_STATE__TRAIN_STARTING;
+    default: /* created, about to run: the trainer thread calls mt_trainer_run next */
+        st->state = t->phase == PH_ENDED ? MT__V1__TRAIN_STATE__TRAIN_FAILED : MT__V1__TRAIN_STATE__TRAIN_RUNNING;
         break;
     }
     *json = s->eng->trainer_status_json(t->trainer);

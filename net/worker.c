@@ -77,8 +77,9 @@ static void run_batch(mt_worker *w, mt_post_msg *m) {
 static void *worker_main(void *arg) {
     mt_worker *w = arg;
     mt_server *s = w->srv;
+    uint64_t seen_kick = 0;
     for (;;) {
-        int r = mt_batcher_take(s->batcher, &w->batch);
+        int r = mt_batcher_take(s->batcher, &w->batch, &seen_kick);
         if (r < 0) break;
         sync_model(w);
         if (r == 0) continue;
