@@ -126,6 +126,11 @@ static void conn_free(mt_conn *c) {
         s->n_conns--;
         atomic_fetch_sub(&s->metrics.connections, 1);
     }
+    if (s->ssl) { /* close_notify, so TLS peers see a clean end rather than a truncation */
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl && SSL_is_init_finished(ssl)) SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
     bufferevent_free(c->bev);
     event_free(c->timer);
     event_free(c->resume);

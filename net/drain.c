@@ -13,6 +13,18 @@
 
 #include "log.h"
 
+int mt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(th, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     mt_server *s = arg;

@@ -192,6 +192,10 @@ void mt_listen_stop(mt_server *s);
 void mt_metrics_gauges_fill(mt_server *s, mt_metrics_gauges *g);
 Mt__V1__ServingState mt_serving_state(mt_server *s);
 
+/* Starts a thread with SIGTERM, SIGINT and SIGPIPE blocked, so signals reach only the loop thread
+ * (drain.c). Returns pthread_create's result. */
+int mt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
+
 /* ---- the server ---- */
 
 #define MT_MAX_LISTENERS 1

@@ -189,7 +189,7 @@ int mt_train_init(mt_server *s) {
     pthread_mutex_init(&t->jmu, NULL);
     pthread_cond_init(&t->jcv, NULL);
     s->train = t;
-    if (pthread_create(&t->admin_th, NULL, admin_main, t) != 0) return -1;
+    if (mt_thread_start(&t->admin_th, admin_main, t) != 0) return -1;
     t->admin_live = true;
     return 0;
 }
@@ -340,7 +340,7 @@ static void handle_start(mt_conn *c, mt_frame *f) {
     t->phase = PH_STARTING;
     t->start_serial = c->serial;
     t->start_id = f->id;
-    if (!t->config || pthread_create(&t->th, NULL, train_main, t) != 0) {
+    if (!t->config || mt_thread_start(&t->th, train_main, t) != 0) {
         t->phase = PH_NONE;
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "cannot start the trainer thread");
         return;

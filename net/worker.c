@@ -117,7 +117,7 @@ int mt_workers_start(mt_server *s) {
         w->idx = (int)i;
         w->handle_idx = s->opt->n_gpus > 0 ? (int)i : 0;
         if (mt_batch_init(&w->batch, s->opt->max_batch_sentences) != 0) return -1;
-        if (pthread_create(&w->th, NULL, worker_main, w) != 0) return -1;
+        if (mt_thread_start(&w->th, worker_main, w) != 0) return -1;
         w->started = true;
     }
     return 0;
