@@ -30,6 +30,8 @@
 #include "log.h"
 
 #define READ_HWM_BASE (64u * 1024u)
+/* Before Hello a peer may make the server buffer no more than one Hello-sized frame. */
+#define BASE_HWM(c) ((c)->hello_done ? (size_t)READ_HWM_BASE : (size_t)(c)->srv->opt->limits.max_hello_bytes + 4)
 #define LINGER_S 5
 #define MAX_REJECTING 64
 
@@ -91,7 +93,7 @@ void mt_conn_accept(mt_server *s, int fd, const struct sockaddr *sa, int salen) 
     c->accepted_us = c->last_active_us = mt_now_us();
     c->role = MT__V1__ROLE__ROLE_NONE;
     mt_framer_init(&c->fr, L->max_hello_bytes, 0);
-    c->read_hwm = READ_HWM_BASE;
+    c->read_hwm = BASE_HWM(c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->read_hwm);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -249,7 +251,7 @@ static void conn_process(mt_conn *c) {
             size_t need = mt_framer_need(&c->fr);
             if (avail < need) {
                 /* A body we accepted may be larger than the base watermark: let it in, no more. */
-                size_t want = need > READ_HWM_BASE ? need : READ_HWM_BASE;
+                size_t want = need > BASE_HWM(c) ? need : BASE_HWM(c);
                 if (want != c->read_hwm) {
                     c->read_hwm = want;
                     bufferevent_setwatermark(c->bev, EV_READ, 0, want);
@@ -282,11 +284,11 @@ static void conn_process(mt_conn *c) {
             mt_conn_send_error(c, 0, ev.code, true, 0, "%s (length %llu)", ev.why, (unsigned long long)ev.length);
             return;
         case MT_FR_FRAME:
-            if (c->read_hwm != READ_HWM_BASE) {
-                c->read_hwm = READ_HWM_BASE;
-                bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HWM_BASE);
-            }
             mt_dispatch(c, ev.frame);
+            if (c->read_hwm != BASE_HWM(c)) {
+                c->read_hwm = BASE_HWM(c);
+                bufferevent_setwatermark(c->bev, EV_READ, 0, c->read_hwm);
+            }
             if (--budget == 0 && evbuffer_get_length(in) > 0 && !c->closing && !c->bye) {
                 mt_metrics_limit_hit(&s->metrics, MT_LIM_REQUESTS_PER_EVENT);
                 event_active(c->resume, EV_READ, 0);
