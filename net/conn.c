@@ -316,7 +316,7 @@ static void write_cb(struct bufferevent *bev, void *arg) {
     }
     if (c->paused_out && mt_conn_output_len(c) <= c->srv->opt->limits.output_high_water / 2) {
         c->paused_out = false;
-        if (!c->bye) bufferevent_enable(c->bev, EV_READ);
+        if (!c->bye && !c->read_eof) bufferevent_enable(c->bev, EV_READ);
         event_active(c->resume, EV_READ, 0);
     }
 }
