@@ -3,11 +3,13 @@
  * received (the batcher stops waiting for batches to fill), ask a running trainer to stop (it saves
  * a checkpoint), let save/promote jobs finish, flush and close every connection, and leave the loop:
  * exit status 0. New translate requests meanwhile get ERR_SHUTTING_DOWN. If the drain takes longer
- * than drain-timeout-s the server gives up waiting and exits 1; a second signal exits at once (1).
+ * than drain-timeout-s the server gives up and exits 1 at once, as does a second signal: neither
+ * waits for threads that may be deep in a batch or a training step.
  */
 #include "server.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <event2/listener.h>
 
@@ -29,11 +31,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     mt_server *s = arg;
     if (s->draining) {
-        MT_LOGW("second signal %d: leaving now", (int)sig);
-        s->exit_code = 1;
-        s->stopped = true;
-        event_base_loopbreak(s->base);
-        return;
+        /* The operator insists: no joining of threads that may be deep in a batch or a step. */
+        MT_LOGW("second signal %d: leaving now, without waiting for in-flight work", (int)sig);
+        _exit(1);
     }
     mt_drain_begin(s, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -43,12 +43,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     mt_server *s = arg;
     if (mt_now_us() >= s->drain_deadline_us) {
-        MT_LOGW("drain: timed out after %u s with %llu requests in flight%s", s->opt->limits.drain_timeout_s,
+        MT_LOGW("drain: timed out after %u s with %llu requests in flight%s; leaving", s->opt->limits.drain_timeout_s,
                 (unsigned long long)s->inflight, mt_train_busy(s) ? " and training still running" : "");
-        s->exit_code = 1;
-        s->stopped = true;
-        event_base_loopexit(s->base, NULL);
-        return;
+        _exit(1);
     }
     mt_drain_check(s);
 }

@@ -1065,6 +1065,38 @@ static void test_sigterm_drain(void **state) {
     th_rmdir(dir);
 }
 
+static void test_drain_timeout_and_second_signal(void **state) {
+    (void)state;
+    fake_bin();
+    char dir[512], model[600];
+    th_mkdtemp(dir, sizeof dir);
+    snprintf(model, sizeof model, "%s/a.mt", dir);
+    assert_int_equal(mt_fake_write_model(model, "", 0), 0);
+    th_server s;
+    const char *args[] = {"--model", model, "--drain-timeout-s", "1", NULL};
+    const char *slow[] = {"@sleep=4000 stuck"};
+    /* A drain that cannot finish in time gives up: exit 1 (not after the 4 s batch). */
+    assert_int_equal(th_server_start(&s, g_bin, dir, args, NULL), 0);
+    mtc_conn *c = th_connect(&s, NULL);
+    assert_int_equal(th_send_translate(c, 2, slow, 1, 0), MTC_OK);
+    sleep_ms(100);
+    assert_int_equal(th_server_stop(&s, SIGTERM, 2500), 1);
+    assert_true(th_server_log_contains(&s, "drain: timed out"));
+    mtc_close(c);
+    /* A second signal during the drain leaves at once: exit 1. */
+    const char *args2[] = {"--model", model, NULL};
+    assert_int_equal(th_server_start(&s, g_bin, dir, args2, NULL), 0);
+    c = th_connect(&s, NULL);
+    assert_int_equal(th_send_translate(c, 2, slow, 1, 0), MTC_OK);
+    sleep_ms(100);
+    kill(s.pid, SIGTERM);
+    sleep_ms(100);
+    assert_int_equal(th_server_stop(&s, SIGTERM, 1500), 1);
+    assert_true(th_server_log_contains(&s, "second signal"));
+    mtc_close(c);
+    th_rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest main_tests[] = {
         cmocka_unit_test(test_hello_roles_and_limits),
@@ -1103,6 +1135,7 @@ int main(void) {
         cmocka_unit_test(test_output_backpressure),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_sigterm_drain),
+        cmocka_unit_test(test_drain_timeout_and_second_signal),
     };
     signal(SIGPIPE, SIG_IGN);
     int failed = 0;
