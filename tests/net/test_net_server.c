@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "fake_engine.h"
+#include "batcher.h"
 #include "harness.h"
 
 #define USER_TOKEN "user-token-0123456789"
@@ -1097,6 +1098,46 @@ static void test_drain_timeout_and_second_signal(void **state) {
     th_rmdir(dir);
 }
 
+static void test_gpu_workers(void **state) {
+    (void)state;
+    fake_bin();
+    char dir[512], model[600];
+    th_mkdtemp(dir, sizeof dir);
+    snprintf(model, sizeof model, "%s/a.mt", dir);
+    assert_int_equal(mt_fake_write_model(model, "G:", 0), 0);
+    setenv("MT_FAKE_GPUS", "2", 1); /* the fake engine reports two devices */
+    th_server s;
+    int st = 0;
+    const char *bad[] = {"--model", model, "--gpus", "0,2", NULL};
+    assert_int_equal(th_server_start(&s, g_bin, dir, bad, &st), -1);
+    assert_int_equal(st, 1);
+    assert_true(th_server_log_contains(&s, "device 2 is not present"));
+    const char *args[] = {"--model", model, "--gpus", "1,0", NULL};
+    assert_int_equal(th_server_start(&s, g_bin, dir, args, NULL), 0);
+    unsetenv("MT_FAKE_GPUS");
+    assert_true(th_server_log_contains(&s, "on 2 device(s)"));
+    mtc_conn *c = th_connect(&s, NULL);
+    Mt__V1__HealthRequest hr = MT__V1__HEALTH_REQUEST__INIT;
+    assert_int_equal(th_send_body(c, 2, MT__V1__FRAME__BODY_HEALTH, &hr), MTC_OK);
+    mt_frame *f = th_recv(c);
+    assert_int_equal(f->health_ok->workers, 2);
+    mt_frame_free(f);
+    /* Both workers serve: two slow batches with different options overlap. */
+    const char *a[] = {"@sleep=300 a"}, *b[] = {"@sleep=300 b"};
+    uint64_t t0 = mt_now_us();
+    assert_int_equal(th_send_translate(c, 3, a, 1, 1), MTC_OK);
+    assert_int_equal(th_send_translate(c, 4, b, 1, 2), MTC_OK);
+    for (int i = 0; i < 2; i++) {
+        f = th_recv(c);
+        assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRANSLATE_OK);
+        mt_frame_free(f);
+    }
+    assert_true(mt_now_us() - t0 < 550000);
+    mtc_close(c);
+    assert_int_equal(th_server_stop(&s, SIGTERM, 20000), 0);
+    th_rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest main_tests[] = {
         cmocka_unit_test(test_hello_roles_and_limits),
@@ -1136,6 +1177,7 @@ int main(void) {
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_sigterm_drain),
         cmocka_unit_test(test_drain_timeout_and_second_signal),
+        cmocka_unit_test(test_gpu_workers),
     };
     signal(SIGPIPE, SIG_IGN);
     int failed = 0;
