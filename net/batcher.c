@@ -18,7 +18,7 @@ typedef struct group {
     uint32_t n;
 } group;
 
-struct mt_batcher {
+struct mt_srv_batcher {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     group *groups;
@@ -44,8 +44,8 @@ static bool is_cancelled(const mt_bitem *it) {
     return it->cancelled && atomic_load_explicit(it->cancelled, memory_order_relaxed);
 }
 
-mt_batcher *mt_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t max_wait_ms) {
-    mt_batcher *b = calloc(1, sizeof *b);
+mt_srv_batcher *mt_srv_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t max_wait_ms) {
+    mt_srv_batcher *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
@@ -59,7 +59,7 @@ mt_batcher *mt_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t
     return b;
 }
 
-void mt_batcher_free(mt_batcher *b) {
+void mt_srv_batcher_free(mt_srv_batcher *b) {
     if (!b) return;
     group *g = b->groups;
     while (g) {
@@ -72,7 +72,7 @@ void mt_batcher_free(mt_batcher *b) {
     free(b);
 }
 
-void mt_batcher_push(mt_batcher *b, mt_bitem *const *items, uint32_t n) {
+void mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n) {
     pthread_mutex_lock(&b->mu);
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = items[i];
@@ -102,7 +102,7 @@ void mt_batcher_push(mt_batcher *b, mt_bitem *const *items, uint32_t n) {
 
 /* Would the group's next batch be full, i.e. could no further sentence join it? (0 live items
  * counts as ready: only drops to hand back.) */
-static bool group_full(const mt_batcher *b, const group *g) {
+static bool group_full(const mt_srv_batcher *b, const group *g) {
     uint32_t count = 0, maxtok = 0;
     for (const mt_bitem *it = g->head; it; it = it->next) {
         if (is_cancelled(it)) continue;
@@ -115,7 +115,7 @@ static bool group_full(const mt_batcher *b, const group *g) {
     return count == 0 || (uint64_t)(count + 1) * maxtok > b->max_tokens;
 }
 
-int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us) {
+int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us) {
     *deadline_us = UINT64_MAX;
     group *best = NULL;
     for (group *g = b->groups; g; g = g->next) {
@@ -167,7 +167,7 @@ int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *dea
     return 1;
 }
 
-int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick) {
+int mt_srv_batcher_take(mt_srv_batcher *b, mt_batch *out, uint64_t *seen_kick) {
     pthread_mutex_lock(&b->mu);
     int rc;
     for (;;) {
@@ -177,7 +177,7 @@ int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick) {
             break;
         }
         uint64_t deadline;
-        if (mt_batcher_pick(b, mt_now_us(), out, &deadline)) {
+        if (mt_srv_batcher_pick(b, mt_now_us(), out, &deadline)) {
             if (b->depth) pthread_cond_signal(&b->cv);
             rc = 1;
             break;
@@ -197,44 +197,44 @@ int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick) {
     return rc;
 }
 
-void mt_batcher_set_flush(mt_batcher *b, bool flush) {
+void mt_srv_batcher_set_flush(mt_srv_batcher *b, bool flush) {
     pthread_mutex_lock(&b->mu);
     b->flush = flush;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
 
-void mt_batcher_kick(mt_batcher *b) {
+void mt_srv_batcher_kick(mt_srv_batcher *b) {
     pthread_mutex_lock(&b->mu);
     b->kick_seq++;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
 
-void mt_batcher_close(mt_batcher *b) {
+void mt_srv_batcher_close(mt_srv_batcher *b) {
     pthread_mutex_lock(&b->mu);
     b->closed = true;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
 
-uint64_t mt_batcher_depth(mt_batcher *b) {
+uint64_t mt_srv_batcher_depth(mt_srv_batcher *b) {
     pthread_mutex_lock(&b->mu);
     uint64_t d = b->depth;
     pthread_mutex_unlock(&b->mu);
     return d;
 }
 
-uint32_t mt_batcher_max_sentences(const mt_batcher *b) { return b->max_sentences; }
+uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b) { return b->max_sentences; }
 
-int mt_batch_init(mt_batch *bt, uint32_t cap) {
+int mt_srv_batch_init(mt_batch *bt, uint32_t cap) {
     memset(bt, 0, sizeof *bt);
     bt->items = calloc(cap ? cap : 1, sizeof *bt->items);
     bt->cap = cap;
     return bt->items ? 0 : -1;
 }
 
-void mt_batch_free(mt_batch *bt) {
+void mt_srv_batch_free(mt_batch *bt) {
     free(bt->items);
     bt->items = NULL;
 }

@@ -9,8 +9,8 @@
  * alone makes a batch of one. Items whose request was cancelled (its connection closed) are handed
  * back untranslated.
  *
- * The policy (mt_batcher_pick) is a pure function of the queue and a time the caller passes, so the
- * tests drive it deterministically; mt_batcher_take is the blocking wrapper the worker threads use.
+ * The policy (mt_srv_batcher_pick) is a pure function of the queue and a time the caller passes, so the
+ * tests drive it deterministically; mt_srv_batcher_take is the blocking wrapper the worker threads use.
  */
 #ifndef MT_NET_BATCHER_H
 #define MT_NET_BATCHER_H
@@ -51,37 +51,37 @@ typedef struct mt_batch {
     uint64_t oldest_us;
 } mt_batch;
 
-typedef struct mt_batcher mt_batcher;
+typedef struct mt_srv_batcher mt_srv_batcher;
 
-mt_batcher *mt_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t max_wait_ms);
-void mt_batcher_free(mt_batcher *b);
+mt_srv_batcher *mt_srv_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t max_wait_ms);
+void mt_srv_batcher_free(mt_srv_batcher *b);
 
 /* Queues n items (each with enq_us, opts, ntok set). Thread-safe. */
-void mt_batcher_push(mt_batcher *b, mt_bitem *const *items, uint32_t n);
+void mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n);
 
 /* The policy. With the lock held (or single-threaded): forms at most one batch from the queue as it
  * stands at now_us. Returns 1 with *out filled (out->items must have room for max_sentences), or 0
  * and *deadline_us = when the earliest group becomes ready by age (UINT64_MAX when the queue is empty). */
-int mt_batcher_pick(mt_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us);
+int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us);
 
-/* Blocks until a batch is ready: returns 1 with *out; 0 (nothing taken) when mt_batcher_kick was
+/* Blocks until a batch is ready: returns 1 with *out; 0 (nothing taken) when mt_srv_batcher_kick was
  * called since the caller last saw it — *seen_kick is the caller's record, updated here, so a kick
  * while the caller was busy is not missed; -1 once the batcher is closed and empty. Thread-safe. */
-int mt_batcher_take(mt_batcher *b, mt_batch *out, uint64_t *seen_kick);
+int mt_srv_batcher_take(mt_srv_batcher *b, mt_batch *out, uint64_t *seen_kick);
 
 /* Drain mode: groups are ready at once, nothing waits for its batch to fill. */
-void mt_batcher_set_flush(mt_batcher *b, bool flush);
+void mt_srv_batcher_set_flush(mt_srv_batcher *b, bool flush);
 /* Wakes every waiting worker once (take returns 0), e.g. after a model promotion. */
-void mt_batcher_kick(mt_batcher *b);
+void mt_srv_batcher_kick(mt_srv_batcher *b);
 /* No more pushes; workers empty the queue (in flush mode) and then take returns -1. */
-void mt_batcher_close(mt_batcher *b);
+void mt_srv_batcher_close(mt_srv_batcher *b);
 
-uint64_t mt_batcher_depth(mt_batcher *b);
-uint32_t mt_batcher_max_sentences(const mt_batcher *b);
+uint64_t mt_srv_batcher_depth(mt_srv_batcher *b);
+uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b);
 
 /* Batch storage for one worker. */
-int mt_batch_init(mt_batch *bt, uint32_t cap);
-void mt_batch_free(mt_batch *bt);
+int mt_srv_batch_init(mt_batch *bt, uint32_t cap);
+void mt_srv_batch_free(mt_batch *bt);
 
 /* The clock the server uses for enq_us (CLOCK_MONOTONIC, microseconds). */
 uint64_t mt_now_us(void);

@@ -37,9 +37,9 @@ static void send_hello_ok(mt_conn *c, uint64_t id) {
     ok.capabilities = caps;
     ok.role = c->role;
     ok.limits = &lim;
-    mt_srv_model *m = mt_model_get(s);
+    mt_srv_model *m = mt_srv_model_get(s);
     ok.model_loaded = m != NULL;
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
     mt_frame f = MT__V1__FRAME__INIT;
     f.id = id;
     f.body_case = MT__V1__FRAME__BODY_HELLO_OK;
@@ -72,9 +72,9 @@ static void handle_hello(mt_conn *c, mt_frame *f) {
 
 Mt__V1__ServingState mt_serving_state(mt_server *s) {
     if (s->draining) return MT__V1__SERVING_STATE__SERVING_DRAINING;
-    mt_srv_model *m = mt_model_get(s);
+    mt_srv_model *m = mt_srv_model_get(s);
     bool loaded = m != NULL;
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
     return loaded ? MT__V1__SERVING_STATE__SERVING_OK : MT__V1__SERVING_STATE__SERVING_NO_MODEL;
 }
 
@@ -82,7 +82,7 @@ static void handle_health(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
     Mt__V1__HealthResponse r = MT__V1__HEALTH_RESPONSE__INIT;
     r.state = mt_serving_state(s);
-    mt_srv_model *m = mt_model_get(s);
+    mt_srv_model *m = mt_srv_model_get(s);
     r.model_path = m && m->path ? m->path : "";
     r.model_generation = m ? m->generation : 0;
     r.uptime_s = (mt_now_us() - s->start_us) / 1000000u;
@@ -95,7 +95,7 @@ static void handle_health(mt_conn *c, mt_frame *f) {
     out.body_case = MT__V1__FRAME__BODY_HEALTH_OK;
     out.health_ok = &r;
     mt_conn_send(c, &out);
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
 }
 
 static void handle_stats(mt_conn *c, mt_frame *f) {
@@ -109,7 +109,7 @@ static void handle_stats(mt_conn *c, mt_frame *f) {
     r.batches_total = mt_metric_get(&M->batches_total);
     r.errors_total = mt_metrics_errors_total(M);
     r.limit_hits_total = mt_metrics_limit_hits_total(M);
-    r.queue_depth = (uint32_t)mt_batcher_depth(s->batcher);
+    r.queue_depth = (uint32_t)mt_srv_batcher_depth(s->batcher);
     r.inflight = (uint32_t)atomic_load(&M->inflight);
     r.mean_batch_sentences = r.batches_total ? (double)mt_metric_get(&M->batch_sentences.sum_micro) / 1e6 /
                                                    (double)r.batches_total
@@ -117,9 +117,9 @@ static void handle_stats(mt_conn *c, mt_frame *f) {
     r.latency_p50_ms = mt_histo_quantile(&M->latency, 0.5) * 1e3;
     r.latency_p99_ms = mt_histo_quantile(&M->latency, 0.99) * 1e3;
     mt_train_gauges(s, NULL, &r.train_step, &r.train_loss, NULL);
-    mt_srv_model *m = mt_model_get(s);
+    mt_srv_model *m = mt_srv_model_get(s);
     r.model_generation = m ? m->generation : 0;
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
     mt_frame out = MT__V1__FRAME__INIT;
     out.id = f->id;
     out.body_case = MT__V1__FRAME__BODY_STATS_OK;

@@ -15,7 +15,7 @@
 
 #include "log.h"
 
-int mt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
+int mt_srv_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
@@ -66,7 +66,7 @@ void mt_drain_begin(mt_server *s, const char *why) {
     MT_LOGI("%s: draining (%llu requests in flight, %u connections)", why, (unsigned long long)s->inflight,
             s->n_conns);
     if (s->listener) evconnlistener_disable(s->listener);
-    mt_batcher_set_flush(s->batcher, true);
+    mt_srv_batcher_set_flush(s->batcher, true);
     mt_train_begin_drain(s);
     s->drain_deadline_us = mt_now_us() + (uint64_t)s->opt->limits.drain_timeout_s * 1000000u;
     struct timeval tv = {0, 50000};

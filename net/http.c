@@ -19,11 +19,11 @@
 
 void mt_metrics_gauges_fill(mt_server *s, mt_metrics_gauges *g) {
     memset(g, 0, sizeof *g);
-    g->queue_depth = s->batcher ? mt_batcher_depth(s->batcher) : 0;
-    mt_srv_model *m = mt_model_get(s);
+    g->queue_depth = s->batcher ? mt_srv_batcher_depth(s->batcher) : 0;
+    mt_srv_model *m = mt_srv_model_get(s);
     g->model_loaded = m != NULL;
     g->model_generation = m ? m->generation : 0;
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
     g->draining = s->draining;
     mt_train_gauges(s, &g->training, &g->train_step, &g->train_loss, &g->train_tokens_per_s);
     g->workers = s->n_workers;

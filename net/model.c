@@ -25,7 +25,7 @@ static void model_destroy(mt_server *s, mt_srv_model *m) {
     free(m);
 }
 
-mt_srv_model *mt_model_load_all(mt_server *s, const char *path, mt_eng_err *err) {
+mt_srv_model *mt_srv_model_load_all(mt_server *s, const char *path, mt_eng_err *err) {
     mt_srv_model *m = calloc(1, sizeof *m);
     int n = s->n_devices > 0 ? s->n_devices : 1;
     if (!m || !(m->handles = calloc((size_t)n, sizeof *m->handles)) || !(m->path = strdup(path))) {
@@ -52,18 +52,18 @@ mt_srv_model *mt_model_load_all(mt_server *s, const char *path, mt_eng_err *err)
     return m;
 }
 
-void mt_model_install(mt_server *s, mt_srv_model *m) {
+void mt_srv_model_install(mt_server *s, mt_srv_model *m) {
     pthread_mutex_lock(&s->model_mu);
     mt_srv_model *old = s->model;
     m->generation = ++s->model_seq;
     s->model = m;
     pthread_mutex_unlock(&s->model_mu);
     MT_LOGI("serving model generation %llu: %s", (unsigned long long)m->generation, m->path);
-    mt_model_put(s, old);
-    if (s->batcher) mt_batcher_kick(s->batcher);
+    mt_srv_model_put(s, old);
+    if (s->batcher) mt_srv_batcher_kick(s->batcher);
 }
 
-mt_srv_model *mt_model_get(mt_server *s) {
+mt_srv_model *mt_srv_model_get(mt_server *s) {
     pthread_mutex_lock(&s->model_mu);
     mt_srv_model *m = s->model;
     if (m) m->refs++;
@@ -71,7 +71,7 @@ mt_srv_model *mt_model_get(mt_server *s) {
     return m;
 }
 
-void mt_model_put(mt_server *s, mt_srv_model *m) {
+void mt_srv_model_put(mt_server *s, mt_srv_model *m) {
     if (!m) return;
     pthread_mutex_lock(&s->model_mu);
     int left = --m->refs;

@@ -19,7 +19,7 @@ static bool inside(const char *root, const char *p) {
     return strncmp(root, p, n) == 0 && (p[n] == '/' || p[n] == 0);
 }
 
-int mt_path_resolve(const char *root, const char *path, bool must_exist, char *out, size_t outlen, char *msg,
+int mt_srv_path_resolve(const char *root, const char *path, bool must_exist, char *out, size_t outlen, char *msg,
                     size_t msglen) {
     char joined[PATH_MAX * 2], real[PATH_MAX];
     if (!path || !*path || strlen(path) >= PATH_MAX) {

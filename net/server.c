@@ -72,7 +72,7 @@ static int setup(mt_server *s, char *err, size_t errlen) {
         return -1;
     }
     s->base = event_base_new();
-    s->batcher = mt_batcher_new(o->max_batch_tokens, o->max_batch_sentences, o->max_wait_ms);
+    s->batcher = mt_srv_batcher_new(o->max_batch_tokens, o->max_batch_sentences, o->max_wait_ms);
     if (!s->base || !s->batcher || mt_post_init(s) != 0 || mt_train_init(s) != 0 || mt_drain_init(s) != 0) {
         snprintf(err, errlen, "out of memory setting up");
         return -1;
@@ -81,13 +81,13 @@ static int setup(mt_server *s, char *err, size_t errlen) {
         mt_eng_err e = {0};
         MT_LOGI("loading %s on %d device(s)%s", o->model, s->n_devices ? s->n_devices : 1,
                 s->n_devices ? "" : " (CPU)");
-        mt_srv_model *m = mt_model_load_all(s, o->model, &e);
+        mt_srv_model *m = mt_srv_model_load_all(s, o->model, &e);
         if (!m) {
             snprintf(err, errlen, "cannot load the model %s: %s: %s", o->model,
                      s->eng->status_str ? s->eng->status_str(e.status) : "?", e.msg);
             return -1;
         }
-        mt_model_install(s, m);
+        mt_srv_model_install(s, m);
     } else {
         MT_LOGW("no --model: translation answers ERR_NO_MODEL until a model is promoted");
     }
@@ -120,10 +120,10 @@ static void teardown(mt_server *s) {
     mt_srv_model *m = s->model;
     s->model = NULL;
     pthread_mutex_unlock(&s->model_mu);
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
     mt_drain_free(s);
     mt_post_free(s);
-    mt_batcher_free(s->batcher);
+    mt_srv_batcher_free(s->batcher);
     if (s->ssl) SSL_CTX_free(s->ssl);
     if (s->base) event_base_free(s->base);
     pthread_mutex_destroy(&s->model_mu);

@@ -59,10 +59,10 @@ typedef struct mt_srv_model {
     char *info;             /* engine JSON, may be NULL */
 } mt_srv_model;
 
-mt_srv_model *mt_model_load_all(mt_server *s, const char *path, mt_eng_err *err);
-void mt_model_install(mt_server *s, mt_srv_model *m); /* takes the caller's reference */
-mt_srv_model *mt_model_get(mt_server *s);             /* +1 reference, or NULL */
-void mt_model_put(mt_server *s, mt_srv_model *m);     /* -1; frees at 0 */
+mt_srv_model *mt_srv_model_load_all(mt_server *s, const char *path, mt_eng_err *err);
+void mt_srv_model_install(mt_server *s, mt_srv_model *m); /* takes the caller's reference */
+mt_srv_model *mt_srv_model_get(mt_server *s);             /* +1 reference, or NULL */
+void mt_srv_model_put(mt_server *s, mt_srv_model *m);     /* -1; frees at 0 */
 
 /* ---- connections ---- */
 
@@ -171,7 +171,7 @@ int mt_map_engine_status(int st, bool config);
 /* Resolves path (relative to root, or absolute) and checks it stays inside root after symlinks.
  * must_exist: the file itself must exist; else its directory must. Returns 0 with out filled, or
  * ERR_PATH_OUTSIDE_ROOT / ERR_NOT_FOUND / ERR_INVALID_ARGUMENT with msg. */
-int mt_path_resolve(const char *root, const char *path, bool must_exist, char *out, size_t outlen, char *msg,
+int mt_srv_path_resolve(const char *root, const char *path, bool must_exist, char *out, size_t outlen, char *msg,
                     size_t msglen);
 
 /* ---- http, drain, tls ---- */
@@ -194,7 +194,7 @@ Mt__V1__ServingState mt_serving_state(mt_server *s);
 
 /* Starts a thread with SIGTERM, SIGINT and SIGPIPE blocked, so signals reach only the loop thread
  * (drain.c). Returns pthread_create's result. */
-int mt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
+int mt_srv_thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
 
 /* ---- the server ---- */
 
@@ -210,7 +210,7 @@ struct mt_server {
     struct evhttp *http;
     SSL_CTX *ssl;
     mt_auth auth;
-    mt_batcher *batcher;
+    mt_srv_batcher *batcher;
     mt_worker *workers;
     uint32_t n_workers;
     int kernel_threads;      /* per translator (CPU) */

@@ -163,7 +163,7 @@ static void *admin_main(void *arg) {
         if (j->kind == JOB_SAVE) {
             j->status = s->eng->trainer_save(j->trainer, j->path, &j->out_path, &j->err);
         } else {
-            j->model = mt_model_load_all(s, j->path, &j->err);
+            j->model = mt_srv_model_load_all(s, j->path, &j->err);
             j->status = j->model ? 0 : (j->err.status ? j->err.status : MT_ERR_INTERNAL);
         }
         mt_post_msg *m = calloc(1, sizeof *m);
@@ -189,7 +189,7 @@ int mt_train_init(mt_server *s) {
     pthread_mutex_init(&t->jmu, NULL);
     pthread_cond_init(&t->jcv, NULL);
     s->train = t;
-    if (mt_thread_start(&t->admin_th, admin_main, t) != 0) return -1;
+    if (mt_srv_thread_start(&t->admin_th, admin_main, t) != 0) return -1;
     t->admin_live = true;
     return 0;
 }
@@ -340,7 +340,7 @@ static void handle_start(mt_conn *c, mt_frame *f) {
     t->phase = PH_STARTING;
     t->start_serial = c->serial;
     t->start_id = f->id;
-    if (!t->config || mt_thread_start(&t->th, train_main, t) != 0) {
+    if (!t->config || mt_srv_thread_start(&t->th, train_main, t) != 0) {
         t->phase = PH_NONE;
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "cannot start the trainer thread");
         return;
@@ -365,7 +365,7 @@ static void handle_save(mt_conn *c, mt_frame *f) {
     char resolved[PATH_MAX], msg[512];
     const char *path = f->train_save->path;
     if (path && *path) {
-        int code = mt_path_resolve(s->data_root, path, false, resolved, sizeof resolved, msg, sizeof msg);
+        int code = mt_srv_path_resolve(s->data_root, path, false, resolved, sizeof resolved, msg, sizeof msg);
         if (code) {
             mt_conn_send_error(c, f->id, code, false, 0, "%s", msg);
             return;
@@ -404,7 +404,7 @@ static void handle_promote(mt_conn *c, mt_frame *f) {
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_TRAINING_STATE, false, 0, "a promote is already running");
         return;
     }
-    int code = mt_path_resolve(s->data_root, path, true, resolved, sizeof resolved, msg, sizeof msg);
+    int code = mt_srv_path_resolve(s->data_root, path, true, resolved, sizeof resolved, msg, sizeof msg);
     if (code) {
         mt_conn_send_error(c, f->id, code, false, 0, "%s", msg);
         return;
@@ -494,7 +494,7 @@ static void on_job_done(mt_server *s, mt_job *j) {
     } else {
         t->promote_pending = false;
         if (j->status == 0) {
-            mt_model_install(s, j->model);
+            mt_srv_model_install(s, j->model);
             mt_metric_inc(&s->metrics.model_promotions);
             if (c) {
                 Mt__V1__ModelPromoted r = MT__V1__MODEL_PROMOTED__INIT;

@@ -87,13 +87,13 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         return reject(c, f, code, msg);
     }
     uint32_t n = (uint32_t)t->n_texts;
-    if (mt_batcher_depth(s->batcher) + n > L->max_queue_sentences) {
+    if (mt_srv_batcher_depth(s->batcher) + n > L->max_queue_sentences) {
         mt_metrics_limit_hit(&s->metrics, MT_LIM_QUEUE);
         snprintf(msg, sizeof msg, "the translation queue is full (%u sentences); retry later",
                  L->max_queue_sentences);
         return reject(c, f, MT__V1__ERROR_CODE__ERR_QUEUE_FULL, msg);
     }
-    mt_srv_model *m = mt_model_get(s);
+    mt_srv_model *m = mt_srv_model_get(s);
     if (!m) return reject(c, f, MT__V1__ERROR_CODE__ERR_NO_MODEL, "no model is loaded (start with --model, or promote one)");
 
     mt_treq *r = calloc(1, sizeof *r + n * sizeof(mt_bitem));
@@ -103,7 +103,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         r->scores = calloc(n, sizeof *r->scores);
     }
     if (!r || !ptrs || !r->outs || !r->scores) {
-        mt_model_put(s, m);
+        mt_srv_model_put(s, m);
         if (r) {
             free(r->outs);
             free(r->scores);
@@ -134,7 +134,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         it->ntok = ntok ? ntok : 1;
         ptrs[i] = it;
     }
-    mt_model_put(s, m);
+    mt_srv_model_put(s, m);
 
     r->next = c->treqs;
     if (c->treqs) c->treqs->prev = r;
@@ -142,7 +142,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     mt_conn_add_pending(c, r->id);
     s->inflight++;
     atomic_fetch_add(&s->metrics.inflight, 1);
-    mt_batcher_push(s->batcher, ptrs, n);
+    mt_srv_batcher_push(s->batcher, ptrs, n);
     free(ptrs);
 }
 

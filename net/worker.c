@@ -13,14 +13,14 @@
 /* Makes the worker's translator match the current generation. */
 static void sync_model(mt_worker *w) {
     mt_server *s = w->srv;
-    mt_srv_model *g = mt_model_get(s);
+    mt_srv_model *g = mt_srv_model_get(s);
     if (g == w->gen) {
-        mt_model_put(s, g);
+        mt_srv_model_put(s, g);
         return;
     }
     if (w->tr) s->eng->translator_free(w->tr);
     w->tr = NULL;
-    mt_model_put(s, w->gen);
+    mt_srv_model_put(s, w->gen);
     w->gen = g;
     if (!g) return;
     mt_eng_err err = {0};
@@ -79,7 +79,7 @@ static void *worker_main(void *arg) {
     mt_server *s = w->srv;
     uint64_t seen_kick = 0;
     for (;;) {
-        int r = mt_batcher_take(s->batcher, &w->batch, &seen_kick);
+        int r = mt_srv_batcher_take(s->batcher, &w->batch, &seen_kick);
         if (r < 0) break;
         sync_model(w);
         if (r == 0) continue;
@@ -103,7 +103,7 @@ static void *worker_main(void *arg) {
     }
     if (w->tr) s->eng->translator_free(w->tr);
     w->tr = NULL;
-    mt_model_put(s, w->gen);
+    mt_srv_model_put(s, w->gen);
     w->gen = NULL;
     return NULL;
 }
@@ -116,8 +116,8 @@ int mt_workers_start(mt_server *s) {
         w->srv = s;
         w->idx = (int)i;
         w->handle_idx = s->opt->n_gpus > 0 ? (int)i : 0;
-        if (mt_batch_init(&w->batch, s->opt->max_batch_sentences) != 0) return -1;
-        if (mt_thread_start(&w->th, worker_main, w) != 0) return -1;
+        if (mt_srv_batch_init(&w->batch, s->opt->max_batch_sentences) != 0) return -1;
+        if (mt_srv_thread_start(&w->th, worker_main, w) != 0) return -1;
         w->started = true;
     }
     return 0;
@@ -125,11 +125,11 @@ int mt_workers_start(mt_server *s) {
 
 void mt_workers_stop(mt_server *s) {
     if (!s->workers) return;
-    mt_batcher_set_flush(s->batcher, true);
-    mt_batcher_close(s->batcher);
+    mt_srv_batcher_set_flush(s->batcher, true);
+    mt_srv_batcher_close(s->batcher);
     for (uint32_t i = 0; i < s->n_workers; i++) {
         if (s->workers[i].started) pthread_join(s->workers[i].th, NULL);
-        mt_batch_free(&s->workers[i].batch);
+        mt_srv_batch_free(&s->workers[i].batch);
     }
     free(s->workers);
     s->workers = NULL;

@@ -328,38 +328,38 @@ static mt_bitem item(uint32_t ntok, uint32_t beam, uint64_t t_ms, uint32_t index
     return it;
 }
 
-static void push(mt_batcher *b, mt_bitem *it) { mt_batcher_push(b, &it, 1); }
+static void push(mt_srv_batcher *b, mt_bitem *it) { mt_srv_batcher_push(b, &it, 1); }
 
 static void test_batcher_waits_then_flushes_by_age(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(100, 64, 5);
+    mt_srv_batcher *b = mt_srv_batcher_new(100, 64, 5);
     mt_batch bt;
-    mt_batch_init(&bt, 64);
+    mt_srv_batch_init(&bt, 64);
     uint64_t deadline;
-    assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 0);
     assert_true(deadline == UINT64_MAX);
     mt_bitem a = item(3, 1, 1000, 0), c = item(4, 1, 1002, 1);
     push(b, &a);
     push(b, &c);
-    assert_int_equal(mt_batcher_pick(b, 1004 * MS, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 1004 * MS, &bt, &deadline), 0);
     assert_int_equal(deadline, 1005 * MS);
-    assert_int_equal(mt_batcher_depth(b), 2);
-    assert_int_equal(mt_batcher_pick(b, 1005 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_depth(b), 2);
+    assert_int_equal(mt_srv_batcher_pick(b, 1005 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 2);
     assert_ptr_equal(bt.items[0], &a);
     assert_ptr_equal(bt.items[1], &c);
     assert_int_equal(bt.max_tok, 4);
     assert_int_equal(bt.padded_tokens, 8);
-    assert_int_equal(mt_batcher_depth(b), 0);
-    mt_batch_free(&bt);
-    mt_batcher_free(b);
+    assert_int_equal(mt_srv_batcher_depth(b), 0);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
 }
 
 static void test_batcher_full_by_token_budget(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(10, 64, 1000);
+    mt_srv_batcher *b = mt_srv_batcher_new(10, 64, 1000);
     mt_batch bt;
-    mt_batch_init(&bt, 64);
+    mt_srv_batch_init(&bt, 64);
     uint64_t deadline;
     mt_bitem it[5];
     for (int i = 0; i < 5; i++) {
@@ -367,18 +367,18 @@ static void test_batcher_full_by_token_budget(void **state) {
         push(b, &it[i]);
     }
     /* 3 x 3 = 9 <= 10, a 4th would pad to 12: full at once, without waiting. */
-    assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 3);
     assert_int_equal(bt.padded_tokens, 9);
     /* The 2 left wait for their age. */
-    assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 0);
-    assert_int_equal(mt_batcher_pick(b, 1000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 1000 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 2);
     /* A sentence over the whole budget goes alone, at once. */
     mt_bitem huge = item(50, 1, 2000, 0), small = item(1, 1, 2000, 1);
     push(b, &huge);
     push(b, &small);
-    assert_int_equal(mt_batcher_pick(b, 2000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 2000 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &huge);
     /* Padded cost: a long sentence after short ones ends the batch. */
@@ -386,20 +386,20 @@ static void test_batcher_full_by_token_budget(void **state) {
     push(b, &s1);
     push(b, &s2);
     push(b, &l);
-    assert_int_equal(mt_batcher_pick(b, 2001 * MS, &bt, &deadline), 1); /* small's turn: it was due */
+    assert_int_equal(mt_srv_batcher_pick(b, 2001 * MS, &bt, &deadline), 1); /* small's turn: it was due */
     assert_int_equal(bt.n, 3);                                           /* small, s1, s2 */
-    assert_int_equal(mt_batcher_pick(b, 4000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 4000 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &l);
-    mt_batch_free(&bt);
-    mt_batcher_free(b);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
 }
 
 static void test_batcher_separates_options_oldest_first(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(1000, 64, 10);
+    mt_srv_batcher *b = mt_srv_batcher_new(1000, 64, 10);
     mt_batch bt;
-    mt_batch_init(&bt, 64);
+    mt_srv_batch_init(&bt, 64);
     uint64_t deadline;
     mt_bitem it[6];
     for (int i = 0; i < 6; i++) {
@@ -409,32 +409,32 @@ static void test_batcher_separates_options_oldest_first(void **state) {
     mt_bitem lp = item(2, 1, 0, 9);
     lp.opts.length_penalty = 0.6f; /* same beam, other penalty: its own group */
     push(b, &lp);
-    assert_int_equal(mt_batcher_pick(b, 9 * MS, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 9 * MS, &bt, &deadline), 0);
     assert_int_equal(deadline, 10 * MS);
     /* At 10 ms both groups whose oldest is at 0 ms are due; the first queued goes first. */
-    assert_int_equal(mt_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.opts.beam, 1);
     assert_true(bt.opts.length_penalty == 0.0f);
     assert_int_equal(bt.n, 3);
     for (uint32_t i = 0; i < bt.n; i++) assert_int_equal(bt.items[i]->opts.beam, 1);
     assert_ptr_equal(bt.items[0], &it[0]);
     assert_ptr_equal(bt.items[2], &it[4]);
-    assert_int_equal(mt_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &lp);
-    assert_int_equal(mt_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.opts.beam, 4);
     assert_int_equal(bt.n, 3);
-    assert_int_equal(mt_batcher_depth(b), 0);
-    mt_batch_free(&bt);
-    mt_batcher_free(b);
+    assert_int_equal(mt_srv_batcher_depth(b), 0);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
 }
 
 static void test_batcher_caps_sentences_and_drops_cancelled(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(100000, 4, 1000);
+    mt_srv_batcher *b = mt_srv_batcher_new(100000, 4, 1000);
     mt_batch bt;
-    mt_batch_init(&bt, 4);
+    mt_srv_batch_init(&bt, 4);
     uint64_t deadline;
     _Atomic bool cancel = false;
     mt_bitem it[10];
@@ -446,29 +446,29 @@ static void test_batcher_caps_sentences_and_drops_cancelled(void **state) {
     cancel = true;
     /* Live items 0,2,4,6 fill the 4-sentence cap; the cancelled ones up to the next live item
      * come back to be released. */
-    assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 4);
     assert_ptr_equal(bt.items[3], &it[6]);
     assert_int_equal(bt.n_dropped, 4);
     assert_ptr_equal(bt.dropped, &it[1]);
     assert_ptr_equal(bt.dropped->next->next->next, &it[7]);
-    assert_int_equal(mt_batcher_depth(b), 2);
+    assert_int_equal(mt_srv_batcher_depth(b), 2);
     /* Flush mode: nothing waits. */
-    mt_batcher_set_flush(b, true);
-    assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 1);
+    mt_srv_batcher_set_flush(b, true);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &it[8]);
     assert_int_equal(bt.n_dropped, 1);
-    assert_int_equal(mt_batcher_depth(b), 0);
-    mt_batch_free(&bt);
-    mt_batcher_free(b);
+    assert_int_equal(mt_srv_batcher_depth(b), 0);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
 }
 
 static void test_batcher_budget_one_is_no_batching(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(1, 256, 5);
+    mt_srv_batcher *b = mt_srv_batcher_new(1, 256, 5);
     mt_batch bt;
-    mt_batch_init(&bt, 256);
+    mt_srv_batch_init(&bt, 256);
     uint64_t deadline;
     mt_bitem it[4];
     for (int i = 0; i < 4; i++) {
@@ -476,16 +476,16 @@ static void test_batcher_budget_one_is_no_batching(void **state) {
         push(b, &it[i]);
     }
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(mt_batcher_pick(b, 0, &bt, &deadline), 1);
+        assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
         assert_int_equal(bt.n, 1);
         assert_ptr_equal(bt.items[0], &it[i]);
     }
-    mt_batch_free(&bt);
-    mt_batcher_free(b);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
 }
 
 typedef struct taker {
-    mt_batcher *b;
+    mt_srv_batcher *b;
     int rc;
     uint32_t n;
     uint64_t seen;
@@ -494,16 +494,16 @@ typedef struct taker {
 static void *take_thread(void *arg) {
     taker *t = arg;
     mt_batch bt;
-    mt_batch_init(&bt, 16);
-    t->rc = mt_batcher_take(t->b, &bt, &t->seen);
+    mt_srv_batch_init(&bt, 16);
+    t->rc = mt_srv_batcher_take(t->b, &bt, &t->seen);
     t->n = bt.n;
-    mt_batch_free(&bt);
+    mt_srv_batch_free(&bt);
     return NULL;
 }
 
 static void test_batcher_take_kick_close(void **state) {
     (void)state;
-    mt_batcher *b = mt_batcher_new(100, 16, 1);
+    mt_srv_batcher *b = mt_srv_batcher_new(100, 16, 1);
     pthread_t th;
     taker t = {b, 99, 0, 0};
     /* A real batch through the blocking path. */
@@ -519,21 +519,21 @@ static void test_batcher_take_kick_close(void **state) {
     t.rc = 99;
     assert_int_equal(pthread_create(&th, NULL, take_thread, &t), 0);
     usleep(20000);
-    mt_batcher_kick(b);
+    mt_srv_batcher_kick(b);
     pthread_join(th, NULL);
     assert_int_equal(t.rc, 0);
     /* A kick while the worker was away is noticed at its next take. */
-    mt_batcher_kick(b);
+    mt_srv_batcher_kick(b);
     t.rc = 99;
     assert_int_equal(pthread_create(&th, NULL, take_thread, &t), 0);
     pthread_join(th, NULL);
     assert_int_equal(t.rc, 0);
     /* Closed and empty: -1. */
-    mt_batcher_close(b);
+    mt_srv_batcher_close(b);
     assert_int_equal(pthread_create(&th, NULL, take_thread, &t), 0);
     pthread_join(th, NULL);
     assert_int_equal(t.rc, -1);
-    mt_batcher_free(b);
+    mt_srv_batcher_free(b);
 }
 
 /* ---- metrics ---- */
@@ -577,27 +577,27 @@ static void test_paths_stay_inside_root(void **state) {
     fclose(fopen(p, "w"));
     snprintf(p, sizeof p, "%s/escape", real);
     assert_int_equal(symlink("/etc", p), 0);
-    assert_int_equal(mt_path_resolve(real, "sub/m.mt", true, out, sizeof out, msg, sizeof msg), 0);
+    assert_int_equal(mt_srv_path_resolve(real, "sub/m.mt", true, out, sizeof out, msg, sizeof msg), 0);
     snprintf(p, sizeof p, "%s/sub/m.mt", real);
     assert_string_equal(out, p);
-    assert_int_equal(mt_path_resolve(real, p, true, out, sizeof out, msg, sizeof msg), 0);
-    assert_int_equal(mt_path_resolve(real, "sub/../sub/m.mt", true, out, sizeof out, msg, sizeof msg), 0);
-    assert_int_equal(mt_path_resolve(real, "sub/none.mt", true, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, p, true, out, sizeof out, msg, sizeof msg), 0);
+    assert_int_equal(mt_srv_path_resolve(real, "sub/../sub/m.mt", true, out, sizeof out, msg, sizeof msg), 0);
+    assert_int_equal(mt_srv_path_resolve(real, "sub/none.mt", true, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_NOT_FOUND);
-    assert_int_equal(mt_path_resolve(real, "../x.mt", false, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "../x.mt", false, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT);
-    assert_int_equal(mt_path_resolve(real, "escape/passwd", true, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "escape/passwd", true, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT);
-    assert_int_equal(mt_path_resolve(real, "escape/new.mt", false, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "escape/new.mt", false, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT);
-    assert_int_equal(mt_path_resolve(real, "/etc/passwd", true, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "/etc/passwd", true, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT);
-    assert_int_equal(mt_path_resolve(real, "sub/new.mt", false, out, sizeof out, msg, sizeof msg), 0);
-    assert_int_equal(mt_path_resolve(real, "nodir/new.mt", false, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "sub/new.mt", false, out, sizeof out, msg, sizeof msg), 0);
+    assert_int_equal(mt_srv_path_resolve(real, "nodir/new.mt", false, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_NOT_FOUND);
-    assert_int_equal(mt_path_resolve(real, "sub/..", false, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "sub/..", false, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
-    assert_int_equal(mt_path_resolve(real, "", false, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, "", false, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
     /* A root that is a prefix of a sibling's name is not its parent. */
     char sibling[PATH_MAX + 16];
@@ -605,7 +605,7 @@ static void test_paths_stay_inside_root(void **state) {
     mkdir(sibling, 0755);
     snprintf(p, sizeof p, "%s/f", sibling);
     fclose(fopen(p, "w"));
-    assert_int_equal(mt_path_resolve(real, p, true, out, sizeof out, msg, sizeof msg),
+    assert_int_equal(mt_srv_path_resolve(real, p, true, out, sizeof out, msg, sizeof msg),
                      MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT);
     char cmd[PATH_MAX * 2 + 32];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", real, sibling);
