@@ -230,6 +230,8 @@ extern const mt_backend mt_cpu_backend;
  * GPU: it checks cudaGetDeviceCount's status). */
 extern const mt_backend mt_cuda_backend;
 int mt_cuda_device_count(void);
+/* The same count; why (may be NULL) receives cudaGetDeviceCount's status, for error messages. */
+int mt_cuda_probe(char *why, size_t cap);
 #endif
 
 /* Device selection for --gpus: parses "0,1" (comma-separated CUDA device indices; "cpu" or "" means

@@ -14,10 +14,7 @@ mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n) {
     *n = 0;
     while (isspace((unsigned char)*spec)) spec++;
     if (*spec == '\0' || strcmp(spec, "cpu") == 0 || strcmp(spec, "none") == 0) return MT_OK;
-    int present = 0;
-#ifdef MT_WITH_CUDA
-    present = mt_cuda_device_count();
-#endif
+    /* The whole list is read first, so a malformed list is reported as such on any machine. */
     const char *p = spec;
     int count = 0;
     for (;;) {
@@ -31,23 +28,30 @@ mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n) {
         for (int i = 0; i < count; i++)
             if (ids[i] == (int)v) return mt_error(MT_ERR_INVALID_ARG, "--gpus '%s': device %ld is listed twice", spec, v);
         if (count == cap) return mt_error(MT_ERR_INVALID_ARG, "--gpus '%s': more than %d devices", spec, cap);
-        if ((int)v >= present) {
-#ifdef MT_WITH_CUDA
-            if (present == 0)
-                return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%ld asked for, but no CUDA device is present", spec,
-                                v);
-            return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%ld does not exist (%d CUDA device%s present: 0..%d)",
-                            spec, v, present, present == 1 ? "" : "s", present - 1);
-#else
-            return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': this build of MicroTensor has no CUDA backend", spec);
-#endif
-        }
         ids[count++] = (int)v;
         p = end;
         while (isspace((unsigned char)*p)) p++;
         if (*p == '\0') break;
         if (*p != ',') return mt_error(MT_ERR_INVALID_ARG, "--gpus '%s': unexpected '%c' (use commas: 0,1)", spec, *p);
         p++;
+    }
+    int present = 0;
+#ifdef MT_WITH_CUDA
+    char why[160];
+    present = mt_cuda_probe(why, sizeof why);
+#endif
+    for (int i = 0; i < count; i++) {
+        if (ids[i] < present) continue;
+#ifdef MT_WITH_CUDA
+        if (present == 0)
+            return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d asked for, but no CUDA device is present "
+                            "(cudaGetDeviceCount: %s)", spec, ids[i], why);
+        return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d does not exist (%d CUDA device%s present: 0..%d)", spec,
+                        ids[i], present, present == 1 ? "" : "s", present - 1);
+#else
+        return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d asked for, but this build of MicroTensor has no CUDA "
+                        "backend", spec, ids[i]);
+#endif
     }
     *n = count;
     return MT_OK;
