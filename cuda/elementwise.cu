@@ -42,9 +42,11 @@ __device__ __forceinline__ void bc_offsets(const bc_args &bc, I i, I &ia, I &ib)
     ib = ob;
 }
 
-/* Largest element offset a broadcast may form, to pick 32-bit index math. */
+/* 32-bit index math when every index and offset stays below 2^30: a grid-stride loop adds at most
+ * 2^28 (2^20 blocks of 256) to an index below 2^30, so nothing overflows. */
+#define MT_IDX32_LIMIT (1LL << 30)
 static bool bc_fits32(const mt_bcast *bc) {
-    return bc->numel < INT32_MAX && bc->na < INT32_MAX && bc->nb < INT32_MAX;
+    return bc->numel < MT_IDX32_LIMIT && bc->na < MT_IDX32_LIMIT && bc->nb < MT_IDX32_LIMIT;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -582,7 +584,7 @@ extern "C" mt_status mt_cuda_copy_strided(mt_exec *ex, void *out, const int64_t 
     }
     int mode = accumulate ? (collide ? 2 : 1) : 0;
     unsigned g = mt_blocks(n, MT_THREADS);
-    bool small = n < INT32_MAX && max_o < INT32_MAX && max_i < INT32_MAX;
+    bool small = n < MT_IDX32_LIMIT && max_o < MT_IDX32_LIMIT && max_i < MT_IDX32_LIMIT;
     if (elem_size == 4) {
         if (small)
             copy_strided_kernel<uint32_t, int32_t><<<g, MT_THREADS, 0, cx->stream>>>(

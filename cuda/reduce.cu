@@ -3,7 +3,8 @@
  *
  * A reduction is collapsed as on the CPU (engine/cpu/reduce.c): size-1 axes dropped, neighbouring
  * axes of the same kind merged. With one reduced group it is (outer, R, inner):
- *   inner == 1  rows of R contiguous floats: one block per row (per split of the row);
+ *   inner == 1  rows of R contiguous floats: one block per row (per split of the row), or one thread
+ *               per row when rows are short;
  *   inner  > 1  a block covers 32 adjacent columns (coalesced) and 8 slices of R.
  * When there are too few outputs to fill the GPU, R is split across blocks: each writes a partial to
  * scratch and a second kernel combines them in a fixed order, so results are deterministic (no float
@@ -119,6 +120,23 @@ __global__ void reduce_rows_kernel(float *out, int32_t *arg, const float *x, int
             int64_t k = partial ? s * outer + o : o;
             out[k] = (accumulate && !partial) ? out[k] + acc : acc;
         }
+    }
+}
+
+/* Short rows (R <= 32): one thread per row. */
+template <bool MAX>
+__global__ void reduce_short_rows_kernel(float *out, int32_t *arg, const float *x, int64_t outer, int64_t R,
+                                         int accumulate) {
+    MT_GRID_STRIDE(o, outer) {
+        const float *row = x + o * R;
+        float v = MAX ? -INFINITY : 0.0f;
+        int32_t vi = -1;
+        for (int64_t r = 0; r < R; r++) {
+            if (MAX) max_pick(v, vi, row[r], (int32_t)(o * R + r));
+            else v += row[r];
+        }
+        out[o] = accumulate ? out[o] + v : v;
+        if (MAX && arg) arg[o] = vi;
     }
 }
 
@@ -316,6 +334,7 @@ __global__ void sumsq_final_kernel(float *out, const double *part, int n, int ac
 
 /* Splits of R: enough blocks to fill the GPU, at least 2048 elements of R per split. */
 static int splits_for(const mt_cuda_exec *cx, const red_plan *c) {
+    if (c->inner == 1 && c->R <= 32) return 1;
     int64_t blocks = c->inner == 1 ? c->outer : c->outer * ((c->inner + 31) / 32);
     int64_t want = 2 * (int64_t)cx->n_sm;
     if (blocks >= want || c->R < 4096) return 1;
@@ -367,7 +386,13 @@ mt_status mt_cuda_reduce_run(mt_cuda_exec *cx, mt_reduce_op op, float *out, int3
     }
     int64_t chunk = (c.R + S - 1) / S;
     int partial = S > 1;
-    if (c.inner == 1) {
+    if (c.inner == 1 && c.R <= 32) {
+        unsigned b = mt_blocks(c.outer, MT_THREADS);
+        if (is_max)
+            reduce_short_rows_kernel<true><<<b, MT_THREADS, 0, st>>>(out, argidx, x, c.outer, c.R, accumulate);
+        else
+            reduce_short_rows_kernel<false><<<b, MT_THREADS, 0, st>>>(out, argidx, x, c.outer, c.R, accumulate);
+    } else if (c.inner == 1) {
         dim3 grid((unsigned)c.outer, (unsigned)S);
         if (c.outer > INT32_MAX) return mt_error(MT_ERR_UNSUPPORTED, "cuda reduce: too many rows");
         if (is_max)
