@@ -91,11 +91,16 @@ mt_status mt_cuda_set_device(int device, int *prev);
 
 #define MT_THREADS 256
 
+/* Cap of grid-stride launches (the CPU emulator of tests/gpu/emu lowers it to keep its fibers few). */
+#ifndef MT_MAX_GRID_BLOCKS
+#define MT_MAX_GRID_BLOCKS (1 << 20)
+#endif
+
 /* Blocks for a grid-stride loop over n items at `threads` per block. */
 static inline unsigned mt_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
     if (b < 1) b = 1;
-    if (b > (1 << 20)) b = 1 << 20;
+    if (b > MT_MAX_GRID_BLOCKS) b = MT_MAX_GRID_BLOCKS;
     return (unsigned)b;
 }
 

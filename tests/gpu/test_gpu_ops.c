@@ -13,6 +13,9 @@
  *   curve      50 AdamW steps of the block in bf16 track the f32 loss curve
  * Exit 77 without a CUDA device. MT_GPU_TEST_SELF=1 runs the same flow with the CPU standing in for the
  * GPU (f32 only: checks the test itself, and the CPU's own no-allocation-after-warm-up promise).
+ * MT_GPU_TEST_EMU=1 (the test_gpu_ops_emu build, linked with the CUDA emulator of tests/gpu/emu): the
+ * "GPU" contexts run the CUDA backend's kernels on the emulator; its device memory is host memory, so
+ * they are CPU contexts whose backend is swapped for mt_cuda_backend.
  * (The model-level versions of these, on the real encoder-decoder, are listed in cuda/README.md until
  * the model lands.)
  */
@@ -37,7 +40,8 @@ typedef struct net {
 } net;
 
 static int n_fail;
-static int DEVICE = 0, SELF = 0;
+static int DEVICE = 0, SELF = 0, EMU = 0;
+#define EMU_DEVICE 1000 /* net_init: a CPU context running the CUDA backend on the emulator */
 #define CHECK(cond, ...)                     \
     do {                                     \
         if (!(cond)) {                       \
@@ -76,6 +80,15 @@ static void make_data(void) {
 
 static int net_init(net *n, int device) {
     memset(n, 0, sizeof *n);
+#ifdef MT_WITH_CUDA
+    if (device == EMU_DEVICE) {
+        device = MT_DEVICE_CPU;
+        if (mt_context_init(&n->ctx, device, 0) != MT_OK) return 0;
+        n->ctx->ex.backend->exec_free(&n->ctx->ex);
+        n->ctx->ex.backend = &mt_cuda_backend;
+        if (mt_cuda_backend.exec_init(&n->ctx->ex, 0) != MT_OK) return 0;
+    } else
+#endif
     if (mt_context_init(&n->ctx, device, 0) != MT_OK) return 0;
     for (int i = 0; i < NP; i++) {
         int nd = PSHAPES[i][1] ? 2 : 1;
@@ -227,7 +240,7 @@ static void warmup_no_alloc(void) {
     for (int step = 1; step <= 6; step++) {
         if (step == 3) {
             before = mt_sys_alloc_count();
-            if (!SELF) mt_cuda_alloc_stats_get(DEVICE, &s0);
+            if (!SELF) mt_cuda_alloc_stats_get(EMU ? 0 : DEVICE, &s0);
         }
         zero_grads(&gpu);
         mt_tensor *l = net_step(&gpu);
@@ -238,7 +251,7 @@ static void warmup_no_alloc(void) {
         mt_context_reset(gpu.ctx);
     }
     uint64_t after = mt_sys_alloc_count();
-    if (!SELF) mt_cuda_alloc_stats_get(DEVICE, &s1);
+    if (!SELF) mt_cuda_alloc_stats_get(EMU ? 0 : DEVICE, &s1);
     printf("warm-up: system allocations in steps 3-6: %llu; cudaMalloc calls: %llu (reserved %.1f MiB)\n",
            (unsigned long long)(after - before), (unsigned long long)(s1.n_malloc - s0.n_malloc),
            (double)s1.bytes_reserved / 1048576.0);
@@ -285,8 +298,12 @@ static void curve(void) {
 }
 
 int main(void) {
-    const char *self = getenv("MT_GPU_TEST_SELF");
-    if (self && *self && *self != '0') {
+    const char *self = getenv("MT_GPU_TEST_SELF"), *emu = getenv("MT_GPU_TEST_EMU");
+    if (emu && *emu && *emu != '0') {
+        EMU = 1;
+        DEVICE = EMU_DEVICE;
+        printf("MT_GPU_TEST_EMU: the CUDA backend runs on the CPU emulator of tests/gpu/emu\n");
+    } else if (self && *self && *self != '0') {
         SELF = 1;
         DEVICE = MT_DEVICE_CPU;
         printf("MT_GPU_TEST_SELF: the CPU stands in for the GPU (f32 only)\n");
