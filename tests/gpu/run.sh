@@ -35,7 +35,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 echo "== ctest -L gpu"
 # The two device tests run directly below (their per-op lines go to the table); ctest runs the rest.
-ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops)$' --output-on-failure --timeout 900 \
+ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops)$' -j4 --output-on-failure --timeout 900 \
   >"$out/ctest.log" 2>&1
 test_rc=$?
 skipped=0
