@@ -1071,7 +1071,8 @@ static const acase ACASES[] = {
     {1, 1, 1, 1, 1, 1, 1, 0, 0},        {2, 4, 4, 7, 7, 16, 16, 1, 0},     {2, 8, 1, 1, 37, 96, 64, 0, 1},
     {1, 2, 2, 33, 65, 64, 64, 0, 1},    {2, 4, 2, 40, 40, 160, 128, 1, 0}, {1, 1, 1, 5, 3, 8, 8, 1, 0},
     {1, 2, 1, 130, 130, 64, 32, 1, 2},  {1, 2, 2, 9, 17, 300, 512, 0, 3},  {3, 8, 8, 64, 64, 64, 64, 1, 1},
-    {1, 3, 1, 17, 100, 40, 24, 1, 3},   {2, 2, 2, 1, 129, 128, 128, 1, 2},
+    {1, 3, 1, 17, 100, 40, 24, 1, 3},   {2, 2, 2, 1, 129, 128, 128, 1, 2}, {1, 4, 2, 3, 300, 64, 48, 1, 1},
+    {2, 2, 2, 1, 33, 32, 32, 0, 0},     {1, 2, 1, 20, 20, 512, 512, 1, 0},
 };
 
 static void attention_case(const acase *c) {
@@ -1248,6 +1249,87 @@ static void t_copies(void) {
     }
 }
 
+/* Device-only promises the CPU reference cannot show: ids and targets outside the table are guarded
+ * (zeros, no gradient, a NaN loss), never read. */
+static void t_guards(void) {
+    if (g_self) return;
+    g_case = "guards";
+    enum { V = 7, C = 5, N = 4 };
+    float table[V * C], out[N * C], grad[V * C];
+    for (int i = 0; i < V * C; i++) table[i] = (float)i + 1.0f;
+    int32_t ids[N] = {2, -1, 1 << 30, 3};
+    void *tp = NULL;
+    OK(DEV->alloc(DEV_ID, &tp, sizeof table));
+    OK(DEV->to_device(&DEX, tp, table, sizeof table));
+    dbuf di = dput(ids, sizeof ids), dout = dnew(sizeof out, 4, NULL);
+    OK(DEV->embedding_fwd(&DEX, dout.p, tp, di.p, N, C));
+    dget(&dout, out, "embedding guard");
+    for (int c = 0; c < C; c++) {
+        if (out[0 * C + c] != table[2 * C + c] || out[3 * C + c] != table[3 * C + c]) failf("embedding: valid rows wrong");
+        if (out[1 * C + c] != 0.0f || out[2 * C + c] != 0.0f) failf("embedding: out-of-range id not zero (%g, %g)",
+                                                                    out[1 * C + c], out[2 * C + c]);
+    }
+    float g[N * C];
+    for (int i = 0; i < N * C; i++) g[i] = 1.0f;
+    dbuf dg = dput(g, sizeof g);
+    OK(DEV->zero(&DEX, tp, sizeof table));
+    OK(DEV->embedding_bwd(&DEX, tp, dg.p, di.p, N, C));
+    OK(DEV->to_host(&DEX, grad, tp, sizeof grad));
+    float total = 0;
+    for (int i = 0; i < V * C; i++) total += grad[i];
+    if (total != 2.0f * C) failf("embedding backward: out-of-range ids scattered (total %g, want %d)", total, 2 * C);
+    /* cross-entropy: a target outside [0, V) makes the loss NaN and gets no gradient */
+    float logits[2 * V], res[2], dl[2 * V];
+    for (int i = 0; i < 2 * V; i++) logits[i] = (float)(i % 5) * 0.3f;
+    int32_t tg[2] = {1, V + 3};
+    dbuf dx = dput(logits, sizeof logits), dt = dput(tg, sizeof tg), dr = dnew(8, 4, NULL), dlse = dnew(8, 4, NULL);
+    OK(DEV->cross_entropy_fwd(&DEX, dr.p, (float *)dr.p + 1, dlse.p, dx.p, dt.p, 2, V, 0.0f, -100));
+    dget(&dr, res, "cross_entropy guard");
+    if (!isnan(res[0]) || res[1] != 2.0f) failf("cross_entropy: bad target gives loss %g count %g", res[0], res[1]);
+    float one[2] = {1.0f, 2.0f};
+    dbuf dd = dput(one, 8), dacc = dnew(sizeof dl, 4, NULL);
+    OK(DEV->zero(&DEX, dacc.p, sizeof dl));
+    OK(DEV->cross_entropy_bwd(&DEX, dacc.p, dd.p, (float *)dd.p + 1, dlse.p, dx.p, dt.p, 2, V, 0.0f, -100));
+    dget(&dacc, dl, "cross_entropy guard");
+    for (int j = 0; j < V; j++)
+        if (dl[V + j] != 0.0f) failf("cross_entropy: the row with a bad target got a gradient");
+    DEV->free(DEV_ID, tp);
+    dfree(&di), dfree(&dout), dfree(&dg), dfree(&dx), dfree(&dt), dfree(&dr), dfree(&dlse), dfree(&dd), dfree(&dacc);
+    n_checks += 4;
+}
+
+/* The caching allocator: a freed block is reused for the same size class without cudaMalloc; the
+ * extent of an interior pointer is known; releasing the cache returns free blocks to the driver. */
+static void t_alloc(void) {
+    if (g_self) return;
+    g_case = "allocator";
+    mt_cuda_alloc_stats a0, a1, a2, a3;
+    OK(mt_cuda_alloc_stats_get(DEV_ID, &a0));
+    void *p[6];
+    static const size_t sizes[6] = {1, 513, 100000, 1 << 20, (size_t)70 << 20, 3000};
+    for (int i = 0; i < 6; i++) OK(DEV->alloc(DEV_ID, &p[i], sizes[i]));
+    OK(mt_cuda_alloc_stats_get(DEV_ID, &a1));
+    for (int i = 0; i < 6; i++) DEV->free(DEV_ID, p[i]);
+    void *q[6];
+    for (int i = 0; i < 6; i++) OK(DEV->alloc(DEV_ID, &q[i], sizes[i]));
+    OK(mt_cuda_alloc_stats_get(DEV_ID, &a2));
+    if (a2.n_malloc != a1.n_malloc)
+        failf("allocator: reallocating freed sizes called cudaMalloc %llu times",
+              (unsigned long long)(a2.n_malloc - a1.n_malloc));
+    if (a2.n_reuse < a1.n_reuse + 6) failf("allocator: freed blocks were not reused");
+    if (a2.bytes_in_use != a1.bytes_in_use) failf("allocator: bytes in use %llu vs %llu", (unsigned long long)a2.bytes_in_use,
+                                                  (unsigned long long)a1.bytes_in_use);
+    for (int i = 0; i < 6; i++) DEV->free(DEV_ID, q[i]);
+    DEV->free(DEV_ID, q[0]); /* a double free is logged and ignored, not a crash */
+    OK(mt_cuda_release_cache(DEV_ID));
+    OK(mt_cuda_alloc_stats_get(DEV_ID, &a3));
+    if (a3.n_free < a2.n_free + 6) failf("allocator: release_cache freed %llu blocks", (unsigned long long)(a3.n_free - a2.n_free));
+    if (a3.bytes_reserved > a0.bytes_reserved)
+        failf("allocator: %llu bytes still reserved after release (were %llu)", (unsigned long long)a3.bytes_reserved,
+              (unsigned long long)a0.bytes_reserved);
+    n_checks += 5;
+}
+
 /* Mutants of the CPU's unary_fwd, to show the harness catches what it claims to. */
 static int g_mutant;
 static mt_status mutant_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
@@ -1292,7 +1374,7 @@ static const tcase TESTS[] = {
     {"argmax", t_argmax_sumsq}, {"copy_strided", t_copy_strided}, {"gemm", t_gemm},
     {"softmax", t_softmax},     {"norm", t_norms},              {"embedding", t_embedding},
     {"cross_entropy", t_cross_entropy}, {"attention", t_attention}, {"rope", t_rope},
-    {"adamw", t_adamw},
+    {"adamw", t_adamw},         {"guards", t_guards},           {"allocator", t_alloc},
 };
 
 int main(int argc, char **argv) {
