@@ -15,8 +15,10 @@ mt_status mt_backend_get(int device, const mt_backend **out) {
     }
     if (device < 0) return mt_error(MT_ERR_DEVICE, "device %d: not a device id (-1 is the CPU)", device);
 #ifdef MT_WITH_CUDA
-    int n = mt_cuda_device_count();
-    if (n == 0) return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no CUDA device is present", device);
+    char why[160];
+    int n = mt_cuda_probe(why, sizeof why);
+    if (n == 0)
+        return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no CUDA device is present (cudaGetDeviceCount: %s)", device, why);
     if (device >= n)
         return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no such device (%d CUDA device%s present)", device, n,
                         n == 1 ? "" : "s");

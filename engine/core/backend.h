@@ -20,6 +20,17 @@
 
 struct mt_backend;
 
+/* The precision of a context's matrix products (mt_context_set_precision). F32 is exact f32; TF32
+ * lets the backend use TF32 tensor cores (f32 storage, 10-bit mantissa products); BF16 / F16 are mixed
+ * precision: GEMM operands are rounded to bf16 / f16 and accumulated in f32, everything else (weights,
+ * gradients, optimizer state, norms, softmax, losses) stays f32. Values are only ever appended. */
+typedef enum mt_precision {
+    MT_PRECISION_F32 = 0,
+    MT_PRECISION_TF32 = 1,
+    MT_PRECISION_BF16 = 2,
+    MT_PRECISION_F16 = 3
+} mt_precision;
+
 /* Per-context execution state: which backend and device, CPU threads, and backend-private state
  * (CUDA stream, cuBLAS handles, workspace). */
 typedef struct mt_exec {
@@ -29,6 +40,7 @@ typedef struct mt_exec {
     void *priv;          /* backend-private (cuda: stream, handles, workspace) */
     void *scratch;       /* reusable host scratch for kernels that need it (attention scores) */
     size_t scratch_bytes;
+    mt_precision precision; /* GEMM precision (0 = F32 in a zeroed context) */
 } mt_exec;
 
 /* Grows ex->scratch to at least bytes (a system allocation only when it grows). NULL on failure. */
@@ -199,6 +211,13 @@ typedef struct mt_backend {
      *   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m/bc1 / (sqrt(v/bc2) + eps) + wd p). */
     mt_status (*adamw)(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                        float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
+
+    /* ---- appended: mixed precision (may be NULL: the backend has no low-precision GEMM) ---- */
+    /* As gemm, with A and B of dtype ab (MT_DTYPE_BF16 or MT_DTYPE_F16), C F32, products accumulated in
+     * f32 (alpha, beta f32). Serves bf16 mixed-precision training and bf16/f16 inference. */
+    mt_status (*gemm_lowp)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
+                           int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the CUDA backend when built and the device exists.
@@ -211,6 +230,13 @@ extern const mt_backend mt_cpu_backend;
  * GPU: it checks cudaGetDeviceCount's status). */
 extern const mt_backend mt_cuda_backend;
 int mt_cuda_device_count(void);
+/* The same count; why (may be NULL) receives cudaGetDeviceCount's status, for error messages. */
+int mt_cuda_probe(char *why, size_t cap);
 #endif
+
+/* Device selection for --gpus: parses "0,1" (comma-separated CUDA device indices; "cpu" or "" means
+ * none) into ids[0..*n). Every id must exist: a missing device is MT_ERR_NO_DEVICE naming it and the
+ * number present; a malformed list or a repeated id is MT_ERR_INVALID_ARG. */
+mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n);
 
 #endif

@@ -6,6 +6,10 @@
  * folds into M and the whole product is one GEMM (the common activation @ weight case, forward and
  * backward). Otherwise each batch item is one GEMM over its operands' offsets, issued as a single
  * strided-batched call when the offsets are regular.
+ *
+ * Precision (precision.c): a product runs in the dtype mt_gemm_dtype picks. In bf16/f16 the operands
+ * are cast once in the forward and kept on the tape (saved[0], saved[1]); the backward casts the
+ * output gradient once for both of its products.
  */
 #include "ops/ops_internal.h"
 
@@ -46,9 +50,13 @@ static int regular(const mm_plan *p, int64_t *sa, int64_t *sb) {
 
 static mt_status mm_backward(mt_context *ctx, mt_node *n) {
     const mm_plan *p = n->p;
-    const mt_backend *be = MT_BE(ctx);
     mt_tensor *a = n->in[0], *b = n->in[1];
-    const float *dc = mt_f32(n->out->grad);
+    mt_dtype dt = (mt_dtype)n->i[0];
+    /* Operands in the product's dtype: the casts the forward kept, and the output gradient's. */
+    const void *ad = n->saved[0] ? n->saved[0]->data : a->data, *bd = n->saved[1] ? n->saved[1]->data : b->data;
+    mt_tensor *dct = mt_gemm_operand(ctx, n->out->grad, dt);
+    if (!dct) return ctx->status;
+    const void *dc = dct->data;
     int64_t M = p->M, N = p->N, K = p->K, c_mat = M * N;
     /* Leading dims of the stored operands. */
     int64_t lda = p->ta ? M : K, ldb = p->tb ? K : N;
@@ -59,11 +67,11 @@ static mt_status mm_backward(mt_context *ctx, mt_node *n) {
             int64_t oa, ob;
             item_offsets(p, i, &oa, &ob);
             float *ga = mt_f32(g) + oa;
-            const float *bb = mt_f32(b) + ob, *dci = dc + i * c_mat;
+            const void *bb = mt_elem(bd, dt, ob), *dci = mt_elem(dc, dt, i * c_mat);
             if (!p->ta) /* dA (M,K) = dC (M,N) @ op(B)^T */
-                MT_TRY(be->gemm(&ctx->ex, 0, !p->tb, M, K, N, 1.0f, dci, N, 0, bb, ldb, 0, 1.0f, ga, lda, 0, 1));
+                MT_TRY(mt_gemm_run(ctx, dt, 0, !p->tb, M, K, N, 1.0f, dci, N, 0, bb, ldb, 0, 1.0f, ga, lda, 0, 1));
             else        /* dA (K,M) = op(B) (K,N) @ dC^T */
-                MT_TRY(be->gemm(&ctx->ex, p->tb, 1, K, M, N, 1.0f, bb, ldb, 0, dci, N, 0, 1.0f, ga, lda, 0, 1));
+                MT_TRY(mt_gemm_run(ctx, dt, p->tb, 1, K, M, N, 1.0f, bb, ldb, 0, dci, N, 0, 1.0f, ga, lda, 0, 1));
         }
     }
     if (mt_tensor_requires_grad(b)) {
@@ -73,18 +81,20 @@ static mt_status mm_backward(mt_context *ctx, mt_node *n) {
             int64_t oa, ob;
             item_offsets(p, i, &oa, &ob);
             float *gb = mt_f32(g) + ob;
-            const float *aa = mt_f32(a) + oa, *dci = dc + i * c_mat;
+            const void *aa = mt_elem(ad, dt, oa), *dci = mt_elem(dc, dt, i * c_mat);
             if (!p->tb) /* dB (K,N) = op(A)^T (K,M) @ dC */
-                MT_TRY(be->gemm(&ctx->ex, !p->ta, 0, K, N, M, 1.0f, aa, lda, 0, dci, N, 0, 1.0f, gb, ldb, 0, 1));
+                MT_TRY(mt_gemm_run(ctx, dt, !p->ta, 0, K, N, M, 1.0f, aa, lda, 0, dci, N, 0, 1.0f, gb, ldb, 0, 1));
             else        /* dB (N,K) = dC^T (N,M) @ op(A) */
-                MT_TRY(be->gemm(&ctx->ex, 1, p->ta, N, K, M, 1.0f, dci, N, 0, aa, lda, 0, 1.0f, gb, ldb, 0, 1));
+                MT_TRY(mt_gemm_run(ctx, dt, 1, p->ta, N, K, M, 1.0f, dci, N, 0, aa, lda, 0, 1.0f, gb, ldb, 0, 1));
         }
     }
     return MT_OK;
 }
 
 mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, int trans_b) {
-    if (!mt_check_f32(ctx, "matmul", a) || !mt_check_f32(ctx, "matmul", b)) return NULL;
+    if (!mt_check_gemm_operand(ctx, "matmul", a) || !mt_check_gemm_operand(ctx, "matmul", b)) return NULL;
+    mt_dtype dt;
+    if (!mt_gemm_dtype(ctx, "matmul", a, b, &dt)) return NULL;
     char sa_[MT_SHAPE_STR], sb_[MT_SHAPE_STR];
     if (a->ndim < 2 || b->ndim < 2)
         return mt_fail(ctx, MT_ERR_SHAPE, "matmul: %s @ %s: operands need at least 2 dims",
@@ -122,7 +132,8 @@ mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, i
     oshape[p.nd] = p.M;
     oshape[p.nd + 1] = p.N;
     mt_tensor *c = mt_new(ctx, MT_DTYPE_F32, (int)p.nd + 2, oshape);
-    if (!c) return NULL;
+    mt_tensor *al = mt_gemm_operand(ctx, a, dt), *bl = mt_gemm_operand(ctx, b, dt);
+    if (!c || !al || !bl) return NULL;
     /* Fold a's batch into M when b is shared and a is not transposed: one GEMM. */
     if (bstr == 1 && !p.ta && p.batch > 1) {
         p.M *= p.batch;
@@ -134,14 +145,14 @@ mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, i
     int64_t lda = p.ta ? p.M : p.K, ldb = p.tb ? p.K : p.N;
     int64_t ra, rb;
     if (regular(&p, &ra, &rb)) {
-        MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, p.ta, p.tb, p.M, p.N, p.K, 1.0f, mt_f32(a), lda, ra, mt_f32(b), ldb,
-                                        rb, 0.0f, mt_f32(c), p.N, p.M * p.N, p.batch));
+        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, p.ta, p.tb, p.M, p.N, p.K, 1.0f, al->data, lda, ra, bl->data, ldb, rb, 0.0f,
+                                   mt_f32(c), p.N, p.M * p.N, p.batch));
     } else {
         for (int64_t i = 0; i < p.batch; i++) {
             int64_t oa, ob;
             item_offsets(&p, i, &oa, &ob);
-            MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, p.ta, p.tb, p.M, p.N, p.K, 1.0f, mt_f32(a) + oa, lda, 0,
-                                            mt_f32(b) + ob, ldb, 0, 0.0f, mt_f32(c) + i * p.M * p.N, p.N, 0, 1));
+            MT_KERNEL(ctx, mt_gemm_run(ctx, dt, p.ta, p.tb, p.M, p.N, p.K, 1.0f, mt_elem(al->data, dt, oa), lda, 0,
+                                       mt_elem(bl->data, dt, ob), ldb, 0, 0.0f, mt_f32(c) + i * p.M * p.N, p.N, 0, 1));
         }
     }
     mt_tensor *in[2] = {a, b};
@@ -150,6 +161,9 @@ mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, i
         if (!n) return NULL;
         n->in[0] = a;
         n->in[1] = b;
+        n->saved[0] = al != a ? al : NULL;
+        n->saved[1] = bl != b ? bl : NULL;
+        n->i[0] = dt;
         if (!(n->p = mt_ctx_keep(ctx, &p, sizeof p))) return NULL;
     }
     return c;
@@ -160,16 +174,24 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
     const mt_backend *be = MT_BE(ctx);
     mt_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
     int64_t R = n->i[0], K = n->i[1], N = n->i[2];
+    mt_dtype dt = (mt_dtype)n->i[3];
     const float *dy = mt_f32(n->out->grad);
+    const void *xd = n->saved[0] ? n->saved[0]->data : x->data, *wd = n->saved[1] ? n->saved[1]->data : w->data;
+    const void *dyl = dy;
+    if ((mt_tensor_requires_grad(x) || mt_tensor_requires_grad(w)) && dt != MT_DTYPE_F32) {
+        mt_tensor *t = mt_gemm_operand(ctx, n->out->grad, dt);
+        if (!t) return ctx->status;
+        dyl = t->data;
+    }
     if (mt_tensor_requires_grad(x)) {
         mt_tensor *g = mt_grad_of(ctx, x);
         if (!g) return ctx->status;
-        MT_TRY(be->gemm(&ctx->ex, 0, 0, R, K, N, 1.0f, dy, N, 0, mt_f32(w), K, 0, 1.0f, mt_f32(g), K, 0, 1));
+        MT_TRY(mt_gemm_run(ctx, dt, 0, 0, R, K, N, 1.0f, dyl, N, 0, wd, K, 0, 1.0f, mt_f32(g), K, 0, 1));
     }
     if (mt_tensor_requires_grad(w)) {
         mt_tensor *g = mt_grad_of(ctx, w);
         if (!g) return ctx->status;
-        MT_TRY(be->gemm(&ctx->ex, 1, 0, N, K, R, 1.0f, dy, N, 0, mt_f32(x), K, 0, 1.0f, mt_f32(g), K, 0, 1));
+        MT_TRY(mt_gemm_run(ctx, dt, 1, 0, N, K, R, 1.0f, dyl, N, 0, xd, K, 0, 1.0f, mt_f32(g), K, 0, 1));
     }
     if (bias && mt_tensor_requires_grad(bias)) {
         mt_tensor *g = mt_grad_of(ctx, bias);
@@ -181,8 +203,10 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
 }
 
 mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {
-    if (!mt_check_f32(ctx, "linear", x) || !mt_check_f32(ctx, "linear", w)) return NULL;
+    if (!mt_check_gemm_operand(ctx, "linear", x) || !mt_check_gemm_operand(ctx, "linear", w)) return NULL;
     if (bias && !mt_check_f32(ctx, "linear", bias)) return NULL;
+    mt_dtype dt;
+    if (!mt_gemm_dtype(ctx, "linear", x, w, &dt)) return NULL;
     char sx[MT_SHAPE_STR], sw[MT_SHAPE_STR];
     if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
         return mt_fail(ctx, MT_ERR_SHAPE, "linear: x %s @ w^T with w %s: need x (..., K) and w (N, K)",
@@ -195,13 +219,14 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
     memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     oshape[x->ndim - 1] = N;
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
-    if (!y) return NULL;
+    mt_tensor *xl = mt_gemm_operand(ctx, x, dt), *wl = mt_gemm_operand(ctx, w, dt);
+    if (!y || !xl || !wl) return NULL;
     if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
         int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
         MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
     }
-    MT_KERNEL(ctx, MT_BE(ctx)->gemm(&ctx->ex, 0, 1, R, N, K, 1.0f, mt_f32(x), K, 0, mt_f32(w), K, 0,
-                                    bias ? 1.0f : 0.0f, mt_f32(y), N, 0, 1));
+    MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
+                               mt_f32(y), N, 0, 1));
     mt_tensor *in[3] = {x, w, bias};
     if (mt_needs_grad(ctx, in, 3)) {
         mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);
@@ -209,9 +234,12 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
         n->in[0] = x;
         n->in[1] = w;
         n->in[2] = bias;
+        n->saved[0] = xl != x ? xl : NULL;
+        n->saved[1] = wl != w ? wl : NULL;
         n->i[0] = R;
         n->i[1] = K;
         n->i[2] = N;
+        n->i[3] = dt;
     }
     return y;
 }

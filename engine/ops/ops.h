@@ -108,4 +108,11 @@ mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *
 /* Rotary embedding of x (..., T, D) with positions pos0 + t (pairs (2i, 2i+1), base^(-2i/D)). */
 mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base);
 
+/* ---- precision of matrix products (precision.c) ---- */
+/* F32 (default), TF32, or mixed precision BF16 / F16: matmul and linear round their operands to
+ * bf16/f16 and accumulate in f32; every other op, the weights and the gradients stay f32.
+ * MT_ERR_UNSUPPORTED for BF16/F16 on a backend without a low-precision GEMM (the CPU). */
+mt_status mt_context_set_precision(mt_context *ctx, mt_precision p);
+mt_precision mt_context_precision(const mt_context *ctx);
+
 #endif

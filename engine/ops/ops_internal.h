@@ -31,4 +31,21 @@ void *mt_ctx_keep(mt_context *ctx, const void *desc, size_t bytes);
 /* dst += src over n floats (both on ctx's device). */
 mt_status mt_accumulate(mt_context *ctx, float *dst, const float *src, int64_t n);
 
+/* ---- GEMM precision (precision.c) ---- */
+/* A matmul/linear operand: f32, or bf16/f16 when the backend has gemm_lowp. 0 + failure recorded. */
+int mt_check_gemm_operand(mt_context *ctx, const char *op, const mt_tensor *t);
+/* The dtype a product of a and b is computed in: F32, or BF16/F16 (f32 accumulation) from a
+ * low-precision operand or the context's mixed precision. 0 + failure recorded on mixed lowp dtypes. */
+int mt_gemm_dtype(mt_context *ctx, const char *op, const mt_tensor *a, const mt_tensor *b, mt_dtype *dt);
+/* t itself when it has dtype dt, else its cast into the step arena. NULL + failure recorded. */
+mt_tensor *mt_gemm_operand(mt_context *ctx, mt_tensor *t, mt_dtype dt);
+/* be->gemm (dt F32) or be->gemm_lowp (dt BF16/F16) on A and B of dtype dt; C is f32. */
+mt_status mt_gemm_run(mt_context *ctx, mt_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
+                      float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+/* Element off of data of dtype dt. */
+static inline const void *mt_elem(const void *data, mt_dtype dt, int64_t off) {
+    return (const char *)data + (size_t)off * mt_dtype_size(dt);
+}
+
 #endif

@@ -1,0 +1,43 @@
+/*
+ * mt_cuda.h — the CUDA backend's extras beyond the backend table (core/backend.h), for the engine,
+ * the GPU tests and benchmarks: the device probe with its reason, allocator statistics and cache
+ * control, device names. Plain C with no CUDA header, so C code can include it; only built with CUDA.
+ */
+#ifndef MT_CUDA_MT_CUDA_H
+#define MT_CUDA_MT_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "microtensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The number of CUDA devices (0 without a GPU or driver); when why is not NULL it receives
+ * cudaGetDeviceCount's status ("cudaSuccess", "cudaErrorNoDevice: no CUDA-capable device is
+ * detected", ...). Never fails. */
+int mt_cuda_probe(char *why, size_t cap);
+
+/* "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" into buf. MT_ERR_NO_DEVICE without the device. */
+mt_status mt_cuda_device_describe(int device, char *buf, size_t cap);
+
+/* The caching device allocator of one device (see cuda/alloc.cu). */
+typedef struct mt_cuda_alloc_stats {
+    uint64_t n_malloc;       /* cudaMalloc calls made (each also counted by mt_sys_alloc_count) */
+    uint64_t n_free;         /* cudaFree calls made (cache releases only) */
+    uint64_t n_reuse;        /* allocations served from the cache */
+    uint64_t n_sync_reuse;   /* device synchronisations made to reuse blocks freed on other streams */
+    uint64_t bytes_reserved; /* held from the driver (in use + cached) */
+    uint64_t bytes_in_use;   /* handed out and not freed */
+} mt_cuda_alloc_stats;
+mt_status mt_cuda_alloc_stats_get(int device, mt_cuda_alloc_stats *out);
+/* Returns every cached (free) block of the device to the driver (waits for the device first). */
+mt_status mt_cuda_release_cache(int device);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

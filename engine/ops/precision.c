@@ -1,0 +1,79 @@
+/*
+ * precision.c — the precision of a context's matrix products, and the GEMM dispatch that applies it.
+ *
+ * Mixed precision (MT_PRECISION_BF16 / F16) changes only what matmul and linear multiply: their f32
+ * operands are rounded to bf16/f16 in the step arena and multiplied by the backend's gemm_lowp with
+ * f32 accumulation into an f32 result. Everything else stays f32: master weights, gradients, optimizer
+ * state, norms, softmax, attention, losses. As with PyTorch autocast, each operand is cast once per use
+ * site and the casts are kept on the tape for the backward (the input and the weight of a linear are
+ * cast in the forward; the output gradient once in the backward, for both products).
+ *
+ * A bf16/f16 tensor (a weight converted for inference) may be an operand in any precision when the
+ * backend has gemm_lowp: the other operand is cast to its dtype.
+ *
+ * Backends without gemm_lowp (the CPU) run every product in f32; asking such a context for BF16/F16
+ * is MT_ERR_UNSUPPORTED, and TF32 is accepted (f32 is a valid way to honour it).
+ */
+#include "ops/ops_internal.h"
+
+mt_status mt_context_set_precision(mt_context *ctx, mt_precision p) {
+    if (!ctx) return mt_error(MT_ERR_INVALID_ARG, "set_precision: ctx is NULL");
+    switch (p) {
+    case MT_PRECISION_F32:
+    case MT_PRECISION_TF32: break;
+    case MT_PRECISION_BF16:
+    case MT_PRECISION_F16:
+        if (!MT_BE(ctx)->gemm_lowp)
+            return mt_error(MT_ERR_UNSUPPORTED, "set_precision: the %s backend has no %s GEMM (mixed precision needs a "
+                            "CUDA context)", MT_BE(ctx)->name, p == MT_PRECISION_BF16 ? "bf16" : "f16");
+        break;
+    default: return mt_error(MT_ERR_INVALID_ARG, "set_precision: unknown precision %d", (int)p);
+    }
+    ctx->ex.precision = p;
+    return MT_OK;
+}
+
+mt_precision mt_context_precision(const mt_context *ctx) { return ctx->ex.precision; }
+
+static int is_lowp(mt_dtype dt) { return dt == MT_DTYPE_BF16 || dt == MT_DTYPE_F16; }
+
+int mt_check_gemm_operand(mt_context *ctx, const char *op, const mt_tensor *t) {
+    if (!mt_check_input(ctx, op, t)) return 0;
+    if (t->dtype == MT_DTYPE_F32 || (is_lowp(t->dtype) && MT_BE(ctx)->gemm_lowp)) return 1;
+    char d[MT_SHAPE_STR + 8];
+    mt_fail(ctx, MT_ERR_DTYPE, "%s: operand %s must be f32%s", op, mt_tensor_desc(d, t),
+            MT_BE(ctx)->gemm_lowp ? ", bf16 or f16" : " on this backend");
+    return 0;
+}
+
+int mt_gemm_dtype(mt_context *ctx, const char *op, const mt_tensor *a, const mt_tensor *b, mt_dtype *dt) {
+    if (is_lowp(a->dtype) && is_lowp(b->dtype) && a->dtype != b->dtype) {
+        char x[MT_SHAPE_STR + 8], y[MT_SHAPE_STR + 8];
+        mt_fail(ctx, MT_ERR_DTYPE, "%s: operands %s and %s: low-precision dtypes differ", op, mt_tensor_desc(x, a),
+                mt_tensor_desc(y, b));
+        return 0;
+    }
+    if (is_lowp(a->dtype)) *dt = a->dtype;
+    else if (is_lowp(b->dtype)) *dt = b->dtype;
+    else if (ctx->ex.precision == MT_PRECISION_BF16 && MT_BE(ctx)->gemm_lowp) *dt = MT_DTYPE_BF16;
+    else if (ctx->ex.precision == MT_PRECISION_F16 && MT_BE(ctx)->gemm_lowp) *dt = MT_DTYPE_F16;
+    else *dt = MT_DTYPE_F32;
+    return 1;
+}
+
+mt_tensor *mt_gemm_operand(mt_context *ctx, mt_tensor *t, mt_dtype dt) {
+    if (!t || t->dtype == dt) return t;
+    return mt_cast(ctx, t, dt);
+}
+
+mt_status mt_gemm_run(mt_context *ctx, mt_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
+                      float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
+    const mt_backend *be = MT_BE(ctx);
+    if (dt == MT_DTYPE_F32)
+        return be->gemm(&ctx->ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
+                        batch);
+    if (!be->gemm_lowp) return mt_error(MT_ERR_UNSUPPORTED, "gemm: the %s backend has no low-precision GEMM", be->name);
+    return be->gemm_lowp(&ctx->ex, dt, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                         stride_c, batch);
+}

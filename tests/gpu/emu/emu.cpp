@@ -1,0 +1,495 @@
+/*
+ * emu.cpp — the CUDA execution-model emulator behind emu.h: the block scheduler (fibers, barriers,
+ * warp collectives), a synchronous runtime and a reference cuBLAS. Test-only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+/* Fiber switching. On x86-64 a few instructions (callee-saved registers, MXCSR and the x87 control
+ * word, the stack pointer): ucontext's swapcontext makes a system call per switch, which made the
+ * emulator ten times slower. Elsewhere ucontext. */
+#if defined(__x86_64__)
+extern "C" void emu_ctx_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl emu_ctx_switch\n"
+        ".type emu_ctx_switch,@function\n"
+        "emu_ctx_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size emu_ctx_switch, .-emu_ctx_switch\n");
+struct emu_ctx {
+    void *sp;
+};
+#else
+struct emu_ctx {
+    ucontext_t uc;
+};
+#endif
+
+namespace {
+
+enum { RUN = 0, AT_BAR = 1, AT_WARP = 2, DONE = 3 };
+
+struct Fiber {
+    emu_ctx ctx;
+    int state;
+    uint3 tid;
+};
+
+struct Warp {
+    uint64_t slot[2][32];
+    uint32_t tag[2][32];
+    uint32_t gen[32];
+};
+
+const size_t STACK_BYTES = 64 * 1024;
+std::vector<Fiber> g_f;
+std::vector<char *> g_stacks;
+std::vector<Warp> g_warps;
+emu_ctx g_sched;
+int g_cur, g_n;
+const std::function<void()> *g_body;
+std::vector<unsigned char> g_smem;
+cudaError_t g_last = cudaSuccess;
+std::mutex g_lock; /* one grid at a time (tests are single-threaded; this keeps it safe anyway) */
+
+void switch_ctx(emu_ctx *from, emu_ctx *to) {
+#if defined(__x86_64__)
+    emu_ctx_switch(&from->sp, to->sp);
+#else
+    swapcontext(&from->uc, &to->uc);
+#endif
+}
+
+void yield_to_scheduler() { switch_ctx(&g_f[g_cur].ctx, &g_sched); }
+
+void fiber_entry() {
+    (*g_body)();
+    g_f[g_cur].state = DONE;
+#if defined(__x86_64__)
+    emu_ctx dead;
+    switch_ctx(&dead, &g_sched); /* never resumed */
+    abort();
+#endif
+    /* ucontext: uc_link returns to the scheduler */
+}
+
+/* A fresh context that starts in fiber_entry on stack [stack, stack + bytes). */
+void init_ctx(emu_ctx *c, char *stack, size_t bytes) {
+#if defined(__x86_64__)
+    uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = NULL;                   /* keeps the return slot 16-byte aligned, as after a call */
+    *--sp = (void *)fiber_entry;    /* the `ret` of emu_ctx_switch lands here */
+    for (int i = 0; i < 6; i++) *--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
+    uint32_t csr[2];
+    __asm__ volatile("stmxcsr %0" : "=m"(csr[0]));
+    __asm__ volatile("fnstcw %0" : "=m"(csr[1]));
+    sp--;
+    memcpy(sp, csr, 8);
+    c->sp = sp;
+#else
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = bytes;
+    c->uc.uc_link = &g_sched.uc;
+    makecontext(&c->uc, fiber_entry, 0);
+#endif
+}
+
+bool run_block(unsigned nthreads) {
+    g_n = (int)nthreads;
+    if (g_f.size() < nthreads) g_f.resize(nthreads);
+    while (g_stacks.size() < nthreads) g_stacks.push_back((char *)malloc(STACK_BYTES));
+    unsigned nw = (nthreads + 31) / 32;
+    if (g_warps.size() < nw) g_warps.resize(nw);
+    for (unsigned w = 0; w < nw; w++) memset(&g_warps[w], 0, sizeof(Warp));
+    for (unsigned i = 0; i < nthreads; i++) {
+        Fiber &f = g_f[i];
+        init_ctx(&f.ctx, g_stacks[i], STACK_BYTES);
+        f.state = RUN;
+        f.tid.x = i % blockDim.x;
+        f.tid.y = (i / blockDim.x) % blockDim.y;
+        f.tid.z = i / (blockDim.x * blockDim.y);
+    }
+    for (;;) {
+        int alive = 0;
+        for (int i = 0; i < g_n; i++) {
+            if (g_f[i].state != RUN) continue;
+            g_cur = i;
+            threadIdx = g_f[i].tid;
+            switch_ctx(&g_sched, &g_f[i].ctx);
+        }
+        /* Every fiber is now done or parked. Warp collectives first, then the block barrier. */
+        bool released = false;
+        for (unsigned w = 0; w < nw; w++) {
+            int lo = (int)w * 32, hi = lo + 32 < g_n ? lo + 32 : g_n, waiting = 0, other = 0;
+            for (int i = lo; i < hi; i++) {
+                if (g_f[i].state == AT_WARP) waiting++;
+                else if (g_f[i].state != DONE) other++;
+            }
+            if (waiting && !other) {
+                for (int i = lo; i < hi; i++)
+                    if (g_f[i].state == AT_WARP) g_f[i].state = RUN;
+                released = true;
+            }
+        }
+        int at_bar = 0, at_warp = 0;
+        for (int i = 0; i < g_n; i++) {
+            if (g_f[i].state != DONE) alive++;
+            if (g_f[i].state == AT_BAR) at_bar++;
+            if (g_f[i].state == AT_WARP) at_warp++;
+        }
+        if (!alive) return true;
+        if (released) continue;
+        if (at_bar == alive) {
+            for (int i = 0; i < g_n; i++)
+                if (g_f[i].state == AT_BAR) g_f[i].state = RUN;
+            continue;
+        }
+        fprintf(stderr,
+                "emu: deadlock in block (%u,%u,%u): %d threads alive, %d at __syncthreads, %d in warp collectives "
+                "that cannot complete (divergent barrier or shuffle)\n",
+                blockIdx.x, blockIdx.y, blockIdx.z, alive, at_bar, at_warp);
+        return false;
+    }
+}
+
+} // namespace
+
+void __syncthreads(void) {
+    g_f[g_cur].state = AT_BAR;
+    yield_to_scheduler();
+}
+
+uint64_t emu_warp_exchange(uint64_t mine, int src_lane) {
+    int i = g_cur, lane = i & 31;
+    Warp &w = g_warps[i / 32];
+    uint32_t gen = w.gen[lane];
+    int b = gen & 1;
+    w.slot[b][lane] = mine;
+    w.tag[b][lane] = gen;
+    g_f[i].state = AT_WARP;
+    yield_to_scheduler();
+    uint64_t r = (i / 32) * 32 + src_lane < g_n && w.tag[b][src_lane] == gen ? w.slot[b][src_lane] : mine;
+    w.gen[lane]++;
+    return r;
+}
+
+int emu_warp_any(int pred) {
+    int i = g_cur, lane = i & 31;
+    Warp &w = g_warps[i / 32];
+    uint32_t gen = w.gen[lane];
+    int b = gen & 1;
+    w.slot[b][lane] = pred != 0;
+    w.tag[b][lane] = gen;
+    g_f[i].state = AT_WARP;
+    yield_to_scheduler();
+    int any = 0;
+    for (int l = 0; l < 32 && (i / 32) * 32 + l < g_n; l++)
+        if (w.tag[b][l] == gen && w.slot[b][l]) any = 1;
+    w.gen[lane]++;
+    return any;
+}
+
+void *emu_dynamic_smem(void) { return g_smem.data(); }
+
+cudaError_t emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    unsigned nthreads = block.x * block.y * block.z;
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 ||
+        nthreads == 0 || nthreads > 1024 || smem > 227 * 1024) {
+        g_last = cudaErrorInvalidConfiguration;
+        return g_last;
+    }
+    std::lock_guard<std::mutex> guard(g_lock);
+    dim3 saved_grid = gridDim, saved_block = blockDim;
+    gridDim = grid;
+    blockDim = block;
+    g_body = &body;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx.x = x;
+                blockIdx.y = y;
+                blockIdx.z = z;
+                g_smem.assign(smem ? smem : 1, 0xff); /* NaN bytes: a read before a write shows */
+                if (!run_block(nthreads)) {
+                    g_last = cudaErrorLaunchFailure;
+                    gridDim = saved_grid;
+                    blockDim = saved_block;
+                    return g_last;
+                }
+            }
+    gridDim = saved_grid;
+    blockDim = saved_block;
+    return cudaSuccess;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Runtime (synchronous; one device)
+ * ------------------------------------------------------------------------------------------- */
+
+static std::unordered_map<void *, size_t> g_allocs;
+static int g_device = 0;
+
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g_last;
+    g_last = cudaSuccess;
+    return e;
+}
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    default: return "cudaError(emu)";
+    }
+}
+const char *cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
+    if (device != 0) return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "MicroTensor CUDA emulator (CPU)");
+    p->totalGlobalMem = (size_t)8 << 30;
+    p->multiProcessorCount = 4;
+    p->sharedMemPerBlockOptin = 227 * 1024;
+    p->major = 9;
+    p->minor = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) {
+    *d = g_device;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) {
+    if (d != 0) return g_last = cudaErrorInvalidDevice;
+    g_device = d;
+    return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+    size_t r = (bytes + 255) & ~(size_t)255;
+    void *q = aligned_alloc(256, r ? r : 256);
+    if (!q) return g_last = cudaErrorMemoryAllocation;
+    memset(q, 0xcd, r ? r : 256); /* device memory is not zeroed */
+    std::lock_guard<std::mutex> guard(g_lock);
+    g_allocs[q] = bytes;
+    *p = q;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> guard(g_lock);
+    auto it = g_allocs.find(p);
+    if (it == g_allocs.end()) return g_last = cudaErrorInvalidValue;
+    g_allocs.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags) {
+    (void)flags;
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? cudaSuccess : (g_last = cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+    (void)kind, (void)s;
+    if (bytes) memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t s) {
+    (void)s;
+    memset(dst, v, bytes);
+    return cudaSuccess;
+}
+struct emu_stream {
+    int unused;
+};
+struct emu_event {
+    int unused;
+};
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    (void)flags;
+    *s = new emu_stream();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    (void)flags;
+    *e = new emu_event();
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)e, (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(const void *f, cudaFuncAttribute a, int v) {
+    (void)f, (void)a;
+    return v > 227 * 1024 ? (g_last = cudaErrorInvalidValue) : cudaSuccess;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * cuBLAS (column-major, f32 accumulation)
+ * ------------------------------------------------------------------------------------------- */
+
+struct emu_blas {
+    int unused;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    *h = new emu_blas();
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    (void)h, (void)s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes) {
+    (void)h, (void)ws, (void)bytes;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t m) {
+    (void)h, (void)m;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else {
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    return __uint_as_float(u);
+}
+
+static float load(const void *p, cudaDataType_t t, long long i) {
+    switch (t) {
+    case CUDA_R_32F: return ((const float *)p)[i];
+    case CUDA_R_16BF: return __uint_as_float((uint32_t)((const uint16_t *)p)[i] << 16);
+    default: return f16_to_f32(((const uint16_t *)p)[i]);
+    }
+}
+
+/* Rounds f32 to the operand precision a compute type implies (TF32: 10 mantissa bits; BF16: 7). */
+static float round_for(float f, cublasComputeType_t c) {
+    uint32_t u = __float_as_uint(f);
+    if (c == CUBLAS_COMPUTE_32F_FAST_TF32) {
+        u += 0xfffu + ((u >> 13) & 1u);
+        u &= ~0x1fffu;
+    } else if (c == CUBLAS_COMPUTE_32F_FAST_16BF) {
+        u += 0x7fffu + ((u >> 16) & 1u);
+        u &= ~0xffffu;
+    }
+    return __uint_as_float(u);
+}
+
+static size_t tsize(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType_t at, int lda,
+                                          long long sa, const void *B, cudaDataType_t bt, int ldb, long long sb,
+                                          const void *beta, void *C, cudaDataType_t ct, int ldc, long long sc,
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    (void)h, (void)algo;
+    if (ct != CUDA_R_32F || at != bt || m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    std::vector<float> a((size_t)m * k), b((size_t)k * n);
+    for (int bi = 0; bi < batch; bi++) {
+        const char *Ab = (const char *)A + (size_t)(bi * sa) * tsize(at);
+        const char *Bb = (const char *)B + (size_t)(bi * sb) * tsize(bt);
+        float *Cb = (float *)C + bi * sc;
+        for (int i = 0; i < m; i++)
+            for (int l = 0; l < k; l++)
+                a[(size_t)i * k + l] =
+                    round_for(load(Ab, at, ta == CUBLAS_OP_N ? i + (long long)l * lda : l + (long long)i * lda), compute);
+        for (int j = 0; j < n; j++)
+            for (int l = 0; l < k; l++)
+                b[(size_t)j * k + l] =
+                    round_for(load(Bb, bt, tb == CUBLAS_OP_N ? l + (long long)j * ldb : j + (long long)l * ldb), compute);
+        for (int j = 0; j < n; j++) {
+            const float *bj = &b[(size_t)j * k];
+            for (int i = 0; i < m; i++) {
+                const float *ai = &a[(size_t)i * k];
+                float acc = 0.0f;
+                for (int l = 0; l < k; l++) acc += ai[l] * bj[l];
+                float *c = &Cb[i + (long long)j * ldc];
+                *c = be == 0.0f ? al * acc : al * acc + be * *c;
+            }
+        }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
+                            cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    return cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, alpha, A, at, lda, 0, B, bt, ldb, 0, beta, C, ct, ldc, 0, 1,
+                                      compute, algo);
+}

@@ -1,0 +1,326 @@
+/*
+ * test_gpu_ops.c — the op layer on the GPU against the same ops on the CPU, at the level above the
+ * kernels: a pre-norm Transformer block with tied embeddings (embedding, layer/RMS norm, linear,
+ * narrow/reshape/permute, RoPE, causal+padding attention, GELU, dropout, cross-entropy with label
+ * smoothing and padding, softmax/max/mean) run forward and backward on both devices with the same
+ * parameters and batch.
+ *
+ *   f32        loss and every parameter gradient within f32 tolerance of the CPU
+ *   tf32       within TF32 tolerance
+ *   bf16       mixed precision: loss within bf16 tolerance, gradients pointing the same way
+ *   warm-up    after two training steps (forward, backward, AdamW, context reset), further steps make
+ *              no system allocation: no cudaMalloc, no host malloc (mt_sys_alloc_count unchanged)
+ *   curve      50 AdamW steps of the block in bf16 track the f32 loss curve
+ * Exit 77 without a CUDA device. MT_GPU_TEST_SELF=1 runs the same flow with the CPU standing in for the
+ * GPU (f32 only: checks the test itself, and the CPU's own no-allocation-after-warm-up promise).
+ * MT_GPU_TEST_EMU=1 (the test_gpu_ops_emu build, linked with the CUDA emulator of tests/gpu/emu): the
+ * "GPU" contexts run the CUDA backend's kernels on the emulator; its device memory is host memory, so
+ * they are CPU contexts whose backend is swapped for mt_cuda_backend.
+ * (The model-level versions of these, on the real encoder-decoder, are listed in cuda/README.md until
+ * the model lands.)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/autograd.h"
+#include "cuda/mt_cuda.h"
+#include "ops/ops_internal.h"
+
+enum { B = 3, T = 17, C = 64, H = 4, DH = C / H, V = 301, F = 256, NP = 11 };
+
+static const char *PNAMES[NP] = {"emb", "ln_w", "ln_b", "wqkv", "bqkv", "wo", "rms_w", "w1", "b1", "w2", "b2"};
+static const int64_t PSHAPES[NP][2] = {{V, C}, {C, 0}, {C, 0}, {3 * C, C}, {3 * C, 0}, {C, C},
+                                       {C, 0}, {F, C}, {F, 0}, {C, F},     {C, 0}};
+
+typedef struct net {
+    mt_context *ctx;
+    mt_tensor *p[NP], *m[NP], *v[NP];
+} net;
+
+static int n_fail;
+static int DEVICE = 0, SELF = 0, EMU = 0;
+#define EMU_DEVICE 1000 /* net_init: a CPU context running the CUDA backend on the emulator */
+#define CHECK(cond, ...)                     \
+    do {                                     \
+        if (!(cond)) {                       \
+            printf("FAIL: " __VA_ARGS__);    \
+            printf("\n");                    \
+            n_fail++;                        \
+        }                                    \
+    } while (0)
+
+static uint64_t rs = 7;
+static float frand(void) {
+    rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rs >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static float *g_init[NP];
+static int32_t g_ids[B * T], g_tgt[B * T];
+static float g_mask[B * T];
+
+static void make_data(void) {
+    for (int i = 0; i < NP; i++) {
+        int64_t n = PSHAPES[i][0] * (PSHAPES[i][1] ? PSHAPES[i][1] : 1);
+        g_init[i] = malloc(4 * (size_t)n);
+        for (int64_t j = 0; j < n; j++) {
+            float r = frand();
+            g_init[i][j] = (i == 1 || i == 6) ? 1.0f + 0.1f * r : 0.2f * r;
+        }
+    }
+    for (int i = 0; i < B * T; i++) {
+        g_ids[i] = (int32_t)((unsigned)(frand() * 1e6f + 1e6f) % V);
+        g_tgt[i] = (i % 7 == 6) ? -100 : (int32_t)((unsigned)(frand() * 1e6f + 1e6f) % V);
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) g_mask[b * T + t] = (b == 1 && t >= T - 4) ? -INFINITY : 0.0f;
+}
+
+static int net_init(net *n, int device) {
+    memset(n, 0, sizeof *n);
+#ifdef MT_WITH_CUDA
+    if (device == EMU_DEVICE) {
+        device = MT_DEVICE_CPU;
+        if (mt_context_init(&n->ctx, device, 0) != MT_OK) return 0;
+        n->ctx->ex.backend->exec_free(&n->ctx->ex);
+        n->ctx->ex.backend = &mt_cuda_backend;
+        if (mt_cuda_backend.exec_init(&n->ctx->ex, 0) != MT_OK) return 0;
+    } else
+#endif
+    if (mt_context_init(&n->ctx, device, 0) != MT_OK) return 0;
+    for (int i = 0; i < NP; i++) {
+        int nd = PSHAPES[i][1] ? 2 : 1;
+        if (mt_tensor_new_persistent(device, MT_DTYPE_F32, nd, PSHAPES[i], PNAMES[i], &n->p[i]) != MT_OK ||
+            mt_tensor_new_persistent(device, MT_DTYPE_F32, nd, PSHAPES[i], NULL, &n->m[i]) != MT_OK ||
+            mt_tensor_new_persistent(device, MT_DTYPE_F32, nd, PSHAPES[i], NULL, &n->v[i]) != MT_OK)
+            return 0;
+        if (mt_copy_from_host(n->ctx, n->p[i], g_init[i], mt_tensor_bytes(n->p[i])) != MT_OK) return 0;
+        mt_fill(n->ctx, n->m[i], 0.0f);
+        mt_fill(n->ctx, n->v[i], 0.0f);
+        n->p[i]->flags |= MT_TENSOR_REQUIRES_GRAD;
+    }
+    mt_context_seed(n->ctx, 99);
+    return 1;
+}
+
+static void net_free(net *n) {
+    for (int i = 0; i < NP; i++) {
+        mt_tensor_free(n->p[i]);
+        mt_tensor_free(n->m[i]);
+        mt_tensor_free(n->v[i]);
+    }
+    mt_context_free(n->ctx);
+}
+
+static void zero_grads(net *n) {
+    for (int i = 0; i < NP; i++)
+        if (n->p[i]->grad) mt_fill(n->ctx, n->p[i]->grad, 0.0f);
+}
+
+/* One forward + backward; returns the loss tensor (NULL on failure). */
+static mt_tensor *net_step(net *n) {
+    mt_context *ctx = n->ctx;
+    mt_tensor **p = n->p;
+    mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 2, (int64_t[]){B, T}, g_ids);
+    mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 1, (int64_t[]){B * T}, g_tgt);
+    mt_tensor *mask = mt_from_data(ctx, MT_DTYPE_F32, 4, (int64_t[]){B, 1, 1, T}, g_mask);
+    mt_tensor *h = mt_embedding(ctx, p[0], ids);
+    mt_tensor *a = mt_layer_norm(ctx, h, p[1], p[2], 1e-5f);
+    mt_tensor *qkv = mt_linear(ctx, a, p[3], p[4]);
+    mt_tensor *q = mt_narrow(ctx, qkv, 2, 0, C), *k = mt_narrow(ctx, qkv, 2, C, C), *v = mt_narrow(ctx, qkv, 2, 2 * C, C);
+    static const int perm[4] = {0, 2, 1, 3};
+    q = mt_permute(ctx, mt_reshape(ctx, q, 4, (int64_t[]){B, T, H, DH}), perm);
+    k = mt_permute(ctx, mt_reshape(ctx, k, 4, (int64_t[]){B, T, H, DH}), perm);
+    v = mt_permute(ctx, mt_reshape(ctx, v, 4, (int64_t[]){B, T, H, DH}), perm);
+    q = mt_rope(ctx, q, 0, 10000.0f);
+    k = mt_rope(ctx, k, 0, 10000.0f);
+    mt_tensor *o = mt_attention(ctx, q, k, v, mask, 1, 1.0f / sqrtf((float)DH));
+    o = mt_reshape(ctx, mt_permute(ctx, o, perm), 3, (int64_t[]){B, T, C});
+    mt_tensor *h2 = mt_add(ctx, h, mt_linear(ctx, o, p[5], NULL));
+    mt_tensor *f = mt_linear(ctx, mt_gelu(ctx, mt_linear(ctx, mt_rms_norm(ctx, h2, p[6], 1e-6f), p[7], p[8])), p[9], p[10]);
+    mt_tensor *h3 = mt_add(ctx, h2, mt_dropout(ctx, f, 0.1f, 1));
+    mt_tensor *logits = mt_reshape(ctx, mt_linear(ctx, h3, p[0], NULL), 2, (int64_t[]){B * T, V});
+    mt_tensor *ce = mt_cross_entropy(ctx, logits, tgt, 0.1f, -100);
+    int last = -1;
+    mt_tensor *aux = mt_mean(ctx, mt_max(ctx, mt_softmax(ctx, logits, -1), &last, 1, 0), NULL, 0, 0);
+    mt_tensor *loss = mt_add(ctx, ce, mt_mul_scalar(ctx, aux, 0.01f));
+    if (!loss) {
+        printf("forward failed: %s\n", mt_last_error());
+        return NULL;
+    }
+    if (mt_backward(ctx, loss, NULL) != MT_OK) {
+        printf("backward failed: %s\n", mt_last_error());
+        return NULL;
+    }
+    return loss;
+}
+
+static void adamw_all(net *n, int step) {
+    float b1 = 0.9f, b2 = 0.98f, lr = 3e-3f;
+    float bc1 = 1.0f - powf(b1, (float)step), bc2 = 1.0f - powf(b2, (float)step);
+    for (int i = 0; i < NP; i++) {
+        if (!n->p[i]->grad) continue;
+        n->ctx->ex.backend->adamw(&n->ctx->ex, mt_f32(n->p[i]), mt_f32(n->p[i]->grad), mt_f32(n->m[i]), mt_f32(n->v[i]),
+                                  n->p[i]->numel, lr, b1, b2, 1e-8f, 0.01f, bc1, bc2, 1.0f);
+    }
+}
+
+static float read_scalar(net *n, mt_tensor *t) {
+    float x = NAN;
+    if (t) mt_copy_to_host(n->ctx, t, &x, 4);
+    return x;
+}
+
+/* Max-norm relative difference of two gradients, and their cosine. */
+static void grad_diff(net *a, net *b, int i, double *rel, double *cosv) {
+    int64_t n = a->p[i]->numel;
+    float *x = malloc(4 * (size_t)n), *y = malloc(4 * (size_t)n);
+    mt_copy_to_host(a->ctx, a->p[i]->grad, x, 4 * (size_t)n);
+    mt_copy_to_host(b->ctx, b->p[i]->grad, y, 4 * (size_t)n);
+    double md = 0, mx = 0, dot = 0, nx = 0, ny = 0;
+    for (int64_t j = 0; j < n; j++) {
+        md = fmax(md, fabs((double)x[j] - y[j]));
+        mx = fmax(mx, fabs((double)y[j]));
+        dot += (double)x[j] * y[j];
+        nx += (double)x[j] * x[j];
+        ny += (double)y[j] * y[j];
+    }
+    *rel = md / (mx + 1e-12);
+    *cosv = (nx > 0 && ny > 0) ? dot / sqrt(nx * ny) : 1.0;
+    free(x);
+    free(y);
+}
+
+static void compare(const char *mode, mt_precision prec, double loss_tol, double grad_tol, double cos_min) {
+    net cpu, gpu;
+    if (SELF) prec = MT_PRECISION_F32;
+    if (!net_init(&cpu, MT_DEVICE_CPU) || !net_init(&gpu, DEVICE)) {
+        CHECK(0, "%s: init: %s", mode, mt_last_error());
+        return;
+    }
+    if (mt_context_set_precision(gpu.ctx, prec) != MT_OK) {
+        CHECK(0, "%s: set_precision: %s", mode, mt_last_error());
+        return;
+    }
+    mt_tensor *lc = net_step(&cpu), *lg = net_step(&gpu);
+    CHECK(lc && lg, "%s: step failed", mode);
+    if (lc && lg) {
+        float fc = read_scalar(&cpu, lc), fg = read_scalar(&gpu, lg);
+        printf("%-5s loss cpu %.7f gpu %.7f\n", mode, fc, fg);
+        CHECK(fabs(fc - fg) <= loss_tol * fabs(fc), "%s: loss %.7f vs %.7f", mode, fg, fc);
+        for (int i = 0; i < NP; i++) {
+            double rel, cosv;
+            if (!cpu.p[i]->grad || !gpu.p[i]->grad) {
+                CHECK(0, "%s: %s has no gradient", mode, PNAMES[i]);
+                continue;
+            }
+            grad_diff(&gpu, &cpu, i, &rel, &cosv);
+            printf("      d%-6s max rel diff %.2e cos %.6f\n", PNAMES[i], rel, cosv);
+            CHECK(rel <= grad_tol, "%s: grad of %s differs by %.3g (tolerance %.3g)", mode, PNAMES[i], rel, grad_tol);
+            CHECK(cosv >= cos_min, "%s: grad of %s: cosine %.6f < %.6f", mode, PNAMES[i], cosv, cos_min);
+        }
+    }
+    net_free(&cpu);
+    net_free(&gpu);
+}
+
+static void warmup_no_alloc(void) {
+    net gpu;
+    if (!net_init(&gpu, DEVICE)) {
+        CHECK(0, "warm-up: init: %s", mt_last_error());
+        return;
+    }
+    if (!SELF) mt_context_set_precision(gpu.ctx, MT_PRECISION_BF16);
+    uint64_t before = 0;
+    mt_cuda_alloc_stats s0, s1;
+    memset(&s0, 0, sizeof s0);
+    memset(&s1, 0, sizeof s1);
+    for (int step = 1; step <= 6; step++) {
+        if (step == 3) {
+            before = mt_sys_alloc_count();
+            if (!SELF) mt_cuda_alloc_stats_get(EMU ? 0 : DEVICE, &s0);
+        }
+        zero_grads(&gpu);
+        mt_tensor *l = net_step(&gpu);
+        CHECK(l != NULL, "warm-up step %d failed", step);
+        adamw_all(&gpu, step);
+        float loss = read_scalar(&gpu, l);
+        CHECK(isfinite(loss), "warm-up step %d: loss %g", step, loss);
+        mt_context_reset(gpu.ctx);
+    }
+    uint64_t after = mt_sys_alloc_count();
+    if (!SELF) mt_cuda_alloc_stats_get(EMU ? 0 : DEVICE, &s1);
+    printf("warm-up: system allocations in steps 3-6: %llu; cudaMalloc calls: %llu (reserved %.1f MiB)\n",
+           (unsigned long long)(after - before), (unsigned long long)(s1.n_malloc - s0.n_malloc),
+           (double)s1.bytes_reserved / 1048576.0);
+    CHECK(after == before, "a training step after warm-up made %llu system allocations",
+          (unsigned long long)(after - before));
+    CHECK(s1.n_malloc == s0.n_malloc, "a training step after warm-up called cudaMalloc %llu times",
+          (unsigned long long)(s1.n_malloc - s0.n_malloc));
+    net_free(&gpu);
+}
+
+static void curve(void) {
+    net f32n, bf16n;
+    if (!net_init(&f32n, DEVICE) || !net_init(&bf16n, DEVICE)) {
+        CHECK(0, "curve: init: %s", mt_last_error());
+        return;
+    }
+    if (!SELF) mt_context_set_precision(bf16n.ctx, MT_PRECISION_BF16);
+    double worst = 0, first = 0, lastf = 0, lastb = 0;
+    for (int step = 1; step <= 50; step++) {
+        zero_grads(&f32n);
+        zero_grads(&bf16n);
+        mt_tensor *la = net_step(&f32n), *lb = net_step(&bf16n);
+        if (!la || !lb) {
+            CHECK(0, "curve: step %d failed", step);
+            break;
+        }
+        adamw_all(&f32n, step);
+        adamw_all(&bf16n, step);
+        double fa = read_scalar(&f32n, la), fb = read_scalar(&bf16n, lb);
+        if (step == 1) first = fa;
+        lastf = fa;
+        lastb = fb;
+        worst = fmax(worst, fabs(fa - fb) / fabs(fa));
+        if (step % 10 == 0 || step == 1) printf("curve step %2d: f32 %.5f bf16 %.5f\n", step, fa, fb);
+        mt_context_reset(f32n.ctx);
+        mt_context_reset(bf16n.ctx);
+    }
+    printf("curve: worst relative gap %.4f; f32 %.4f -> %.4f\n", worst, first, lastf);
+    CHECK(lastf < first * 0.8, "curve: f32 loss did not fall (%.4f -> %.4f)", first, lastf);
+    CHECK(worst < 0.05, "curve: bf16 loss strays from f32 by %.3f (> 5%%)", worst);
+    CHECK(fabs(lastb - lastf) < 0.03 * lastf, "curve: final bf16 loss %.4f vs f32 %.4f", lastb, lastf);
+    net_free(&f32n);
+    net_free(&bf16n);
+}
+
+int main(void) {
+    const char *self = getenv("MT_GPU_TEST_SELF"), *emu = getenv("MT_GPU_TEST_EMU");
+    if (emu && *emu && *emu != '0') {
+        EMU = 1;
+        DEVICE = EMU_DEVICE;
+        printf("MT_GPU_TEST_EMU: the CUDA backend runs on the CPU emulator of tests/gpu/emu\n");
+    } else if (self && *self && *self != '0') {
+        SELF = 1;
+        DEVICE = MT_DEVICE_CPU;
+        printf("MT_GPU_TEST_SELF: the CPU stands in for the GPU (f32 only)\n");
+    } else {
+        char why[160];
+        if (mt_cuda_probe(why, sizeof why) == 0) {
+            printf("skipped: no CUDA device (cudaGetDeviceCount: %s)\n", why);
+            return 77;
+        }
+    }
+    make_data();
+    compare("f32", MT_PRECISION_F32, 1e-5, 1e-3, 0.99999);
+    compare("tf32", MT_PRECISION_TF32, 5e-3, 5e-2, 0.999);
+    compare("bf16", MT_PRECISION_BF16, 1e-2, 0.25, 0.99);
+    warmup_no_alloc();
+    curve();
+    for (int i = 0; i < NP; i++) free(g_init[i]);
+    printf("%s (%d failures)\n", n_fail ? "FAILED" : "PASSED", n_fail);
+    return n_fail ? 1 : 0;
+}
