@@ -197,7 +197,7 @@ mt_tensor *mt_run_case(mt_context *ctx, const mt_gcase *c, mt_tensor **xs, int n
         if (op_is(c, binary[i])) return mt_binary(ctx, (mt_binary_op)i, xs[0], xs[1]);
     if (op_is(c, "sum") || op_is(c, "mean") || op_is(c, "max")) {
         int axes[MT_MAX_DIMS], na = (int)mt_gattr(c, "naxes", 0);
-        char key[8];
+        char key[16];
         for (int i = 0; i < na; i++) {
             snprintf(key, sizeof key, "ax%d", i);
             axes[i] = (int)mt_gattr(c, key, 0);
@@ -224,7 +224,7 @@ mt_tensor *mt_run_case(mt_context *ctx, const mt_gcase *c, mt_tensor **xs, int n
     if (op_is(c, "reshape")) {
         int64_t shape[MT_MAX_DIMS];
         int nd = (int)mt_gattr(c, "ndim", 0);
-        char key[8];
+        char key[16];
         for (int i = 0; i < nd; i++) {
             snprintf(key, sizeof key, "s%d", i);
             shape[i] = (int64_t)mt_gattr(c, key, 1);
@@ -233,7 +233,7 @@ mt_tensor *mt_run_case(mt_context *ctx, const mt_gcase *c, mt_tensor **xs, int n
     }
     if (op_is(c, "permute")) {
         int perm[MT_MAX_DIMS];
-        char key[8];
+        char key[16];
         for (int i = 0; i < xs[0]->ndim; i++) {
             snprintf(key, sizeof key, "p%d", i);
             perm[i] = (int)mt_gattr(c, key, i);
