@@ -1,35 +1,31 @@
 /*
  * nn.c — CPU kernels of the fused nn ops: softmax, layer/RMS norm, embedding, cross-entropy, RoPE,
- * AdamW. Rows are independent and split across threads; sums use several accumulators so they
- * vectorise.
+ * AdamW. Rows are independent and split across threads. Row sums and maxima are `omp simd`
+ * reductions: that lets gcc vectorise them (8 partial sums) without -ffast-math's licence to reorder
+ * everything else.
  */
 #include "core/error.h"
 #include "cpu/cpu.h"
 
 static inline float row_max(const float *x, int64_t n) {
     float m = -INFINITY;
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
     return m;
 }
 
 static inline float row_sum(const float *x, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k];
     float s = 0.0f;
-    for (; j < n; j++) s += x[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += x[j];
+    return s;
 }
 
 static inline float row_dot(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
     float s = 0.0f;
-    for (; j < n; j++) s += x[j] * y[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += x[j] * y[j];
+    return s;
 }
 
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
@@ -40,12 +36,19 @@ mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N,
         float *o = out + n * C;
         float m = row_max(xr, C);
         if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
-        for (int64_t j = 0; j < C; j++) o[j] = mt_expf(xr[j] - m);
-        float s = row_sum(o, C);
+        float s = 0.0f;
         if (log) {
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
             float ls = logf(s) + m;
             for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
         } else {
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < C; j++) {
+                float e = mt_expf(xr[j] - m);
+                o[j] = e;
+                s += e;
+            }
             float inv = 1.0f / s;
             for (int64_t j = 0; j < C; j++) o[j] *= inv;
         }
@@ -78,18 +81,14 @@ mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd
         const float *xr = x + n * C;
         float *o = out + n * C;
         float m = row_sum(xr, C) / (float)C;
-        float acc[8] = {0};
-        int64_t j = 0;
-        for (; j + 8 <= C; j += 8)
-            for (int k = 0; k < 8; k++) acc[k] += (xr[j + k] - m) * (xr[j + k] - m);
-        float v = 0.0f;
-        for (; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
-        v += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        float v = 0.0f; /* two passes (mean, then squares about it): no cancellation */
+#pragma omp simd reduction(+ : v)
+        for (int64_t j = 0; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
         float rs = 1.0f / sqrtf(v / (float)C + eps);
         if (b) {
-            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j] + b[j];
+            for (int64_t j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j] + b[j];
         } else {
-            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j];
+            for (int64_t j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j];
         }
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = rs;
@@ -118,13 +117,17 @@ mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, con
             const float *xr = x + n * C, *g = dout + n * C;
             float m = mean[n], rs = rstd[n];
             float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
             for (int64_t j = 0; j < C; j++) {
-                float xh = (xr[j] - m) * rs;
                 float gw = g[j] * w[j];
                 sum_g += gw;
-                sum_gx += gw * xh;
-                if (pw) pw[j] += g[j] * xh;
-                if (pb) pb[j] += g[j];
+                sum_gx += gw * (xr[j] - m) * rs;
+            }
+            if (pw) { /* pb is pw + C */
+                for (int64_t j = 0; j < C; j++) {
+                    pw[j] += g[j] * (xr[j] - m) * rs;
+                    pb[j] += g[j];
+                }
             }
             if (dx) {
                 float *d = dx + n * C;
@@ -180,10 +183,10 @@ mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dou
             const float *xr = x + n * C, *g = dout + n * C;
             float rs = rstd[n];
             float s = 0.0f;
-            for (int64_t j = 0; j < C; j++) {
-                s += g[j] * w[j] * xr[j];
-                if (pw) pw[j] += g[j] * xr[j] * rs;
-            }
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < C; j++) s += g[j] * w[j] * xr[j];
+            if (pw)
+                for (int64_t j = 0; j < C; j++) pw[j] += g[j] * xr[j] * rs;
             if (dx) {
                 float *d = dx + n * C;
                 float c = s * rs * rs * rs / (float)C;
@@ -232,13 +235,9 @@ mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float
     for (int64_t n = 0; n < N; n++) {
         const float *x = logits + n * V;
         float m = row_max(x, V);
-        float acc[8] = {0};
-        int64_t j = 0;
-        for (; j + 8 <= V; j += 8)
-            for (int k = 0; k < 8; k++) acc[k] += mt_expf(x[j + k] - m);
         float s = 0.0f;
-        for (; j < V; j++) s += mt_expf(x[j] - m);
-        s += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
         float l = m + logf(s);
         lse[n] = l;
         int32_t t = targets[n];
