@@ -137,8 +137,7 @@ mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *
     case MT_UNARY_GELU:
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + mt_erff(x[i] * 0.70710678118654752f));
-            float pdf = 0.39894228040143268f * mt_expf(-0.5f * x[i] * x[i]);
+            float pdf, cdf = mt_normal_cdf_pdf(x[i], &pdf);
             dx[i] += dy[i] * (cdf + x[i] * pdf);
         }
         break;
