@@ -25,13 +25,14 @@ static inline int mt_cpu_threads(const mt_exec *ex) {
 
 /* exp(x) for x in float range: Cody-Waite reduction + degree-6 polynomial (Cephes expf), about 1 ulp.
  * Exactly 0 below -87.3 (so masked scores give exact zeros); +inf from about 88.4 (the true value is
- * within 40% of FLT_MAX there); NaN stays NaN. Written for the vectoriser: selects instead of
- * fminf/fmaxf (whose NaN rules keep gcc scalar), rounding by the 1.5 * 2^23 trick instead of floorf
- * (exact for |t| < 2^22; here |t| <= 128), and the exponent built in an integer lane. */
+ * within 40% of FLT_MAX there); NaN stays NaN. Written for the vectoriser: clamps shaped like
+ * maxps/minps (which map NaN to the bound, so the polynomial only ever sees finite values and the
+ * float-to-int conversion is defined), NaN restored by one select at the end, rounding by the
+ * 1.5 * 2^23 trick instead of floorf (exact for |t| < 2^22; here |t| <= 128), the exponent built in
+ * an integer lane. */
 static inline float mt_expf(float x) {
-    float xc = x < -87.3f ? -87.3f : x;
-    xc = xc > 88.7f ? 88.7f : xc;
-    xc = xc == xc ? xc : 0.0f; /* NaN: computed on 0 (no undefined NaN-to-int cast), returned as NaN */
+    float xc = x > -87.3f ? x : -87.3f;
+    xc = xc < 88.7f ? xc : 88.7f;
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -47,8 +48,8 @@ static inline float mt_expf(float x) {
     } s;
     s.i = ((int32_t)n + 127) << 23;
     float y = p * s.f;
-    y = x == x ? y : x;
-    return x < -87.3f ? 0.0f : y;
+    y = x < -87.3f ? 0.0f : y;
+    return x == x ? y : x;
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 refined (max abs error 1.5e-7). */
