@@ -13,11 +13,51 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "core/backend.h"
 
 /* Below this many elements a loop runs on one thread: forking costs more than it saves. */
 #define MT_CPU_PAR_MIN 32768
+
+/* Outputs of at least this many bytes are written with non-temporal (streaming) stores: they do not
+ * fit the cache anyway, and a normal store first reads every output line from memory (read for
+ * ownership), a third more traffic for a = b + c. Smaller outputs keep normal stores, so the next op
+ * finds them in cache. Kernels compute MT_CPU_CHUNK floats into a buffer in L1, then stream it out;
+ * the values are the same either way. */
+extern int64_t mt_cpu_stream_min; /* bytes; 16 MB (tests lower it to reach the streaming paths) */
+#define MT_CPU_STREAM_MIN mt_cpu_stream_min
+#define MT_CPU_CHUNK 2048
+
+/* dst[0..n) = src[0..n) * a + b with streaming stores where the CPU has them (x86 AVX). The caller
+ * ends its parallel region with mt_stream_fence() so the data is visible to other threads. */
+static inline void mt_stream_axpb(float *dst, const float *src, float a, float b, int64_t n) {
+    int64_t j = 0;
+#if defined(__AVX__)
+    for (; j < n && ((uintptr_t)(dst + j) & 31u); j++) dst[j] = src[j] * a + b;
+    __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    for (; j + 8 <= n; j += 8)
+        _mm256_stream_ps(dst + j, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(src + j), va), vb));
+#endif
+    for (; j < n; j++) dst[j] = src[j] * a + b;
+}
+
+static inline void mt_stream_copy(float *dst, const float *src, int64_t n) {
+    int64_t j = 0;
+#if defined(__AVX__)
+    for (; j < n && ((uintptr_t)(dst + j) & 31u); j++) dst[j] = src[j];
+    for (; j + 8 <= n; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+#endif
+    for (; j < n; j++) dst[j] = src[j];
+}
+
+static inline void mt_stream_fence(void) {
+#if defined(__AVX__)
+    _mm_sfence();
+#endif
+}
 
 static inline int mt_cpu_threads(const mt_exec *ex) {
     return ex->n_threads > 0 ? ex->n_threads : omp_get_max_threads();

@@ -58,47 +58,61 @@ static inline void bcast_row(const mt_bcast *bc, int64_t row, int64_t *ia, int64
     *ib = ob;
 }
 
-mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
-    int nt = mt_cpu_threads(ex);
+/* out[0..n) = op(x[0..n)), one loop per op (each vectorises). */
+static void unary_run(mt_unary_op op, float *out, const float *x, int64_t n) {
     switch (op) {
-    case MT_UNARY_NEG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = -x[i];
-        break;
-    case MT_UNARY_EXP:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = mt_expf(x[i]);
-        break;
-    case MT_UNARY_LOG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]);
-        break;
-    case MT_UNARY_SQRT:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = sqrtf(x[i]);
-        break;
-    case MT_UNARY_TANH:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]);
-        break;
-    case MT_UNARY_SIGMOID:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + mt_expf(-x[i]));
-        break;
-    case MT_UNARY_RELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
+    case MT_UNARY_NEG: for (int64_t i = 0; i < n; i++) out[i] = -x[i]; break;
+    case MT_UNARY_EXP: for (int64_t i = 0; i < n; i++) out[i] = mt_expf(x[i]); break;
+    case MT_UNARY_LOG: for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]); break;
+    case MT_UNARY_SQRT: for (int64_t i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
+    case MT_UNARY_TANH: for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]); break;
+    case MT_UNARY_SIGMOID: for (int64_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + mt_expf(-x[i])); break;
+    case MT_UNARY_RELU: for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
     case MT_UNARY_GELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + mt_erff(x[i] * 0.70710678118654752f));
         break;
-    case MT_UNARY_SILU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + mt_expf(-x[i]));
-        break;
-    default: return mt_error(MT_ERR_INTERNAL, "cpu unary: unknown op %d", (int)op);
+    default: for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + mt_expf(-x[i])); break; /* silu */
     }
+}
+
+/* out[0..n) = x[0..n) op s. */
+static void scalar_run(mt_scalar_op op, float *out, const float *x, float s, int64_t n) {
+    switch (op) {
+    case MT_SCALAR_ADD: for (int64_t i = 0; i < n; i++) out[i] = x[i] + s; break;
+    case MT_SCALAR_SUB: for (int64_t i = 0; i < n; i++) out[i] = x[i] - s; break;
+    case MT_SCALAR_MUL: for (int64_t i = 0; i < n; i++) out[i] = x[i] * s; break;
+    case MT_SCALAR_DIV: for (int64_t i = 0; i < n; i++) out[i] = x[i] / s; break;
+    case MT_SCALAR_RSUB: for (int64_t i = 0; i < n; i++) out[i] = s - x[i]; break;
+    case MT_SCALAR_RDIV: for (int64_t i = 0; i < n; i++) out[i] = s / x[i]; break;
+    default: for (int64_t i = 0; i < n; i++) out[i] = powf(x[i], s); break;
+    }
+}
+
+/* Runs an elementwise forward over chunks: threads split the chunks; an output of MT_CPU_STREAM_MIN
+ * bytes or more is computed chunk by chunk into an L1 buffer and streamed out. */
+#define ELEMENTWISE_CHUNKS(nt, n, out, RUN)                                                       \
+    do {                                                                                          \
+        int stream_ = (n) * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;                          \
+        int64_t chunks_ = ((n) + MT_CPU_CHUNK - 1) / MT_CPU_CHUNK;                                \
+        _Pragma("omp parallel num_threads(nt) if ((n) > MT_CPU_PAR_MIN)")                          \
+        {                                                                                         \
+            float buf_[MT_CPU_CHUNK] __attribute__((aligned(64)));                                \
+            _Pragma("omp for schedule(static)")                                                   \
+            for (int64_t c_ = 0; c_ < chunks_; c_++) {                                            \
+                int64_t j0 = c_ * MT_CPU_CHUNK;                                                   \
+                int64_t len = (n) - j0 < MT_CPU_CHUNK ? (n) - j0 : MT_CPU_CHUNK;                  \
+                float *dst = stream_ ? buf_ : (out) + j0;                                          \
+                RUN;                                                                              \
+                if (stream_) mt_stream_copy((out) + j0, buf_, len);                               \
+            }                                                                                     \
+            if (stream_) mt_stream_fence();                                                       \
+        }                                                                                         \
+    } while (0)
+
+mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
+    int nt = mt_cpu_threads(ex);
+    if ((unsigned)op > MT_UNARY_SILU) return mt_error(MT_ERR_INTERNAL, "cpu unary: unknown op %d", (int)op);
+    ELEMENTWISE_CHUNKS(nt, n, out, unary_run(op, dst, x + j0, len));
     return MT_OK;
 }
 
@@ -153,27 +167,10 @@ mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *
     return MT_OK;
 }
 
-/* One loop per op so each vectorises; pow stays a powf call. */
 mt_status mt_cpu_scalar_fwd(mt_exec *ex, mt_scalar_op op, float *out, const float *x, float s, int64_t n) {
     int nt = mt_cpu_threads(ex);
-#define SCALAR_LOOP(EXPR)                                                       \
-    _Pragma("omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)") \
-    for (int64_t i = 0; i < n; i++) {                                           \
-        float v = x[i];                                                         \
-        out[i] = (EXPR);                                                        \
-    }                                                                           \
-    break
-    switch (op) {
-    case MT_SCALAR_ADD: SCALAR_LOOP(v + s);
-    case MT_SCALAR_SUB: SCALAR_LOOP(v - s);
-    case MT_SCALAR_MUL: SCALAR_LOOP(v * s);
-    case MT_SCALAR_DIV: SCALAR_LOOP(v / s);
-    case MT_SCALAR_RSUB: SCALAR_LOOP(s - v);
-    case MT_SCALAR_RDIV: SCALAR_LOOP(s / v);
-    case MT_SCALAR_POW: SCALAR_LOOP(powf(v, s));
-    default: return mt_error(MT_ERR_INTERNAL, "cpu scalar: unknown op %d", (int)op);
-    }
-#undef SCALAR_LOOP
+    if ((unsigned)op > MT_SCALAR_POW) return mt_error(MT_ERR_INTERNAL, "cpu scalar: unknown op %d", (int)op);
+    ELEMENTWISE_CHUNKS(nt, n, out, scalar_run(op, dst, x + j0, s, len));
     return MT_OK;
 }
 
@@ -203,29 +200,29 @@ mt_status mt_cpu_scalar_bwd(mt_exec *ex, mt_scalar_op op, float *dx, const float
     return MT_OK;
 }
 
-/* o[j] = A op B for j in [j0, j1) of one output row; A, B read with row strides sa, sb (1 along the
- * row, 0 where that operand is broadcast along it). */
+/* o[j] = A op B for j in [0, n) of a piece of one output row; A, B read with row strides sa, sb (1
+ * along the row, 0 where that operand is broadcast along it). */
 #define ROW_LOOP(EXPR)                                                                   \
     do {                                                                                 \
         if (sa == 1 && sb == 1) {                                                        \
-            for (int64_t j = j0; j < j1; j++) {                                          \
+            for (int64_t j = 0; j < n; j++) {                                            \
                 float A = pa[j], B = pb[j];                                              \
                 o[j] = (EXPR);                                                           \
             }                                                                            \
         } else if (sa == 1 && sb == 0) {                                                 \
             float B = pb[0];                                                             \
-            for (int64_t j = j0; j < j1; j++) {                                          \
+            for (int64_t j = 0; j < n; j++) {                                            \
                 float A = pa[j];                                                         \
                 o[j] = (EXPR);                                                           \
             }                                                                            \
         } else if (sa == 0 && sb == 1) {                                                 \
             float A = pa[0];                                                             \
-            for (int64_t j = j0; j < j1; j++) {                                          \
+            for (int64_t j = 0; j < n; j++) {                                            \
                 float B = pb[j];                                                         \
                 o[j] = (EXPR);                                                           \
             }                                                                            \
         } else {                                                                         \
-            for (int64_t j = j0; j < j1; j++) {                                          \
+            for (int64_t j = 0; j < n; j++) {                                            \
                 float A = pa[j * sa], B = pb[j * sb];                                    \
                 o[j] = (EXPR);                                                           \
             }                                                                            \
@@ -233,7 +230,7 @@ mt_status mt_cpu_scalar_bwd(mt_exec *ex, mt_scalar_op op, float *dx, const float
     } while (0)
 
 static inline void binary_row(mt_binary_op op, float *o, const float *pa, int64_t sa, const float *pb, int64_t sb,
-                              int64_t j0, int64_t j1) {
+                              int64_t n) {
     switch (op) {
     case MT_BINARY_ADD: ROW_LOOP(A + B); break;
     case MT_BINARY_SUB: ROW_LOOP(A - B); break;
@@ -247,12 +244,27 @@ mt_status mt_cpu_binary_fwd(mt_exec *ex, mt_binary_op op, float *out, const floa
     int nt = mt_cpu_threads(ex);
     tiles t = make_tiles(bc, nt);
     int64_t sa = bc->sa[bc->ndim - 1], sb = bc->sb[bc->ndim - 1];
-#pragma omp parallel for num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t k = 0; k < t.n; k++) {
-        int64_t r, j0, j1, ia, ib;
-        tile_range(&t, k, &r, &j0, &j1);
-        bcast_row(bc, r, &ia, &ib);
-        binary_row(op, out + r * t.inner, a + ia, sa, b + ib, sb, j0, j1);
+    int stream = bc->numel * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < t.n; k++) {
+            int64_t r, j0, j1, ia, ib;
+            tile_range(&t, k, &r, &j0, &j1);
+            bcast_row(bc, r, &ia, &ib);
+            float *o = out + r * t.inner;
+            if (!stream) {
+                binary_row(op, o + j0, a + ia + j0 * sa, sa, b + ib + j0 * sb, sb, j1 - j0);
+                continue;
+            }
+            for (int64_t c0 = j0; c0 < j1; c0 += MT_CPU_CHUNK) {
+                int64_t len = j1 - c0 < MT_CPU_CHUNK ? j1 - c0 : MT_CPU_CHUNK;
+                binary_row(op, buf, a + ia + c0 * sa, sa, b + ib + c0 * sb, sb, len);
+                mt_stream_copy(o + c0, buf, len);
+            }
+        }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }

@@ -28,30 +28,54 @@ static inline float row_dot(const float *x, const float *y, int64_t n) {
     return s;
 }
 
+/* Per row: max, then exp and its sum, then the scaling. A streamed output (MT_CPU_STREAM_MIN bytes or
+ * more) keeps the row's exponentials in a per-thread row buffer and writes the scaled row once with
+ * streaming stores; otherwise the row is scaled in place. */
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float *o = out + n * C;
-        float m = row_max(xr, C);
-        if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
-        float s = 0.0f;
-        if (log) {
+    if (N * C <= MT_CPU_PAR_MIN) nt = 1;
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+    float *rows = NULL;
+    if (stream && !log) {
+        rows = mt_exec_scratch(ex, sizeof(float) * (size_t)(C * nt));
+        if (!rows) return mt_error(MT_ERR_NOMEM, "softmax: out of memory for %d row buffers", nt);
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *e = rows ? rows + (size_t)C * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float *o = out + n * C;
+            float m = row_max(xr, C);
+            if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
+            float s = 0.0f;
+            if (log) {
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
-            float ls = logf(s) + m;
-            for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
-        } else {
+                for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
+                float ls = logf(s) + m;
+                if (stream) {
+                    mt_stream_axpb(o, xr, 1.0f, -ls, C);
+                } else {
+                    for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
+                }
+            } else {
+                float *dst = e ? e : o;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < C; j++) {
-                float e = mt_expf(xr[j] - m);
-                o[j] = e;
-                s += e;
+                for (int64_t j = 0; j < C; j++) {
+                    float v = mt_expf(xr[j] - m);
+                    dst[j] = v;
+                    s += v;
+                }
+                float inv = 1.0f / s;
+                if (e) {
+                    mt_stream_axpb(o, e, inv, 0.0f, C);
+                } else {
+                    for (int64_t j = 0; j < C; j++) o[j] *= inv;
+                }
             }
-            float inv = 1.0f / s;
-            for (int64_t j = 0; j < C; j++) o[j] *= inv;
         }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -73,25 +97,39 @@ mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const floa
     return MT_OK;
 }
 
+/* Outputs of MT_CPU_STREAM_MIN bytes or more are computed in chunks into an L1 buffer and streamed. */
 mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                                const float *b, int64_t N, int64_t C, float eps) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float *o = out + n * C;
-        float m = row_sum(xr, C) / (float)C;
-        float v = 0.0f; /* two passes (mean, then squares about it): no cancellation */
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float *o = out + n * C;
+            float m = row_sum(xr, C) / (float)C;
+            float v = 0.0f; /* two passes (mean, then squares about it): no cancellation */
 #pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
-        float rs = 1.0f / sqrtf(v / (float)C + eps);
-        if (b) {
-            for (int64_t j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j] + b[j];
-        } else {
-            for (int64_t j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j];
+            for (int64_t j = 0; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
+            float rs = 1.0f / sqrtf(v / (float)C + eps);
+            for (int64_t c0 = 0; c0 < C; c0 += MT_CPU_CHUNK) {
+                int64_t len = C - c0 < MT_CPU_CHUNK ? C - c0 : MT_CPU_CHUNK;
+                float *dst = stream ? buf : o + c0;
+                const float *xc = xr + c0, *wc = w + c0;
+                if (b) {
+                    const float *bc = b + c0;
+                    for (int64_t j = 0; j < len; j++) dst[j] = (xc[j] - m) * rs * wc[j] + bc[j];
+                } else {
+                    for (int64_t j = 0; j < len; j++) dst[j] = (xc[j] - m) * rs * wc[j];
+                }
+                if (stream) mt_stream_copy(o + c0, buf, len);
+            }
+            if (mean) mean[n] = m;
+            if (rstd) rstd[n] = rs;
         }
-        if (mean) mean[n] = m;
-        if (rstd) rstd[n] = rs;
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -154,13 +192,25 @@ mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, con
 mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
                              int64_t C, float eps) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float rs = 1.0f / sqrtf(row_dot(xr, xr, C) / (float)C + eps);
-        float *o = out + n * C;
-        for (int64_t j = 0; j < C; j++) o[j] = xr[j] * rs * w[j];
-        if (rstd) rstd[n] = rs;
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float rs = 1.0f / sqrtf(row_dot(xr, xr, C) / (float)C + eps);
+            float *o = out + n * C;
+            for (int64_t c0 = 0; c0 < C; c0 += MT_CPU_CHUNK) {
+                int64_t len = C - c0 < MT_CPU_CHUNK ? C - c0 : MT_CPU_CHUNK;
+                float *dst = stream ? buf : o + c0;
+                const float *xc = xr + c0, *wc = w + c0;
+                for (int64_t j = 0; j < len; j++) dst[j] = xc[j] * rs * wc[j];
+                if (stream) mt_stream_copy(o + c0, buf, len);
+            }
+            if (rstd) rstd[n] = rs;
+        }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }

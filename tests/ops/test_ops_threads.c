@@ -5,6 +5,8 @@
  * more threads than this machine's cores still run), and forward values and every input gradient
  * must agree. Reduction order may differ between the two, hence a tolerance relative to the tensor's
  * largest value; dropout must match exactly (its mask depends only on seed and element index).
+ * Each case also runs with streaming (non-temporal) stores forced on for every output (normally only
+ * outputs of 16 MB or more stream), which must give bit-identical results to the 3-thread run.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -16,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/cpu.h"
 #include "golden.h"
 
 enum { K_NONZERO, K_POSITIVE, K_IDS, K_MASK, K_DISTINCT, K_TARGETS, K_ADDMASK };
@@ -80,8 +83,10 @@ typedef struct run {
     float *g[MT_G_MAX_TENSORS];
 } run;
 
-static run run_with(int threads, tcase *t) {
+static run run_with(int threads, int stream_all, tcase *t) {
     run r = {0};
+    int64_t saved_stream_min = mt_cpu_stream_min;
+    if (stream_all) mt_cpu_stream_min = 0;
     mt_context *ctx;
     assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, threads), MT_OK);
     mt_context_seed(ctx, 99);
@@ -114,6 +119,7 @@ static run run_with(int threads, tcase *t) {
         }
     }
     mt_context_free(ctx);
+    mt_cpu_stream_min = saved_stream_min;
     return r;
 }
 
@@ -139,11 +145,12 @@ static void compare(const char *what, const tcase *t, const float *a, const floa
 }
 
 static void check_case(tcase *t) {
-    run r1 = run_with(1, t), r3 = run_with(3, t);
+    run r1 = run_with(1, 0, t), r3 = run_with(3, 0, t), rs = run_with(3, 1, t);
     int exact = strcmp(t->c.op, "dropout") == 0;
     int is_int = strcmp(t->c.op, "argmax") == 0;
     assert_int_equal(r1.ny, r3.ny);
     compare("forward", t, r1.y, r3.y, r1.ny, exact, is_int);
+    if (memcmp(rs.y, r3.y, (size_t)r3.ny * 4) != 0) fail_msg("%s: streamed forward differs", t->c.op);
     for (int i = 0; i < t->c.n_tensors; i++) {
         if (!r1.g[i] && !r3.g[i]) continue;
         assert_non_null(r1.g[i]);
@@ -151,12 +158,16 @@ static void check_case(tcase *t) {
         char what[32];
         snprintf(what, sizeof what, "gradient of input %d", i);
         compare(what, t, r1.g[i], r3.g[i], t->c.t[i].numel, exact, 0);
+        if (memcmp(rs.g[i], r3.g[i], (size_t)t->c.t[i].numel * 4) != 0)
+            fail_msg("%s: gradient of input %d differs with streamed forward outputs", t->c.op, i);
     }
     free(r1.y);
     free(r3.y);
+    free(rs.y);
     for (int i = 0; i < MT_G_MAX_TENSORS; i++) {
         free(r1.g[i]);
         free(r3.g[i]);
+        free(rs.g[i]);
     }
     free_case(t);
 }
