@@ -22,6 +22,18 @@
 /* Below this many elements a loop runs on one thread: forking costs more than it saves. */
 #define MT_CPU_PAR_MIN 32768
 
+/* Compute-bound loops (polynomial exp/erf per element) are compiled twice, for the AVX2+FMA baseline
+ * and for AVX-512 (x86-64-v4), and the loader picks the one the CPU runs (an ifunc, resolved once).
+ * Put on the functions that hold the loops, never on the OpenMP-parallel ones: the parallel region's
+ * outlined body would not inherit the attribute. Elementwise results are bit-identical either way
+ * (same operations, same FMA contraction; only the vector width differs); a row sum (softmax)
+ * associates over 16 lanes instead of 8, so it may differ in the last bit between the two. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define MT_CPU_CLONES
+#endif
+
 /* Outputs of at least this many bytes are written with non-temporal (streaming) stores: they do not
  * fit the cache anyway, and a normal store first reads every output line from memory (read for
  * ownership), a third more traffic for a = b + c. Smaller outputs keep normal stores, so the next op

@@ -59,7 +59,7 @@ static inline void bcast_row(const mt_bcast *bc, int64_t row, int64_t *ia, int64
 }
 
 /* out[0..n) = op(x[0..n)), one loop per op (each vectorises). */
-static void unary_run(mt_unary_op op, float *out, const float *x, int64_t n) {
+MT_CPU_CLONES static void unary_run(mt_unary_op op, float *out, const float *x, int64_t n) {
     switch (op) {
     case MT_UNARY_NEG: for (int64_t i = 0; i < n; i++) out[i] = -x[i]; break;
     case MT_UNARY_EXP: for (int64_t i = 0; i < n; i++) out[i] = mt_expf(x[i]); break;
@@ -116,53 +116,41 @@ mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float 
     return MT_OK;
 }
 
-mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *dy, const float *x, const float *y,
-                           int64_t n) {
-    int nt = mt_cpu_threads(ex);
+/* dx[0..n) += dy * f'(x), one loop per op; y = f(x) where the derivative is cheaper from it. */
+MT_CPU_CLONES static void unary_bwd_run(mt_unary_op op, float *dx, const float *dy, const float *x, const float *y,
+                                        int64_t n) {
     switch (op) {
-    case MT_UNARY_NEG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] -= dy[i];
-        break;
-    case MT_UNARY_EXP:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i];
-        break;
-    case MT_UNARY_LOG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] / x[i];
-        break;
-    case MT_UNARY_SQRT:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * 0.5f / y[i];
-        break;
-    case MT_UNARY_TANH:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
-        break;
-    case MT_UNARY_SIGMOID:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
-        break;
-    case MT_UNARY_RELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
-        break;
+    case MT_UNARY_NEG: for (int64_t i = 0; i < n; i++) dx[i] -= dy[i]; break;
+    case MT_UNARY_EXP: for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i]; break;
+    case MT_UNARY_LOG: for (int64_t i = 0; i < n; i++) dx[i] += dy[i] / x[i]; break;
+    case MT_UNARY_SQRT: for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * 0.5f / y[i]; break;
+    case MT_UNARY_TANH: for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]); break;
+    case MT_UNARY_SIGMOID: for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]); break;
+    case MT_UNARY_RELU: for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f; break;
     case MT_UNARY_GELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++) {
             float pdf, cdf = mt_normal_cdf_pdf(x[i], &pdf);
             dx[i] += dy[i] * (cdf + x[i] * pdf);
         }
         break;
-    case MT_UNARY_SILU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+    default: /* silu */
         for (int64_t i = 0; i < n; i++) {
             float s = 1.0f / (1.0f + mt_expf(-x[i]));
             dx[i] += dy[i] * (s + x[i] * s * (1.0f - s));
         }
         break;
-    default: return mt_error(MT_ERR_INTERNAL, "cpu unary backward: unknown op %d", (int)op);
+    }
+}
+
+mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *dy, const float *x, const float *y,
+                           int64_t n) {
+    int nt = mt_cpu_threads(ex);
+    if ((unsigned)op > MT_UNARY_SILU) return mt_error(MT_ERR_INTERNAL, "cpu unary backward: unknown op %d", (int)op);
+    int64_t chunks = (n + MT_CPU_CHUNK - 1) / MT_CPU_CHUNK;
+#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t j0 = c * MT_CPU_CHUNK, len = n - j0 < MT_CPU_CHUNK ? n - j0 : MT_CPU_CHUNK;
+        unary_bwd_run(op, dx + j0, dy + j0, x + j0, y + j0, len);
     }
     return MT_OK;
 }

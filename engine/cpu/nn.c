@@ -28,9 +28,40 @@ static inline float row_dot(const float *x, const float *y, int64_t n) {
     return s;
 }
 
-/* Per row: max, then exp and its sum, then the scaling. A streamed output (MT_CPU_STREAM_MIN bytes or
- * more) keeps the row's exponentials in a per-thread row buffer and writes the scaled row once with
- * streaming stores; otherwise the row is scaled in place. */
+/* One row: max, then exp and its sum, then the scaling. With a row buffer e (streamed outputs) the
+ * exponentials stay in e and the scaled row is written once with streaming stores; otherwise the
+ * row is scaled in place. */
+MT_CPU_CLONES static void softmax_row(float *o, const float *xr, float *e, int64_t C, int log, int stream) {
+    float m = row_max(xr, C);
+    if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
+    float s = 0.0f;
+    if (log) {
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
+        float ls = logf(s) + m;
+        if (stream) {
+            mt_stream_axpb(o, xr, 1.0f, -ls, C);
+        } else {
+            for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
+        }
+        return;
+    }
+    float *dst = e ? e : o;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < C; j++) {
+        float v = mt_expf(xr[j] - m);
+        dst[j] = v;
+        s += v;
+    }
+    float inv = 1.0f / s;
+    if (e) {
+        mt_stream_axpb(o, e, inv, 0.0f, C);
+    } else {
+        for (int64_t j = 0; j < C; j++) o[j] *= inv;
+    }
+}
+
+/* Streamed outputs (MT_CPU_STREAM_MIN bytes or more) use a per-thread row buffer from the scratch. */
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
     int nt = mt_cpu_threads(ex);
     if (N * C <= MT_CPU_PAR_MIN) nt = 1;
@@ -44,37 +75,7 @@ mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N,
     {
         float *e = rows ? rows + (size_t)C * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const float *xr = x + n * C;
-            float *o = out + n * C;
-            float m = row_max(xr, C);
-            if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
-            float s = 0.0f;
-            if (log) {
-#pragma omp simd reduction(+ : s)
-                for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
-                float ls = logf(s) + m;
-                if (stream) {
-                    mt_stream_axpb(o, xr, 1.0f, -ls, C);
-                } else {
-                    for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
-                }
-            } else {
-                float *dst = e ? e : o;
-#pragma omp simd reduction(+ : s)
-                for (int64_t j = 0; j < C; j++) {
-                    float v = mt_expf(xr[j] - m);
-                    dst[j] = v;
-                    s += v;
-                }
-                float inv = 1.0f / s;
-                if (e) {
-                    mt_stream_axpb(o, e, inv, 0.0f, C);
-                } else {
-                    for (int64_t j = 0; j < C; j++) o[j] *= inv;
-                }
-            }
-        }
+        for (int64_t n = 0; n < N; n++) softmax_row(out + n * C, x + n * C, e, C, log, stream);
         if (stream) mt_stream_fence();
     }
     return MT_OK;
