@@ -12,11 +12,14 @@
  *           accumulating into an existing gradient (as for parameters; activations' gradients are
  *           zeroed on first use, which is not counted here).
  *
- * Timings are the fastest single call over several interleaved repetitions of engine and anchor, so
- * a noisy neighbour on a shared machine hurts both sides alike. Options: --quick (fewer repetitions, for smoke tests),
+ * Engine and anchors are timed interleaved call by call and each keeps its fastest call, so a noisy
+ * neighbour on a shared machine hurts both alike. A one-thread memcpy needs one free core while a
+ * two-thread op needs two, so memory ops are also reported against memcpy split over the op's
+ * threads (ratio_T), the like-for-like anchor. Options: --quick (fewer repetitions, for smoke tests),
  * --reps N, --only matmul|memory (one section; the JSON then carries only its figures).
  */
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,30 +42,25 @@ static int g_reps = 7;
 static int g_do_matmul = 1, g_do_memory = 1;
 static double g_min_time = 0.25; /* seconds per measurement */
 
-/* The fastest single call of fn(arg) among calls made for at least g_min_time seconds (and at least
- * 3 calls). The minimum, not the mean: on a machine shared with other jobs, the mean measures the
- * neighbours; the fastest call is the one that ran with the cores to itself. */
 typedef void (*bench_fn)(void *arg);
 
-static double time_per_call(bench_fn fn, void *arg) {
-    fn(arg); /* warm: first-touch faults, arena growth, BLAS buffers */
-    double best = 1e30, start = mt_bench_now();
-    for (int calls = 0; calls < 3 || mt_bench_now() - start < g_min_time; calls++) {
-        double t0 = mt_bench_now();
-        fn(arg);
-        double dt = mt_bench_now() - t0;
-        if (dt < best) best = dt;
+/* Times k functions interleaved call by call for g_reps * k * g_min_time seconds (at least 3 calls
+ * each) and returns the fastest call of each. Interleaving samples every function under the same
+ * conditions; the minimum, not the mean, because on a machine shared with other jobs the mean
+ * measures the neighbours and the fastest call is the one that had the cores to itself. */
+static void fastest(int k, bench_fn *fns, void **args, double *best) {
+    for (int i = 0; i < k; i++) {
+        fns[i](args[i]); /* warm: first-touch faults, arena growth, BLAS buffers */
+        best[i] = 1e30;
     }
-    return best;
-}
-
-/* Best of g_reps interleaved repetitions of two functions. */
-static void best_pair(bench_fn a, void *aa, bench_fn b, void *ba, double *ta, double *tb) {
-    *ta = *tb = 1e30;
-    for (int r = 0; r < g_reps; r++) {
-        double x = time_per_call(a, aa), y = time_per_call(b, ba);
-        if (x < *ta) *ta = x;
-        if (y < *tb) *tb = y;
+    double budget = g_reps * k * g_min_time, start = mt_bench_now();
+    for (int calls = 0; calls < 3 || mt_bench_now() - start < budget; calls++) {
+        for (int i = 0; i < k; i++) {
+            double t0 = mt_bench_now();
+            fns[i](args[i]);
+            double dt = mt_bench_now() - t0;
+            if (dt < best[i]) best[i] = dt;
+        }
     }
 }
 
@@ -118,8 +116,11 @@ static mm_result bench_matmul(const mm_case *c) {
     memcpy(B, b->data, sizeof(float) * (size_t)(c->batch * c->K * c->N));
     memset(C, 0, sizeof(float) * (size_t)(c->batch * c->M * c->N));
     mm_arg arg = {ctx, a, b, A, B, C, c};
-    double te, td;
-    best_pair(mm_engine, &arg, mm_direct, &arg, &te, &td);
+    bench_fn fns[2] = {mm_engine, mm_direct};
+    void *args[2] = {&arg, &arg};
+    double best[2];
+    fastest(2, fns, args, best);
+    double te = best[0], td = best[1];
     double flop = 2.0 * (double)c->batch * (double)c->M * (double)c->N * (double)c->K;
     r.engine = flop / te * 1e-9;
     r.direct = flop / td * 1e-9;
@@ -190,57 +191,62 @@ static void do_memcpy(void *p) {
 }
 
 typedef struct mem_result {
-    double gbs[2], memcpy_gbs; /* fwd, bwd; the memcpy measured alongside */
+    double gbs[2];       /* fwd, bwd */
+    double memcpy_gbs;   /* one memcpy() of the same 64 MB, measured alongside */
+    double memcpy_t_gbs; /* the same split over the op's threads */
 } mem_result;
 
-static mem_result bench_mem(mem_op op, memcpy_arg *mc) {
+/* Forward runs in one context (grad off, reset per call), backward in another (recorded once, the
+ * node's backward called repeatedly), so all four timings can be interleaved call by call. */
+static mem_result bench_mem(mem_op op, memcpy_arg *mc, memcpy_arg *mc_t) {
     mem_result r;
-    mt_context *ctx;
-    if (mt_context_init(&ctx, MT_DEVICE_CPU, 0) != MT_OK) die("context");
-    mem_arg m = {.ctx = ctx, .op = op};
+    mt_context *cf, *cb;
+    if (mt_context_init(&cf, MT_DEVICE_CPU, 0) != MT_OK || mt_context_init(&cb, MT_DEVICE_CPU, 0) != MT_OK)
+        die("context");
+    mem_arg m = {.ctx = cf, .op = op};
     int64_t rows = MEM_N / SM_C;
     int use_rows = op == OP_SOFTMAX || op == OP_LAYERNORM;
     mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, use_rows ? 2 : 1,
                              use_rows ? (const int64_t[]){rows, SM_C} : (const int64_t[]){MEM_N}, "x", &m.x);
-    mt_fill_uniform(ctx, m.x, -2.0f, 2.0f);
+    mt_fill_uniform(cf, m.x, -2.0f, 2.0f);
     if (op == OP_ADD || op == OP_MUL) {
         mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(MEM_N), "y", &m.y2);
-        mt_fill_uniform(ctx, m.y2, 0.5f, 1.5f);
+        mt_fill_uniform(cf, m.y2, 0.5f, 1.5f);
     }
     if (op == OP_LAYERNORM) {
         mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(SM_C), "w", &m.w);
         mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(SM_C), "b", &m.b);
-        mt_fill_uniform(ctx, m.w, 0.5f, 1.5f);
-        mt_fill_uniform(ctx, m.b, -0.5f, 0.5f);
+        mt_fill_uniform(cf, m.w, 0.5f, 1.5f);
+        mt_fill_uniform(cf, m.b, -0.5f, 0.5f);
     }
-    double tf, tm, tb, tm2;
-    mt_context_set_grad_enabled(ctx, 0);
-    best_pair(mem_fwd, &m, do_memcpy, mc, &tf, &tm);
-    /* Backward: record once, give the output a gradient, pre-create the inputs' gradients. */
-    mt_context_reset(ctx);
-    mt_context_set_grad_enabled(ctx, 1);
+    /* Backward: record once, give the output a gradient, pre-create the inputs' gradients (only x's
+     * and y's are timed: layer norm's weight gradients are (C,)). */
+    mem_arg mb = m;
+    mb.ctx = cb;
     mt_requires_grad(m.x, 1);
     if (m.y2) mt_requires_grad(m.y2, 1);
-    mt_tensor *y = run_mem_op(ctx, &m);
+    mt_tensor *y = run_mem_op(cb, &mb);
     if (!y) die(mem_names[op]);
-    m.node = &ctx->tape[y->node];
-    mt_tensor *gy = mt_full(ctx, y->ndim, y->shape, 0.5f);
-    y->grad = gy;
-    if (!mt_grad_of(ctx, m.x) || (m.y2 && !mt_grad_of(ctx, m.y2))) die("gradients");
-    if (op == OP_LAYERNORM) { /* only x's gradient is timed: weights' are (C,) */
-        m.w->flags &= ~(uint32_t)MT_TENSOR_REQUIRES_GRAD;
-    }
-    best_pair(mem_bwd, &m, do_memcpy, mc, &tb, &tm2);
-    if (tm2 < tm) tm = tm2;
+    mb.node = &cb->tape[y->node];
+    y->grad = mt_full(cb, y->ndim, y->shape, 0.5f);
+    if (!y->grad || !mt_grad_of(cb, m.x) || (m.y2 && !mt_grad_of(cb, m.y2))) die("gradients");
+    mt_context_set_grad_enabled(cf, 0);
+
+    bench_fn fns[4] = {mem_fwd, mem_bwd, do_memcpy, do_memcpy};
+    void *args[4] = {&m, &mb, mc, mc_t};
+    double best[4];
+    fastest(4, fns, args, best);
     double n = (double)MEM_N;
-    r.gbs[0] = mem_bytes[op][0] * n / tf * 1e-9;
-    r.gbs[1] = mem_bytes[op][1] * n / tb * 1e-9;
-    r.memcpy_gbs = 2.0 * 4.0 * n / tm * 1e-9;
+    r.gbs[0] = mem_bytes[op][0] * n / best[0] * 1e-9;
+    r.gbs[1] = mem_bytes[op][1] * n / best[1] * 1e-9;
+    r.memcpy_gbs = 2.0 * 4.0 * n / best[2] * 1e-9;
+    r.memcpy_t_gbs = 2.0 * 4.0 * n / best[3] * 1e-9;
     mt_tensor_free(m.x);
     mt_tensor_free(m.y2);
     mt_tensor_free(m.w);
     mt_tensor_free(m.b);
-    mt_context_free(ctx);
+    mt_context_free(cf);
+    mt_context_free(cb);
     return r;
 }
 
@@ -290,56 +296,55 @@ int mt_bench_ops(int argc, char **argv) {
     const int n_mem = g_do_memory ? 5 : 0;
     mem_result mem[5];
     memset(mem, 0, sizeof mem);
-    double memcpy_gbs = 0, par_gbs = 0, min_ew = 0, min_norm = 0;
+    double memcpy_gbs = 0, memcpy_t_gbs = 0, min_ew = 0, min_norm = 0, min_ew_t = 0, min_norm_t = 0;
     float *src = NULL, *dst = NULL;
     if (n_mem) {
         src = malloc(sizeof(float) * (size_t)MEM_N);
         dst = malloc(sizeof(float) * (size_t)MEM_N);
         for (size_t i = 0; i < (size_t)MEM_N; i++) src[i] = dst[i] = (float)(i & 1023);
-        memcpy_arg mc = {dst, src, 1}, mc_par = {dst, src, threads};
-        double t_par = 1e30;
-        for (int r = 0; r < g_reps; r++) {
-            double t = time_per_call(do_memcpy, &mc_par);
-            if (t < t_par) t_par = t;
-        }
-        par_gbs = 2.0 * 4.0 * MEM_N / t_par * 1e-9;
+        memcpy_arg mc = {dst, src, 1}, mc_t = {dst, src, threads};
         for (int op = 0; op < n_mem; op++) {
-            mem[op] = bench_mem((mem_op)op, &mc);
+            mem[op] = bench_mem((mem_op)op, &mc, &mc_t);
             if (mem[op].memcpy_gbs > memcpy_gbs) memcpy_gbs = mem[op].memcpy_gbs;
+            if (mem[op].memcpy_t_gbs > memcpy_t_gbs) memcpy_t_gbs = mem[op].memcpy_t_gbs;
         }
-        printf("\n%-12s %10s %10s %10s %10s    (16M floats; memcpy = one memcpy() call of 64 MB)\n", "op",
-               "fwd GB/s", "fwd ratio", "bwd GB/s", "bwd ratio");
-        min_ew = min_norm = 1e9;
+        printf("\n16M floats. ratio = GB/s / one memcpy() of the same 64 MB (%.2f GB/s); ratio_T = GB/s / memcpy\n"
+               "split over the op's %d threads (%.2f GB/s), the like-for-like anchor when cores are shared.\n",
+               memcpy_gbs, threads, memcpy_t_gbs);
+        printf("%-12s %9s %7s %8s %9s %7s %8s\n", "op", "fwd GB/s", "ratio", "ratio_T", "bwd GB/s", "ratio",
+               "ratio_T");
+        min_ew = min_norm = min_ew_t = min_norm_t = 1e9;
         for (int op = 0; op < n_mem; op++) {
             double rf = mem[op].gbs[0] / memcpy_gbs, rb = mem[op].gbs[1] / memcpy_gbs;
-            double *mn = op <= OP_GELU ? &min_ew : &min_norm;
-            if (rf < *mn) *mn = rf;
-            if (rb < *mn) *mn = rb;
-            printf("%-12s %10.2f %10.3f %10.2f %10.3f\n", mem_names[op], mem[op].gbs[0], rf, mem[op].gbs[1], rb);
+            double tf = mem[op].gbs[0] / memcpy_t_gbs, tb = mem[op].gbs[1] / memcpy_t_gbs;
+            double *mn = op <= OP_GELU ? &min_ew : &min_norm, *mt = op <= OP_GELU ? &min_ew_t : &min_norm_t;
+            *mn = fmin(*mn, fmin(rf, rb));
+            *mt = fmin(*mt, fmin(tf, tb));
+            printf("%-12s %9.2f %7.3f %8.3f %9.2f %7.3f %8.3f\n", mem_names[op], mem[op].gbs[0], rf, tf, mem[op].gbs[1],
+                   rb, tb);
         }
-        printf("%-12s %10.2f %10s\n", "memcpy", memcpy_gbs, "1.000");
-        printf("%-12s %10.2f %10.3f    (memcpy split over %d threads, for reference)\n", "memcpy x T", par_gbs,
-               par_gbs / memcpy_gbs, threads);
     }
     printf("\n");
     if (n_mm) printf("matmul: min ratio %.3f (target >= 0.9)\n", min_mm);
     if (n_mem)
-        printf("elementwise add/mul/gelu fwd+bwd: min ratio %.3f (goal >= 0.5); softmax/layer_norm fwd+bwd: min "
-               "ratio %.3f\n",
-               min_ew, min_norm);
+        printf("elementwise add/mul/gelu fwd+bwd: min ratio %.3f (goal >= 0.5), ratio_T %.3f; softmax/layer_norm "
+               "fwd+bwd: min ratio %.3f, ratio_T %.3f\n",
+               min_ew, min_ew_t, min_norm, min_norm_t);
 
     /* The final JSON line. */
     printf("{\"bench\":\"ops\",\"threads\":%d,\"blas_threads\":%d,\"matmul\":[", threads, openblas_get_num_threads());
     for (int i = 0; i < n_mm; i++)
         printf("%s{\"shape\":\"%s\",\"engine_gflops\":%.2f,\"blas_gflops\":%.2f,\"ratio\":%.4f}", i ? "," : "",
                mm_cases[i].name, mm[i].engine, mm[i].direct, mm[i].engine / mm[i].direct);
-    printf("],\"memcpy_gbs\":%.3f,\"memcpy_threads_gbs\":%.3f,\"memory_ops\":[", memcpy_gbs, par_gbs);
+    printf("],\"memcpy_gbs\":%.3f,\"memcpy_threads_gbs\":%.3f,\"memory_ops\":[", memcpy_gbs, memcpy_t_gbs);
     for (int op = 0; op < n_mem; op++)
-        printf("%s{\"op\":\"%s\",\"fwd_gbs\":%.3f,\"fwd_ratio\":%.4f,\"bwd_gbs\":%.3f,\"bwd_ratio\":%.4f}",
-               op ? "," : "", mem_names[op], mem[op].gbs[0], mem[op].gbs[0] / memcpy_gbs, mem[op].gbs[1],
-               mem[op].gbs[1] / memcpy_gbs);
-    printf("],\"min_matmul_ratio\":%.4f,\"min_elementwise_ratio\":%.4f,\"min_norm_ratio\":%.4f}\n", min_mm,
-           min_ew, min_norm);
+        printf("%s{\"op\":\"%s\",\"fwd_gbs\":%.3f,\"fwd_ratio\":%.4f,\"fwd_ratio_t\":%.4f,\"bwd_gbs\":%.3f,"
+               "\"bwd_ratio\":%.4f,\"bwd_ratio_t\":%.4f}",
+               op ? "," : "", mem_names[op], mem[op].gbs[0], mem[op].gbs[0] / memcpy_gbs, mem[op].gbs[0] / memcpy_t_gbs,
+               mem[op].gbs[1], mem[op].gbs[1] / memcpy_gbs, mem[op].gbs[1] / memcpy_t_gbs);
+    printf("],\"min_matmul_ratio\":%.4f,\"min_elementwise_ratio\":%.4f,\"min_elementwise_ratio_t\":%.4f,"
+           "\"min_norm_ratio\":%.4f,\"min_norm_ratio_t\":%.4f}\n",
+           min_mm, min_ew, min_ew_t, min_norm, min_norm_t);
     free(src);
     free(dst);
     return 0;
