@@ -3,6 +3,7 @@
  */
 #include "core/backend.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "core/alloc.h"
@@ -40,3 +41,8 @@ void *mt_exec_scratch(mt_exec *ex, size_t bytes) {
     ex->scratch_bytes = want;
     return p;
 }
+
+static _Atomic int mt_default_threads;
+
+void mt_threads_set_default(int n) { atomic_store(&mt_default_threads, n); }
+int mt_threads_default(void) { return atomic_load(&mt_default_threads); }

@@ -43,6 +43,11 @@ typedef struct mt_exec {
     mt_precision precision; /* GEMM precision (0 = F32 in a zeroed context) */
 } mt_exec;
 
+/* The process-wide default thread count of new CPU contexts (0 = OpenMP's default); set by
+ * mt_set_num_threads. */
+void mt_threads_set_default(int n);
+int mt_threads_default(void);
+
 /* Grows ex->scratch to at least bytes (a system allocation only when it grows). NULL on failure. */
 void *mt_exec_scratch(mt_exec *ex, size_t bytes);
 

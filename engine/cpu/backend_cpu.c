@@ -14,7 +14,7 @@ int64_t mt_cpu_stream_min = (int64_t)16 << 20;
 
 static mt_status cpu_exec_init(mt_exec *ex, int device) {
     (void)device;
-    if (ex->n_threads <= 0) ex->n_threads = omp_get_max_threads();
+    if (ex->n_threads <= 0) ex->n_threads = mt_threads_default() > 0 ? mt_threads_default() : omp_get_max_threads();
     return MT_OK;
 }
 
