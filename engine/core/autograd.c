@@ -67,6 +67,11 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         return mt_error(MT_ERR_SHAPE, "backward: root %s is not a scalar; pass its gradient",
                         mt_shape_str(a, root->shape, root->ndim));
     }
+    /* Each pass propagates only its own root's gradient: the gradients of non-leaf tensors left by an
+     * earlier pass over this tape are dropped (their arena memory is reclaimed at reset), otherwise a
+     * second backward would push the first one's gradients through the graph again. Leaves keep
+     * theirs: they accumulate across passes, as PyTorch's .grad does. */
+    for (int32_t i = 0; i < ctx->n_nodes; i++) ctx->tape[i].out->grad = NULL;
     const mt_backend *be = ctx->ex.backend;
     mt_tensor *g = mt_grad_of(ctx, root);
     if (!g) return ctx->status;
@@ -88,4 +93,26 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
     }
     return MT_OK;
+}
+
+mt_status mt_requires_grad(mt_tensor *t, int requires_grad) {
+    if (!t) return mt_error(MT_ERR_INVALID_ARG, "requires_grad: tensor is NULL");
+    if (t->node >= 0) {
+        if (requires_grad) return MT_OK;
+        return mt_error(MT_ERR_STATE, "requires_grad: the result of an op cannot stop requiring a gradient; "
+                                      "detach it");
+    }
+    if (requires_grad && t->dtype != MT_DTYPE_F32) {
+        char d[MT_SHAPE_STR + 8];
+        return mt_error(MT_ERR_DTYPE, "requires_grad: %s: only f32 tensors have gradients", mt_tensor_desc(d, t));
+    }
+    if (requires_grad) t->flags |= MT_TENSOR_REQUIRES_GRAD;
+    else t->flags &= ~(uint32_t)MT_TENSOR_REQUIRES_GRAD;
+    return MT_OK;
+}
+
+mt_status mt_zero_grad(mt_exec *ex, mt_tensor *t) {
+    if (!t) return mt_error(MT_ERR_INVALID_ARG, "zero_grad: tensor is NULL");
+    if (!t->grad) return MT_OK;
+    return ex->backend->zero(ex, t->grad->data, mt_tensor_bytes(t->grad));
 }

@@ -42,8 +42,17 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
  * persistent memory for persistent tensors). NULL + failure recorded on allocation failure. */
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t);
 
+/* Marks a leaf tensor (not the result of a recorded op) as requiring a gradient, or not. F32 only.
+ * Turning it off on an op result is MT_ERR_STATE (detach it instead). */
+mt_status mt_requires_grad(mt_tensor *t, int requires_grad);
+
+/* Sets t's gradient (if it has one) to zeros, on the execution state ex (the one of t's device). */
+mt_status mt_zero_grad(mt_exec *ex, mt_tensor *t);
+
 /* The reverse pass from root: grad_root (same shape as root) or, when NULL, ones (root must then be a
- * scalar or a one-element tensor). Returns the first failing status. */
+ * scalar or a one-element tensor). Gradients of leaves (parameters, inputs) accumulate over passes;
+ * those of op results are recomputed by each pass, so calling it twice over one tape gives the leaves
+ * twice the gradient (PyTorch's retain_graph semantics). Returns the first failing status. */
 mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root);
 
 #endif

@@ -11,12 +11,7 @@
 #include "core/autograd.h"
 #include "core/log.h"
 
-/* Device arenas get their blocks from the backend (cudaMalloc on a GPU). */
-typedef struct device_block_user {
-    const mt_backend *be;
-    int device;
-} device_block_user;
-
+/* Device arenas get their blocks from the backend (cudaMalloc on a GPU); user is the context. */
 static void *device_block_alloc(void *user, size_t bytes) {
     mt_context *ctx = user;
     void *p = NULL;
@@ -169,18 +164,26 @@ mt_tensor *mt_view(mt_context *ctx, const mt_tensor *t, int ndim, const int64_t 
     return v;
 }
 
+static const char *device_name(char *buf, size_t n, int device) {
+    if (device == MT_DEVICE_CPU) snprintf(buf, n, "cpu");
+    else snprintf(buf, n, "cuda:%d", device);
+    return buf;
+}
+
 int mt_check_input(mt_context *ctx, const char *op, const mt_tensor *t) {
     if (!t) {
         if (ctx->status == MT_OK) mt_fail(ctx, MT_ERR_INVALID_ARG, "%s: an input tensor is NULL", op);
         return 0;
     }
+    char d[MT_SHAPE_STR + 8], a[24], b[24];
     if (t->device != ctx->device) {
-        mt_fail(ctx, MT_ERR_DEVICE, "%s: tensor on %s%d, context on %s%d", op, t->device < 0 ? "cpu" : "cuda:",
-                t->device < 0 ? 0 : t->device, ctx->device < 0 ? "cpu" : "cuda:", ctx->device < 0 ? 0 : ctx->device);
+        mt_fail(ctx, MT_ERR_DEVICE, "%s: operand %s is on %s, the context on %s", op, mt_tensor_desc(d, t),
+                device_name(a, sizeof a, t->device), device_name(b, sizeof b, ctx->device));
         return 0;
     }
     if (t->ctx && (t->ctx != ctx || t->epoch != ctx->epoch)) {
-        mt_fail(ctx, MT_ERR_STATE, "%s: tensor belongs to another context or to before mt_context_reset", op);
+        mt_fail(ctx, MT_ERR_STATE, "%s: operand %s belongs to %s", op, mt_tensor_desc(d, t),
+                t->ctx != ctx ? "another context" : "a step before the last mt_context_reset (stale)");
         return 0;
     }
     return 1;

@@ -3,7 +3,7 @@
  *
  * A reduction is first collapsed: size-1 axes dropped, neighbouring axes of the same kind merged.
  * With one reduced group it is (outer, R, inner) and runs as vector loops; with several groups
- * (rare: e.g. axes {0, 2} of a 3-D tensor) a plain index walk does it.
+ * (rare: e.g. axes {0, 2} of a 3-D tensor) a gather per output does it.
  */
 #include <float.h>
 #include <stdlib.h>
@@ -52,18 +52,51 @@ static reduce3 collapse(const mt_reduce_desc *rd) {
     return c;
 }
 
-/* Output index of x's flat index i in the general walk. */
-static int64_t general_out_index(const reduce3 *c, int64_t i) {
-    int64_t o = 0, mult = 1;
+/* The general walk (several reduced groups) as a gather: output o is made of its kept-axis indices,
+ * and its inputs are visited in increasing flat index (reduced axes, last fastest), so "first
+ * maximum" means the same as in the simple paths. Outputs are independent: no scratch, and threads
+ * split them. (The scratch must stay free here: binary backward holds it as this kernel's input.) */
+typedef struct gather_plan {
+    int nk, nr;                       /* kept / reduced groups */
+    int64_t ksize[MT_MAX_DIMS], kstr[MT_MAX_DIMS];
+    int64_t rsize[MT_MAX_DIMS], rstr[MT_MAX_DIMS];
+} gather_plan;
+
+static gather_plan make_gather(const reduce3 *c) {
+    gather_plan g = {0};
+    int64_t stride = 1, str[MT_MAX_DIMS];
     for (int d = c->ndim - 1; d >= 0; d--) {
-        int64_t idx = i % c->shape[d];
-        i /= c->shape[d];
-        if (!c->red[d]) {
-            o += idx * mult;
-            mult *= c->shape[d];
+        str[d] = stride;
+        stride *= c->shape[d];
+    }
+    for (int d = 0; d < c->ndim; d++) {
+        if (c->red[d]) {
+            g.rsize[g.nr] = c->shape[d];
+            g.rstr[g.nr++] = str[d];
+        } else {
+            g.ksize[g.nk] = c->shape[d];
+            g.kstr[g.nk++] = str[d];
         }
     }
-    return o;
+    return g;
+}
+
+static inline int64_t gather_base(const gather_plan *g, int64_t o) {
+    int64_t off = 0;
+    for (int d = g->nk - 1; d >= 0; d--) {
+        off += (o % g->ksize[d]) * g->kstr[d];
+        o /= g->ksize[d];
+    }
+    return off;
+}
+
+static inline int64_t gather_red(const gather_plan *g, int64_t r) {
+    int64_t off = 0;
+    for (int d = g->nr - 1; d >= 0; d--) {
+        off += (r % g->rsize[d]) * g->rstr[d];
+        r /= g->rsize[d];
+    }
+    return off;
 }
 
 static inline float sum_run(const float *x, int64_t n) {
@@ -83,23 +116,23 @@ mt_status mt_cpu_reduce_fwd(mt_exec *ex, mt_reduce_op op, float *out, int32_t *a
     int64_t n_out = rd->n_out;
     int is_max = op == MT_REDUCE_MAX;
     if (!c.simple) {
-        int64_t n_in = rd->n_out * rd->n_red;
-        float *tmp = mt_exec_scratch(ex, (size_t)n_out * sizeof(float));
-        if (!tmp) return mt_error(MT_ERR_NOMEM, "reduce: out of memory");
+        gather_plan g = make_gather(&c);
+        int64_t R = rd->n_red;
+#pragma omp parallel for num_threads(nt) if (n_out * R > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t o = 0; o < n_out; o++) {
-            tmp[o] = is_max ? -INFINITY : 0.0f;
-            if (is_max && argidx) argidx[o] = -1;
-        }
-        for (int64_t i = 0; i < n_in; i++) {
-            int64_t o = general_out_index(&c, i);
-            if (!is_max) {
-                tmp[o] += x[i];
-            } else if (x[i] > tmp[o] || (argidx && argidx[o] < 0)) {
-                tmp[o] = x[i];
-                if (argidx) argidx[o] = (int32_t)i;
+            int64_t base = gather_base(&g, o), best = base;
+            float v = is_max ? x[base] : 0.0f;
+            for (int64_t r = is_max ? 1 : 0; r < R; r++) {
+                int64_t i = base + gather_red(&g, r);
+                if (!is_max) v += x[i];
+                else if (x[i] > v) {
+                    v = x[i];
+                    best = i;
+                }
             }
+            out[o] = accumulate ? out[o] + v : v;
+            if (is_max && argidx) argidx[o] = (int32_t)best;
         }
-        for (int64_t o = 0; o < n_out; o++) out[o] = accumulate ? out[o] + tmp[o] : tmp[o];
         return MT_OK;
     }
     int64_t outer = c.outer, R = c.R, inner = c.inner;
@@ -164,8 +197,14 @@ mt_status mt_cpu_reduce_bwd(mt_exec *ex, mt_reduce_op op, float *dx, const float
     }
     reduce3 c = collapse(rd);
     if (!c.simple) {
-        int64_t n_in = rd->n_out * rd->n_red;
-        for (int64_t i = 0; i < n_in; i++) dx[i] += dy[general_out_index(&c, i)] * scale;
+        gather_plan g = make_gather(&c);
+        int64_t n_out = rd->n_out, R = rd->n_red;
+#pragma omp parallel for num_threads(nt) if (n_out * R > MT_CPU_PAR_MIN) schedule(static)
+        for (int64_t o = 0; o < n_out; o++) {
+            int64_t base = gather_base(&g, o);
+            float v = dy[o] * scale;
+            for (int64_t r = 0; r < R; r++) dx[base + gather_red(&g, r)] += v;
+        }
         return MT_OK;
     }
     int64_t outer = c.outer, R = c.R, inner = c.inner;
