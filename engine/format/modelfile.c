@@ -86,7 +86,7 @@ mt_status mt_modelfile_read_tensor(const mt_st_file *f, const char *name, mt_con
     if (!e) return mt_error(MT_ERR_FORMAT, "%s: tensor '%s' is missing", mt_st_where(f), name);
     if (e->dtype != MT_DTYPE_F32 || !shape_eq(e, dst))
         return mt_error(MT_ERR_FORMAT, "%s: tensor '%s' is %s %s, the config needs %s f32", mt_st_where(f), name,
-                        mt_shape_str(a, e->shape, e->ndim), mt_st_dtype_name(e->dtype),
+                        mt_shape_str(a, e->shape, e->ndim), mt_dtype_name(e->dtype),
                         mt_shape_str(b, dst->shape, dst->ndim));
     return mt_copy_from_host(ctx, dst, e->data, e->bytes);
 }
