@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* snprintf into a path buffer; MT_ERR_INVALID_ARG when it does not fit. */
+static mt_status pathf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static mt_status pathf(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) return mt_error(MT_ERR_INVALID_ARG, "path too long: %.80s...", buf);
+    return MT_OK;
+}
+
 /* ---- paths --------------------------------------------------------------------------------------- */
 
 /* The absolute, normalised form of path (which need not exist): realpath of its deepest existing
@@ -129,7 +141,7 @@ static mt_status resolve_path(const mt_trainer *tr, const char *key, char *p, si
     if (!p[0] || !tr->root[0]) return MT_OK;
     char joined[PATH_MAX], norm[PATH_MAX];
     if (p[0] == '/') snprintf(joined, sizeof joined, "%s", p);
-    else snprintf(joined, sizeof joined, "%s/%s", tr->root, p);
+    else MT_TRY(pathf(joined, sizeof joined, "%s/%s", tr->root, p));
     mt_status st = normalise(joined, norm);
     if (st != MT_OK) return mt_error(MT_ERR_PERMISSION, "config key '%s': %s", key, mt_last_error());
     size_t rl = strlen(tr->root);
@@ -273,7 +285,7 @@ static mt_status prepare_tokenizer(mt_trainer *tr, const char *ckpt_tok_json) {
         MT_TRY(mt_tok_trainer_finish(tt, &tr->tok));
         char path[PATH_MAX];
         if (c->tokenizer[0]) snprintf(path, sizeof path, "%s", c->tokenizer);
-        else snprintf(path, sizeof path, "%s/tokenizer.json", tr->out_dir);
+        else MT_TRY(pathf(path, sizeof path, "%s/tokenizer.json", tr->out_dir));
         MT_TRY(mt_tok_save_file(tr->tok, path));
     }
     MT_TRY(mt_tok_to_json(tr->tok, &tr->tok_json, NULL));
@@ -409,7 +421,7 @@ static void latest_checkpoint(const mt_trainer *tr, char path[PATH_MAX]) {
         int64_t s;
         if (ckpt_step_of(e->d_name, &s) && s > best) {
             best = s;
-            snprintf(path, PATH_MAX, "%s/%s", tr->ckpt_dir, e->d_name);
+            if (pathf(path, PATH_MAX, "%s/%s", tr->ckpt_dir, e->d_name) != MT_OK) path[0] = 0;
         }
     }
     closedir(d);
@@ -436,11 +448,9 @@ static void rotate_checkpoints(const mt_trainer *tr) {
             }
     for (int i = (int)tr->tc.keep_checkpoints; i < n; i++) {
         char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)steps[i]);
-        if (unlink(p) != 0) {
-            snprintf(p, sizeof p, "%s/step-%08lld.mt.zst", tr->ckpt_dir, (long long)steps[i]);
+        if (pathf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)steps[i]) == MT_OK && unlink(p) != 0 &&
+            pathf(p, sizeof p, "%s/step-%08lld.mt.zst", tr->ckpt_dir, (long long)steps[i]) == MT_OK)
             unlink(p);
-        }
     }
 }
 
@@ -450,7 +460,7 @@ static mt_status save_checkpoint(mt_trainer *tr, const char *path, char out[PATH
     int rotate = !path || !path[0];
     if (rotate) {
         MT_TRY(mkdirs(tr->ckpt_dir));
-        snprintf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)tr->step);
+        MT_TRY(pathf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)tr->step));
     } else {
         snprintf(p, sizeof p, "%s", path);
         if (tr->root[0]) MT_TRY(resolve_path(tr, "path", p, sizeof p));

@@ -30,7 +30,7 @@ static int run_ref(const char *args) {
 
 typedef struct named {
     mt_st_tensor t;
-    char name[96];
+    char name[128];
     void *owned;
 } named;
 
@@ -77,7 +77,7 @@ static void parity_case(int attention, int activation, int tied, float ls, uint6
     mt_tensor *loss = mt_transformer_loss(ctx, m, &b, ls, 0, &logits);
     if (!loss) fail_msg("forward: %s", mt_last_error());
     assert_int_equal(mt_backward(ctx, loss, NULL), MT_OK);
-    int n = 5 + m->n_params;
+    int n = 6 + m->n_params;
     named *ns = calloc((size_t)n, sizeof *ns);
     put(&ns[0], "src", MT_DTYPE_I32, 2, (const int64_t[]){b.B, b.S}, b.src);
     put(&ns[1], "tgt_in", MT_DTYPE_I32, 2, (const int64_t[]){b.B, b.T}, b.tgt_in);
@@ -85,11 +85,12 @@ static void parity_case(int attention, int activation, int tied, float ls, uint6
     put(&ns[3], "logits", MT_DTYPE_F32, logits->ndim, logits->shape, logits->data);
     float lv = *mt_f32(loss);
     put(&ns[4], "loss", MT_DTYPE_F32, 0, NULL, &lv);
+    put(&ns[5], "label_smoothing", MT_DTYPE_F32, 0, NULL, &ls);
     for (int i = 0; i < m->n_params; i++) {
         char name[100];
         snprintf(name, sizeof name, "grad.%s", m->params[i]->name);
         assert_non_null(m->params[i]->grad);
-        put(&ns[5 + i], name, MT_DTYPE_F32, m->params[i]->ndim, m->params[i]->shape, m->params[i]->grad->data);
+        put(&ns[6 + i], name, MT_DTYPE_F32, m->params[i]->ndim, m->params[i]->shape, m->params[i]->grad->data);
     }
     /* The training path projects only the non-padding rows: same loss, same gradients. */
     float *g_all = malloc(sizeof(float) * (size_t)m->embed->numel);
