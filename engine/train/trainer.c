@@ -190,7 +190,7 @@ static mt_status mkdirs(const char *dir) {
 /* Writes the event (consumed) to the metrics file and the callback. */
 static void emit(mt_trainer *tr, json_t *ev) {
     if (!ev) return;
-    char *s = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(10) | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(17) | JSON_PRESERVE_ORDER);
     json_decref(ev);
     if (!s) return;
     if (tr->metrics) {
@@ -486,13 +486,13 @@ static const char *const arch_keys[] = {"d_model", "heads", "layers_enc", "layer
                                         "d_rope", "attention", "activation", "max_len", "rope_base",
                                         "tie_embeddings", "norm_eps", NULL};
 
-/* Restores a checkpoint: model (already loaded in mf), optimizer, data position, generator. */
+/* Restores a checkpoint whose model is already tr->model: optimizer, data position, generator. */
 static mt_status restore(mt_trainer *tr, mt_modelfile *mf) {
     const char *where = mt_st_where(mf->file);
     /* The checkpoint's architecture must be the config's. */
     json_t *mine = json_object(), *theirs = json_object();
     mt_cfg_to_object(&mt_model_config_table, &tr->mc, mine);
-    mt_cfg_to_object(&mt_model_config_table, &mf->model->cfg, theirs);
+    mt_cfg_to_object(&mt_model_config_table, &tr->model->cfg, theirs); /* the checkpoint's, moved into tr */
     mt_status st = MT_OK;
     for (int i = 0; arch_keys[i] && st == MT_OK; i++) {
         json_t *a = json_object_get(mine, arch_keys[i]), *b = json_object_get(theirs, arch_keys[i]);
