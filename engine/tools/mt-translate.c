@@ -198,7 +198,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "mt-translate: reading the input failed\n");
             rc = 1;
         }
-        int progress = !quiet && src.n > (size_t)batch;
+        int progress = !quiet && src.n > (size_t)batch, tty = isatty(fileno(stderr));
         double t0 = now_s(), last = t0;
         for (size_t i = 0; rc == 0 && i < src.n; i += (size_t)batch) {
             size_t n = src.n - i < (size_t)batch ? src.n - i : (size_t)batch;
@@ -216,14 +216,15 @@ int main(int argc, char **argv) {
             }
             mt_free(o);
             double t = now_s();
-            if (progress && (t - last > 0.5 || i + n == src.n)) {
+            /* A terminal gets one line updated in place; a log gets a line every 10 s and at the end. */
+            if (progress && (t - last > (tty ? 0.5 : 10.0) || i + n == src.n)) {
                 double rate = (double)(i + n) / (t - t0);
-                fprintf(stderr, "\rmt-translate: %zu/%zu lines (%.1f lines/s, ETA %.0fs)   ", i + n, src.n, rate,
-                        rate > 0 ? (double)(src.n - i - n) / rate : 0.0);
+                fprintf(stderr, "%smt-translate: %zu/%zu lines (%.1f lines/s, ETA %.0fs)%s", tty ? "\r" : "", i + n,
+                        src.n, rate, rate > 0 ? (double)(src.n - i - n) / rate : 0.0, tty ? "   " : "\n");
                 last = t;
             }
         }
-        if (progress) fputc('\n', stderr);
+        if (progress && tty) fputc('\n', stderr);
         lines_free(&src);
     }
     fflush(out);
