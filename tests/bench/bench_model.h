@@ -29,12 +29,13 @@ static inline mt_model_config mtb_config(int attention) {
 typedef struct mtb_child {
     json_t *result;    /* the last JSON object line the child printed, NULL when none */
     double maxrss_mb;  /* the child's peak resident set */
+    double cpu_s;      /* its user + system CPU time */
     int status;        /* exit status (-1: killed) */
 } mtb_child;
 
 /* Runs fn(arg, fd) in a forked child, which writes one JSON line to fd. */
 static inline mtb_child mtb_fork(int (*fn)(void *arg, int fd), void *arg) {
-    mtb_child r = {NULL, 0, -1};
+    mtb_child r = {NULL, 0, 0, -1};
     int p[2];
     if (pipe(p) != 0) return r;
     fflush(NULL);
@@ -55,6 +56,8 @@ static inline mtb_child mtb_fork(int (*fn)(void *arg, int fd), void *arg) {
     if (pid > 0 && wait4(pid, &st, 0, &ru) == pid) {
         r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         r.maxrss_mb = (double)ru.ru_maxrss / 1024.0;
+        r.cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+                  1e-6 * (double)ru.ru_stime.tv_usec;
     }
     char *line = strrchr(buf, '{');
     while (line && line > buf && line[-1] != '\n') line = memrchr(buf, '{', (size_t)(line - buf));
