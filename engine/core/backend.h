@@ -148,7 +148,9 @@ typedef struct mt_backend {
 
     /* ---- matrix products ---- */
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major; op = transpose when ta/tb.
-     * op(A) is M x K, op(B) is K x N, C is M x N; strides between batch items (0 = shared). */
+     * op(A) is M x K, op(B) is K x N, C is M x N; strides between batch items (0 = shared).
+     * The op layer never passes stride_c == 0 with batch > 1 (a gradient summed over items is issued
+     * one GEMM per item instead), so the items may run concurrently (strided-batched GEMM). */
     mt_status (*gemm)(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch);

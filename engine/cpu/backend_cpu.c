@@ -10,6 +10,8 @@
 #include "core/rng.h"
 #include "cpu/cpu.h"
 
+int64_t mt_cpu_stream_min = (int64_t)16 << 20;
+
 static mt_status cpu_exec_init(mt_exec *ex, int device) {
     (void)device;
     if (ex->n_threads <= 0) ex->n_threads = omp_get_max_threads();

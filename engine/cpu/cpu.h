@@ -13,21 +13,67 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "core/backend.h"
 
 /* Below this many elements a loop runs on one thread: forking costs more than it saves. */
 #define MT_CPU_PAR_MIN 32768
 
+/* Outputs of at least this many bytes are written with non-temporal (streaming) stores: they do not
+ * fit the cache anyway, and a normal store first reads every output line from memory (read for
+ * ownership), a third more traffic for a = b + c. Smaller outputs keep normal stores, so the next op
+ * finds them in cache. Kernels compute MT_CPU_CHUNK floats into a buffer in L1, then stream it out;
+ * the values are the same either way. */
+extern int64_t mt_cpu_stream_min; /* bytes; 16 MB (tests lower it to reach the streaming paths) */
+#define MT_CPU_STREAM_MIN mt_cpu_stream_min
+#define MT_CPU_CHUNK 2048
+
+/* dst[0..n) = src[0..n) * a + b with streaming stores where the CPU has them (x86 AVX). The caller
+ * ends its parallel region with mt_stream_fence() so the data is visible to other threads. */
+static inline void mt_stream_axpb(float *dst, const float *src, float a, float b, int64_t n) {
+    int64_t j = 0;
+#if defined(__AVX__)
+    for (; j < n && ((uintptr_t)(dst + j) & 31u); j++) dst[j] = src[j] * a + b;
+    __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    for (; j + 8 <= n; j += 8)
+        _mm256_stream_ps(dst + j, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(src + j), va), vb));
+#endif
+    for (; j < n; j++) dst[j] = src[j] * a + b;
+}
+
+static inline void mt_stream_copy(float *dst, const float *src, int64_t n) {
+    int64_t j = 0;
+#if defined(__AVX__)
+    for (; j < n && ((uintptr_t)(dst + j) & 31u); j++) dst[j] = src[j];
+    for (; j + 8 <= n; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+#endif
+    for (; j < n; j++) dst[j] = src[j];
+}
+
+static inline void mt_stream_fence(void) {
+#if defined(__AVX__)
+    _mm_sfence();
+#endif
+}
+
 static inline int mt_cpu_threads(const mt_exec *ex) {
     return ex->n_threads > 0 ? ex->n_threads : omp_get_max_threads();
 }
 
 /* exp(x) for x in float range: Cody-Waite reduction + degree-6 polynomial (Cephes expf), about 1 ulp.
- * Exactly 0 below -87.3 (so masked scores give exact zeros), +inf handled by the clamp at 88.7. */
+ * Exactly 0 below -87.3 (so masked scores give exact zeros); +inf from about 88.4 (the true value is
+ * within 40% of FLT_MAX there); NaN stays NaN. Written for the vectoriser: clamps shaped like
+ * maxps/minps (which map NaN to the bound, so the polynomial only ever sees finite values and the
+ * float-to-int conversion is defined), NaN restored by one select at the end, rounding by the
+ * 1.5 * 2^23 trick instead of floorf (exact for |t| < 2^22; here |t| <= 128), the exponent built in
+ * an integer lane. */
 static inline float mt_expf(float x) {
-    float xc = fminf(fmaxf(x, -87.3f), 88.7f);
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float xc = x > -87.3f ? x : -87.3f;
+    xc = xc < 88.7f ? xc : 88.7f;
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -42,7 +88,8 @@ static inline float mt_expf(float x) {
     } s;
     s.i = ((int32_t)n + 127) << 23;
     float y = p * s.f;
-    return x < -87.3f ? 0.0f : y;
+    y = x < -87.3f ? 0.0f : y;
+    return x == x ? y : x;
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 refined (max abs error 1.5e-7). */
@@ -52,6 +99,19 @@ static inline float mt_erff(float x) {
     float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t +
                       0.254829592f) * t * mt_expf(-ax * ax);
     return x < 0 ? -y : y;
+}
+
+/* The standard normal CDF Phi(x) = (1 + erf(x/sqrt 2)) / 2 (GELU is x Phi(x)) and, through *pdf, its
+ * density phi(x) = exp(-x^2/2) / sqrt(2 pi), from the one exponential erf needs anyway: GELU's
+ * backward x phi(x) + Phi(x) costs one exp instead of two. */
+static inline float mt_normal_cdf_pdf(float x, float *pdf) {
+    float az = fabsf(x * 0.70710678118654752f);
+    float t = 1.0f / (1.0f + 0.3275911f * az);
+    float e = mt_expf(-az * az);
+    float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t +
+                      0.254829592f) * t * e;
+    *pdf = 0.39894228040143268f * e;
+    return 0.5f * (1.0f + (x < 0 ? -y : y));
 }
 
 /* Kernels, grouped by file. */

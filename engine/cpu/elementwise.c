@@ -2,13 +2,48 @@
  * elementwise.c — CPU kernels for unary, scalar and broadcast binary ops, masked_fill and dropout.
  *
  * Broadcast ops walk the output row by row (a row = the innermost dim of the collapsed mt_bcast);
- * each row's operand offsets come from its outer index, so rows are independent and split across
- * threads. A broadcast operand's gradient is a reduction: it is computed as a full-size temporary
- * and summed over the broadcast axes by the reduce kernel.
+ * each row's operand offsets come from its outer index, so rows are independent. Threads split the
+ * work in tiles of (row, column range): with fewer rows than threads (same-shape operands collapse to
+ * one row) a row is cut into column ranges, so every thread streams its share. Op switches sit
+ * outside the loops so each loop vectorises. A broadcast operand's gradient is a reduction: it is
+ * computed as a full-size temporary and summed over the broadcast axes by the reduce kernel.
  */
 #include "core/error.h"
 #include "core/rng.h"
 #include "cpu/cpu.h"
+
+/* Column ranges of at least this many floats per tile (below, forking costs more than it saves). */
+#define MT_TILE_MIN 4096
+
+typedef struct tiles {
+    int64_t rows, inner; /* rows of the collapsed broadcast, floats per row */
+    int64_t chunk;       /* columns per tile */
+    int64_t per_row;     /* tiles per row */
+    int64_t n;           /* tiles */
+} tiles;
+
+static tiles make_tiles(const mt_bcast *bc, int nt) {
+    tiles t;
+    t.inner = bc->shape[bc->ndim - 1];
+    t.rows = bc->numel / t.inner;
+    t.chunk = t.inner;
+    if (t.rows < 4 * (int64_t)nt) { /* aim at >= 4 tiles per thread */
+        int64_t want = (4 * (int64_t)nt + t.rows - 1) / t.rows;
+        int64_t c = (t.inner + want - 1) / want;
+        c = c < MT_TILE_MIN ? MT_TILE_MIN : (c + 15) & ~(int64_t)15;
+        t.chunk = c < t.inner ? c : t.inner;
+    }
+    t.per_row = (t.inner + t.chunk - 1) / t.chunk;
+    t.n = t.rows * t.per_row;
+    return t;
+}
+
+/* Tile k: its row r and column range [j0, j1). */
+static inline void tile_range(const tiles *t, int64_t k, int64_t *r, int64_t *j0, int64_t *j1) {
+    *r = k / t->per_row;
+    *j0 = (k % t->per_row) * t->chunk;
+    *j1 = *j0 + t->chunk < t->inner ? *j0 + t->chunk : t->inner;
+}
 
 /* Offsets into a and b of the first element of output row `row`. */
 static inline void bcast_row(const mt_bcast *bc, int64_t row, int64_t *ia, int64_t *ib) {
@@ -23,47 +58,61 @@ static inline void bcast_row(const mt_bcast *bc, int64_t row, int64_t *ia, int64
     *ib = ob;
 }
 
-mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
-    int nt = mt_cpu_threads(ex);
+/* out[0..n) = op(x[0..n)), one loop per op (each vectorises). */
+static void unary_run(mt_unary_op op, float *out, const float *x, int64_t n) {
     switch (op) {
-    case MT_UNARY_NEG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = -x[i];
-        break;
-    case MT_UNARY_EXP:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = mt_expf(x[i]);
-        break;
-    case MT_UNARY_LOG:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]);
-        break;
-    case MT_UNARY_SQRT:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = sqrtf(x[i]);
-        break;
-    case MT_UNARY_TANH:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]);
-        break;
-    case MT_UNARY_SIGMOID:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + mt_expf(-x[i]));
-        break;
-    case MT_UNARY_RELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
+    case MT_UNARY_NEG: for (int64_t i = 0; i < n; i++) out[i] = -x[i]; break;
+    case MT_UNARY_EXP: for (int64_t i = 0; i < n; i++) out[i] = mt_expf(x[i]); break;
+    case MT_UNARY_LOG: for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]); break;
+    case MT_UNARY_SQRT: for (int64_t i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
+    case MT_UNARY_TANH: for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]); break;
+    case MT_UNARY_SIGMOID: for (int64_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + mt_expf(-x[i])); break;
+    case MT_UNARY_RELU: for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
     case MT_UNARY_GELU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + mt_erff(x[i] * 0.70710678118654752f));
         break;
-    case MT_UNARY_SILU:
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + mt_expf(-x[i]));
-        break;
-    default: return mt_error(MT_ERR_INTERNAL, "cpu unary: unknown op %d", (int)op);
+    default: for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + mt_expf(-x[i])); break; /* silu */
     }
+}
+
+/* out[0..n) = x[0..n) op s. */
+static void scalar_run(mt_scalar_op op, float *out, const float *x, float s, int64_t n) {
+    switch (op) {
+    case MT_SCALAR_ADD: for (int64_t i = 0; i < n; i++) out[i] = x[i] + s; break;
+    case MT_SCALAR_SUB: for (int64_t i = 0; i < n; i++) out[i] = x[i] - s; break;
+    case MT_SCALAR_MUL: for (int64_t i = 0; i < n; i++) out[i] = x[i] * s; break;
+    case MT_SCALAR_DIV: for (int64_t i = 0; i < n; i++) out[i] = x[i] / s; break;
+    case MT_SCALAR_RSUB: for (int64_t i = 0; i < n; i++) out[i] = s - x[i]; break;
+    case MT_SCALAR_RDIV: for (int64_t i = 0; i < n; i++) out[i] = s / x[i]; break;
+    default: for (int64_t i = 0; i < n; i++) out[i] = powf(x[i], s); break;
+    }
+}
+
+/* Runs an elementwise forward over chunks: threads split the chunks; an output of MT_CPU_STREAM_MIN
+ * bytes or more is computed chunk by chunk into an L1 buffer and streamed out. */
+#define ELEMENTWISE_CHUNKS(nt, n, out, RUN)                                                       \
+    do {                                                                                          \
+        int stream_ = (n) * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;                          \
+        int64_t chunks_ = ((n) + MT_CPU_CHUNK - 1) / MT_CPU_CHUNK;                                \
+        _Pragma("omp parallel num_threads(nt) if ((n) > MT_CPU_PAR_MIN)")                          \
+        {                                                                                         \
+            float buf_[MT_CPU_CHUNK] __attribute__((aligned(64)));                                \
+            _Pragma("omp for schedule(static)")                                                   \
+            for (int64_t c_ = 0; c_ < chunks_; c_++) {                                            \
+                int64_t j0 = c_ * MT_CPU_CHUNK;                                                   \
+                int64_t len = (n) - j0 < MT_CPU_CHUNK ? (n) - j0 : MT_CPU_CHUNK;                  \
+                float *dst = stream_ ? buf_ : (out) + j0;                                          \
+                RUN;                                                                              \
+                if (stream_) mt_stream_copy((out) + j0, buf_, len);                               \
+            }                                                                                     \
+            if (stream_) mt_stream_fence();                                                       \
+        }                                                                                         \
+    } while (0)
+
+mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
+    int nt = mt_cpu_threads(ex);
+    if ((unsigned)op > MT_UNARY_SILU) return mt_error(MT_ERR_INTERNAL, "cpu unary: unknown op %d", (int)op);
+    ELEMENTWISE_CHUNKS(nt, n, out, unary_run(op, dst, x + j0, len));
     return MT_OK;
 }
 
@@ -102,8 +151,7 @@ mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *
     case MT_UNARY_GELU:
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + mt_erff(x[i] * 0.70710678118654752f));
-            float pdf = 0.39894228040143268f * mt_expf(-0.5f * x[i] * x[i]);
+            float pdf, cdf = mt_normal_cdf_pdf(x[i], &pdf);
             dx[i] += dy[i] * (cdf + x[i] * pdf);
         }
         break;
@@ -121,80 +169,102 @@ mt_status mt_cpu_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, const float *
 
 mt_status mt_cpu_scalar_fwd(mt_exec *ex, mt_scalar_op op, float *out, const float *x, float s, int64_t n) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], r;
-        switch (op) {
-        case MT_SCALAR_ADD: r = v + s; break;
-        case MT_SCALAR_SUB: r = v - s; break;
-        case MT_SCALAR_MUL: r = v * s; break;
-        case MT_SCALAR_DIV: r = v / s; break;
-        case MT_SCALAR_RSUB: r = s - v; break;
-        case MT_SCALAR_RDIV: r = s / v; break;
-        default: r = powf(v, s); break;
-        }
-        out[i] = r;
-    }
+    if ((unsigned)op > MT_SCALAR_POW) return mt_error(MT_ERR_INTERNAL, "cpu scalar: unknown op %d", (int)op);
+    ELEMENTWISE_CHUNKS(nt, n, out, scalar_run(op, dst, x + j0, s, len));
     return MT_OK;
 }
 
 mt_status mt_cpu_scalar_bwd(mt_exec *ex, mt_scalar_op op, float *dx, const float *dy, const float *x, float s,
                             int64_t n) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float g;
-        switch (op) {
-        case MT_SCALAR_ADD:
-        case MT_SCALAR_SUB: g = dy[i]; break;
-        case MT_SCALAR_MUL: g = dy[i] * s; break;
-        case MT_SCALAR_DIV: g = dy[i] / s; break;
-        case MT_SCALAR_RSUB: g = -dy[i]; break;
-        case MT_SCALAR_RDIV: g = -dy[i] * s / (x[i] * x[i]); break;
-        default: g = s == 0.0f ? 0.0f : dy[i] * s * powf(x[i], s - 1.0f); break;
-        }
-        dx[i] += g;
+#define SCALAR_BWD(EXPR)                                                        \
+    _Pragma("omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)") \
+    for (int64_t i = 0; i < n; i++) {                                           \
+        float g = dy[i];                                                        \
+        dx[i] += (EXPR);                                                        \
+    }                                                                           \
+    break
+    switch (op) {
+    case MT_SCALAR_ADD:
+    case MT_SCALAR_SUB: SCALAR_BWD(g);
+    case MT_SCALAR_MUL: SCALAR_BWD(g * s);
+    case MT_SCALAR_DIV: SCALAR_BWD(g / s);
+    case MT_SCALAR_RSUB: SCALAR_BWD(-g);
+    case MT_SCALAR_RDIV: SCALAR_BWD(-g * s / (x[i] * x[i]));
+    case MT_SCALAR_POW:
+        if (s == 0.0f) return MT_OK; /* x^0 is constant (and 0 * x^-1 would be NaN at x = 0) */
+        SCALAR_BWD(g * s * powf(x[i], s - 1.0f));
+    default: return mt_error(MT_ERR_INTERNAL, "cpu scalar backward: unknown op %d", (int)op);
     }
+#undef SCALAR_BWD
     return MT_OK;
 }
 
-static inline float binop(mt_binary_op op, float a, float b) {
+/* o[j] = A op B for j in [0, n) of a piece of one output row; A, B read with row strides sa, sb (1
+ * along the row, 0 where that operand is broadcast along it). */
+#define ROW_LOOP(EXPR)                                                                   \
+    do {                                                                                 \
+        if (sa == 1 && sb == 1) {                                                        \
+            for (int64_t j = 0; j < n; j++) {                                            \
+                float A = pa[j], B = pb[j];                                              \
+                o[j] = (EXPR);                                                           \
+            }                                                                            \
+        } else if (sa == 1 && sb == 0) {                                                 \
+            float B = pb[0];                                                             \
+            for (int64_t j = 0; j < n; j++) {                                            \
+                float A = pa[j];                                                         \
+                o[j] = (EXPR);                                                           \
+            }                                                                            \
+        } else if (sa == 0 && sb == 1) {                                                 \
+            float A = pa[0];                                                             \
+            for (int64_t j = 0; j < n; j++) {                                            \
+                float B = pb[j];                                                         \
+                o[j] = (EXPR);                                                           \
+            }                                                                            \
+        } else {                                                                         \
+            for (int64_t j = 0; j < n; j++) {                                            \
+                float A = pa[j * sa], B = pb[j * sb];                                    \
+                o[j] = (EXPR);                                                           \
+            }                                                                            \
+        }                                                                                \
+    } while (0)
+
+static inline void binary_row(mt_binary_op op, float *o, const float *pa, int64_t sa, const float *pb, int64_t sb,
+                              int64_t n) {
     switch (op) {
-    case MT_BINARY_ADD: return a + b;
-    case MT_BINARY_SUB: return a - b;
-    case MT_BINARY_MUL: return a * b;
-    default: return a / b;
+    case MT_BINARY_ADD: ROW_LOOP(A + B); break;
+    case MT_BINARY_SUB: ROW_LOOP(A - B); break;
+    case MT_BINARY_MUL: ROW_LOOP(A * B); break;
+    default: ROW_LOOP(A / B); break;
     }
 }
 
 mt_status mt_cpu_binary_fwd(mt_exec *ex, mt_binary_op op, float *out, const float *a, const float *b,
                             const mt_bcast *bc) {
     int nt = mt_cpu_threads(ex);
-    int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner;
+    tiles t = make_tiles(bc, nt);
     int64_t sa = bc->sa[bc->ndim - 1], sb = bc->sb[bc->ndim - 1];
-#pragma omp parallel for num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t ia, ib;
-        bcast_row(bc, r, &ia, &ib);
-        float *o = out + r * inner;
-        const float *pa = a + ia, *pb = b + ib;
-        /* Three row shapes: both operands along the row, or one of them a broadcast scalar. */
-        if (sa == 1 && sb == 1) {
-            switch (op) {
-            case MT_BINARY_ADD: for (int64_t j = 0; j < inner; j++) o[j] = pa[j] + pb[j]; break;
-            case MT_BINARY_SUB: for (int64_t j = 0; j < inner; j++) o[j] = pa[j] - pb[j]; break;
-            case MT_BINARY_MUL: for (int64_t j = 0; j < inner; j++) o[j] = pa[j] * pb[j]; break;
-            default: for (int64_t j = 0; j < inner; j++) o[j] = pa[j] / pb[j]; break;
+    int stream = bc->numel * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < t.n; k++) {
+            int64_t r, j0, j1, ia, ib;
+            tile_range(&t, k, &r, &j0, &j1);
+            bcast_row(bc, r, &ia, &ib);
+            float *o = out + r * t.inner;
+            if (!stream) {
+                binary_row(op, o + j0, a + ia + j0 * sa, sa, b + ib + j0 * sb, sb, j1 - j0);
+                continue;
             }
-        } else if (sa == 1) {
-            float vb = pb[0];
-            for (int64_t j = 0; j < inner; j++) o[j] = binop(op, pa[j], vb);
-        } else if (sb == 1) {
-            float va = pa[0];
-            for (int64_t j = 0; j < inner; j++) o[j] = binop(op, va, pb[j]);
-        } else {
-            for (int64_t j = 0; j < inner; j++) o[j] = binop(op, pa[j * sa], pb[j * sb]);
+            for (int64_t c0 = j0; c0 < j1; c0 += MT_CPU_CHUNK) {
+                int64_t len = j1 - c0 < MT_CPU_CHUNK ? j1 - c0 : MT_CPU_CHUNK;
+                binary_row(op, buf, a + ia + c0 * sa, sa, b + ib + c0 * sb, sb, len);
+                mt_stream_copy(o + c0, buf, len);
+            }
         }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -215,7 +285,42 @@ static mt_reduce_desc bcast_reduce_desc(const mt_bcast *bc, const int64_t *s) {
     return rd;
 }
 
-/* d(out)/d(side) * dy at output element (ia, ib): side 0 = a, 1 = b. */
+/* Neither operand broadcast: a, b, dy, da, db share the output's layout; one pass over dy updates
+ * both gradients (either may be NULL). */
+static void binary_bwd_same(int nt, mt_binary_op op, float *da, float *db, const float *dy, const float *a,
+                            const float *b, int64_t n) {
+#define SAME_LOOP(BODY)                                                         \
+    _Pragma("omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)") \
+    for (int64_t i = 0; i < n; i++) {                                           \
+        float g = dy[i];                                                        \
+        BODY;                                                                   \
+    }
+    switch (op) {
+    case MT_BINARY_ADD:
+        if (da && db) SAME_LOOP(da[i] += g; db[i] += g)
+        else if (da) SAME_LOOP(da[i] += g)
+        else SAME_LOOP(db[i] += g)
+        break;
+    case MT_BINARY_SUB:
+        if (da && db) SAME_LOOP(da[i] += g; db[i] -= g)
+        else if (da) SAME_LOOP(da[i] += g)
+        else SAME_LOOP(db[i] -= g)
+        break;
+    case MT_BINARY_MUL:
+        if (da && db) SAME_LOOP(da[i] += g * b[i]; db[i] += g * a[i])
+        else if (da) SAME_LOOP(da[i] += g * b[i])
+        else SAME_LOOP(db[i] += g * a[i])
+        break;
+    default:
+        if (da && db) SAME_LOOP(float q = g / b[i]; da[i] += q; db[i] -= q * a[i] / b[i])
+        else if (da) SAME_LOOP(da[i] += g / b[i])
+        else SAME_LOOP(db[i] -= g * a[i] / (b[i] * b[i]))
+        break;
+    }
+#undef SAME_LOOP
+}
+
+/* d(out)/d(side) * dy at one element: side 0 = a, 1 = b. */
 static inline float binop_grad(mt_binary_op op, int side, float dy, float a, float b) {
     switch (op) {
     case MT_BINARY_ADD: return dy;
@@ -225,41 +330,42 @@ static inline float binop_grad(mt_binary_op op, int side, float dy, float a, flo
     }
 }
 
+/* The gradient of one side through a broadcast: written (=) into g laid out like the output when that
+ * side is broadcast (then reduced), accumulated (+=) into d when it is not. */
 static mt_status binary_bwd_side(mt_exec *ex, mt_binary_op op, int side, float *d, const float *dy, const float *a,
                                  const float *b, const mt_bcast *bc) {
     int nt = mt_cpu_threads(ex);
     int64_t n_side = side == 0 ? bc->na : bc->nb;
-    int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner;
-    int64_t sa = bc->sa[bc->ndim - 1], sb = bc->sb[bc->ndim - 1];
     int broadcast = n_side != bc->numel;
+    const int64_t *strides = side == 0 ? bc->sa : bc->sb;
+    if (broadcast && (op == MT_BINARY_ADD || (op == MT_BINARY_SUB && side == 0))) {
+        mt_reduce_desc rd = bcast_reduce_desc(bc, strides);
+        return mt_cpu_reduce_fwd(ex, MT_REDUCE_SUM, d, NULL, dy, &rd, 1);
+    }
     float *g = d;
     if (broadcast) {
-        if (op == MT_BINARY_ADD || (op == MT_BINARY_SUB && side == 0)) {
-            mt_reduce_desc rd = bcast_reduce_desc(bc, side == 0 ? bc->sa : bc->sb);
-            return mt_cpu_reduce_fwd(ex, MT_REDUCE_SUM, d, NULL, dy, &rd, 1);
-        }
         g = mt_exec_scratch(ex, (size_t)bc->numel * sizeof(float));
         if (!g) return mt_error(MT_ERR_NOMEM, "binary backward: out of memory for a %lld-element temporary",
                                 (long long)bc->numel);
     }
+    tiles t = make_tiles(bc, nt);
+    int64_t sa = bc->sa[bc->ndim - 1], sb = bc->sb[bc->ndim - 1];
     /* Without broadcasting on this side its elements are laid out like the output: index r*inner + j. */
 #pragma omp parallel for num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t ia, ib;
+    for (int64_t k = 0; k < t.n; k++) {
+        int64_t r, j0, j1, ia, ib;
+        tile_range(&t, k, &r, &j0, &j1);
         bcast_row(bc, r, &ia, &ib);
-        float *gr = g + r * inner;
-        const float *dr = dy + r * inner;
+        float *gr = g + r * t.inner;
+        const float *dr = dy + r * t.inner, *pa = a + ia, *pb = b + ib;
         if (broadcast) {
-            for (int64_t j = 0; j < inner; j++) gr[j] = binop_grad(op, side, dr[j], a[ia + j * sa], b[ib + j * sb]);
-        } else if (sa == 1 && sb == 1 && op == MT_BINARY_MUL) {
-            const float *other = side == 0 ? b + ib : a + ia;
-            for (int64_t j = 0; j < inner; j++) gr[j] += dr[j] * other[j];
+            for (int64_t j = j0; j < j1; j++) gr[j] = binop_grad(op, side, dr[j], pa[j * sa], pb[j * sb]);
         } else {
-            for (int64_t j = 0; j < inner; j++) gr[j] += binop_grad(op, side, dr[j], a[ia + j * sa], b[ib + j * sb]);
+            for (int64_t j = j0; j < j1; j++) gr[j] += binop_grad(op, side, dr[j], pa[j * sa], pb[j * sb]);
         }
     }
     if (broadcast) {
-        mt_reduce_desc rd = bcast_reduce_desc(bc, side == 0 ? bc->sa : bc->sb);
+        mt_reduce_desc rd = bcast_reduce_desc(bc, strides);
         return mt_cpu_reduce_fwd(ex, MT_REDUCE_SUM, d, NULL, g, &rd, 1);
     }
     return MT_OK;
@@ -267,6 +373,10 @@ static mt_status binary_bwd_side(mt_exec *ex, mt_binary_op op, int side, float *
 
 mt_status mt_cpu_binary_bwd(mt_exec *ex, mt_binary_op op, float *da, float *db, const float *dy, const float *a,
                             const float *b, const mt_bcast *bc) {
+    if (bc->na == bc->numel && bc->nb == bc->numel) {
+        if (da || db) binary_bwd_same(mt_cpu_threads(ex), op, da, db, dy, a, b, bc->numel);
+        return MT_OK;
+    }
     if (da) MT_TRY(binary_bwd_side(ex, op, 0, da, dy, a, b, bc));
     if (db) MT_TRY(binary_bwd_side(ex, op, 1, db, dy, a, b, bc));
     return MT_OK;
@@ -275,27 +385,32 @@ mt_status mt_cpu_binary_bwd(mt_exec *ex, mt_binary_op op, float *da, float *db, 
 mt_status mt_cpu_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const float *mask, float value,
                                  const mt_bcast *bc) {
     int nt = mt_cpu_threads(ex);
-    int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner;
+    tiles t = make_tiles(bc, nt);
     int64_t sa = bc->sa[bc->ndim - 1], sb = bc->sb[bc->ndim - 1];
 #pragma omp parallel for num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t ia, ib;
+    for (int64_t k = 0; k < t.n; k++) {
+        int64_t r, j0, j1, ia, ib;
+        tile_range(&t, k, &r, &j0, &j1);
         bcast_row(bc, r, &ia, &ib);
-        for (int64_t j = 0; j < inner; j++) out[r * inner + j] = mask[ib + j * sb] != 0.0f ? value : x[ia + j * sa];
+        float *o = out + r * t.inner;
+        const float *px = x + ia, *pm = mask + ib;
+        for (int64_t j = j0; j < j1; j++) o[j] = pm[j * sb] != 0.0f ? value : px[j * sa];
     }
     return MT_OK;
 }
 
 mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc) {
     int nt = mt_cpu_threads(ex);
-    int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner;
+    tiles t = make_tiles(bc, nt);
     int64_t sb = bc->sb[bc->ndim - 1];
 #pragma omp parallel for num_threads(nt) if (bc->numel > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t ia, ib;
+    for (int64_t k = 0; k < t.n; k++) {
+        int64_t r, j0, j1, ia, ib;
+        tile_range(&t, k, &r, &j0, &j1);
         bcast_row(bc, r, &ia, &ib);
-        for (int64_t j = 0; j < inner; j++)
-            if (mask[ib + j * sb] == 0.0f) dx[r * inner + j] += dy[r * inner + j];
+        float *d = dx + r * t.inner;
+        const float *g = dy + r * t.inner, *pm = mask + ib;
+        for (int64_t j = j0; j < j1; j++) d[j] += pm[j * sb] == 0.0f ? g[j] : 0.0f;
     }
     return MT_OK;
 }

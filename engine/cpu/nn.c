@@ -1,54 +1,81 @@
 /*
  * nn.c — CPU kernels of the fused nn ops: softmax, layer/RMS norm, embedding, cross-entropy, RoPE,
- * AdamW. Rows are independent and split across threads; sums use several accumulators so they
- * vectorise.
+ * AdamW. Rows are independent and split across threads. Row sums and maxima are `omp simd`
+ * reductions: that lets gcc vectorise them (8 partial sums) without -ffast-math's licence to reorder
+ * everything else.
  */
 #include "core/error.h"
 #include "cpu/cpu.h"
 
 static inline float row_max(const float *x, int64_t n) {
     float m = -INFINITY;
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
     return m;
 }
 
 static inline float row_sum(const float *x, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k];
     float s = 0.0f;
-    for (; j < n; j++) s += x[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += x[j];
+    return s;
 }
 
 static inline float row_dot(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
     float s = 0.0f;
-    for (; j < n; j++) s += x[j] * y[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += x[j] * y[j];
+    return s;
 }
 
+/* Per row: max, then exp and its sum, then the scaling. A streamed output (MT_CPU_STREAM_MIN bytes or
+ * more) keeps the row's exponentials in a per-thread row buffer and writes the scaled row once with
+ * streaming stores; otherwise the row is scaled in place. */
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float *o = out + n * C;
-        float m = row_max(xr, C);
-        if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
-        for (int64_t j = 0; j < C; j++) o[j] = mt_expf(xr[j] - m);
-        float s = row_sum(o, C);
-        if (log) {
-            float ls = logf(s) + m;
-            for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
-        } else {
-            float inv = 1.0f / s;
-            for (int64_t j = 0; j < C; j++) o[j] *= inv;
+    if (N * C <= MT_CPU_PAR_MIN) nt = 1;
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+    float *rows = NULL;
+    if (stream && !log) {
+        rows = mt_exec_scratch(ex, sizeof(float) * (size_t)(C * nt));
+        if (!rows) return mt_error(MT_ERR_NOMEM, "softmax: out of memory for %d row buffers", nt);
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *e = rows ? rows + (size_t)C * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float *o = out + n * C;
+            float m = row_max(xr, C);
+            if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
+            float s = 0.0f;
+            if (log) {
+#pragma omp simd reduction(+ : s)
+                for (int64_t j = 0; j < C; j++) s += mt_expf(xr[j] - m);
+                float ls = logf(s) + m;
+                if (stream) {
+                    mt_stream_axpb(o, xr, 1.0f, -ls, C);
+                } else {
+                    for (int64_t j = 0; j < C; j++) o[j] = xr[j] - ls;
+                }
+            } else {
+                float *dst = e ? e : o;
+#pragma omp simd reduction(+ : s)
+                for (int64_t j = 0; j < C; j++) {
+                    float v = mt_expf(xr[j] - m);
+                    dst[j] = v;
+                    s += v;
+                }
+                float inv = 1.0f / s;
+                if (e) {
+                    mt_stream_axpb(o, e, inv, 0.0f, C);
+                } else {
+                    for (int64_t j = 0; j < C; j++) o[j] *= inv;
+                }
+            }
         }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -70,29 +97,39 @@ mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const floa
     return MT_OK;
 }
 
+/* Outputs of MT_CPU_STREAM_MIN bytes or more are computed in chunks into an L1 buffer and streamed. */
 mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                                const float *b, int64_t N, int64_t C, float eps) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float *o = out + n * C;
-        float m = row_sum(xr, C) / (float)C;
-        float acc[8] = {0};
-        int64_t j = 0;
-        for (; j + 8 <= C; j += 8)
-            for (int k = 0; k < 8; k++) acc[k] += (xr[j + k] - m) * (xr[j + k] - m);
-        float v = 0.0f;
-        for (; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
-        v += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-        float rs = 1.0f / sqrtf(v / (float)C + eps);
-        if (b) {
-            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j] + b[j];
-        } else {
-            for (j = 0; j < C; j++) o[j] = (xr[j] - m) * rs * w[j];
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float *o = out + n * C;
+            float m = row_sum(xr, C) / (float)C;
+            float v = 0.0f; /* two passes (mean, then squares about it): no cancellation */
+#pragma omp simd reduction(+ : v)
+            for (int64_t j = 0; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
+            float rs = 1.0f / sqrtf(v / (float)C + eps);
+            for (int64_t c0 = 0; c0 < C; c0 += MT_CPU_CHUNK) {
+                int64_t len = C - c0 < MT_CPU_CHUNK ? C - c0 : MT_CPU_CHUNK;
+                float *dst = stream ? buf : o + c0;
+                const float *xc = xr + c0, *wc = w + c0;
+                if (b) {
+                    const float *bc = b + c0;
+                    for (int64_t j = 0; j < len; j++) dst[j] = (xc[j] - m) * rs * wc[j] + bc[j];
+                } else {
+                    for (int64_t j = 0; j < len; j++) dst[j] = (xc[j] - m) * rs * wc[j];
+                }
+                if (stream) mt_stream_copy(o + c0, buf, len);
+            }
+            if (mean) mean[n] = m;
+            if (rstd) rstd[n] = rs;
         }
-        if (mean) mean[n] = m;
-        if (rstd) rstd[n] = rs;
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -118,13 +155,17 @@ mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, con
             const float *xr = x + n * C, *g = dout + n * C;
             float m = mean[n], rs = rstd[n];
             float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
             for (int64_t j = 0; j < C; j++) {
-                float xh = (xr[j] - m) * rs;
                 float gw = g[j] * w[j];
                 sum_g += gw;
-                sum_gx += gw * xh;
-                if (pw) pw[j] += g[j] * xh;
-                if (pb) pb[j] += g[j];
+                sum_gx += gw * (xr[j] - m) * rs;
+            }
+            if (pw) { /* pb is pw + C */
+                for (int64_t j = 0; j < C; j++) {
+                    pw[j] += g[j] * (xr[j] - m) * rs;
+                    pb[j] += g[j];
+                }
             }
             if (dx) {
                 float *d = dx + n * C;
@@ -151,13 +192,25 @@ mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, con
 mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
                              int64_t C, float eps) {
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float rs = 1.0f / sqrtf(row_dot(xr, xr, C) / (float)C + eps);
-        float *o = out + n * C;
-        for (int64_t j = 0; j < C; j++) o[j] = xr[j] * rs * w[j];
-        if (rstd) rstd[n] = rs;
+    int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
+#pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
+    {
+        float buf[MT_CPU_CHUNK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C;
+            float rs = 1.0f / sqrtf(row_dot(xr, xr, C) / (float)C + eps);
+            float *o = out + n * C;
+            for (int64_t c0 = 0; c0 < C; c0 += MT_CPU_CHUNK) {
+                int64_t len = C - c0 < MT_CPU_CHUNK ? C - c0 : MT_CPU_CHUNK;
+                float *dst = stream ? buf : o + c0;
+                const float *xc = xr + c0, *wc = w + c0;
+                for (int64_t j = 0; j < len; j++) dst[j] = xc[j] * rs * wc[j];
+                if (stream) mt_stream_copy(o + c0, buf, len);
+            }
+            if (rstd) rstd[n] = rs;
+        }
+        if (stream) mt_stream_fence();
     }
     return MT_OK;
 }
@@ -180,10 +233,10 @@ mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dou
             const float *xr = x + n * C, *g = dout + n * C;
             float rs = rstd[n];
             float s = 0.0f;
-            for (int64_t j = 0; j < C; j++) {
-                s += g[j] * w[j] * xr[j];
-                if (pw) pw[j] += g[j] * xr[j] * rs;
-            }
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < C; j++) s += g[j] * w[j] * xr[j];
+            if (pw)
+                for (int64_t j = 0; j < C; j++) pw[j] += g[j] * xr[j] * rs;
             if (dx) {
                 float *d = dx + n * C;
                 float c = s * rs * rs * rs / (float)C;
@@ -232,13 +285,9 @@ mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float
     for (int64_t n = 0; n < N; n++) {
         const float *x = logits + n * V;
         float m = row_max(x, V);
-        float acc[8] = {0};
-        int64_t j = 0;
-        for (; j + 8 <= V; j += 8)
-            for (int k = 0; k < 8; k++) acc[k] += mt_expf(x[j + k] - m);
         float s = 0.0f;
-        for (; j < V; j++) s += mt_expf(x[j] - m);
-        s += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
         float l = m + logf(s);
         lse[n] = l;
         int32_t t = targets[n];

@@ -81,10 +81,10 @@ mt_tensor *mt_permute(mt_context *ctx, mt_tensor *x, const int *perm) {
         p.istr[d] = xstr[a];
     }
     mt_contig_strides(p.shape, p.ndim, p.ostr);
-    mt_tensor *y = mt_new(ctx, x->dtype, p.ndim, p.shape);
-    if (!y) return NULL;
     size_t es = mt_dtype_size(x->dtype);
     if (es != 2 && es != 4) return mt_fail(ctx, MT_ERR_DTYPE, "permute: dtype %s is not supported", mt_dtype_name(x->dtype));
+    mt_tensor *y = mt_new(ctx, x->dtype, p.ndim, p.shape);
+    if (!y) return NULL;
     MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, p.ostr, x->data, p.istr, p.shape, p.ndim, es, 0));
     if (x->dtype == MT_DTYPE_F32 && mt_needs_grad(ctx, &x, 1)) {
         mt_node *n = mt_tape_push(ctx, "permute", permute_backward, y);

@@ -44,6 +44,9 @@ static int regular(const mm_plan *p, int64_t *sa, int64_t *sb) {
     return 1;
 }
 
+/* The gradients: one strided-batched GEMM per operand when the items' offsets are regular and every
+ * item has its own gradient slice; one GEMM per item, accumulating in order, when an operand is
+ * shared by several items (its gradient sums over them: batched items writing one C could race). */
 static mt_status mm_backward(mt_context *ctx, mt_node *n) {
     const mm_plan *p = n->p;
     const mt_backend *be = MT_BE(ctx);
@@ -52,32 +55,38 @@ static mt_status mm_backward(mt_context *ctx, mt_node *n) {
     int64_t M = p->M, N = p->N, K = p->K, c_mat = M * N;
     /* Leading dims of the stored operands. */
     int64_t lda = p->ta ? M : K, ldb = p->tb ? K : N;
+    int64_t ra = 0, rb = 0;
+    int reg = regular(p, &ra, &rb);
     if (mt_tensor_requires_grad(a)) {
         mt_tensor *g = mt_grad_of(ctx, a);
         if (!g) return ctx->status;
-        for (int64_t i = 0; i < p->batch; i++) {
-            int64_t oa, ob;
-            item_offsets(p, i, &oa, &ob);
+        int one_call = reg && (ra != 0 || p->batch == 1);
+        int64_t items = one_call ? 1 : p->batch, batch = one_call ? p->batch : 1;
+        for (int64_t i = 0; i < items; i++) {
+            int64_t oa = 0, ob = 0;
+            if (!one_call) item_offsets(p, i, &oa, &ob);
             float *ga = mt_f32(g) + oa;
             const float *bb = mt_f32(b) + ob, *dci = dc + i * c_mat;
             if (!p->ta) /* dA (M,K) = dC (M,N) @ op(B)^T */
-                MT_TRY(be->gemm(&ctx->ex, 0, !p->tb, M, K, N, 1.0f, dci, N, 0, bb, ldb, 0, 1.0f, ga, lda, 0, 1));
+                MT_TRY(be->gemm(&ctx->ex, 0, !p->tb, M, K, N, 1.0f, dci, N, c_mat, bb, ldb, rb, 1.0f, ga, lda, ra, batch));
             else        /* dA (K,M) = op(B) (K,N) @ dC^T */
-                MT_TRY(be->gemm(&ctx->ex, p->tb, 1, K, M, N, 1.0f, bb, ldb, 0, dci, N, 0, 1.0f, ga, lda, 0, 1));
+                MT_TRY(be->gemm(&ctx->ex, p->tb, 1, K, M, N, 1.0f, bb, ldb, rb, dci, N, c_mat, 1.0f, ga, lda, ra, batch));
         }
     }
     if (mt_tensor_requires_grad(b)) {
         mt_tensor *g = mt_grad_of(ctx, b);
         if (!g) return ctx->status;
-        for (int64_t i = 0; i < p->batch; i++) {
-            int64_t oa, ob;
-            item_offsets(p, i, &oa, &ob);
+        int one_call = reg && (rb != 0 || p->batch == 1);
+        int64_t items = one_call ? 1 : p->batch, batch = one_call ? p->batch : 1;
+        for (int64_t i = 0; i < items; i++) {
+            int64_t oa = 0, ob = 0;
+            if (!one_call) item_offsets(p, i, &oa, &ob);
             float *gb = mt_f32(g) + ob;
             const float *aa = mt_f32(a) + oa, *dci = dc + i * c_mat;
             if (!p->tb) /* dB (K,N) = op(A)^T (K,M) @ dC */
-                MT_TRY(be->gemm(&ctx->ex, !p->ta, 0, K, N, M, 1.0f, aa, lda, 0, dci, N, 0, 1.0f, gb, ldb, 0, 1));
+                MT_TRY(be->gemm(&ctx->ex, !p->ta, 0, K, N, M, 1.0f, aa, lda, ra, dci, N, c_mat, 1.0f, gb, ldb, rb, batch));
             else        /* dB (N,K) = dC^T (N,M) @ op(A) */
-                MT_TRY(be->gemm(&ctx->ex, 1, p->ta, N, K, M, 1.0f, dci, N, 0, aa, lda, 0, 1.0f, gb, ldb, 0, 1));
+                MT_TRY(be->gemm(&ctx->ex, 1, p->ta, N, K, M, 1.0f, dci, N, c_mat, aa, lda, ra, 1.0f, gb, ldb, rb, batch));
         }
     }
     return MT_OK;

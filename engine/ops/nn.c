@@ -135,8 +135,9 @@ mt_tensor *mt_rms_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, float eps) {
     return y;
 }
 
-/* Host-side range check of I32 ids (CPU tensors; a GPU kernel clamps instead of reading outside). */
-static int check_ids(mt_context *ctx, const char *op, const mt_tensor *ids, int64_t limit, int allow) {
+/* Host-side range check of I32 ids (CPU tensors; a GPU kernel clamps instead of reading outside).
+ * allow points at one extra accepted value (the ignored target id) or is NULL. */
+static int check_ids(mt_context *ctx, const char *op, const mt_tensor *ids, int64_t limit, const int *allow) {
     if (ids->dtype != MT_DTYPE_I32) {
         char d[MT_SHAPE_STR + 8];
         mt_fail(ctx, MT_ERR_DTYPE, "%s: ids %s must be i32", op, mt_tensor_desc(d, ids));
@@ -145,7 +146,7 @@ static int check_ids(mt_context *ctx, const char *op, const mt_tensor *ids, int6
     if (ids->device != MT_DEVICE_CPU) return 1;
     const int32_t *p = mt_i32(ids);
     for (int64_t i = 0; i < ids->numel; i++) {
-        if ((p[i] < 0 || p[i] >= limit) && p[i] != allow) {
+        if ((p[i] < 0 || p[i] >= limit) && !(allow && p[i] == *allow)) {
             mt_fail(ctx, MT_ERR_INVALID_ARG, "%s: id %d at position %lld is outside [0, %lld)", op, p[i], (long long)i,
                     (long long)limit);
             return 0;
@@ -166,7 +167,7 @@ mt_tensor *mt_embedding(mt_context *ctx, mt_tensor *table, mt_tensor *ids) {
     char st[MT_SHAPE_STR];
     if (table->ndim != 2) return mt_fail(ctx, MT_ERR_SHAPE, "embedding: table %s must be (V, C)", mt_shape_str(st, table->shape, table->ndim));
     if (ids->ndim + 1 > MT_MAX_DIMS) return mt_fail(ctx, MT_ERR_SHAPE, "embedding: ids have too many dims");
-    if (!check_ids(ctx, "embedding", ids, table->shape[0], INT32_MIN)) return NULL;
+    if (!check_ids(ctx, "embedding", ids, table->shape[0], NULL)) return NULL;
     int64_t shape[MT_MAX_DIMS];
     memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
     shape[ids->ndim] = table->shape[1];
@@ -186,7 +187,7 @@ mt_tensor *mt_index_rows(mt_context *ctx, mt_tensor *x, mt_tensor *ids) {
     if (!mt_check_input(ctx, "index_rows", x) || !mt_check_input(ctx, "index_rows", ids)) return NULL;
     if (x->ndim < 1 || ids->ndim != 1 || mt_dtype_size(x->dtype) != 4)
         return mt_fail(ctx, MT_ERR_SHAPE, "index_rows: needs x (N, ...) of 4-byte elements and ids (M)");
-    if (!check_ids(ctx, "index_rows", ids, x->shape[0], INT32_MIN)) return NULL;
+    if (!check_ids(ctx, "index_rows", ids, x->shape[0], NULL)) return NULL;
     int64_t shape[MT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[0] = ids->shape[0];
@@ -215,7 +216,7 @@ mt_tensor *mt_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targe
                        mt_shape_str(sl, logits->shape, logits->ndim), mt_shape_str(stg, targets->shape, targets->ndim));
     if (!(eps >= 0.0f && eps < 1.0f))
         return mt_fail(ctx, MT_ERR_INVALID_ARG, "cross_entropy: label_smoothing %g must be in [0, 1)", eps);
-    if (!check_ids(ctx, "cross_entropy", targets, logits->shape[1], ignore_index)) return NULL;
+    if (!check_ids(ctx, "cross_entropy", targets, logits->shape[1], &ignore_index)) return NULL;
     int64_t N = logits->shape[0], V = logits->shape[1], one = 1;
     mt_tensor *loss = mt_new(ctx, MT_DTYPE_F32, 0, NULL), *count = mt_new(ctx, MT_DTYPE_F32, 1, &one);
     mt_tensor *lse = mt_new(ctx, MT_DTYPE_F32, 1, &N);

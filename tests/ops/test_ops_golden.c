@@ -3,6 +3,10 @@
  * (PyTorch autograd, float64) from the golden files of tests/reference/golden (or the directory given
  * as argv[1] / $MT_GOLDEN_DIR, which the regeneration test uses for freshly made files).
  *
+ * $MT_TEST_DEVICE selects the device (default the CPU; 0 = cuda:0, how the `gpu` label runs it, exit
+ * 77 when that device is absent), so a backend is checked against PyTorch op by op; results are
+ * copied to the host before comparing.
+ *
  * One CMocka test per golden file. A value passes when |engine - torch| <= atol + rtol * |torch|, with
  * (atol, rtol) per op: f32 rounding of the op's own arithmetic, looser only where the op sums many
  * terms. The table prints the worst error of each file as a fraction of its tolerance.
@@ -51,25 +55,32 @@ static const tol *tol_of(const char *op) {
     return &k_tols[0];
 }
 
-static int g_argc;
-static char **g_argv;
 static int64_t g_checked_values, g_cases;
+static int g_device = MT_DEVICE_CPU;
+
+/* A host copy of t's elements (malloc'd). */
+static void *host_copy(mt_context *ctx, const mt_tensor *t) {
+    size_t bytes = (size_t)t->numel * mt_dtype_size(t->dtype);
+    void *h = malloc(bytes ? bytes : 1);
+    if (mt_copy_to_host(ctx, t, h, bytes) != MT_OK) fail_msg("copy to host: %s", mt_last_error());
+    return h;
+}
 
 /* Worst |got - want| / (atol + rtol |want|) over n values; exact match required for I32. idx gets the
  * worst element. Non-finite reference values must be matched exactly. */
-static double worst_ratio(const mt_tensor *got, const mt_gtensor *want, double atol, double rtol, int64_t *idx) {
+static double worst_ratio(const void *got, const mt_gtensor *want, double atol, double rtol, int64_t *idx) {
     double worst = 0.0;
     *idx = -1;
     if (want->dtype == MT_DTYPE_I32) {
         for (int64_t i = 0; i < want->numel; i++)
-            if (mt_i32(got)[i] != ((const int32_t *)want->data)[i]) {
+            if (((const int32_t *)got)[i] != ((const int32_t *)want->data)[i]) {
                 *idx = i;
                 return INFINITY;
             }
         return 0.0;
     }
     for (int64_t i = 0; i < want->numel; i++) {
-        double g = mt_f32(got)[i], w = ((const float *)want->data)[i];
+        double g = ((const float *)got)[i], w = ((const float *)want->data)[i];
         double r;
         if (!isfinite(w)) r = (g == w) ? 0.0 : INFINITY;
         else if (!isfinite(g)) r = INFINITY;
@@ -95,7 +106,7 @@ static void test_golden_file(void **state) {
     char err[512];
     if (mt_gfile_load(path, &gf, err, sizeof err) != 0) fail_msg("%s", err);
     mt_context *ctx;
-    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 0), MT_OK);
+    assert_int_equal(mt_context_init(&ctx, g_device, 0), MT_OK);
     double worst_f = 0, worst_g = 0;
     int failures = 0;
     for (int ci = 0; ci < gf.n_cases; ci++) {
@@ -117,17 +128,19 @@ static void test_golden_file(void **state) {
         const mt_gtensor *wy = mt_gget(c, "y");
         if (!same_shape(y, wy)) fail_msg("%s case %d (%s): output shape/dtype differs from PyTorch", gf.name, ci, c->op);
         int64_t idx;
-        double r = worst_ratio(y, wy, tl->fa, tl->fr, &idx);
+        void *hy = host_copy(ctx, y);
+        double r = worst_ratio(hy, wy, tl->fa, tl->fr, &idx);
         g_checked_values += wy->numel;
         if (r > worst_f) worst_f = r;
         if (r > 1.0) {
             failures++;
             print_error("%s case %d (%s): forward element %lld: engine %.9g, torch %.9g (%.2fx tolerance)\n", gf.name,
                         ci, c->op, (long long)idx,
-                        wy->dtype == MT_DTYPE_I32 ? (double)mt_i32(y)[idx] : (double)mt_f32(y)[idx],
+                        wy->dtype == MT_DTYPE_I32 ? (double)((int32_t *)hy)[idx] : (double)((float *)hy)[idx],
                         wy->dtype == MT_DTYPE_I32 ? (double)((int32_t *)wy->data)[idx] : (double)((float *)wy->data)[idx],
                         r);
         }
+        free(hy);
         if (mt_gcase_has_grads(c)) {
             mt_tensor *gy = mt_gtensor_make(ctx, mt_gget(c, "gy"));
             assert_non_null(gy);
@@ -138,16 +151,18 @@ static void test_golden_file(void **state) {
                 const mt_gtensor *wg = mt_gget(c, key);
                 if (!wg) continue;
                 if (!xs[i]->grad) fail_msg("%s case %d (%s): no gradient reached input %d", gf.name, ci, c->op, i);
-                r = worst_ratio(xs[i]->grad, wg, tl->ga, tl->gr, &idx);
+                float *hg = host_copy(ctx, xs[i]->grad);
+                r = worst_ratio(hg, wg, tl->ga, tl->gr, &idx);
                 g_checked_values += wg->numel;
                 if (r > worst_g) worst_g = r;
                 if (r > 1.0) {
                     failures++;
                     print_error("%s case %d (%s): gradient of input %d, element %lld: engine %.9g, torch %.9g "
                                 "(%.2fx tolerance)\n",
-                                gf.name, ci, c->op, i, (long long)idx, (double)mt_f32(xs[i]->grad)[idx],
-                                (double)((float *)wg->data)[idx], r);
+                                gf.name, ci, c->op, i, (long long)idx, (double)hg[idx], (double)((float *)wg->data)[idx],
+                                r);
                 }
+                free(hg);
             }
         }
         g_cases++;
@@ -160,8 +175,21 @@ static void test_golden_file(void **state) {
 }
 
 int main(int argc, char **argv) {
-    g_argc = argc;
-    g_argv = argv;
+    const char *dev = getenv("MT_TEST_DEVICE");
+    if (dev && *dev) {
+        g_device = atoi(dev);
+        mt_context *probe = NULL;
+        mt_status st = mt_context_init(&probe, g_device, 0);
+        if (st == MT_ERR_NO_DEVICE) {
+            printf("test_ops_golden: skipped: %s\n", mt_last_error());
+            return 77;
+        }
+        if (st != MT_OK) {
+            fprintf(stderr, "test_ops_golden: device %d: %s\n", g_device, mt_last_error());
+            return 1;
+        }
+        mt_context_free(probe);
+    }
     const char *dir = mt_gdir_default(argc, argv);
     char **paths;
     int n = mt_gdir_list(dir, &paths);
@@ -176,8 +204,8 @@ int main(int argc, char **argv) {
         tests[i].initial_state = paths[i];
     }
     int rc = _cmocka_run_group_tests("ops_golden", tests, (size_t)n, NULL, NULL);
-    printf("test_ops_golden: %lld cases, %lld values compared with PyTorch from %s\n", (long long)g_cases,
-           (long long)g_checked_values, dir);
+    printf("test_ops_golden: %lld cases, %lld values compared with PyTorch from %s on %s\n", (long long)g_cases,
+           (long long)g_checked_values, dir, g_device == MT_DEVICE_CPU ? "the CPU" : "a CUDA device");
     for (int i = 0; i < n; i++) free(paths[i]);
     free(paths);
     free(tests);

@@ -188,6 +188,14 @@ static void test_null_propagation(void **state) {
                 "label_smoothing");
     mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(3), (const int32_t[]){0, 4, 1});
     EXPECT_FAIL(f, mt_embedding(ctx, f->b45, ids), MT_ERR_INVALID_ARG, "embedding", "id 4", "[0, 4)");
+    /* INT32_MIN once slipped through as the "no ignored id" marker and read outside the table. */
+    mt_tensor *imin = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(1), (const int32_t[]){INT32_MIN});
+    EXPECT_FAIL(f, mt_embedding(ctx, f->b45, imin), MT_ERR_INVALID_ARG, "embedding", "id -2147483648");
+    EXPECT_FAIL(f, mt_index_rows(ctx, f->b45, imin), MT_ERR_INVALID_ARG, "index_rows", "id -2147483648");
+    mt_tensor *tneg = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(4), (const int32_t[]){0, -100, 7, 1});
+    EXPECT_FAIL(f, mt_cross_entropy(ctx, f->b45, tneg, 0.0f, -100), MT_ERR_INVALID_ARG, "cross_entropy", "id 7");
+    mt_tensor *i8 = mt_cast(ctx, f->a23, MT_DTYPE_I8);
+    EXPECT_FAIL(f, mt_permute(ctx, i8, (const int[]){1, 0}), MT_ERR_DTYPE, "permute", "i8");
     EXPECT_FAIL(f, mt_unary(ctx, (mt_unary_op)42, f->a23), MT_ERR_INVALID_ARG, "unary");
     EXPECT_FAIL(f, mt_concat(ctx, NULL, 0, 0), MT_ERR_INVALID_ARG, "concat");
 }

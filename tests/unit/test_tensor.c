@@ -181,11 +181,57 @@ static void test_random_streams(void **state) {
     mt_context_free(ctx);
 }
 
+
+/* Stability where the golden inputs (all O(1)) do not look: logits around 1e4, a large common offset
+ * under layer norm, exp/sigmoid/gelu at large |x|. Expected values in double, shifted as a careful
+ * implementation must. */
+static void test_numerical_stability(void **state) {
+    (void)state;
+    mt_context *ctx = new_ctx();
+    const float big[6] = {10000.0f, 10001.0f, 10003.0f, -10000.0f, 9999.5f, 10002.0f};
+    mt_tensor *x = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(1, 6), big);
+    mt_tensor *sm = mt_softmax(ctx, x, -1), *lsm = mt_log_softmax(ctx, x, -1);
+    double mx = 10003.0, den = 0;
+    for (int j = 0; j < 6; j++) den += exp((double)big[j] - mx);
+    for (int j = 0; j < 6; j++) {
+        double ls = (double)big[j] - mx - log(den);
+        if (fabs(mt_f32(sm)[j] - exp(ls)) > 1e-6) fail_msg("softmax[%d] = %g, want %g", j, mt_f32(sm)[j], exp(ls));
+        if (fabs(mt_f32(lsm)[j] - ls) > 1e-3 * (1 + fabs(ls))) fail_msg("log_softmax[%d] = %g, want %g", j, mt_f32(lsm)[j], ls);
+    }
+    mt_tensor *t = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(1), (const int32_t[]){1});
+    mt_tensor *ce = mt_cross_entropy(ctx, x, t, 0.0f, -100);
+    assert_true(isfinite(mt_f32(ce)[0]));
+    assert_true(fabs(mt_f32(ce)[0] - (mx + log(den) - 10001.0)) < 1e-3);
+    /* layer norm of 1e4 + small values: the variance must come from the deviations, not E[x^2]-E[x]^2 */
+    float off[8];
+    for (int j = 0; j < 8; j++) off[j] = 10000.0f + 0.125f * (float)j;
+    mt_tensor *w = mt_ones(ctx, MT_DIMS(8));
+    mt_tensor *ln = mt_layer_norm(ctx, mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(1, 8), off), w, NULL, 1e-5f);
+    double mu = 10000.0 + 0.125 * 3.5, var = 0;
+    for (int j = 0; j < 8; j++) var += (off[j] - mu) * (off[j] - mu) / 8;
+    for (int j = 0; j < 8; j++) {
+        double want = (off[j] - mu) / sqrt(var + 1e-5);
+        if (fabs(mt_f32(ln)[j] - want) > 1e-3) fail_msg("layer_norm[%d] = %g, want %g", j, mt_f32(ln)[j], want);
+    }
+    /* exp under/overflow, saturating sigmoid/gelu/silu, NaN propagation */
+    const float e[7] = {-200.0f, -88.0f, 80.0f, 200.0f, -60.0f, 60.0f, NAN};
+    mt_tensor *ev = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(7), e);
+    mt_tensor *ex = mt_exp(ctx, ev), *sg = mt_sigmoid(ctx, ev), *ge = mt_gelu(ctx, ev), *si = mt_silu(ctx, ev);
+    assert_true(mt_f32(ex)[0] == 0.0f && mt_f32(ex)[1] == 0.0f);
+    assert_true(fabs(mt_f32(ex)[2] / exp(80.0) - 1.0) < 1e-6);
+    assert_true(isinf(mt_f32(ex)[3]));
+    assert_true(mt_f32(sg)[4] >= 0.0f && mt_f32(sg)[4] < 1e-25f && mt_f32(sg)[5] == 1.0f);
+    assert_true(fabs(mt_f32(ge)[4]) < 1e-30f && mt_f32(ge)[5] == 60.0f);
+    assert_true(fabs(mt_f32(si)[4]) < 1e-20f && mt_f32(si)[5] == 60.0f);
+    assert_true(isnan(mt_f32(ex)[6]) && isnan(mt_f32(sg)[6]) && isnan(mt_f32(ge)[6]));
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_constants_and_views), cmocka_unit_test(test_persistent),
         cmocka_unit_test(test_layout_other_dtypes), cmocka_unit_test(test_casts),
-        cmocka_unit_test(test_random_streams),
+        cmocka_unit_test(test_random_streams), cmocka_unit_test(test_numerical_stability),
     };
     return cmocka_run_group_tests_name("tensor", tests, NULL, NULL);
 }

@@ -1,0 +1,346 @@
+/*
+ * bench_ops.c — `mt-bench ops`: the op layer's throughput against anchors measured in the same run.
+ *
+ *   matmul  GFLOP/s of mt_matmul (op layer: checks, arena result, one backend GEMM) vs cblas_sgemm
+ *           called directly on preallocated buffers, same shapes and BLAS threads; ratio = engine /
+ *           direct. Shapes M x N x K (C (M,N) = A (M,K) @ B (K,N)), and one batched product.
+ *   memory  GB/s of elementwise add/mul/gelu and softmax/layer_norm, forward and backward, over 16M
+ *           floats, vs memcpy of the same 64 MB buffer; ratio = op GB/s / memcpy GB/s. Bytes are the
+ *           compulsory traffic of the op (every operand read once, every output written once; a
+ *           backward reads and writes the gradient it accumulates into). Forward = the op through the
+ *           op layer (arena result, reset between calls); backward = the op's tape-node backward,
+ *           accumulating into an existing gradient (as for parameters; activations' gradients are
+ *           zeroed on first use, which is not counted here).
+ *
+ * Timings are the fastest single call over several interleaved repetitions of engine and anchor, so
+ * a noisy neighbour on a shared machine hurts both sides alike. Options: --quick (fewer repetitions, for smoke tests),
+ * --reps N, --only matmul|memory (one section; the JSON then carries only its figures).
+ */
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "core/autograd.h"
+#include "ops/ops.h"
+
+typedef struct mm_case {
+    const char *name;
+    int64_t batch, M, N, K;
+} mm_case;
+
+typedef struct mm_result {
+    double engine, direct; /* GFLOP/s */
+} mm_result;
+
+static int g_reps = 7;
+static int g_do_matmul = 1, g_do_memory = 1;
+static double g_min_time = 0.25; /* seconds per measurement */
+
+/* The fastest single call of fn(arg) among calls made for at least g_min_time seconds (and at least
+ * 3 calls). The minimum, not the mean: on a machine shared with other jobs, the mean measures the
+ * neighbours; the fastest call is the one that ran with the cores to itself. */
+typedef void (*bench_fn)(void *arg);
+
+static double time_per_call(bench_fn fn, void *arg) {
+    fn(arg); /* warm: first-touch faults, arena growth, BLAS buffers */
+    double best = 1e30, start = mt_bench_now();
+    for (int calls = 0; calls < 3 || mt_bench_now() - start < g_min_time; calls++) {
+        double t0 = mt_bench_now();
+        fn(arg);
+        double dt = mt_bench_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* Best of g_reps interleaved repetitions of two functions. */
+static void best_pair(bench_fn a, void *aa, bench_fn b, void *ba, double *ta, double *tb) {
+    *ta = *tb = 1e30;
+    for (int r = 0; r < g_reps; r++) {
+        double x = time_per_call(a, aa), y = time_per_call(b, ba);
+        if (x < *ta) *ta = x;
+        if (y < *tb) *tb = y;
+    }
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "mt-bench ops: %s failed: %s\n", what, mt_last_error());
+    exit(1);
+}
+
+/* ---- matmul ---- */
+
+typedef struct mm_arg {
+    mt_context *ctx;
+    mt_tensor *a, *b; /* engine operands */
+    float *A, *B, *C; /* direct operands */
+    const mm_case *c;
+} mm_arg;
+
+static void mm_engine(void *p) {
+    mm_arg *m = p;
+    mt_context_reset(m->ctx);
+    if (!mt_matmul(m->ctx, m->a, m->b, 0, 0)) die("mt_matmul");
+}
+
+static void mm_direct(void *p) {
+    mm_arg *m = p;
+    const mm_case *c = m->c;
+    for (int64_t i = 0; i < c->batch; i++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)c->M, (blasint)c->N, (blasint)c->K, 1.0f,
+                    m->A + i * c->M * c->K, (blasint)c->K, m->B + i * c->K * c->N, (blasint)c->N, 0.0f,
+                    m->C + i * c->M * c->N, (blasint)c->N);
+}
+
+static mm_result bench_matmul(const mm_case *c) {
+    mm_result r;
+    mt_context *ctx;
+    if (mt_context_init(&ctx, MT_DEVICE_CPU, 0) != MT_OK) die("context");
+    mt_context_set_grad_enabled(ctx, 0);
+    mt_tensor *a, *b;
+    if (c->batch > 1) {
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, c->M, c->K), "a", &a);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, c->K, c->N), "b", &b);
+    } else {
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->M, c->K), "a", &a);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->K, c->N), "b", &b);
+    }
+    if (!a || !b) die("persistent operands");
+    mt_fill_uniform(ctx, a, -1.0f, 1.0f);
+    mt_fill_uniform(ctx, b, -1.0f, 1.0f);
+    float *A = malloc(sizeof(float) * (size_t)(c->batch * c->M * c->K));
+    float *B = malloc(sizeof(float) * (size_t)(c->batch * c->K * c->N));
+    float *C = malloc(sizeof(float) * (size_t)(c->batch * c->M * c->N));
+    memcpy(A, a->data, sizeof(float) * (size_t)(c->batch * c->M * c->K));
+    memcpy(B, b->data, sizeof(float) * (size_t)(c->batch * c->K * c->N));
+    memset(C, 0, sizeof(float) * (size_t)(c->batch * c->M * c->N));
+    mm_arg arg = {ctx, a, b, A, B, C, c};
+    double te, td;
+    best_pair(mm_engine, &arg, mm_direct, &arg, &te, &td);
+    double flop = 2.0 * (double)c->batch * (double)c->M * (double)c->N * (double)c->K;
+    r.engine = flop / te * 1e-9;
+    r.direct = flop / td * 1e-9;
+    free(A);
+    free(B);
+    free(C);
+    mt_tensor_free(a);
+    mt_tensor_free(b);
+    mt_context_free(ctx);
+    return r;
+}
+
+/* ---- memory-bound ops ---- */
+
+#define MEM_N (16 * 1024 * 1024) /* floats */
+#define SM_C 1024                /* softmax / layer_norm row length */
+
+typedef enum { OP_ADD, OP_MUL, OP_GELU, OP_SOFTMAX, OP_LAYERNORM } mem_op;
+static const char *mem_names[] = {"add", "mul", "gelu", "softmax", "layer_norm"};
+/* Compulsory bytes per element: forward, backward. */
+static const double mem_bytes[][2] = {{12, 20}, {12, 28}, {8, 16}, {8, 16}, {8, 16}};
+
+typedef struct mem_arg {
+    mt_context *ctx;
+    mem_op op;
+    mt_tensor *x, *y2, *w, *b; /* operands (persistent) */
+    mt_node *node;             /* backward: the recorded node */
+} mem_arg;
+
+static mt_tensor *run_mem_op(mt_context *ctx, mem_arg *m) {
+    switch (m->op) {
+    case OP_ADD: return mt_add(ctx, m->x, m->y2);
+    case OP_MUL: return mt_mul(ctx, m->x, m->y2);
+    case OP_GELU: return mt_gelu(ctx, m->x);
+    case OP_SOFTMAX: return mt_softmax(ctx, m->x, -1);
+    default: return mt_layer_norm(ctx, m->x, m->w, m->b, 1e-5f);
+    }
+}
+
+static void mem_fwd(void *p) {
+    mem_arg *m = p;
+    mt_context_reset(m->ctx);
+    if (!run_mem_op(m->ctx, m)) die(mem_names[m->op]);
+}
+
+static void mem_bwd(void *p) {
+    mem_arg *m = p;
+    if (m->node->backward(m->ctx, m->node) != MT_OK) die("backward");
+}
+
+typedef struct memcpy_arg {
+    float *dst, *src;
+    int threads;
+} memcpy_arg;
+
+static void do_memcpy(void *p) {
+    memcpy_arg *m = p;
+    if (m->threads <= 1) {
+        memcpy(m->dst, m->src, sizeof(float) * (size_t)MEM_N);
+        return;
+    }
+#pragma omp parallel num_threads(m->threads)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t lo = (size_t)MEM_N * (size_t)t / (size_t)T, hi = (size_t)MEM_N * (size_t)(t + 1) / (size_t)T;
+        memcpy(m->dst + lo, m->src + lo, sizeof(float) * (hi - lo));
+    }
+}
+
+typedef struct mem_result {
+    double gbs[2], memcpy_gbs; /* fwd, bwd; the memcpy measured alongside */
+} mem_result;
+
+static mem_result bench_mem(mem_op op, memcpy_arg *mc) {
+    mem_result r;
+    mt_context *ctx;
+    if (mt_context_init(&ctx, MT_DEVICE_CPU, 0) != MT_OK) die("context");
+    mem_arg m = {.ctx = ctx, .op = op};
+    int64_t rows = MEM_N / SM_C;
+    int use_rows = op == OP_SOFTMAX || op == OP_LAYERNORM;
+    mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, use_rows ? 2 : 1,
+                             use_rows ? (const int64_t[]){rows, SM_C} : (const int64_t[]){MEM_N}, "x", &m.x);
+    mt_fill_uniform(ctx, m.x, -2.0f, 2.0f);
+    if (op == OP_ADD || op == OP_MUL) {
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(MEM_N), "y", &m.y2);
+        mt_fill_uniform(ctx, m.y2, 0.5f, 1.5f);
+    }
+    if (op == OP_LAYERNORM) {
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(SM_C), "w", &m.w);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(SM_C), "b", &m.b);
+        mt_fill_uniform(ctx, m.w, 0.5f, 1.5f);
+        mt_fill_uniform(ctx, m.b, -0.5f, 0.5f);
+    }
+    double tf, tm, tb, tm2;
+    mt_context_set_grad_enabled(ctx, 0);
+    best_pair(mem_fwd, &m, do_memcpy, mc, &tf, &tm);
+    /* Backward: record once, give the output a gradient, pre-create the inputs' gradients. */
+    mt_context_reset(ctx);
+    mt_context_set_grad_enabled(ctx, 1);
+    mt_requires_grad(m.x, 1);
+    if (m.y2) mt_requires_grad(m.y2, 1);
+    mt_tensor *y = run_mem_op(ctx, &m);
+    if (!y) die(mem_names[op]);
+    m.node = &ctx->tape[y->node];
+    mt_tensor *gy = mt_full(ctx, y->ndim, y->shape, 0.5f);
+    y->grad = gy;
+    if (!mt_grad_of(ctx, m.x) || (m.y2 && !mt_grad_of(ctx, m.y2))) die("gradients");
+    if (op == OP_LAYERNORM) { /* only x's gradient is timed: weights' are (C,) */
+        m.w->flags &= ~(uint32_t)MT_TENSOR_REQUIRES_GRAD;
+    }
+    best_pair(mem_bwd, &m, do_memcpy, mc, &tb, &tm2);
+    if (tm2 < tm) tm = tm2;
+    double n = (double)MEM_N;
+    r.gbs[0] = mem_bytes[op][0] * n / tf * 1e-9;
+    r.gbs[1] = mem_bytes[op][1] * n / tb * 1e-9;
+    r.memcpy_gbs = 2.0 * 4.0 * n / tm * 1e-9;
+    mt_tensor_free(m.x);
+    mt_tensor_free(m.y2);
+    mt_tensor_free(m.w);
+    mt_tensor_free(m.b);
+    mt_context_free(ctx);
+    return r;
+}
+
+int mt_bench_ops(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            g_reps = 1;
+            g_min_time = 0.05;
+        } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+            g_reps = atoi(argv[++i]);
+            if (g_reps < 1) g_reps = 1;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            i++;
+            g_do_matmul = strcmp(argv[i], "matmul") == 0;
+            g_do_memory = strcmp(argv[i], "memory") == 0;
+        } else {
+            fprintf(stderr, "usage: mt-bench ops [--quick] [--reps N] [--only matmul|memory]\n");
+            return 2;
+        }
+    }
+    int threads = omp_get_max_threads();
+    const char *cfg = openblas_get_config();
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("mt-bench ops: %d OpenMP threads, OpenBLAS %d threads (%s)%s%s, best of %d\n", threads,
+           openblas_get_num_threads(), cfg, coretype ? ", OPENBLAS_CORETYPE=" : "", coretype ? coretype : "", g_reps);
+
+    static const mm_case mm_cases[] = {
+        {"512x512x512", 1, 512, 512, 512},
+        {"4096x512x512", 1, 4096, 512, 512},
+        {"4096x2048x512", 1, 4096, 2048, 512},
+        {"8x(350x64)x(64x350)", 8, 350, 350, 64},
+    };
+    const int n_mm = g_do_matmul ? (int)(sizeof mm_cases / sizeof mm_cases[0]) : 0;
+    mm_result mm[8];
+    double min_mm = 0;
+    if (n_mm) {
+        printf("\n%-22s %14s %14s %8s\n", "matmul (MxNxK)", "engine GF/s", "cblas GF/s", "ratio");
+        min_mm = 1e9;
+    }
+    for (int i = 0; i < n_mm; i++) {
+        mm[i] = bench_matmul(&mm_cases[i]);
+        double ratio = mm[i].engine / mm[i].direct;
+        if (ratio < min_mm) min_mm = ratio;
+        printf("%-22s %14.1f %14.1f %8.3f\n", mm_cases[i].name, mm[i].engine, mm[i].direct, ratio);
+    }
+
+    const int n_mem = g_do_memory ? 5 : 0;
+    mem_result mem[5];
+    memset(mem, 0, sizeof mem);
+    double memcpy_gbs = 0, par_gbs = 0, min_ew = 0, min_norm = 0;
+    float *src = NULL, *dst = NULL;
+    if (n_mem) {
+        src = malloc(sizeof(float) * (size_t)MEM_N);
+        dst = malloc(sizeof(float) * (size_t)MEM_N);
+        for (size_t i = 0; i < (size_t)MEM_N; i++) src[i] = dst[i] = (float)(i & 1023);
+        memcpy_arg mc = {dst, src, 1}, mc_par = {dst, src, threads};
+        double t_par = 1e30;
+        for (int r = 0; r < g_reps; r++) {
+            double t = time_per_call(do_memcpy, &mc_par);
+            if (t < t_par) t_par = t;
+        }
+        par_gbs = 2.0 * 4.0 * MEM_N / t_par * 1e-9;
+        for (int op = 0; op < n_mem; op++) {
+            mem[op] = bench_mem((mem_op)op, &mc);
+            if (mem[op].memcpy_gbs > memcpy_gbs) memcpy_gbs = mem[op].memcpy_gbs;
+        }
+        printf("\n%-12s %10s %10s %10s %10s    (16M floats; memcpy = one memcpy() call of 64 MB)\n", "op",
+               "fwd GB/s", "fwd ratio", "bwd GB/s", "bwd ratio");
+        min_ew = min_norm = 1e9;
+        for (int op = 0; op < n_mem; op++) {
+            double rf = mem[op].gbs[0] / memcpy_gbs, rb = mem[op].gbs[1] / memcpy_gbs;
+            double *mn = op <= OP_GELU ? &min_ew : &min_norm;
+            if (rf < *mn) *mn = rf;
+            if (rb < *mn) *mn = rb;
+            printf("%-12s %10.2f %10.3f %10.2f %10.3f\n", mem_names[op], mem[op].gbs[0], rf, mem[op].gbs[1], rb);
+        }
+        printf("%-12s %10.2f %10s\n", "memcpy", memcpy_gbs, "1.000");
+        printf("%-12s %10.2f %10.3f    (memcpy split over %d threads, for reference)\n", "memcpy x T", par_gbs,
+               par_gbs / memcpy_gbs, threads);
+    }
+    printf("\n");
+    if (n_mm) printf("matmul: min ratio %.3f (target >= 0.9)\n", min_mm);
+    if (n_mem)
+        printf("elementwise add/mul/gelu fwd+bwd: min ratio %.3f (goal >= 0.5); softmax/layer_norm fwd+bwd: min "
+               "ratio %.3f\n",
+               min_ew, min_norm);
+
+    /* The final JSON line. */
+    printf("{\"bench\":\"ops\",\"threads\":%d,\"blas_threads\":%d,\"matmul\":[", threads, openblas_get_num_threads());
+    for (int i = 0; i < n_mm; i++)
+        printf("%s{\"shape\":\"%s\",\"engine_gflops\":%.2f,\"blas_gflops\":%.2f,\"ratio\":%.4f}", i ? "," : "",
+               mm_cases[i].name, mm[i].engine, mm[i].direct, mm[i].engine / mm[i].direct);
+    printf("],\"memcpy_gbs\":%.3f,\"memcpy_threads_gbs\":%.3f,\"memory_ops\":[", memcpy_gbs, par_gbs);
+    for (int op = 0; op < n_mem; op++)
+        printf("%s{\"op\":\"%s\",\"fwd_gbs\":%.3f,\"fwd_ratio\":%.4f,\"bwd_gbs\":%.3f,\"bwd_ratio\":%.4f}",
+               op ? "," : "", mem_names[op], mem[op].gbs[0], mem[op].gbs[0] / memcpy_gbs, mem[op].gbs[1],
+               mem[op].gbs[1] / memcpy_gbs);
+    printf("],\"min_matmul_ratio\":%.4f,\"min_elementwise_ratio\":%.4f,\"min_norm_ratio\":%.4f}\n", min_mm,
+           min_ew, min_norm);
+    free(src);
+    free(dst);
+    return 0;
+}
