@@ -1064,6 +1064,12 @@ mt_status mt_trainer_dump_split(mt_trainer *tr, const char *dir) {
         MT_TRY(dump_pairs(parts[i], p));
     }
     char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    MT_TRY(pathf(p, sizeof p, "%s/config.json", dir));
+    char *cfg = json_dumps(tr->config, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    if (!cfg) return mt_error(MT_ERR_NOMEM, "dump: out of memory");
+    mt_status st = mt_file_write_atomic(p, cfg, strlen(cfg));
+    free(cfg);
+    MT_TRY(st);
+    MT_TRY(pathf(p, sizeof p, "%s/tokenizer.json", dir));
     return mt_tok_save_file(tr->tok, p);
 }

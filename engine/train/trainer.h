@@ -65,8 +65,9 @@ struct mt_trainer;
 mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, const char *path_root, const char *where,
                          struct mt_trainer **out);
 
-/* Writes the split (train/valid/test TSV per part) into dir, for the PyTorch reference trainer and
- * for evaluation with mt-translate --ref. */
+/* Writes the data of the run into dir, for the PyTorch reference trainer and for evaluation with
+ * mt-translate --ref: train.tsv, valid.tsv, test.tsv (all corpora), valid.<i>.tsv and test.<i>.tsv
+ * (corpus i of 'corpora' alone), tokenizer.json, and config.json (the resolved config). */
 mt_status mt_trainer_dump_split(struct mt_trainer *tr, const char *dir);
 
 /* The training run's resolved output directory. */
