@@ -1,0 +1,34 @@
+/*
+ * auth.h — bearer tokens. The translate token and the admin token are read from files at startup and
+ * kept only as SHA-256 digests; a Hello's token is hashed and compared with CRYPTO_memcmp against
+ * both, always, so neither the match nor the token's length shows in the timing.
+ */
+#ifndef MT_NET_AUTH_H
+#define MT_NET_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "microtensor.pb-c.h"
+
+typedef struct mt_auth {
+    bool has_user, has_admin;
+    unsigned char user[32], admin[32];
+} mt_auth;
+
+/* Loads the token files (either may be NULL). A token is the file's first line without surrounding
+ * blanks; an empty token is an error. Warns when a file is readable by group or others.
+ * Returns 0 or -1 (err filled). */
+int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, char *err, size_t errlen);
+
+/* Reads a token from a file as mt_auth_load does, into a malloc'd string (clients use it too). */
+char *mt_auth_read_token_file(const char *path, char *err, size_t errlen);
+
+/* Tokens are configured: every Hello must carry one. */
+static inline bool mt_auth_enabled(const mt_auth *a) { return a->has_user || a->has_admin; }
+
+/* The role a Hello token grants: ROLE_ADMIN (admin token, or no tokens configured at all),
+ * ROLE_USER (translate token), ROLE_NONE (refused). Constant time in the token's content. */
+Mt__V1__Role mt_auth_check(const mt_auth *a, const char *token);
+
+#endif

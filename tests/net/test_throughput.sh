@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# test_throughput.sh — the service figures of the mt-server issue, with the fixture model:
+#   A  mt-translate on the sentences, in batch (the anchor)
+#   B  mt-server, 64 connections sending one sentence per request (mt-bench serve)
+#   C  the same with batching off (--max-batch-tokens 1)
+# and requires B >= 0.8 x A and B >= 5 x C; prints p50/p99 latency and a JSON line with the figures.
+# Sentences: the English side of $MT_DATA_DIR/tatoeba.en-it.tsv.zst when present, else the tests'
+# tiny corpus repeated. Label slow;bench. Skips (77) while mt-train is not built.
+source "$(dirname "$0")/lib.sh"
+needs_model
+
+fixture=$B/tests/net-fixture
+mkdir -p "$fixture"
+bash "$S/tests/net/make_model.sh" "$fixture/tiny.mt"
+rc=$?
+[ "$rc" = 77 ] && exit 77
+[ "$rc" = 0 ] || fail "make_model.sh failed ($rc)"
+model=$fixture/tiny.mt
+n=${MT_THROUGHPUT_SENTENCES:-2048}
+
+if [ -f "${MT_DATA_DIR:-}/tatoeba.en-it.tsv.zst" ]; then
+  zstd -dc "$MT_DATA_DIR/tatoeba.en-it.tsv.zst" | cut -f1 | head -n "$n" >"$work/in.txt"
+else
+  for ((i = 0; i < n; i += 80)); do cut -f1 "$S/tests/net/data/tiny.en-it.tsv"; done | head -n "$n" >"$work/in.txt"
+fi
+n=$(wc -l <"$work/in.txt")
+
+# A: offline, in batch.
+t0=$(date +%s.%N)
+"$B/bin/mt-translate" --model "$model" <"$work/in.txt" >"$work/offline.out" 2>"$work/offline.err" ||
+  { cat "$work/offline.err"; fail "mt-translate"; }
+t1=$(date +%s.%N)
+[ "$(wc -l <"$work/offline.out")" = "$n" ] || fail "mt-translate: $(wc -l <"$work/offline.out") lines for $n"
+anchor=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }')
+echo "mt-translate: $n sentences, $anchor sentences/s"
+
+serve() { # serve NAME SERVER-ARGS...: sets SPS P50 P99
+  local name=$1
+  shift
+  start_server "$name" "$B/bin/mt-server" --model "$model" "$@"
+  local pid=$PID requests=$((n / 64))
+  "$B/bin/mt-bench" serve --server "$ADDR" --connections 64 --requests "$requests" --input "$work/in.txt" \
+    --anchor-sps "$anchor" >"$work/$name.out" 2>&1 || { cat "$work/$name.out"; fail "mt-bench serve ($name)"; }
+  cat "$work/$name.out"
+  local json
+  json=$(tail -n 1 "$work/$name.out")
+  SPS=$(sed 's/.*"sentences_per_s":\([0-9.]*\).*/\1/' <<<"$json")
+  P50=$(sed 's/.*"p50_ms":\([0-9.]*\).*/\1/' <<<"$json")
+  P99=$(sed 's/.*"p99_ms":\([0-9.]*\).*/\1/' <<<"$json")
+  stop_server "$pid"
+  [ "$STOP_RC" = 0 ] || fail "$name: exit status $STOP_RC"
+}
+
+serve batched
+b_sps=$SPS b_p50=$P50 b_p99=$P99
+serve unbatched --max-batch-tokens 1
+u_sps=$SPS u_p50=$P50 u_p99=$P99
+
+r_anchor=$(awk -v a="$b_sps" -v b="$anchor" 'BEGIN { printf "%.3f", a / b }')
+r_off=$(awk -v a="$b_sps" -v b="$u_sps" 'BEGIN { printf "%.3f", a / b }')
+printf '\n%-34s %12s %10s %10s\n' "" "sentences/s" "p50 ms" "p99 ms"
+printf '%-34s %12s %10s %10s\n' "mt-translate (batch, offline)" "$anchor" "-" "-"
+printf '%-34s %12s %10s %10s\n' "mt-server, 64 conns, batching" "$b_sps" "$b_p50" "$b_p99"
+printf '%-34s %12s %10s %10s\n' "mt-server, 64 conns, no batching" "$u_sps" "$u_p50" "$u_p99"
+printf 'served / offline = %s (need >= 0.8); batching on / off = %s (need >= 5)\n' "$r_anchor" "$r_off"
+echo "{\"bench\":\"serve_figures\",\"sentences\":$n,\"offline_sps\":$anchor,\"served_sps\":$b_sps,\"served_p50_ms\":$b_p50,\"served_p99_ms\":$b_p99,\"unbatched_sps\":$u_sps,\"unbatched_p50_ms\":$u_p50,\"unbatched_p99_ms\":$u_p99,\"ratio_to_offline\":$r_anchor,\"ratio_to_unbatched\":$r_off}"
+awk -v r="$r_anchor" 'BEGIN { exit !(r >= 0.8) }' || fail "served throughput is $r_anchor x mt-translate's (need 0.8)"
+awk -v r="$r_off" 'BEGIN { exit !(r >= 5) }' || fail "batching gives $r_off x (need 5)"
