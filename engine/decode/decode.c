@@ -204,13 +204,14 @@ static mt_tensor *cache_append(mt_decode_ws *ws, dbuf *pair, int *cur, mt_tensor
     dbuf *src = &pair[*cur], *dst = &pair[!*cur];
     mt_status st = dbuf_reserve(ws, dst, R * Hk * (t + 1) * D);
     const mt_backend *be = ctx->ex.backend;
+    /* Each (row, head) keeps its t * D floats contiguous: one run per row, then the new D floats. */
     if (st == MT_OK && t > 0) {
-        int64_t shape[3] = {R * Hk, t, D}, os[3] = {(t + 1) * D, D, 1}, is[3] = {t * D, D, 1};
-        st = be->copy_strided(&ctx->ex, dst->t->data, os, src->t->data, is, shape, 3, 4, 0);
+        int64_t shape[2] = {R * Hk, t * D}, os[2] = {(t + 1) * D, 1}, is[2] = {t * D, 1};
+        st = be->copy_strided(&ctx->ex, dst->t->data, os, src->t->data, is, shape, 2, 4, 0);
     }
     if (st == MT_OK) {
-        int64_t shape[3] = {R * Hk, 1, D}, os[3] = {(t + 1) * D, D, 1}, is[3] = {D, D, 1};
-        st = be->copy_strided(&ctx->ex, mt_f32(dst->t) + t * D, os, row->data, is, shape, 3, 4, 0);
+        int64_t shape[2] = {R * Hk, D}, os[2] = {(t + 1) * D, 1}, is[2] = {D, 1};
+        st = be->copy_strided(&ctx->ex, mt_f32(dst->t) + t * D, os, row->data, is, shape, 2, 4, 0);
     }
     if (st != MT_OK) return mt_fail_status(ctx, st);
     *cur = !*cur;
