@@ -11,7 +11,7 @@
  * implementation does the same work). Engine and PyTorch alternate for --rounds rounds; the best
  * round of each is kept (the machine may be shared).
  *
- *   mt-bench decode [--threads 2] [--batch 32] [--len 20] [--rounds 2] [--no-torch]
+ *   mt-bench decode [--threads 2] [--batch 32] [--len 20] [--rounds 2] [--no-torch] [--nice N]
  */
 #include <cblas.h>
 #include <omp.h>
@@ -113,8 +113,9 @@ int mt_bench_decode(int argc, char **argv) {
         else if (!strcmp(a, "--len")) o.len = atoi(v), i++;
         else if (!strcmp(a, "--rounds")) o.rounds = atoi(v), i++;
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
+        else if (!strcmp(a, "--nice")) mtb_nice_value = atoi(v), i++;
         else {
-            fprintf(stderr, "usage: mt-bench decode [--threads N] [--batch N] [--len L] [--rounds N] [--no-torch]\n");
+            fprintf(stderr, "usage: mt-bench decode [--threads N] [--batch N] [--len L] [--rounds N] [--no-torch] [--nice N]\n");
             return 2;
         }
     }
@@ -144,6 +145,7 @@ int mt_bench_decode(int argc, char **argv) {
            "layers, vocab %lld, %d threads\n",
            o.batch, o.len, (int)(1.5 * o.len) + 10, (long long)c.d_model, (long long)c.layers_enc,
            (long long)c.layers_dec, (long long)c.vocab_size, o.threads);
+    mtb_print_conditions();
     double best[4] = {0, 0, 0, 0}, rss[4] = {0, 0, 0, 0};
     const char *names[4] = {"engine, latent cache", "engine, uncached", "PyTorch, prefix recomputed",
                             "PyTorch, KV cache"};

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +34,11 @@ typedef struct mtb_child {
     int status;        /* exit status (-1: killed) */
 } mtb_child;
 
+/* Niceness of the benchmark's children (--nice; 0: unchanged). On a machine shared with busy
+ * processes a negative value (root only) gives both sides the cores about as a quiet machine would;
+ * it is applied to the engine and the PyTorch child alike. */
+static int mtb_nice_value;
+
 /* Runs fn(arg, fd) in a forked child, which writes one JSON line to fd. */
 static inline mtb_child mtb_fork(int (*fn)(void *arg, int fd), void *arg) {
     mtb_child r = {NULL, 0, 0, -1};
@@ -42,6 +48,8 @@ static inline mtb_child mtb_fork(int (*fn)(void *arg, int fd), void *arg) {
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
+        if (mtb_nice_value && setpriority(PRIO_PROCESS, 0, mtb_nice_value) != 0)
+            fprintf(stderr, "mt-bench: setpriority(%d): %s\n", mtb_nice_value, strerror(errno));
         _exit(fn(arg, p[1]));
     }
     close(p[1]);
@@ -81,6 +89,14 @@ static inline int mtb_exec_fn(void *arg, int fd) {
 static inline mtb_child mtb_exec(char *const *argv) {
     mtb_exec_arg a = {argv};
     return mtb_fork(mtb_exec_fn, &a);
+}
+
+/* A line about the conditions of the run: load average, niceness. */
+static inline void mtb_print_conditions(void) {
+    double la[3] = {0, 0, 0};
+    if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
+    printf("  conditions: load average %.2f %.2f %.2f on %ld CPUs%s%d\n", la[0], la[1], la[2], sysconf(_SC_NPROCESSORS_ONLN),
+           mtb_nice_value ? ", children at nice " : "", mtb_nice_value);
 }
 
 static inline double mtb_num(const mtb_child *c, const char *key) {

@@ -11,7 +11,7 @@
  * round of each is kept.
  *
  *   mt-bench train [--threads 2] [--steps 5] [--warmup 2] [--rounds 3] [--len 24] [--max-tokens 4096]
- *                  [--attention mla|mha] [--no-torch]
+ *                  [--attention mla|mha] [--no-torch] [--nice N]
  */
 #include <cblas.h>
 #include <math.h>
@@ -121,9 +121,10 @@ int mt_bench_train(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) o.max_tokens = atoi(v), i++;
         else if (!strcmp(a, "--attention")) o.attention = strcmp(v, "mha") ? MT_ATTN_MLA : MT_ATTN_MHA, i++;
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
+        else if (!strcmp(a, "--nice")) mtb_nice_value = atoi(v), i++;
         else {
             fprintf(stderr, "usage: mt-bench train [--threads N] [--steps N] [--warmup N] [--rounds N] [--len L] "
-                            "[--max-tokens N] [--attention mla|mha] [--no-torch]\n");
+                            "[--max-tokens N] [--attention mla|mha] [--no-torch] [--nice N]\n");
             return 2;
         }
     }
@@ -158,6 +159,7 @@ int mt_bench_train(int argc, char **argv) {
            (long long)c.layers_enc, (long long)c.layers_dec, (long long)c.d_ff, (long long)c.vocab_size,
            (long long)b.B, (long long)b.S, (long long)b.T, (long long)(b.src_tokens + b.tgt_tokens),
            100.0 * (1.0 - (double)(b.src_tokens + b.tgt_tokens) / (double)(b.B * (b.S + b.T))), o.threads);
+    mtb_print_conditions();
     double best_e = 0, best_t = 0, rss_e = 0, rss_t = 0, loss_e = 0, loss_t = 0;
     for (int r = 0; r < o.rounds; r++) {
         engine_arg ea = {model, &b, &o};
