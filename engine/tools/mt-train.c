@@ -131,6 +131,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            free(kv);
             return 0;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -140,6 +141,7 @@ int main(int argc, char **argv) {
         if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
             fprintf(stderr, "mt-train: expected --key value, got '%s'\n", a);
             usage(stderr);
+            free(kv);
             return 2;
         }
         const char *v = argv[++i];
@@ -158,6 +160,7 @@ int main(int argc, char **argv) {
     }
     if (!config) {
         usage(stderr);
+        free(kv);
         return 2;
     }
     char *json = NULL;
@@ -165,6 +168,7 @@ int main(int argc, char **argv) {
     mt_status st = mt_file_read_all(config, &json, &len);
     if (st != MT_OK) {
         fprintf(stderr, "mt-train: %s\n", mt_last_error());
+        free(kv);
         return 1;
     }
     g_tty = isatty(fileno(stderr));
