@@ -95,8 +95,9 @@ static inline mtb_child mtb_exec(char *const *argv) {
 static inline void mtb_print_conditions(void) {
     double la[3] = {0, 0, 0};
     if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
-    printf("  conditions: load average %.2f %.2f %.2f on %ld CPUs%s%d\n", la[0], la[1], la[2], sysconf(_SC_NPROCESSORS_ONLN),
-           mtb_nice_value ? ", children at nice " : "", mtb_nice_value);
+    printf("  conditions: load average %.2f %.2f %.2f on %ld CPUs", la[0], la[1], la[2], sysconf(_SC_NPROCESSORS_ONLN));
+    if (mtb_nice_value) printf(", children at nice %d", mtb_nice_value);
+    printf("\n");
 }
 
 static inline double mtb_num(const mtb_child *c, const char *key) {
