@@ -403,12 +403,28 @@ mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const 
     return MT_OK;
 }
 
+/* Dropout draws element i from lane (offset + i) % 4 of Philox block (offset + i) / 4 (mt_rng_uniform);
+ * one block serves four elements, so each block is computed once. */
+static inline void dropout_keep4(float keep[4], uint64_t seed, uint64_t block, float p) {
+    mt_philox_out o = mt_philox4x32((uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, (uint32_t)seed,
+                                    (uint32_t)(seed >> 32));
+    for (int l = 0; l < 4; l++) keep[l] = (float)(o.v[l] >> 8) * (1.0f / 16777216.0f) >= p ? 1.0f : 0.0f;
+}
+
 mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
                              uint64_t offset) {
     int nt = mt_cpu_threads(ex);
     float scale = 1.0f / (1.0f - p);
+    uint64_t first = offset >> 2, last = (offset + (uint64_t)n + 3) >> 2;
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN / 4) schedule(static)
-    for (int64_t i = 0; i < n; i++) out[i] = mt_rng_uniform(seed, offset + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+    for (uint64_t b = first; b < last; b++) {
+        float keep[4];
+        dropout_keep4(keep, seed, b, p);
+        for (int l = 0; l < 4; l++) {
+            int64_t i = (int64_t)(b * 4 + (uint64_t)l - offset);
+            if (i >= 0 && i < n) out[i] = keep[l] != 0.0f ? x[i] * scale : 0.0f;
+        }
+    }
     return MT_OK;
 }
 
@@ -416,8 +432,15 @@ mt_status mt_cpu_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n,
                              uint64_t offset) {
     int nt = mt_cpu_threads(ex);
     float scale = 1.0f / (1.0f - p);
+    uint64_t first = offset >> 2, last = (offset + (uint64_t)n + 3) >> 2;
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN / 4) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        if (mt_rng_uniform(seed, offset + (uint64_t)i) >= p) dx[i] += dy[i] * scale;
+    for (uint64_t b = first; b < last; b++) {
+        float keep[4];
+        dropout_keep4(keep, seed, b, p);
+        for (int l = 0; l < 4; l++) {
+            int64_t i = (int64_t)(b * 4 + (uint64_t)l - offset);
+            if (i >= 0 && i < n && keep[l] != 0.0f) dx[i] += dy[i] * scale;
+        }
+    }
     return MT_OK;
 }

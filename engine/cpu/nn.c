@@ -335,17 +335,28 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
                       float base, float sign) {
     int nt = mt_cpu_threads(ex);
     int64_t half = D / 2;
+    /* The angles depend on (t, i) only: one (cos, sin) table for all R rows, computed with the same
+     * float32 arithmetic as the PyTorch reference (inv_freq = 1 / base^(2i/D)), so results are the
+     * same as computing them per row. */
+    float *cs = mt_exec_scratch(ex, sizeof(float) * (size_t)(2 * T * half));
+    if (!cs && T * half > 0) return mt_error(MT_ERR_NOMEM, "rope: out of memory for the angle table");
+    for (int64_t t = 0; t < T; t++) {
+        float pos = (float)(pos0 + t);
+        for (int64_t i = 0; i < half; i++) {
+            float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)D);
+            float ang = pos * inv_freq;
+            cs[2 * (t * half + i)] = cosf(ang);
+            cs[2 * (t * half + i) + 1] = sign * sinf(ang);
+        }
+    }
 #pragma omp parallel for num_threads(nt) if (R * T * D > MT_CPU_PAR_MIN) schedule(static) collapse(2)
     for (int64_t r = 0; r < R; r++) {
         for (int64_t t = 0; t < T; t++) {
             const float *xp = x + (r * T + t) * D;
             float *op = out + (r * T + t) * D;
-            float pos = (float)(pos0 + t);
+            const float *ct = cs + 2 * t * half;
             for (int64_t i = 0; i < half; i++) {
-                /* The same float32 arithmetic as the PyTorch reference: inv_freq = 1 / base^(2i/D). */
-                float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)D);
-                float ang = pos * inv_freq;
-                float c = cosf(ang), s = sign * sinf(ang);
+                float c = ct[2 * i], s = ct[2 * i + 1];
                 float x0 = xp[2 * i], x1 = xp[2 * i + 1];
                 op[2 * i] = x0 * c - x1 * s;
                 op[2 * i + 1] = x0 * s + x1 * c;

@@ -46,10 +46,13 @@ write_config() {
   # ---- ADJUST HERE: the config keys of engine/train/README.md ----
   cat >"$dir/train.json" <<JSON
 {
-  "train": "$name",
-  "valid": "$name",
-  "tokenizer": {"model": "bpe", "vocab_size": 400, "min_frequency": 1},
-  "vocab_size": 400,
+  "corpora": ["$name"],
+  "valid": ["$name"],
+  "valid_size": 0,
+  "test_size": 0,
+  "tokenizer_model": "bpe",
+  "tokenizer_vocab": 400,
+  "tokenizer_min_frequency": 1,
   "d_model": 32,
   "heads": 2,
   "layers_enc": 1,
@@ -60,12 +63,15 @@ write_config() {
   "d_rope": 8,
   "dropout": 0.0,
   "max_len": 64,
-  "batch_tokens": 512,
+  "max_tokens": 512,
   "lr": 0.003,
   "max_steps": $steps,
   "log_every": 10,
+  "valid_every": 0,
+  "valid_sentences": 0,
+  "save_every": 0,
   "seed": 1,
-  "checkpoint_dir": "ck"
+  "out_dir": "ck"
 }
 JSON
 }
@@ -88,7 +94,7 @@ trap 'rm -rf "$dir"' EXIT
 write_config "$dir"
 # ---- ADJUST HERE: mt-train's command line ----
 # shellcheck disable=SC2086
-(cd "$dir" && "$train" --config train.json --max_steps "$steps" --out "$dir/model.mt" ${MT_TEST_TRAIN_ARGS:-}) \
+(cd "$dir" && "$train" --config train.json --max_steps "$steps" --out_dir "$dir/ck" ${MT_TEST_TRAIN_ARGS:-}) \
   >"$dir/train.log" 2>&1 || { tail -n 30 "$dir/train.log" >&2; echo "make_model.sh: mt-train failed" >&2; exit 1; }
-[ -s "$dir/model.mt" ] || { echo "make_model.sh: mt-train wrote no model" >&2; exit 1; }
-mv "$dir/model.mt" "$out"
+[ -s "$dir/ck/model.mt" ] || { echo "make_model.sh: mt-train wrote no model" >&2; exit 1; }
+mv "$dir/ck/model.mt" "$out"

@@ -1,0 +1,354 @@
+/*
+ * model.c — the Transformer's parameters (creation, names, initialisation) and its forward pass
+ * (see model.h for the equations). Every forward function is straight-line op code: a failing op
+ * returns NULL, NULLs propagate, and the caller checks ctx->status once.
+ */
+#include "nn/model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+/* ---- parameters ---------------------------------------------------------------------------------- */
+
+typedef struct param_builder {
+    mt_transformer *m;
+    int cap;
+    mt_status st;
+} param_builder;
+
+static mt_tensor *add_param(param_builder *pb, mt_param_init init, int ndim, int64_t d0, int64_t d1,
+                            const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static mt_tensor *add_param(param_builder *pb, mt_param_init init, int ndim, int64_t d0, int64_t d1,
+                            const char *fmt, ...) {
+    if (pb->st != MT_OK) return NULL;
+    mt_transformer *m = pb->m;
+    if (m->n_params == pb->cap) {
+        int cap = pb->cap ? pb->cap * 2 : 64;
+        mt_tensor **p = mt_sys_realloc(m->params, sizeof *p * (size_t)cap);
+        if (!p) {
+            pb->st = mt_error(MT_ERR_NOMEM, "model: out of memory for the parameter list");
+            return NULL;
+        }
+        m->params = p;
+        mt_param_init *in = mt_sys_realloc(m->init, sizeof *in * (size_t)cap);
+        if (!in) {
+            pb->st = mt_error(MT_ERR_NOMEM, "model: out of memory for the parameter list");
+            return NULL;
+        }
+        m->init = in;
+        pb->cap = cap;
+    }
+    char name[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[2] = {d0, d1};
+    mt_tensor *t = NULL;
+    pb->st = mt_tensor_new_persistent(m->device, MT_DTYPE_F32, ndim, shape, name, &t);
+    if (pb->st != MT_OK) return NULL;
+    t->flags |= MT_TENSOR_REQUIRES_GRAD;
+    m->params[m->n_params] = t;
+    m->init[m->n_params] = init;
+    m->n_params++;
+    return t;
+}
+
+static void add_norm(param_builder *pb, mt_norm_params *n, int64_t d, const char *prefix) {
+    n->w = add_param(pb, MT_INIT_ONES, 1, d, 0, "%s.weight", prefix);
+    n->b = add_param(pb, MT_INIT_ZEROS, 1, d, 0, "%s.bias", prefix);
+}
+
+static void add_attn(param_builder *pb, const mt_model_config *c, mt_attn_params *a, const char *prefix) {
+    int64_t d = c->d_model, H = c->heads, dh = mt_model_d_head(c);
+    if (c->attention == MT_ATTN_MLA) {
+        a->w_dq = add_param(pb, MT_INIT_XAVIER, 2, c->d_cq, d, "%s.w_dq.weight", prefix);
+        a->q_norm = add_param(pb, MT_INIT_ONES, 1, c->d_cq, 0, "%s.q_norm.weight", prefix);
+        a->w_uq = add_param(pb, MT_INIT_XAVIER, 2, H * dh, c->d_cq, "%s.w_uq.weight", prefix);
+        a->w_qr = add_param(pb, MT_INIT_XAVIER, 2, H * c->d_rope, c->d_cq, "%s.w_qr.weight", prefix);
+        a->w_dkv = add_param(pb, MT_INIT_XAVIER, 2, c->d_c, d, "%s.w_dkv.weight", prefix);
+        a->kv_norm = add_param(pb, MT_INIT_ONES, 1, c->d_c, 0, "%s.kv_norm.weight", prefix);
+        a->w_uk = add_param(pb, MT_INIT_XAVIER, 2, H * dh, c->d_c, "%s.w_uk.weight", prefix);
+        a->w_uv = add_param(pb, MT_INIT_XAVIER, 2, H * dh, c->d_c, "%s.w_uv.weight", prefix);
+        a->w_kr = add_param(pb, MT_INIT_XAVIER, 2, c->d_rope, d, "%s.w_kr.weight", prefix);
+    } else {
+        a->w_q = add_param(pb, MT_INIT_XAVIER, 2, d, d, "%s.w_q.weight", prefix);
+        a->w_k = add_param(pb, MT_INIT_XAVIER, 2, d, d, "%s.w_k.weight", prefix);
+        a->w_v = add_param(pb, MT_INIT_XAVIER, 2, d, d, "%s.w_v.weight", prefix);
+    }
+    a->w_o = add_param(pb, MT_INIT_XAVIER, 2, d, H * dh, "%s.w_o.weight", prefix);
+}
+
+static void add_ffn(param_builder *pb, const mt_model_config *c, mt_ffn_params *f, const char *prefix) {
+    f->w1 = add_param(pb, MT_INIT_XAVIER, 2, c->d_ff, c->d_model, "%s.fc1.weight", prefix);
+    f->b1 = add_param(pb, MT_INIT_ZEROS, 1, c->d_ff, 0, "%s.fc1.bias", prefix);
+    f->w2 = add_param(pb, MT_INIT_XAVIER, 2, c->d_model, c->d_ff, "%s.fc2.weight", prefix);
+    f->b2 = add_param(pb, MT_INIT_ZEROS, 1, c->d_model, 0, "%s.fc2.bias", prefix);
+}
+
+mt_status mt_transformer_create(const mt_model_config *cfg, int device, mt_transformer **out) {
+    if (!cfg || !out) return mt_error(MT_ERR_INVALID_ARG, "model: NULL argument");
+    MT_TRY(mt_model_config_validate(cfg, 1));
+    mt_transformer *m = mt_sys_calloc(1, sizeof *m);
+    if (!m) return mt_error(MT_ERR_NOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    m->device = device;
+    m->enc = mt_sys_calloc((size_t)cfg->layers_enc, sizeof *m->enc);
+    m->dec = mt_sys_calloc((size_t)cfg->layers_dec, sizeof *m->dec);
+    if (!m->enc || !m->dec) {
+        mt_transformer_free(m);
+        return mt_error(MT_ERR_NOMEM, "model: out of memory");
+    }
+    param_builder pb = {.m = m};
+    int64_t d = cfg->d_model;
+    char p[64];
+    m->embed = add_param(&pb, MT_INIT_XAVIER, 2, cfg->vocab_size, d, "embed.weight");
+    for (int64_t l = 0; l < cfg->layers_enc; l++) {
+        mt_layer_params *L = &m->enc[l];
+        snprintf(p, sizeof p, "encoder.layers.%lld.norm1", (long long)l);
+        add_norm(&pb, &L->norm1, d, p);
+        snprintf(p, sizeof p, "encoder.layers.%lld.self_attn", (long long)l);
+        add_attn(&pb, cfg, &L->self_attn, p);
+        snprintf(p, sizeof p, "encoder.layers.%lld.norm2", (long long)l);
+        add_norm(&pb, &L->norm2, d, p);
+        snprintf(p, sizeof p, "encoder.layers.%lld.ffn", (long long)l);
+        add_ffn(&pb, cfg, &L->ffn, p);
+    }
+    add_norm(&pb, &m->enc_norm, d, "encoder.norm");
+    for (int64_t l = 0; l < cfg->layers_dec; l++) {
+        mt_layer_params *L = &m->dec[l];
+        snprintf(p, sizeof p, "decoder.layers.%lld.norm1", (long long)l);
+        add_norm(&pb, &L->norm1, d, p);
+        snprintf(p, sizeof p, "decoder.layers.%lld.self_attn", (long long)l);
+        add_attn(&pb, cfg, &L->self_attn, p);
+        snprintf(p, sizeof p, "decoder.layers.%lld.norm2", (long long)l);
+        add_norm(&pb, &L->norm2, d, p);
+        snprintf(p, sizeof p, "decoder.layers.%lld.cross_attn", (long long)l);
+        add_attn(&pb, cfg, &L->cross_attn, p);
+        snprintf(p, sizeof p, "decoder.layers.%lld.norm3", (long long)l);
+        add_norm(&pb, &L->norm3, d, p);
+        snprintf(p, sizeof p, "decoder.layers.%lld.ffn", (long long)l);
+        add_ffn(&pb, cfg, &L->ffn, p);
+    }
+    add_norm(&pb, &m->dec_norm, d, "decoder.norm");
+    if (!cfg->tie_embeddings) m->out_proj = add_param(&pb, MT_INIT_XAVIER, 2, cfg->vocab_size, d, "out_proj.weight");
+    if (pb.st != MT_OK) {
+        mt_transformer_free(m);
+        return pb.st;
+    }
+    *out = m;
+    return MT_OK;
+}
+
+void mt_transformer_free(mt_transformer *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_params; i++) mt_tensor_free(m->params[i]);
+    mt_sys_free(m->params);
+    mt_sys_free(m->init);
+    mt_sys_free(m->enc);
+    mt_sys_free(m->dec);
+    mt_sys_free(m);
+}
+
+mt_status mt_transformer_init_weights(mt_transformer *m, mt_context *ctx) {
+    for (int i = 0; i < m->n_params; i++) {
+        mt_tensor *t = m->params[i];
+        switch (m->init[i]) {
+        case MT_INIT_XAVIER: {
+            /* Glorot & Bengio: U(-a, a), a = sqrt(6 / (fan_in + fan_out)). */
+            float a = sqrtf(6.0f / (float)(t->shape[0] + t->shape[1]));
+            MT_TRY(mt_fill_uniform(ctx, t, -a, a));
+            break;
+        }
+        case MT_INIT_ONES: MT_TRY(mt_fill(ctx, t, 1.0f)); break;
+        case MT_INIT_ZEROS: MT_TRY(mt_fill(ctx, t, 0.0f)); break;
+        }
+    }
+    return MT_OK;
+}
+
+mt_tensor *mt_transformer_param(const mt_transformer *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
+    return NULL;
+}
+
+int64_t mt_transformer_numel(const mt_transformer *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->params[i]->numel;
+    return n;
+}
+
+mt_status mt_transformer_zero_grad(mt_transformer *m, mt_context *ctx) {
+    for (int i = 0; i < m->n_params; i++) {
+        mt_tensor *g = m->params[i]->grad;
+        if (g) MT_TRY(ctx->ex.backend->zero(&ctx->ex, g->data, mt_tensor_bytes(g)));
+    }
+    return MT_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+
+mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, const int32_t *src, int64_t B, int64_t S) {
+    float *host = mt_arena_alloc(&ctx->host, sizeof(float) * (size_t)(B * S), 16);
+    if (!host) return mt_fail(ctx, MT_ERR_NOMEM, "src_mask: out of host memory");
+    for (int64_t i = 0; i < B * S; i++) host[i] = src[i] == (int32_t)m->cfg.pad_id ? MT_MASK_NEG : 0.0f;
+    return mt_from_data(ctx, MT_DTYPE_F32, 4, (const int64_t[]){B, 1, 1, S}, host);
+}
+
+/* (B, T, H*D) -> (B, H, T, D) */
+static mt_tensor *split_heads(mt_context *ctx, mt_tensor *x, int64_t H) {
+    if (!x) return NULL;
+    int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2] / H;
+    static const int perm[4] = {0, 2, 1, 3};
+    return mt_permute(ctx, mt_reshape(ctx, x, 4, (const int64_t[]){B, T, H, D}), perm);
+}
+
+/* (B, H, T, D) -> (B, T, H*D) */
+static mt_tensor *merge_heads(mt_context *ctx, mt_tensor *x) {
+    if (!x) return NULL;
+    int64_t B = x->shape[0], H = x->shape[1], T = x->shape[2], D = x->shape[3];
+    static const int perm[4] = {0, 2, 1, 3};
+    return mt_reshape(ctx, mt_permute(ctx, x, perm), 3, (const int64_t[]){B, T, H * D});
+}
+
+static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
+                            mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
+    if (!h || !mem) return NULL;
+    int64_t H = c->heads, dh = mt_model_d_head(c), dr = c->d_rope, B = mem->shape[0], S = mem->shape[1];
+    float base = (float)c->rope_base;
+    mt_tensor *cq = mt_rms_norm(ctx, mt_linear(ctx, h, a->w_dq, NULL), a->q_norm, MT_LATENT_NORM_EPS);
+    mt_tensor *qn = split_heads(ctx, mt_linear(ctx, cq, a->w_uq, NULL), H);
+    mt_tensor *qr = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, cq, a->w_qr, NULL), H), pos0, base);
+    mt_tensor *qparts[2] = {qn, qr};
+    mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                                  /* (B,H,T,dh+dr) */
+    mt_tensor *ckv = mt_rms_norm(ctx, mt_linear(ctx, mem, a->w_dkv, NULL), a->kv_norm, MT_LATENT_NORM_EPS);
+    mt_tensor *kn = split_heads(ctx, mt_linear(ctx, ckv, a->w_uk, NULL), H);      /* (B,H,S,dh) */
+    mt_tensor *v = split_heads(ctx, mt_linear(ctx, ckv, a->w_uv, NULL), H);       /* (B,H,S,dh) */
+    mt_tensor *kr = mt_rope(ctx, mt_reshape(ctx, mt_linear(ctx, mem, a->w_kr, NULL), 4, (const int64_t[]){B, 1, S, dr}),
+                            0, base);                                              /* (B,1,S,dr) */
+    /* The shared rotary key, repeated for every head (its backward sums the heads' gradients). */
+    mt_tensor *krs[64];
+    mt_tensor *krh = kr;
+    if (H > 1) {
+        if (H <= 64) {
+            for (int64_t i = 0; i < H; i++) krs[i] = kr;
+            krh = mt_concat(ctx, krs, (int)H, 1);
+        } else {
+            krh = mt_add(ctx, kr, mt_zeros(ctx, 4, (const int64_t[]){B, H, S, dr}));
+        }
+    }
+    mt_tensor *kparts[2] = {kn, krh};
+    mt_tensor *k = mt_concat(ctx, kparts, 2, 3);                                  /* (B,H,S,dh+dr) */
+    mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)(dh + dr)));
+    return mt_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
+}
+
+static mt_tensor *mha_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
+                            mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
+    if (!h || !mem) return NULL;
+    int64_t H = c->heads, dh = mt_model_d_head(c);
+    float base = (float)c->rope_base;
+    mt_tensor *q = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, h, a->w_q, NULL), H), pos0, base);
+    mt_tensor *k = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, mem, a->w_k, NULL), H), 0, base);
+    mt_tensor *v = split_heads(ctx, mt_linear(ctx, mem, a->w_v, NULL), H);
+    mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)dh));
+    return mt_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
+}
+
+mt_tensor *mt_attention_block(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *h,
+                              mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
+    return cfg->attention == MT_ATTN_MLA ? mla_block(ctx, cfg, a, h, mem, mask, causal, pos0)
+                                         : mha_block(ctx, cfg, a, h, mem, mask, causal, pos0);
+}
+
+mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h) {
+    mt_tensor *u = mt_linear(ctx, h, f->w1, f->b1);
+    u = cfg->activation == MT_ACT_GELU ? mt_gelu(ctx, u) : mt_relu(ctx, u);
+    return mt_linear(ctx, u, f->w2, f->b2);
+}
+
+static mt_tensor *embed(mt_context *ctx, const mt_transformer *m, mt_tensor *ids, int training) {
+    mt_tensor *x = mt_mul_scalar(ctx, mt_embedding(ctx, m->embed, ids), sqrtf((float)m->cfg.d_model));
+    return mt_dropout(ctx, x, (float)m->cfg.dropout, training);
+}
+
+static mt_tensor *norm(mt_context *ctx, const mt_model_config *c, const mt_norm_params *n, mt_tensor *x) {
+    return mt_layer_norm(ctx, x, n->w, n->b, (float)c->norm_eps);
+}
+
+mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_tensor *src, mt_tensor *src_mask,
+                                 int training) {
+    const mt_model_config *c = &m->cfg;
+    float p = (float)c->dropout;
+    mt_tensor *x = embed(ctx, m, src, training);
+    for (int64_t l = 0; l < c->layers_enc; l++) {
+        const mt_layer_params *L = &m->enc[l];
+        mt_tensor *h = norm(ctx, c, &L->norm1, x);
+        x = mt_add(ctx, x, mt_dropout(ctx, mt_attention_block(ctx, c, &L->self_attn, h, h, src_mask, 0, 0), p, training));
+        h = norm(ctx, c, &L->norm2, x);
+        x = mt_add(ctx, x, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+    }
+    return norm(ctx, c, &m->enc_norm, x);
+}
+
+mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, mt_tensor *memory,
+                                 mt_tensor *src_mask, int training) {
+    const mt_model_config *c = &m->cfg;
+    float p = (float)c->dropout;
+    mt_tensor *y = embed(ctx, m, tgt, training);
+    for (int64_t l = 0; l < c->layers_dec; l++) {
+        const mt_layer_params *L = &m->dec[l];
+        mt_tensor *h = norm(ctx, c, &L->norm1, y);
+        y = mt_add(ctx, y, mt_dropout(ctx, mt_attention_block(ctx, c, &L->self_attn, h, h, NULL, 1, 0), p, training));
+        h = norm(ctx, c, &L->norm2, y);
+        y = mt_add(ctx, y,
+                   mt_dropout(ctx, mt_attention_block(ctx, c, &L->cross_attn, h, memory, src_mask, 0, 0), p, training));
+        h = norm(ctx, c, &L->norm3, y);
+        y = mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+    }
+    return norm(ctx, c, &m->dec_norm, y);
+}
+
+mt_tensor *mt_transformer_logits(mt_context *ctx, const mt_transformer *m, mt_tensor *h) {
+    return mt_linear(ctx, h, mt_transformer_out_weight(m), NULL);
+}
+
+mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
+                               int training, mt_tensor **all_logits) {
+    int64_t B = b->B, S = b->S, T = b->T, d = m->cfg.d_model;
+    int32_t pad = (int32_t)m->cfg.pad_id;
+    mt_tensor *src = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, S}, b->src);
+    mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, T}, b->tgt_in);
+    mt_tensor *mask = mt_transformer_src_mask(ctx, m, b->src, B, S);
+    mt_tensor *mem = mt_transformer_encode(ctx, m, src, mask, training);
+    mt_tensor *h = mt_transformer_decode(ctx, m, tgt, mem, mask, training);
+    if (all_logits) {
+        mt_tensor *logits = mt_transformer_logits(ctx, m, h);
+        *all_logits = logits;
+        mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, (const int64_t[]){B * T}, b->tgt_out);
+        return mt_cross_entropy(ctx, mt_reshape(ctx, logits, 2, (const int64_t[]){B * T, m->cfg.vocab_size}), targets,
+                                label_smoothing, pad);
+    }
+    /* Project only the rows whose target is a token: gather them (the gather's backward scatters). */
+    int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
+    int32_t *tg = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
+    if (!rows || !tg) return mt_fail(ctx, MT_ERR_NOMEM, "loss: out of host memory");
+    int64_t n = 0;
+    for (int64_t i = 0; i < B * T; i++)
+        if (b->tgt_out[i] != pad) {
+            rows[n] = (int32_t)i;
+            tg[n++] = b->tgt_out[i];
+        }
+    if (n == 0) return mt_fail(ctx, MT_ERR_INVALID_ARG, "loss: the batch has no target token");
+    mt_tensor *idx = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, rows);
+    mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, tg);
+    mt_tensor *hs = mt_embedding(ctx, mt_reshape(ctx, h, 2, (const int64_t[]){B * T, d}), idx); /* (n, d) */
+    return mt_cross_entropy(ctx, mt_transformer_logits(ctx, m, hs), targets, label_smoothing, pad);
+}

@@ -1,0 +1,143 @@
+/*
+ * model.h — the encoder–decoder Transformer with Multi-head Latent Attention: its parameters (a
+ * registry of named persistent tensors, in file order), their initialisation, and the forward pass
+ * written in the op layer (so autograd gives the backward, and any backend runs it).
+ *
+ * Shapes (letters as in core/tensor.h, plus S source length, d = d_model, dh = d_model / heads,
+ * dr = d_rope, dc = d_c, dcq = d_cq):
+ *
+ *   x = dropout(E[src] * sqrt(d))                                  (B, S, d)
+ *   encoder layer (pre-norm):  x += drop(attn(LN1 x, LN1 x, src_mask))
+ *                              x += drop(FFN(LN2 x))
+ *   memory = LN_enc(x)
+ *   y = dropout(E[tgt_in] * sqrt(d))                               (B, T, d)
+ *   decoder layer:  y += drop(self_attn(LN1 y, LN1 y, causal))
+ *                   y += drop(cross_attn(LN2 y, memory, src_mask))
+ *                   y += drop(FFN(LN3 y))
+ *   logits = LN_dec(y) @ E^T  (or out_proj^T when untied)           (B, T, V)
+ *
+ * MLA (DeepSeek-V2), query side h (B,T,d), key side m (B,S,d):
+ *   c_q  = RMSNorm(h W_dq^T)                    (B,T,dcq)
+ *   q_n  = c_q W_uq^T   per head               (B,H,T,dh)
+ *   q_r  = RoPE(c_q W_qr^T per head, pos0)     (B,H,T,dr)
+ *   c_kv = RMSNorm(m W_dkv^T)                   (B,S,dc)
+ *   k_n  = c_kv W_uk^T  per head               (B,H,S,dh)
+ *   v    = c_kv W_uv^T  per head               (B,H,S,dh)
+ *   k_r  = RoPE(m W_kr^T, 0)  one for all heads (B,1,S,dr)
+ *   o    = softmax([q_n,q_r]·[k_n,k_r]^T / sqrt(dh+dr) + mask) v,  out = o W_o^T
+ * MHA: q, k, v = h W_q^T, m W_k^T, m W_v^T per head, RoPE on q and k (full dh), scale 1/sqrt(dh).
+ * FFN: act(h W_1^T + b_1) W_2^T + b_2, act = ReLU (default) or exact GELU.
+ *
+ * Parameter names are PyTorch state_dict names of tests/reference/model.py ("embed.weight",
+ * "encoder.layers.0.self_attn.w_dq.weight", ...), so the reference loads a .mt file directly.
+ */
+#ifndef MT_NN_MODEL_H
+#define MT_NN_MODEL_H
+
+#include "nn/config.h"
+#include "ops/ops.h"
+
+typedef struct mt_attn_params {
+    /* MLA */
+    mt_tensor *w_dq;    /* (dcq, d) */
+    mt_tensor *q_norm;  /* (dcq) */
+    mt_tensor *w_uq;    /* (H*dh, dcq) */
+    mt_tensor *w_qr;    /* (H*dr, dcq) */
+    mt_tensor *w_dkv;   /* (dc, d) */
+    mt_tensor *kv_norm; /* (dc) */
+    mt_tensor *w_uk;    /* (H*dh, dc) */
+    mt_tensor *w_uv;    /* (H*dh, dc) */
+    mt_tensor *w_kr;    /* (dr, d) */
+    /* MHA */
+    mt_tensor *w_q, *w_k, *w_v; /* (d, d) */
+    /* both */
+    mt_tensor *w_o;     /* (d, H*dh) */
+} mt_attn_params;
+
+typedef struct mt_norm_params {
+    mt_tensor *w, *b; /* (d), (d) */
+} mt_norm_params;
+
+typedef struct mt_ffn_params {
+    mt_tensor *w1, *b1; /* (d_ff, d), (d_ff) */
+    mt_tensor *w2, *b2; /* (d, d_ff), (d) */
+} mt_ffn_params;
+
+typedef struct mt_layer_params {
+    mt_norm_params norm1, norm2, norm3; /* norm3: decoder only */
+    mt_attn_params self_attn;
+    mt_attn_params cross_attn;          /* decoder only */
+    mt_ffn_params ffn;
+} mt_layer_params;
+
+typedef enum mt_param_init { MT_INIT_XAVIER = 0, MT_INIT_ONES = 1, MT_INIT_ZEROS = 2 } mt_param_init;
+
+typedef struct mt_transformer {
+    mt_model_config cfg;
+    int device;
+    int n_params;
+    mt_tensor **params;      /* (n_params) persistent, requires_grad, name = state_dict name */
+    mt_param_init *init;     /* (n_params) */
+    mt_tensor *embed;        /* (V, d) */
+    mt_tensor *out_proj;     /* (V, d), NULL when tied */
+    mt_layer_params *enc;    /* (layers_enc) */
+    mt_layer_params *dec;    /* (layers_dec) */
+    mt_norm_params enc_norm, dec_norm;
+} mt_transformer;
+
+/* Allocates every parameter on device (uninitialised). cfg must validate with a vocab size. */
+mt_status mt_transformer_create(const mt_model_config *cfg, int device, mt_transformer **out);
+void mt_transformer_free(mt_transformer *m);
+/* Xavier-uniform matrices and embeddings, ones for norm weights, zeros for biases, drawn from ctx's
+ * generator (seed it first). */
+mt_status mt_transformer_init_weights(mt_transformer *m, mt_context *ctx);
+/* The parameter of that name, or NULL. */
+mt_tensor *mt_transformer_param(const mt_transformer *m, const char *name);
+int64_t mt_transformer_numel(const mt_transformer *m);
+/* Zeroes every parameter's gradient (those that have one). */
+mt_status mt_transformer_zero_grad(mt_transformer *m, mt_context *ctx);
+
+/* A batch of token ids on the host, padded with pad_id. */
+typedef struct mt_seq_batch {
+    int64_t B, S, T;
+    int32_t *src;     /* (B, S): source ids then [EOS], then padding */
+    int32_t *tgt_in;  /* (B, T): [SOS] then target ids, then padding */
+    int32_t *tgt_out; /* (B, T): target ids then [EOS], then padding */
+    int64_t src_tokens, tgt_tokens; /* non-padding tokens */
+} mt_seq_batch;
+
+/* Additive source key mask (B, 1, 1, S): 0 for tokens, -1e9 for padding, from host ids. */
+mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, const int32_t *src, int64_t B, int64_t S);
+
+/* memory (B, S, d) of src ids (B, S) I32. */
+mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_tensor *src, mt_tensor *src_mask,
+                                 int training);
+/* Final decoder states (B, T, d) of tgt ids (B, T) I32 at positions 0..T-1 (causal). */
+mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, mt_tensor *memory,
+                                 mt_tensor *src_mask, int training);
+/* Logits (..., V) of states (..., d). */
+mt_tensor *mt_transformer_logits(mt_context *ctx, const mt_transformer *m, mt_tensor *h);
+/* The output projection matrix (V, d): the embedding when tied. */
+static inline mt_tensor *mt_transformer_out_weight(const mt_transformer *m) {
+    return m->out_proj ? m->out_proj : m->embed;
+}
+
+/* Mean label-smoothed cross-entropy over the batch's non-padding target tokens (scalar). Only those
+ * rows go through the output projection. all_logits, when not NULL, receives the full (B, T, V)
+ * logits instead (tests; every row projected). */
+mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
+                               int training, mt_tensor **all_logits);
+
+/* One attention block (exposed for the decoder's uncached path and tests): query side h (B,T,d) at
+ * positions pos0.., key side mem (B,S,d) at positions 0.., mask (B,1,1,S) or NULL. */
+mt_tensor *mt_attention_block(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *h,
+                              mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0);
+/* The feed-forward block of h (..., d). */
+mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h);
+
+/* RMS norm epsilon of the MLA latents (as DeepSeek-V2). */
+#define MT_LATENT_NORM_EPS 1e-6f
+/* Additive mask value of a padding key. */
+#define MT_MASK_NEG (-1e9f)
+
+#endif

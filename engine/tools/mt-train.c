@@ -1,0 +1,206 @@
+/*
+ * mt-train.c — offline training:
+ *
+ *   mt-train --config en-it.json [--key value ...] [--gpus 0] [--dump-split DIR] [-q]
+ *
+ * Every config key (model and training, engine/train/README.md) can be overridden on the command line
+ * (--d_model 512). A terminal gets one progress line updated in place (step, loss, tokens/s, ETA);
+ * otherwise a line per log interval. out_dir/metrics.jsonl receives one JSON object per event. The
+ * first Ctrl-C saves a checkpoint and exits (130); a second one exits at once. Exit status: 0 done,
+ * 1 error, 2 usage, 130 interrupted.
+ */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "io/io.h"
+#include "train/trainer.h"
+
+static struct mt_trainer *g_trainer;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (g_trainer) mt_training_cancel(g_trainer); /* an atomic store: async-signal-safe */
+    signal(SIGINT, SIG_DFL);
+}
+
+static void usage(FILE *f) {
+    mt_model_config mc;
+    mt_train_config tc;
+    mt_model_config_default(&mc);
+    mt_train_config_default(&tc);
+    fprintf(f, "usage: mt-train --config CONFIG.json [--KEY VALUE ...] [--gpus I] [--dump-split DIR] [-q]\n\n"
+               "  --config FILE        the training config (JSON object of the keys below)\n"
+               "  --gpus I             train on CUDA device I (the key 'device')\n"
+               "  --dump-split DIR     write train/valid/test TSV of the split (and the tokenizer) and exit\n"
+               "  -q, --quiet          no progress output\n\nmodel keys:\n");
+    mt_cfg_print_help(&mt_model_config_table, &mc, f);
+    fprintf(f, "\ntraining keys:\n");
+    mt_cfg_print_help(&mt_train_config_table, &tc, f);
+}
+
+static int g_tty, g_quiet, g_open_line;
+
+static void fmt_dur(double s, char *buf, size_t cap) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, cap, "%lds", t);
+}
+
+static void end_line(void) {
+    if (g_open_line) fputc('\n', stderr);
+    g_open_line = 0;
+}
+
+/* The progress callback: a human rendering of each event on stderr. */
+static void on_event(const char *json, void *user) {
+    (void)user;
+    if (g_quiet) return;
+    json_t *e = json_loads(json, 0, NULL);
+    if (!e) return;
+    const char *ev = json_string_value(json_object_get(e, "event"));
+    long long step = (long long)json_integer_value(json_object_get(e, "step"));
+    double num = 0;
+    if (ev && !strcmp(ev, "step")) {
+        char eta[32];
+        fmt_dur(json_number_value(json_object_get(e, "eta_s")), eta, sizeof eta);
+        fprintf(stderr, "%sstep %lld/%lld | loss %.4f | %.0f tok/s | lr %.2e | epoch %lld | ETA %s%s",
+                g_tty ? "\r" : "", step, (long long)json_integer_value(json_object_get(e, "max_steps")),
+                json_number_value(json_object_get(e, "loss")), json_number_value(json_object_get(e, "tokens_per_s")),
+                json_number_value(json_object_get(e, "lr")), (long long)json_integer_value(json_object_get(e, "epoch")),
+                eta, g_tty ? "   " : "\n");
+        g_open_line = g_tty;
+    } else if (ev && !strcmp(ev, "valid")) {
+        end_line();
+        fprintf(stderr, "valid @ %lld: loss %.4f ppl %.2f", step, json_number_value(json_object_get(e, "valid_loss")),
+                json_number_value(json_object_get(e, "valid_ppl")));
+        if (json_object_get(e, "bleu"))
+            fprintf(stderr, " | BLEU %.2f chrF %.2f (%lld sentences)", json_number_value(json_object_get(e, "bleu")),
+                    json_number_value(json_object_get(e, "chrf")),
+                    (long long)json_integer_value(json_object_get(e, "sentences")));
+        fprintf(stderr, "%s\n", json_is_true(json_object_get(e, "best")) ? " (best)" : "");
+    } else if (ev && !strcmp(ev, "checkpoint")) {
+        end_line();
+        fprintf(stderr, "checkpoint @ %lld: %s\n", step, json_string_value(json_object_get(e, "path")));
+    } else if (ev && !strcmp(ev, "start")) {
+        const char *from = json_string_value(json_object_get(e, "resumed_from"));
+        fprintf(stderr, "mt-train: %lld parameters, vocabulary %lld, %lld training pairs (%lld batches/epoch), "
+                        "%lld valid, %lld test%s%s\n",
+                (long long)json_integer_value(json_object_get(e, "params")),
+                (long long)json_integer_value(json_object_get(e, "vocab_size")),
+                (long long)json_integer_value(json_object_get(e, "train_pairs")),
+                (long long)json_integer_value(json_object_get(e, "batches_per_epoch")),
+                (long long)json_integer_value(json_object_get(e, "valid_pairs")),
+                (long long)json_integer_value(json_object_get(e, "test_pairs")), from ? "; resumed from " : "",
+                from ? from : "");
+    } else if (ev && (!strcmp(ev, "done") || !strcmp(ev, "cancelled"))) {
+        end_line();
+        char el[32];
+        fmt_dur(json_number_value(json_object_get(e, "elapsed_s")), el, sizeof el);
+        fprintf(stderr, "\n%s after %lld steps (%s) in %s of training\n", !strcmp(ev, "done") ? "Finished" : "Interrupted",
+                step, json_string_value(json_object_get(e, "reason")), el);
+        fprintf(stderr, "  training loss (smoothed)  %.4f\n", json_number_value(json_object_get(e, "loss")));
+        if ((num = json_number_value(json_object_get(e, "best_valid_loss"))) != 0)
+            fprintf(stderr, "  best validation loss      %.4f\n", num);
+        if (json_object_get(e, "bleu"))
+            fprintf(stderr, "  last validation BLEU/chrF %.2f / %.2f\n", json_number_value(json_object_get(e, "bleu")),
+                    json_number_value(json_object_get(e, "chrf")));
+        fprintf(stderr, "  checkpoint                %s\n", json_string_value(json_object_get(e, "checkpoint")));
+        if (json_object_get(e, "model"))
+            fprintf(stderr, "  model                     %s\n", json_string_value(json_object_get(e, "model")));
+        if (json_object_get(e, "best_model"))
+            fprintf(stderr, "  best model (valid loss)   %s\n", json_string_value(json_object_get(e, "best_model")));
+    } else if (ev && !strcmp(ev, "error")) {
+        end_line();
+    }
+    fflush(stderr);
+    json_decref(e);
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL, *dump = NULL;
+    const char **kv = calloc((size_t)argc * 2 + 2, sizeof *kv);
+    int n_kv = 0;
+    char devbuf[16];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(kv);
+            return 0;
+        }
+        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            g_quiet = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
+            fprintf(stderr, "mt-train: expected --key value, got '%s'\n", a);
+            usage(stderr);
+            free(kv);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--config")) config = v;
+        else if (!strcmp(a, "--dump-split")) dump = v;
+        else if (!strcmp(a, "--gpus")) {
+            snprintf(devbuf, sizeof devbuf, "%d", atoi(v));
+            kv[2 * n_kv] = "device";
+            kv[2 * n_kv + 1] = devbuf;
+            n_kv++;
+        } else {
+            kv[2 * n_kv] = a + 2;
+            kv[2 * n_kv + 1] = v;
+            n_kv++;
+        }
+    }
+    if (!config) {
+        usage(stderr);
+        free(kv);
+        return 2;
+    }
+    char *json = NULL;
+    size_t len = 0;
+    mt_status st = mt_file_read_all(config, &json, &len);
+    if (st != MT_OK) {
+        fprintf(stderr, "mt-train: %s\n", mt_last_error());
+        free(kv);
+        return 1;
+    }
+    g_tty = isatty(fileno(stderr));
+    struct mt_trainer *tr = NULL;
+    st = mt_trainer_new(json, kv, n_kv, NULL, config, &tr);
+    mt_sys_free(json);
+    free(kv);
+    if (st != MT_OK) {
+        fprintf(stderr, "mt-train: %s (%s)\n", mt_last_error(), mt_status_str(st));
+        return 1;
+    }
+    if (dump) {
+        st = mt_trainer_dump_split(tr, dump);
+        if (st != MT_OK) fprintf(stderr, "mt-train: %s\n", mt_last_error());
+        else if (!g_quiet) fprintf(stderr, "mt-train: split written to %s\n", dump);
+        mt_training_free(tr);
+        return st == MT_OK ? 0 : 1;
+    }
+    mt_training_set_callback(tr, on_event, NULL);
+    g_trainer = tr;
+    signal(SIGINT, on_sigint);
+    st = mt_training_loop(tr, 1, 0);
+    signal(SIGINT, SIG_DFL);
+    g_trainer = NULL;
+    end_line();
+    int rc = 0;
+    if (st == MT_ERR_CANCELLED) {
+        rc = 130;
+    } else if (st != MT_OK) {
+        fprintf(stderr, "mt-train: %s (%s)\n", mt_last_error(), mt_status_str(st));
+        rc = 1;
+    }
+    mt_training_free(tr);
+    return rc;
+}

@@ -1,0 +1,90 @@
+/*
+ * trainer.h — the trainer behind mt_trainer_* and mt-train: data (corpora, per-corpus deterministic
+ * split, tokenizer, token-budget batches), the model and AdamW, the loop (logging, validation with
+ * loss/BLEU/chrF, early stopping, checkpoints with rotation, a time budget), exact resume, and the
+ * thread protocol of the ABI (run in one thread; cancel, status and save_checkpoint from others).
+ *
+ * A training config is one flat JSON object holding the model keys (nn/config.h) and the training
+ * keys below; engine/train/README.md lists them all.
+ */
+#ifndef MT_TRAIN_TRAINER_H
+#define MT_TRAIN_TRAINER_H
+
+#include "nn/config.h"
+#include "train/optim.h"
+
+typedef struct mt_train_config {
+    /* data */
+    mt_cfg_strlist corpora;   /* training corpora; each loses its valid/test parts to held-out sets */
+    mt_cfg_strlist valid;     /* explicit validation corpora (then no valid part is split off) */
+    mt_cfg_strlist test;      /* explicit test corpora (then no test part is split off) */
+    double valid_size;        /* per corpus: < 1 a fraction, >= 1 a count */
+    double test_size;
+    int64_t split_seed;
+    int skip_bad_lines;
+    char tokenizer[MT_CFG_STR_MAX];   /* tokenizer.json to use; trained (and saved there) when absent */
+    int tokenizer_model;              /* 0 bpe, 1 wordlevel */
+    int64_t tokenizer_vocab;          /* vocabulary of a trained tokenizer */
+    int64_t tokenizer_min_frequency;
+    /* batches and steps */
+    int64_t max_tokens;       /* token budget of a batch: B * (S + T), padding included */
+    int64_t max_sentences;
+    int64_t accum_steps;      /* batches per optimizer step */
+    int64_t max_steps;
+    int64_t max_epochs;       /* 0: no limit */
+    double max_time;          /* seconds of training (0: no limit) */
+    /* optimizer */
+    double lr, beta1, beta2, adam_eps, weight_decay, clip_norm, label_smoothing;
+    int64_t warmup_steps;
+    int64_t seed;
+    /* loop */
+    int64_t log_every;
+    int64_t valid_every;      /* 0: validate only at the end */
+    int64_t valid_sentences;  /* validation sentences decoded for BLEU/chrF (0: none) */
+    int64_t valid_beam;
+    int64_t patience;         /* validations without improvement before stopping (0: never) */
+    int64_t save_every;       /* 0: checkpoint only at the end */
+    int64_t keep_checkpoints;
+    char out_dir[MT_CFG_STR_MAX];
+    char resume[MT_CFG_STR_MAX];      /* "": fresh, "auto": latest checkpoint of out_dir, or a path */
+    int64_t threads;          /* CPU threads (0: all cores) */
+    int64_t device;           /* -1 CPU, >= 0 a CUDA device */
+} mt_train_config;
+
+extern const mt_cfg_table mt_train_config_table;
+void mt_train_config_default(mt_train_config *c);
+
+/* Parses a full training config (model + training keys) with command-line overrides kv[0..2n)
+ * ("key", "value" pairs) applied after the JSON. where names the JSON's source. */
+mt_status mt_train_config_parse(const char *json, const char *const *kv, int n_kv, const char *where,
+                                mt_model_config *mc, mt_train_config *tc);
+
+struct mt_trainer;
+
+/* mt_trainer_create with overrides (mt-train's --key value). */
+mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, const char *path_root, const char *where,
+                         struct mt_trainer **out);
+
+/* Writes the data of the run into dir, for the PyTorch reference trainer and for evaluation with
+ * mt-translate --ref: train.tsv, valid.tsv, test.tsv (all corpora), valid.<i>.tsv and test.<i>.tsv
+ * (corpus i of 'corpora' alone), tokenizer.json, and config.json (the resolved config). */
+mt_status mt_trainer_dump_split(struct mt_trainer *tr, const char *dir);
+
+/* The training run's resolved output directory. */
+const char *mt_trainer_out_dir(const struct mt_trainer *tr);
+
+/* The operations behind the ABI (engine/api/api_train.c), named apart from the public ones.
+ * loop: full = 1 runs to the end (max_steps, max_time, max_epochs, early stopping) with the final
+ * validation, checkpoint and model; full = 0 runs n steps. */
+mt_status mt_training_loop(struct mt_trainer *tr, int full, int64_t n);
+void mt_training_cancel(struct mt_trainer *tr);
+void mt_training_set_callback(struct mt_trainer *tr, mt_progress_fn fn, void *user);
+/* written (may be NULL) receives the path written. */
+mt_status mt_training_save(struct mt_trainer *tr, const char *path, char *written, size_t cap);
+void mt_training_status(const struct mt_trainer *tr, mt_train_state *state, int64_t *step, double *loss,
+                        double *tokens_per_s);
+/* malloc'd JSON text (NULL when out of memory). */
+char *mt_training_status_json(const struct mt_trainer *tr);
+void mt_training_free(struct mt_trainer *tr);
+
+#endif
