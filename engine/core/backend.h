@@ -245,5 +245,9 @@ int mt_cuda_probe(char *why, size_t cap);
  * none) into ids[0..*n). Every id must exist: a missing device is MT_ERR_NO_DEVICE naming it and the
  * number present; a malformed list or a repeated id is MT_ERR_INVALID_ARG. */
 mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n);
+/* The one device of a single-device program (mt-train, mt-translate): --gpus with one index, or
+ * MT_DEVICE_CPU for "" / "cpu". Several indices are MT_ERR_UNSUPPORTED naming the program (training
+ * over several GPUs is the distributed trainer's job). */
+mt_status mt_device_single(const char *program, const char *spec, int *device);
 
 #endif

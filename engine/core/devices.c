@@ -56,3 +56,13 @@ mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n) {
     *n = count;
     return MT_OK;
 }
+
+mt_status mt_device_single(const char *program, const char *spec, int *device) {
+    int ids[64], n = 0;
+    MT_TRY(mt_devices_parse(spec, ids, 64, &n));
+    if (n > 1)
+        return mt_error(MT_ERR_UNSUPPORTED, "%s: --gpus '%s': this program runs on one device; give one index "
+                        "(several GPUs are served by mt-server --gpus)", program, spec);
+    *device = n == 1 ? ids[0] : MT_DEVICE_CPU;
+    return MT_OK;
+}

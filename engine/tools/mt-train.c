@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "io/io.h"
 #include "train/trainer.h"
@@ -148,7 +149,13 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--dump-split")) dump = v;
         else if (!strcmp(a, "--gpus")) {
-            snprintf(devbuf, sizeof devbuf, "%d", atoi(v));
+            int dev;
+            if (mt_device_single("mt-train", v, &dev) != MT_OK) {
+                fprintf(stderr, "mt-train: %s\n", mt_last_error());
+                free(kv);
+                return 2;
+            }
+            snprintf(devbuf, sizeof devbuf, "%d", dev);
             kv[2 * n_kv] = "device";
             kv[2 * n_kv + 1] = devbuf;
             n_kv++;

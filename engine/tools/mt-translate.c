@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/backend.h"
 #include "microtensor.h"
 
 static void usage(FILE *f) {
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
             "  --max-len-ratio R     output limit: R x source tokens + 10 (default 1.5)\n"
             "  --batch N             sentences per batch (default 32)\n"
             "  --threads N           CPU threads (default: all cores)\n"
-            "  --gpus I              translate on CUDA device I (default: CPU)\n"
+            "  --gpus I              translate on CUDA device I (default: CPU; one index)\n"
             "  --ref FILE            print BLEU and chrF of the output against FILE\n"
             "  -i FILE, -o FILE      input / output file instead of stdin / stdout\n"
             "  -q, --quiet           no progress on stderr\n");
@@ -127,7 +128,10 @@ int main(int argc, char **argv) {
             threads = atoi(v);
         } else if (!strcmp(a, "--gpus")) {
             NEED();
-            device = atoi(v);
+            if (mt_device_single("mt-translate", v, &device) != MT_OK) {
+                fprintf(stderr, "mt-translate: %s\n", mt_last_error());
+                return 2;
+            }
         } else if (!strcmp(a, "--ref")) {
             NEED();
             ref_path = v;

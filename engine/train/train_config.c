@@ -9,6 +9,7 @@
 #include "train/trainer.h"
 
 static const char *const tok_choices[] = {"bpe", "wordlevel", NULL};
+static const char *const precision_choices[] = {"auto", "f32", "tf32", "bf16", NULL};
 
 #define TK(name, kind, lo, hi, help) {#name, kind, offsetof(mt_train_config, name), lo, hi, NULL, help}
 static const mt_cfg_key train_keys[] = {
@@ -51,6 +52,8 @@ static const mt_cfg_key train_keys[] = {
     TK(resume, MT_CFG_STRING, 0, 0, "'' fresh, 'auto' latest checkpoint of out_dir, or a checkpoint path"),
     TK(threads, MT_CFG_INT, 0, 4096, "CPU threads of the kernels (0: all cores)"),
     TK(device, MT_CFG_INT, -1, 4096, "-1: CPU, >= 0: CUDA device index"),
+    {"precision", MT_CFG_ENUM, offsetof(mt_train_config, precision), 0, 0, precision_choices,
+     "GEMM precision: auto (bf16 with f32 master weights on a GPU, f32 on the CPU), f32, tf32, bf16"},
 };
 #undef TK
 
@@ -99,6 +102,9 @@ mt_status mt_train_config_parse(const char *json, const char *const *kv, int n_k
     if (st != MT_OK) return mt_error_prefix(st, "%s: ", where ? where : "config");
     if (tc->corpora.n == 0) return mt_error(MT_ERR_CONFIG, "%s: config key 'corpora' lists no corpus", where);
     if (!tc->out_dir[0]) return mt_error(MT_ERR_CONFIG, "%s: config key 'out_dir' is empty", where);
+    if (tc->device < 0 && tc->precision >= 2)
+        return mt_error(MT_ERR_CONFIG, "%s: config key 'precision' is '%s', which needs a CUDA device ('device' >= 0)",
+                        where ? where : "config", precision_choices[tc->precision]);
     return MT_OK;
 }
 

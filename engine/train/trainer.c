@@ -88,6 +88,14 @@ struct mt_trainer {
 };
 typedef struct mt_trainer mt_trainer;
 
+/* The GEMM precision of training: bf16 with f32 master weights on a GPU unless the config says
+ * otherwise; always f32 on the CPU (validated with the config). */
+static mt_precision training_precision(const mt_train_config *c) {
+    static const mt_precision map[] = {MT_PRECISION_F32, MT_PRECISION_F32, MT_PRECISION_TF32, MT_PRECISION_BF16};
+    if (c->precision == 0) return c->device >= 0 ? MT_PRECISION_BF16 : MT_PRECISION_F32;
+    return map[c->precision];
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -590,6 +598,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     if (st == MT_OK) st = prepare_tokenizer(tr, ck[0] ? mf.tokenizer_json : NULL);
     if (st == MT_OK) st = prepare_batches(tr);
     if (st == MT_OK) st = mt_context_init(&tr->ctx, (int)c->device, (int)c->threads);
+    if (st == MT_OK) st = mt_context_set_precision(tr->ctx, training_precision(c));
     if (st == MT_OK) {
         mt_context_seed(tr->ctx, (uint64_t)c->seed);
         if (ck[0]) {

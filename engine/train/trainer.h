@@ -49,6 +49,7 @@ typedef struct mt_train_config {
     char resume[MT_CFG_STR_MAX];      /* "": fresh, "auto": latest checkpoint of out_dir, or a path */
     int64_t threads;          /* CPU threads (0: all cores) */
     int64_t device;           /* -1 CPU, >= 0 a CUDA device */
+    int precision;            /* 0 auto, 1 f32, 2 tf32, 3 bf16 (GEMMs; master weights stay f32) */
 } mt_train_config;
 
 extern const mt_cfg_table mt_train_config_table;
