@@ -116,13 +116,16 @@ MT_API mt_status mt_device_count(int *out_count);
 typedef struct mt_tokenizer mt_tokenizer_t;
 
 /* Loads a tokenizer.json (models "BPE" and "WordLevel").
- * Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_IO, MT_ERR_NOT_FOUND, MT_ERR_FORMAT, MT_ERR_NOMEM. */
+ * Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_IO, MT_ERR_NOT_FOUND, MT_ERR_FORMAT, MT_ERR_UTF8,
+ * MT_ERR_UNSUPPORTED (a model, normalizer, pre-tokenizer or decoder type this library does not
+ * implement: the message names it and its JSON path), MT_ERR_NOMEM. */
 MT_API mt_status mt_tokenizer_load(const char *path, mt_tokenizer_t **out);
 
 /* Trains a tokenizer on the text of corpora (any corpus format of DESIGN.md "Files", both sides).
  * options_json: {"model": "bpe"|"wordlevel", "vocab_size": 16000, "min_frequency": 2, ...}; see
- * engine/text/README.md. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_CONFIG, MT_ERR_IO, MT_ERR_FORMAT,
- * MT_ERR_UTF8, MT_ERR_NOMEM. */
+ * engine/text/README.md. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_FORMAT (options that do not parse),
+ * MT_ERR_CONFIG (an unknown option or value, named), MT_ERR_NOT_FOUND, MT_ERR_IO, MT_ERR_FORMAT or
+ * MT_ERR_UTF8 for a bad corpus line (file and line named), MT_ERR_UNSUPPORTED, MT_ERR_NOMEM. */
 MT_API mt_status mt_tokenizer_train(const char *const *corpus_paths, size_t n_paths,
                                     const char *options_json, mt_tokenizer_t **out);
 
@@ -131,7 +134,8 @@ MT_API mt_status mt_tokenizer_train(const char *const *corpus_paths, size_t n_pa
 MT_API mt_status mt_tokenizer_save(const mt_tokenizer_t *tok, const char *path);
 
 /* Token ids of text (no [SOS]/[EOS] added) into ids[0..capacity). *out_n receives the number of ids;
- * when it exceeds capacity the call returns MT_ERR_BUFFER_TOO_SMALL and writes nothing to ids.
+ * when it exceeds capacity the call returns MT_ERR_BUFFER_TOO_SMALL and writes nothing to ids. With
+ * ids NULL and capacity 0 the call only counts (MT_ERR_BUFFER_TOO_SMALL unless the text has no token).
  * Thread-safe. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_UTF8, MT_ERR_BUFFER_TOO_SMALL. */
 MT_API mt_status mt_tokenizer_encode(const mt_tokenizer_t *tok, const char *text, int32_t *ids,
                                      size_t capacity, size_t *out_n);
@@ -195,7 +199,10 @@ MT_API mt_status mt_translator_create(mt_model_t *model, int n_threads, mt_trans
  *                   model's max_len; <= 0 means the default (1.5)
  * *out_texts receives an array of n strings (one allocation: mt_free(*out_texts) frees all of it);
  * *out_scores, when out_scores is not NULL, n log-probability scores (mt_free it). A sentence longer
- * than the model's max_len is truncated with a warning in the log; an empty sentence gives "".
+ * than the model's max_len is truncated with a warning in the log; an empty sentence gives "";
+ * n == 0 is valid (an empty array). Every sentence is checked before any work (a NULL one is
+ * MT_ERR_INVALID_ARG, invalid UTF-8 MT_ERR_UTF8, both naming its index), so valid input only fails for
+ * lack of memory or a device error. beam_size >= 1, length_penalty >= 0.
  * Thread-safe. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_UTF8, MT_ERR_NOMEM, MT_ERR_CUDA. */
 MT_API mt_status mt_translate(mt_translator_t *tr, const char *const *texts, size_t n, int beam_size,
                               float length_penalty, float max_len_ratio, char ***out_texts,
@@ -232,21 +239,25 @@ MT_API mt_status mt_trainer_create(const char *config_json, const char *path_roo
 typedef void (*mt_progress_fn)(const char *event_json, void *user);
 MT_API mt_status mt_trainer_set_progress_callback(mt_trainer_t *tr, mt_progress_fn fn, void *user);
 
-/* Runs training to the end (max_steps, early stopping) or until cancelled, in the calling thread.
- * Returns MT_OK when done, MT_ERR_CANCELLED after mt_trainer_cancel (a checkpoint is saved first),
- * MT_ERR_STATE if already running, or the error that stopped it. One thread at a time. */
+/* Runs training to the end (max_steps, max_time, early stopping) or until cancelled, in the calling
+ * thread. Returns MT_OK when done, MT_ERR_CANCELLED after mt_trainer_cancel (a checkpoint is saved
+ * first), MT_ERR_STATE if already running or failed earlier, or the error that stopped it. A done or
+ * cancelled trainer may be run again: it continues from its step. One thread at a time. */
 MT_API mt_status mt_trainer_run(mt_trainer_t *tr);
 
 /* Runs n optimizer steps and returns (for callers that drive the loop themselves). One thread at a
  * time; not while mt_trainer_run runs. Returns as mt_trainer_run. */
 MT_API mt_status mt_trainer_step(mt_trainer_t *tr, int n_steps);
 
-/* Asks a running trainer to stop after the current step. Thread-safe; returns at once. */
+/* Asks the trainer to stop after the current step. A cancel asked before mt_trainer_run (or
+ * mt_trainer_step) starts is kept: that run then stops at once, saves a checkpoint and returns
+ * MT_ERR_CANCELLED. Thread-safe; returns at once. */
 MT_API mt_status mt_trainer_cancel(mt_trainer_t *tr);
 
 /* Writes a checkpoint (atomically) to path, or, when path is NULL, to the configured checkpoint
  * directory; *out_path (may be NULL) receives the path written (mt_free it). While the trainer runs in
- * another thread the save happens at the next step boundary and this call waits for it. Thread-safe.
+ * another thread the save happens at the next step boundary and this call waits for it; before a run
+ * and after it returned the save happens at once. Thread-safe.
  * Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_IO, MT_ERR_STATE (failed trainer). */
 MT_API mt_status mt_trainer_save_checkpoint(mt_trainer_t *tr, const char *path, char **out_path);
 

@@ -92,15 +92,24 @@ mt_status mt_metric_bleu(const char *const *hyps, const char *const *refs, size_
 
 mt_status mt_metric_chrf(const char *const *hyps, const char *const *refs, size_t n, double *out) {
     if (!out) return mt_error(MT_ERR_INVALID_ARG, "mt_metric_chrf: NULL out");
-    return mt_chrf_corpus(hyps, refs, n, out);
+    double v;
+    MT_TRY(mt_chrf_corpus(hyps, refs, n, &v)); /* *out untouched on failure */
+    *out = v;
+    return MT_OK;
 }
 
 mt_status mt_metric_cer(const char *const *hyps, const char *const *refs, size_t n, double *out) {
     if (!out) return mt_error(MT_ERR_INVALID_ARG, "mt_metric_cer: NULL out");
-    return mt_cer_corpus(hyps, refs, n, out);
+    double v;
+    MT_TRY(mt_cer_corpus(hyps, refs, n, &v)); /* *out untouched on failure */
+    *out = v;
+    return MT_OK;
 }
 
 mt_status mt_metric_wer(const char *const *hyps, const char *const *refs, size_t n, double *out) {
     if (!out) return mt_error(MT_ERR_INVALID_ARG, "mt_metric_wer: NULL out");
-    return mt_wer_corpus(hyps, refs, n, out);
+    double v;
+    MT_TRY(mt_wer_corpus(hyps, refs, n, &v)); /* *out untouched on failure */
+    *out = v;
+    return MT_OK;
 }

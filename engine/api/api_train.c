@@ -25,7 +25,8 @@ mt_status mt_trainer_run(mt_trainer_t *tr) {
 }
 
 mt_status mt_trainer_step(mt_trainer_t *tr, int n_steps) {
-    if (!tr || n_steps < 1) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_step: NULL trainer or n_steps < 1");
+    if (!tr) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_step: trainer is NULL");
+    if (n_steps < 1) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_step: n_steps = %d, must be >= 1", n_steps);
     return mt_training_loop(tr, 0, n_steps);
 }
 

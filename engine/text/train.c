@@ -53,7 +53,7 @@ mt_status mt_tok_train_config_parse(const char *json, mt_tok_train_config *cfg) 
     if (!json || !*json) return MT_OK;
     json_error_t err;
     json_t *root = json_loads(json, 0, &err);
-    if (!root) return mt_error(MT_ERR_CONFIG, "tokenizer options: line %d, column %d: %s", err.line, err.column, err.text);
+    if (!root) return mt_error(MT_ERR_FORMAT, "tokenizer options: line %d, column %d: %s", err.line, err.column, err.text);
     mt_status st = MT_OK;
     if (!json_is_object(root)) st = mt_error(MT_ERR_CONFIG, "tokenizer options: expected a JSON object");
     /* the model first: the other defaults depend on it */

@@ -847,7 +847,6 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     }
     tr->state = MT_TRAIN_RUNNING;
     pthread_mutex_unlock(&tr->mu);
-    atomic_store(&tr->cancel, 0);
     emit(tr, tr->start_ev);
     tr->start_ev = NULL;
     int64_t target = full ? tr->tc.max_steps : tr->step + n;
@@ -860,6 +859,12 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     mt_status st = MT_OK;
     int cancelled = 0;
     while (tr->step < target) {
+        /* A cancel asked before the run started (a server's stop racing its start) counts too: it
+         * stays pending until a run observes it here. */
+        if (atomic_exchange(&tr->cancel, 0)) {
+            cancelled = 1;
+            break;
+        }
         if (full && tr->tc.max_time > 0 && tr->elapsed >= tr->tc.max_time) {
             reason = "max_time";
             break;
@@ -894,10 +899,6 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
             last = now_s();
         }
         serve_save(tr);
-        if (atomic_load(&tr->cancel)) {
-            cancelled = 1;
-            break;
-        }
         if (stop) break;
     }
     if (tr->iv_steps > 0 && st == MT_OK) log_interval(tr, run_start, run_steps, target);
