@@ -71,11 +71,10 @@ static mt_status cuda_exec_init(mt_exec *ex, int device) {
 static void cuda_exec_free(mt_exec *ex) {
     if (!ex || !ex->priv) return;
     mt_cuda_exec *cx = (mt_cuda_exec *)ex->priv;
-    int prev = -1;
-    if (mt_cuda_set_device(cx->device, &prev) == MT_OK) {
-        exec_release(cx);
-        if (prev >= 0 && prev != cx->device) (void)cudaSetDevice(prev);
-    }
+    int device = cx->device, prev = -1; /* read before exec_release frees cx */
+    int switched = mt_cuda_set_device(device, &prev) == MT_OK;
+    exec_release(cx); /* also when the device is gone: the host state must not leak */
+    if (switched && prev >= 0 && prev != device) (void)cudaSetDevice(prev);
     ex->priv = NULL;
 }
 

@@ -1041,7 +1041,8 @@ static void t_cross_entropy(void) {
                 dget(&dlse, glse, what);
                 float wl[2] = {loss, count};
                 cmp_f32(what, gl, wl, 2, 1e-5, 1e-6);
-                cmp_f32(what, glse, lse, N, 1e-6, 1e-6);
+                /* lse sums V exponentials in a different order on each backend: f32 rounding grows with V. */
+                cmp_f32(what, glse, lse, N, 1e-5, 1e-6);
                 /* backward with dloss = 1.5 */
                 float dloss = 1.5f, *acc = hrand(N * V, -1, 1), *acc0 = hcopy(acc, N * V), *hacc = xmalloc(4 * (size_t)(N * V));
                 OK(CPU->cross_entropy_bwd(&CEX, acc, &dloss, &count, lse, x, t, N, V, eps, ignore));

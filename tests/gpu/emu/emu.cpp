@@ -8,6 +8,9 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include <mutex>
 #include <unordered_map>
@@ -63,7 +66,13 @@ struct Warp {
 
 const size_t STACK_BYTES = 64 * 1024;
 std::vector<Fiber> g_f;
-std::vector<char *> g_stacks;
+/* Fiber stacks, reused across launches and released at exit. */
+struct fiber_stacks : std::vector<char *> {
+    ~fiber_stacks() {
+        for (char *p : *this) free(p);
+    }
+};
+fiber_stacks g_stacks;
 std::vector<Warp> g_warps;
 emu_ctx g_sched;
 int g_cur, g_n;
@@ -93,8 +102,13 @@ void fiber_entry() {
     /* ucontext: uc_link returns to the scheduler */
 }
 
-/* A fresh context that starts in fiber_entry on stack [stack, stack + bytes). */
+/* A fresh context that starts in fiber_entry on stack [stack, stack + bytes). Under AddressSanitizer
+ * the stack is unpoisoned first: the frames of the fiber that last ran on it were abandoned by a
+ * context switch, never returned, and left their redzones poisoned. */
 void init_ctx(emu_ctx *c, char *stack, size_t bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+    __asan_unpoison_memory_region(stack, bytes);
+#endif
 #if defined(__x86_64__)
     uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
     void **sp = (void **)top;
