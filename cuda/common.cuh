@@ -20,7 +20,8 @@ extern "C" {
 #include "core/error.h"
 #include "core/log.h"
 }
-#include "core/rng.h" /* __host__ __device__ under nvcc */
+#include "core/numeric.h" /* __host__ __device__ under nvcc */
+#include "core/rng.h"
 #include "mt_cuda.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -181,61 +182,7 @@ __device__ __forceinline__ float grp_max(float v, float *sh) {
 /* Rows of C elements up to this length go to a warp (8 rows per 256-thread block). */
 #define MT_WARP_ROW_MAX 1024
 
-/* ---------------------------------------------------------------------------------------------
- * dtype conversions: the same bit patterns as engine/cpu/backend_cpu.c (round to nearest even;
- * NaN stays NaN).
- * ------------------------------------------------------------------------------------------- */
-
-__device__ __forceinline__ uint16_t mt_f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float mt_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-
-__device__ __forceinline__ float mt_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
-    if (exp == 0) {
-        if (man == 0) {
-            u = sign;
-        } else {
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400u)) {
-                man <<= 1;
-                exp--;
-            }
-            u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    return __uint_as_float(u);
-}
-
-__device__ __forceinline__ uint16_t mt_f32_to_f16(float f) {
-    uint32_t u = __float_as_uint(f);
-    uint32_t sign = (u >> 16) & 0x8000u;
-    int32_t exp = (int32_t)((u >> 23) & 0xffu) - 127 + 15;
-    uint32_t man = u & 0x7fffffu;
-    if (((u >> 23) & 0xffu) == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        man |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)h;
-}
+/* dtype conversions: core/numeric.h (shared with the CPU backend, so casts give the same bits). */
 
 /* Reductions for other kernels' use (reduce.cu): scratch bytes a reduction of rd needs, and the
  * reduction itself with that scratch supplied by the caller (so a caller that also needs scratch

@@ -1,7 +1,7 @@
 /*
  * reduce.cu — sum / max over any set of axes and their backward, argmax, sum of squares.
  *
- * A reduction is collapsed as on the CPU (engine/cpu/reduce.c): size-1 axes dropped, neighbouring
+ * A reduction is planned as on the CPU (core/reduce_plan.h): size-1 axes dropped, neighbouring
  * axes of the same kind merged. With one reduced group it is (outer, R, inner):
  *   inner == 1  rows of R contiguous floats: one block per row (per split of the row), or one thread
  *               per row when rows are short;
@@ -14,47 +14,8 @@
 #include <string.h>
 
 #include "common.cuh"
-
-typedef struct red_plan {
-    int simple;
-    int64_t outer, R, inner;
-    int ndim;                      /* general walk: collapsed dims */
-    int64_t shape[MT_MAX_DIMS];
-    int red[MT_MAX_DIMS];
-} red_plan;
-
-static red_plan collapse(const mt_reduce_desc *rd) {
-    red_plan c;
-    memset(&c, 0, sizeof c);
-    for (int d = 0; d < rd->ndim; d++) {
-        if (rd->shape[d] == 1) continue;
-        int r = (rd->axes >> d) & 1u;
-        if (c.ndim > 0 && c.red[c.ndim - 1] == r) {
-            c.shape[c.ndim - 1] *= rd->shape[d];
-        } else {
-            c.shape[c.ndim] = rd->shape[d];
-            c.red[c.ndim] = r;
-            c.ndim++;
-        }
-    }
-    int groups = 0;
-    for (int d = 0; d < c.ndim; d++) groups += c.red[d];
-    c.outer = c.R = c.inner = 1;
-    if (groups <= 1) {
-        c.simple = 1;
-        int seen = 0;
-        for (int d = 0; d < c.ndim; d++) {
-            if (c.red[d]) {
-                c.R = c.shape[d];
-                seen = 1;
-            } else if (!seen) {
-                c.outer *= c.shape[d];
-            } else {
-                c.inner *= c.shape[d];
-            }
-        }
-    }
-    return c;
+extern "C" {
+#include "core/reduce_plan.h"
 }
 
 /* (value, flat index) of a max scan; the better of two keeps the larger value, then the lower index. */
@@ -197,7 +158,7 @@ struct gen_args {
     int red[MT_MAX_DIMS];
 };
 
-static gen_args make_gen(const red_plan *c) {
+static gen_args make_gen(const mt_reduce_plan *c) {
     gen_args g;
     memset(&g, 0, sizeof g);
     g.ndim = c->ndim;
@@ -333,7 +294,7 @@ __global__ void sumsq_final_kernel(float *out, const double *part, int n, int ac
  * ------------------------------------------------------------------------------------------- */
 
 /* Splits of R: enough blocks to fill the GPU, at least 2048 elements of R per split. */
-static int splits_for(const mt_cuda_exec *cx, const red_plan *c) {
+static int splits_for(const mt_cuda_exec *cx, const mt_reduce_plan *c) {
     if (c->inner == 1 && c->R <= 32) return 1;
     int64_t blocks = c->inner == 1 ? c->outer : c->outer * ((c->inner + 31) / 32);
     int64_t want = 2 * (int64_t)cx->n_sm;
@@ -348,7 +309,7 @@ static int splits_for(const mt_cuda_exec *cx, const red_plan *c) {
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 size_t mt_cuda_reduce_scratch_bytes(const mt_cuda_exec *cx, mt_reduce_op op, const mt_reduce_desc *rd) {
-    red_plan c = collapse(rd);
+    mt_reduce_plan c = mt_reduce_plan_make(rd);
     if (!c.simple) return 0;
     int S = splits_for(cx, &c);
     if (S == 1) return 0;
@@ -359,7 +320,7 @@ size_t mt_cuda_reduce_scratch_bytes(const mt_cuda_exec *cx, mt_reduce_op op, con
 mt_status mt_cuda_reduce_run(mt_cuda_exec *cx, mt_reduce_op op, float *out, int32_t *argidx, const float *x,
                              const mt_reduce_desc *rd, int accumulate, void *scratch) {
     int is_max = op == MT_REDUCE_MAX;
-    red_plan c = collapse(rd);
+    mt_reduce_plan c = mt_reduce_plan_make(rd);
     cudaStream_t st = cx->stream;
     if (rd->n_out <= 0) return MT_OK;
     if (!c.simple) {
@@ -444,7 +405,7 @@ extern "C" mt_status mt_cuda_reduce_bwd(mt_exec *ex, mt_reduce_op op, float *dx,
         MT_LAUNCHED();
         return MT_OK;
     }
-    red_plan c = collapse(rd);
+    mt_reduce_plan c = mt_reduce_plan_make(rd);
     int64_t n = rd->n_out * rd->n_red;
     if (n <= 0) return MT_OK;
     if (c.simple)

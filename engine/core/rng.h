@@ -12,11 +12,8 @@
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define MT_HD __host__ __device__ __forceinline__
-#else
-#define MT_HD static inline
-#endif
+#include "core/hostdev.h"
+
 
 typedef struct mt_philox_out {
     uint32_t v[4];

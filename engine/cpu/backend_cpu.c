@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/numeric.h"
 #include "core/rng.h"
 #include "cpu/cpu.h"
 
@@ -78,72 +79,11 @@ static mt_status cpu_random(mt_exec *ex, float *out, int64_t n, mt_random_dist d
     return MT_OK;
 }
 
-/* bf16/f16 conversions with round-to-nearest-even, NaN kept NaN. */
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
-    if (exp == 0) {
-        if (man == 0) {
-            u = sign;
-        } else { /* subnormal: normalise */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400u)) {
-                man <<= 1;
-                exp--;
-            }
-            u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t sign = (u >> 16) & 0x8000u;
-    int32_t exp = (int32_t)((u >> 23) & 0xffu) - 127 + 15;
-    uint32_t man = u & 0x7fffffu;
-    if (((u >> 23) & 0xffu) == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        man |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)h;
-}
-
 static float load_as_f32(const void *in, mt_dtype dt, int64_t i) {
     switch (dt) {
     case MT_DTYPE_F32: return ((const float *)in)[i];
-    case MT_DTYPE_BF16: return bf16_to_f32(((const uint16_t *)in)[i]);
-    case MT_DTYPE_F16: return f16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_BF16: return mt_bf16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_F16: return mt_f16_to_f32(((const uint16_t *)in)[i]);
     case MT_DTYPE_I32: return (float)((const int32_t *)in)[i];
     case MT_DTYPE_I8: return (float)((const int8_t *)in)[i];
     }
@@ -157,8 +97,8 @@ static mt_status cpu_cast(mt_exec *ex, void *out, mt_dtype to, const void *in, m
         float f = load_as_f32(in, from, i);
         switch (to) {
         case MT_DTYPE_F32: ((float *)out)[i] = f; break;
-        case MT_DTYPE_BF16: ((uint16_t *)out)[i] = f32_to_bf16(f); break;
-        case MT_DTYPE_F16: ((uint16_t *)out)[i] = f32_to_f16(f); break;
+        case MT_DTYPE_BF16: ((uint16_t *)out)[i] = mt_f32_to_bf16(f); break;
+        case MT_DTYPE_F16: ((uint16_t *)out)[i] = mt_f32_to_f16(f); break;
         case MT_DTYPE_I32: ((int32_t *)out)[i] = (int32_t)lrintf(f); break;
         case MT_DTYPE_I8: ((int8_t *)out)[i] = (int8_t)fmaxf(-128.0f, fminf(127.0f, rintf(f))); break;
         }

@@ -9,48 +9,8 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/reduce_plan.h"
 #include "cpu/cpu.h"
-
-typedef struct reduce3 {
-    int simple;                  /* 1: one reduced group -> (outer, R, inner) */
-    int64_t outer, R, inner;
-    int ndim;                    /* collapsed description for the general walk */
-    int64_t shape[MT_MAX_DIMS];
-    int red[MT_MAX_DIMS];
-} reduce3;
-
-static reduce3 collapse(const mt_reduce_desc *rd) {
-    reduce3 c = {0};
-    for (int d = 0; d < rd->ndim; d++) {
-        if (rd->shape[d] == 1) continue;
-        int r = (rd->axes >> d) & 1u;
-        if (c.ndim > 0 && c.red[c.ndim - 1] == r) {
-            c.shape[c.ndim - 1] *= rd->shape[d];
-        } else {
-            c.shape[c.ndim] = rd->shape[d];
-            c.red[c.ndim] = r;
-            c.ndim++;
-        }
-    }
-    int groups = 0;
-    for (int d = 0; d < c.ndim; d++) groups += c.red[d];
-    c.outer = c.R = c.inner = 1;
-    if (groups <= 1) {
-        c.simple = 1;
-        int seen = 0;
-        for (int d = 0; d < c.ndim; d++) {
-            if (c.red[d]) {
-                c.R = c.shape[d];
-                seen = 1;
-            } else if (!seen) {
-                c.outer *= c.shape[d];
-            } else {
-                c.inner *= c.shape[d];
-            }
-        }
-    }
-    return c;
-}
 
 /* The general walk (several reduced groups) as a gather: output o is made of its kept-axis indices,
  * and its inputs are visited in increasing flat index (reduced axes, last fastest), so "first
@@ -62,7 +22,7 @@ typedef struct gather_plan {
     int64_t rsize[MT_MAX_DIMS], rstr[MT_MAX_DIMS];
 } gather_plan;
 
-static gather_plan make_gather(const reduce3 *c) {
+static gather_plan make_gather(const mt_reduce_plan *c) {
     gather_plan g = {0};
     int64_t stride = 1, str[MT_MAX_DIMS];
     for (int d = c->ndim - 1; d >= 0; d--) {
@@ -112,7 +72,7 @@ static inline float sum_run(const float *x, int64_t n) {
 mt_status mt_cpu_reduce_fwd(mt_exec *ex, mt_reduce_op op, float *out, int32_t *argidx, const float *x,
                             const mt_reduce_desc *rd, int accumulate) {
     int nt = mt_cpu_threads(ex);
-    reduce3 c = collapse(rd);
+    mt_reduce_plan c = mt_reduce_plan_make(rd);
     int64_t n_out = rd->n_out;
     int is_max = op == MT_REDUCE_MAX;
     if (!c.simple) {
@@ -195,7 +155,7 @@ mt_status mt_cpu_reduce_bwd(mt_exec *ex, mt_reduce_op op, float *dx, const float
         for (int64_t o = 0; o < rd->n_out; o++) dx[argidx[o]] += dy[o] * scale;
         return MT_OK;
     }
-    reduce3 c = collapse(rd);
+    mt_reduce_plan c = mt_reduce_plan_make(rd);
     if (!c.simple) {
         gather_plan g = make_gather(&c);
         int64_t n_out = rd->n_out, R = rd->n_red;
