@@ -1,7 +1,6 @@
 /*
  * api_core.c — the ABI's process-level functions: version, memory release, threads, devices.
  */
-#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 
@@ -23,10 +22,9 @@ void mt_free(void *ptr) { free(ptr); }
 mt_status mt_set_num_threads(int n) {
     if (n < 0) return mt_error(MT_ERR_INVALID_ARG, "mt_set_num_threads: %d is negative", n);
     int t = n == 0 ? omp_get_num_procs() : n;
-    /* CPU contexts read the default when they are created, whichever thread creates them; OpenBLAS's
-     * count is process-wide (every GEMM). */
+    /* CPU contexts read the default when they are created, whichever thread creates them. (OpenBLAS
+     * stays single-threaded: the CPU backend splits each product over the context's threads.) */
     mt_threads_set_default(t);
-    openblas_set_num_threads(t);
     return MT_OK;
 }
 
