@@ -35,7 +35,9 @@ n=$(wc -l <"$work/in.txt")
 
 # A: offline, in batch.
 t0=$(date +%s.%N)
-"$B/bin/mt-translate" --model "$model" <"$work/in.txt" >"$work/offline.out" 2>"$work/offline.err" ||
+# Both sides decode the same way: greedy (--beam 1), mt-translate's default batch of 32.
+beam=${MT_SERVE_BEAM:-1}
+"$B/bin/mt-translate" --model "$model" --beam "$beam" <"$work/in.txt" >"$work/offline.out" 2>"$work/offline.err" ||
   { cat "$work/offline.err"; fail "mt-translate"; }
 t1=$(date +%s.%N)
 [ "$(wc -l <"$work/offline.out")" = "$n" ] || fail "mt-translate: $(wc -l <"$work/offline.out") lines for $n"
@@ -47,7 +49,7 @@ serve() { # serve NAME SERVER-ARGS...: sets SPS P50 P99
   shift
   start_server "$name" "$B/bin/mt-server" --model "$model" "$@"
   local pid=$PID requests=$((n / 64))
-  "$B/bin/mt-bench" serve --server "$ADDR" --connections 64 --requests "$requests" --input "$work/in.txt" \
+  "$B/bin/mt-bench" serve --server "$ADDR" --connections 64 --requests "$requests" --input "$work/in.txt" --beam "$beam" \
     --anchor-sps "$anchor" >"$work/$name.out" 2>&1 || { cat "$work/$name.out"; fail "mt-bench serve ($name)"; }
   cat "$work/$name.out"
   local json
