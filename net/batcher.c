@@ -115,12 +115,13 @@ static bool group_full(const mt_srv_batcher *b, const group *g) {
     return count == 0 || (uint64_t)(count + 1) * maxtok > b->max_tokens;
 }
 
-int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us) {
+int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, uint64_t free_us, mt_batch *out, uint64_t *deadline_us) {
     *deadline_us = UINT64_MAX;
     group *best = NULL;
     for (group *g = b->groups; g; g = g->next) {
         if (!g->head) continue;
-        uint64_t due = g->head->enq_us + b->max_wait_us;
+        uint64_t since = g->head->enq_us > free_us ? g->head->enq_us : free_us;
+        uint64_t due = since + b->max_wait_us;
         bool ready = b->flush || b->closed || now_us >= due || group_full(b, g);
         if (ready) {
             if (!best || g->head->enq_us < best->head->enq_us) best = g;
@@ -168,6 +169,7 @@ int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, mt_batch *out, uint6
 }
 
 int mt_srv_batcher_take(mt_srv_batcher *b, mt_batch *out, uint64_t *seen_kick) {
+    uint64_t free_us = mt_now_us();
     pthread_mutex_lock(&b->mu);
     int rc;
     for (;;) {
@@ -177,7 +179,7 @@ int mt_srv_batcher_take(mt_srv_batcher *b, mt_batch *out, uint64_t *seen_kick) {
             break;
         }
         uint64_t deadline;
-        if (mt_srv_batcher_pick(b, mt_now_us(), out, &deadline)) {
+        if (mt_srv_batcher_pick(b, mt_now_us(), free_us, out, &deadline)) {
             if (b->depth) pthread_cond_signal(&b->cv);
             rc = 1;
             break;

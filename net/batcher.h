@@ -4,7 +4,10 @@
  * Sentences are queued per decoding options (only sentences with equal beam size, length penalty and
  * length ratio share a batch). A group becomes a batch when it is full — the next sentence would push
  * the padded token count (sentences x longest) over max_tokens, or the sentence count to
- * max_sentences — or when its oldest sentence has waited max_wait. Among ready groups the one with
+ * max_sentences — or when its oldest sentence has waited max_wait, counted from when it could first run:
+ * its arrival, or when the worker asking became free if that is later (a sentence queued behind a busy
+ * worker still gets max_wait of company, so under load the requests the last batch answered, resent by
+ * their clients, join the next batch instead of leaving half of it behind). Among ready groups the one with
  * the oldest sentence goes first; within a group order is FIFO. A sentence longer than the budget
  * alone makes a batch of one. Items whose request was cancelled (its connection closed) are handed
  * back untranslated.
@@ -60,11 +63,11 @@ void mt_srv_batcher_free(mt_srv_batcher *b);
 void mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n);
 
 /* The policy. With the lock held (or single-threaded): forms at most one batch from the queue as it
- * stands at now_us. Returns 1 with *out filled (out->items must have room for max_sentences), or 0
+ * stands at now_us, for a worker free since free_us (0: the sentences' own age alone counts). Returns 1 with *out filled (out->items must have room for max_sentences), or 0
  * and *deadline_us = when the earliest group becomes ready by age (UINT64_MAX when the queue is empty). */
-int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, mt_batch *out, uint64_t *deadline_us);
+int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, uint64_t free_us, mt_batch *out, uint64_t *deadline_us);
 
-/* Blocks until a batch is ready: returns 1 with *out; 0 (nothing taken) when mt_srv_batcher_kick was
+/* Blocks until a batch is ready (the caller is free from the moment it calls): returns 1 with *out; 0 (nothing taken) when mt_srv_batcher_kick was
  * called since the caller last saw it — *seen_kick is the caller's record, updated here, so a kick
  * while the caller was busy is not missed; -1 once the batcher is closed and empty. Thread-safe. */
 int mt_srv_batcher_take(mt_srv_batcher *b, mt_batch *out, uint64_t *seen_kick);

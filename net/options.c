@@ -39,7 +39,7 @@ static const optdesc g_opts[] = {
     {"max-batch-tokens", T_U32, OFF(max_batch_tokens), 1, 1u << 24, "N",
      "batch budget in padded tokens (sentences x longest); 1 = no batching"},
     {"max-batch-sentences", T_U32, OFF(max_batch_sentences), 1, 65536, "N", "sentences per batch"},
-    {"max-wait-ms", T_U32, OFF(max_wait_ms), 0, 10000, "MS", "longest wait for a batch to fill"},
+    {"max-wait-ms", T_U32, OFF(max_wait_ms), 0, 10000, "MS", "longest wait for a batch to fill (from arrival, or from a busy worker becoming free)"},
     {"tls-cert", T_STR, OFF(tls_cert), 0, 0, "FILE", "TLS certificate chain (PEM); with --tls-key"},
     {"tls-key", T_STR, OFF(tls_key), 0, 0, "FILE", "TLS private key (PEM)"},
     {"token-file", T_STR, OFF(token_file), 0, 0, "FILE", "bearer token for translation (first line)"},

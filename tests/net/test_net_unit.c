@@ -336,21 +336,48 @@ static void test_batcher_waits_then_flushes_by_age(void **state) {
     mt_batch bt;
     mt_srv_batch_init(&bt, 64);
     uint64_t deadline;
-    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 0);
     assert_true(deadline == UINT64_MAX);
     mt_bitem a = item(3, 1, 1000, 0), c = item(4, 1, 1002, 1);
     push(b, &a);
     push(b, &c);
-    assert_int_equal(mt_srv_batcher_pick(b, 1004 * MS, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 1004 * MS, 0, &bt, &deadline), 0);
     assert_int_equal(deadline, 1005 * MS);
     assert_int_equal(mt_srv_batcher_depth(b), 2);
-    assert_int_equal(mt_srv_batcher_pick(b, 1005 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 1005 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 2);
     assert_ptr_equal(bt.items[0], &a);
     assert_ptr_equal(bt.items[1], &c);
     assert_int_equal(bt.max_tok, 4);
     assert_int_equal(bt.padded_tokens, 8);
     assert_int_equal(mt_srv_batcher_depth(b), 0);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
+}
+
+/* A sentence that queued while the worker was busy waits max_wait from when the worker became free, so
+ * the requests answered by the previous batch can join it (closed-loop clients resend within that time). */
+static void test_batcher_wait_counts_from_worker_free(void **state) {
+    (void)state;
+    mt_srv_batcher *b = mt_srv_batcher_new(1000, 64, 5);
+    mt_batch bt;
+    mt_srv_batch_init(&bt, 64);
+    uint64_t deadline;
+    mt_bitem early = item(3, 1, 100, 0), late = item(3, 1, 202, 1);
+    push(b, &early); /* queued at 100 ms, the worker busy until 200 ms */
+    assert_int_equal(mt_srv_batcher_pick(b, 200 * MS, 200 * MS, &bt, &deadline), 0);
+    assert_int_equal(deadline, 205 * MS);
+    push(b, &late);
+    assert_int_equal(mt_srv_batcher_pick(b, 204 * MS, 200 * MS, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 205 * MS, 200 * MS, &bt, &deadline), 1);
+    assert_int_equal(bt.n, 2);
+    /* A worker idle since long ago: the sentence's own age counts, as before. */
+    mt_bitem solo = item(3, 1, 300, 0);
+    push(b, &solo);
+    assert_int_equal(mt_srv_batcher_pick(b, 304 * MS, 210 * MS, &bt, &deadline), 0);
+    assert_int_equal(deadline, 305 * MS);
+    assert_int_equal(mt_srv_batcher_pick(b, 305 * MS, 210 * MS, &bt, &deadline), 1);
+    assert_int_equal(bt.n, 1);
     mt_srv_batch_free(&bt);
     mt_srv_batcher_free(b);
 }
@@ -367,18 +394,18 @@ static void test_batcher_full_by_token_budget(void **state) {
         push(b, &it[i]);
     }
     /* 3 x 3 = 9 <= 10, a 4th would pad to 12: full at once, without waiting. */
-    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 3);
     assert_int_equal(bt.padded_tokens, 9);
     /* The 2 left wait for their age. */
-    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 0);
-    assert_int_equal(mt_srv_batcher_pick(b, 1000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 1000 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 2);
     /* A sentence over the whole budget goes alone, at once. */
     mt_bitem huge = item(50, 1, 2000, 0), small = item(1, 1, 2000, 1);
     push(b, &huge);
     push(b, &small);
-    assert_int_equal(mt_srv_batcher_pick(b, 2000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 2000 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &huge);
     /* Padded cost: a long sentence after short ones ends the batch. */
@@ -386,9 +413,9 @@ static void test_batcher_full_by_token_budget(void **state) {
     push(b, &s1);
     push(b, &s2);
     push(b, &l);
-    assert_int_equal(mt_srv_batcher_pick(b, 2001 * MS, &bt, &deadline), 1); /* small's turn: it was due */
+    assert_int_equal(mt_srv_batcher_pick(b, 2001 * MS, 0, &bt, &deadline), 1); /* small's turn: it was due */
     assert_int_equal(bt.n, 3);                                           /* small, s1, s2 */
-    assert_int_equal(mt_srv_batcher_pick(b, 4000 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 4000 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &l);
     mt_srv_batch_free(&bt);
@@ -409,20 +436,20 @@ static void test_batcher_separates_options_oldest_first(void **state) {
     mt_bitem lp = item(2, 1, 0, 9);
     lp.opts.length_penalty = 0.6f; /* same beam, other penalty: its own group */
     push(b, &lp);
-    assert_int_equal(mt_srv_batcher_pick(b, 9 * MS, &bt, &deadline), 0);
+    assert_int_equal(mt_srv_batcher_pick(b, 9 * MS, 0, &bt, &deadline), 0);
     assert_int_equal(deadline, 10 * MS);
     /* At 10 ms both groups whose oldest is at 0 ms are due; the first queued goes first. */
-    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.opts.beam, 1);
     assert_true(bt.opts.length_penalty == 0.0f);
     assert_int_equal(bt.n, 3);
     for (uint32_t i = 0; i < bt.n; i++) assert_int_equal(bt.items[i]->opts.beam, 1);
     assert_ptr_equal(bt.items[0], &it[0]);
     assert_ptr_equal(bt.items[2], &it[4]);
-    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &lp);
-    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 11 * MS, 0, &bt, &deadline), 1);
     assert_int_equal(bt.opts.beam, 4);
     assert_int_equal(bt.n, 3);
     assert_int_equal(mt_srv_batcher_depth(b), 0);
@@ -446,7 +473,7 @@ static void test_batcher_caps_sentences_and_drops_cancelled(void **state) {
     cancel = true;
     /* Live items 0,2,4,6 fill the 4-sentence cap; the cancelled ones up to the next live item
      * come back to be released. */
-    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 4);
     assert_ptr_equal(bt.items[3], &it[6]);
     assert_int_equal(bt.n_dropped, 4);
@@ -455,7 +482,7 @@ static void test_batcher_caps_sentences_and_drops_cancelled(void **state) {
     assert_int_equal(mt_srv_batcher_depth(b), 2);
     /* Flush mode: nothing waits. */
     mt_srv_batcher_set_flush(b, true);
-    assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
     assert_ptr_equal(bt.items[0], &it[8]);
     assert_int_equal(bt.n_dropped, 1);
@@ -476,7 +503,7 @@ static void test_batcher_budget_one_is_no_batching(void **state) {
         push(b, &it[i]);
     }
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(mt_srv_batcher_pick(b, 0, &bt, &deadline), 1);
+        assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
         assert_int_equal(bt.n, 1);
         assert_ptr_equal(bt.items[0], &it[i]);
     }
@@ -622,6 +649,7 @@ int main(void) {
         cmocka_unit_test(test_options_cli_and_file),
         cmocka_unit_test(test_auth_tokens),
         cmocka_unit_test(test_batcher_waits_then_flushes_by_age),
+        cmocka_unit_test(test_batcher_wait_counts_from_worker_free),
         cmocka_unit_test(test_batcher_full_by_token_budget),
         cmocka_unit_test(test_batcher_separates_options_oldest_first),
         cmocka_unit_test(test_batcher_caps_sentences_and_drops_cancelled),
