@@ -1,8 +1,7 @@
 /*
  * adamw.cu — the fused AdamW update of one parameter: one pass reads p, g, m, v and writes p, m, v,
- * in the CPU backend's (and PyTorch's) order of float operations:
- *   g *= grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- *   p = p (1 - lr wd);  p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
+ * with the element formula the CPU backend uses (mt_adamw_elem, core/numeric.h: PyTorch's order of float
+ * operations).
  * The master weights, moments and gradients are f32 in every precision mode.
  */
 #include "common.cuh"
@@ -10,13 +9,7 @@
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
                              float eps, float wd, float step_size, float sqrt_bc2, float grad_scale) {
     MT_GRID_STRIDE(i, n) {
-        float gi = g[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i] * (1.0f - lr * wd);
-        p[i] = pi - step_size * (mi / (sqrtf(vi) / sqrt_bc2 + eps));
+        mt_adamw_elem(&p[i], g[i], &m[i], &v[i], lr, b1, b2, eps, wd, step_size, sqrt_bc2, grad_scale);
     }
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "core/reduce_plan.h"
 
 /* The collapsed broadcast of core/backend.h, passed by value to kernels. */
 struct bc_args {
@@ -68,20 +69,9 @@ __global__ void random_kernel(float *out, int64_t n, int normal, float a, float 
     }
 }
 
-__device__ __forceinline__ float load_as_f32(const void *in, mt_dtype dt, int64_t i) {
-    switch (dt) {
-    case MT_DTYPE_F32: return ((const float *)in)[i];
-    case MT_DTYPE_BF16: return mt_bf16_to_f32(((const uint16_t *)in)[i]);
-    case MT_DTYPE_F16: return mt_f16_to_f32(((const uint16_t *)in)[i]);
-    case MT_DTYPE_I32: return (float)((const int32_t *)in)[i];
-    case MT_DTYPE_I8: return (float)((const int8_t *)in)[i];
-    }
-    return 0.0f;
-}
-
 __global__ void cast_kernel(void *out, mt_dtype to, const void *in, mt_dtype from, int64_t n) {
     MT_GRID_STRIDE(i, n) {
-        float f = load_as_f32(in, from, i);
+        float f = mt_load_as_f32(in, from, i);
         switch (to) {
         case MT_DTYPE_F32: ((float *)out)[i] = f; break;
         case MT_DTYPE_BF16: ((uint16_t *)out)[i] = mt_f32_to_bf16(f); break;
@@ -429,26 +419,6 @@ extern "C" mt_status mt_cuda_binary_fwd(mt_exec *ex, mt_binary_op op, float *out
     return MT_OK;
 }
 
-/* The reduction that sums a full-size gradient (bc->shape) down to an operand with strides s (0 on its
- * broadcast axes), as in the CPU backend. */
-static mt_reduce_desc bcast_reduce_desc(const mt_bcast *bc, const int64_t *s) {
-    mt_reduce_desc rd;
-    memset(&rd, 0, sizeof rd);
-    rd.ndim = bc->ndim;
-    rd.n_out = 1;
-    rd.n_red = 1;
-    for (int d = 0; d < bc->ndim; d++) {
-        rd.shape[d] = bc->shape[d];
-        if (s[d] == 0 && bc->shape[d] > 1) {
-            rd.axes |= 1u << d;
-            rd.n_red *= bc->shape[d];
-        } else {
-            rd.n_out *= bc->shape[d];
-        }
-    }
-    return rd;
-}
-
 static mt_status grad_launch(cudaStream_t s, mt_binary_op op, int side, float *d, int accumulate, const float *dy,
                              const float *a, const float *b, const mt_bcast *bc) {
     int64_t n = bc->numel;
@@ -466,7 +436,7 @@ static mt_status binary_bwd_side(mt_cuda_exec *cx, mt_binary_op op, int side, fl
                                  const float *a, const float *b, const mt_bcast *bc) {
     int64_t n_side = side == 0 ? bc->na : bc->nb;
     if (n_side == bc->numel) return grad_launch(cx->stream, op, side, d, 1, dy, a, b, bc);
-    mt_reduce_desc rd = bcast_reduce_desc(bc, side == 0 ? bc->sa : bc->sb);
+    mt_reduce_desc rd = mt_bcast_reduce_desc(bc, side == 0 ? bc->sa : bc->sb);
     size_t red_bytes = mt_cuda_reduce_scratch_bytes(cx, MT_REDUCE_SUM, &rd);
     if (op == MT_BINARY_ADD || (op == MT_BINARY_SUB && side == 0)) {
         void *scr = NULL;

@@ -1,14 +1,17 @@
 /*
  * numeric.h — element conversions between f32 and the 16-bit float formats, shared by the CPU and
  * CUDA backends (MT_HD) so a cast gives the same bits on both: round to nearest even, NaN stays NaN,
- * overflow goes to infinity, f16 subnormals handled.
+ * overflow goes to infinity, f16 subnormals handled. Also the other per-element formulas both backends
+ * must agree on: loading any dtype as f32, one AdamW update.
  */
 #ifndef MT_CORE_NUMERIC_H
 #define MT_CORE_NUMERIC_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "core/hostdev.h"
+#include "microtensor.h" /* mt_dtype */
 
 MT_HD uint32_t mt_f32_bits(float f) {
     union {
@@ -77,6 +80,32 @@ MT_HD uint16_t mt_f32_to_f16(float f) {
     uint32_t rem = man & 0x1fffu;
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
     return (uint16_t)h;
+}
+
+/* Element i of a buffer of dtype dt, as f32 (the source side of every cast). */
+MT_HD float mt_load_as_f32(const void *in, mt_dtype dt, int64_t i) {
+    switch (dt) {
+    case MT_DTYPE_F32: return ((const float *)in)[i];
+    case MT_DTYPE_BF16: return mt_bf16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_F16: return mt_f16_to_f32(((const uint16_t *)in)[i]);
+    case MT_DTYPE_I32: return (float)((const int32_t *)in)[i];
+    case MT_DTYPE_I8: return (float)((const int8_t *)in)[i];
+    }
+    return 0.0f;
+}
+
+/* One AdamW element, PyTorch's order of float operations: the moments, the decoupled decay, then
+ * p -= step_size * m / (sqrt(v) / sqrt_bc2 + eps), with step_size = lr / (1 - b1^t) and
+ * sqrt_bc2 = sqrt(1 - b2^t). g is the raw gradient, scaled by grad_scale (clipping, loss scaling). */
+MT_HD void mt_adamw_elem(float *p, float g, float *m, float *v, float lr, float b1, float b2, float eps, float wd,
+                         float step_size, float sqrt_bc2, float grad_scale) {
+    float gi = g * grad_scale;
+    float mi = b1 * *m + (1.0f - b1) * gi;
+    float vi = b2 * *v + (1.0f - b2) * gi * gi;
+    *m = mi;
+    *v = vi;
+    float pi = *p * (1.0f - lr * wd);
+    *p = pi - step_size * (mi / (sqrtf(vi) / sqrt_bc2 + eps));
 }
 
 #endif

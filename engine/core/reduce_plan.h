@@ -19,6 +19,26 @@ typedef struct mt_reduce_plan {
     int red[MT_MAX_DIMS];        /* 1 where the collapsed axis is reduced */
 } mt_reduce_plan;
 
+/* The reduction that sums a full-size gradient (bc->shape) down to a broadcast operand whose strides
+ * are s (0 on its broadcast axes): the backward of every broadcasting binary op, on both backends. */
+static inline mt_reduce_desc mt_bcast_reduce_desc(const mt_bcast *bc, const int64_t *s) {
+    mt_reduce_desc rd;
+    memset(&rd, 0, sizeof rd);
+    rd.ndim = bc->ndim;
+    rd.n_out = 1;
+    rd.n_red = 1;
+    for (int d = 0; d < bc->ndim; d++) {
+        rd.shape[d] = bc->shape[d];
+        if (s[d] == 0 && bc->shape[d] > 1) {
+            rd.axes |= 1u << d;
+            rd.n_red *= bc->shape[d];
+        } else {
+            rd.n_out *= bc->shape[d];
+        }
+    }
+    return rd;
+}
+
 static inline mt_reduce_plan mt_reduce_plan_make(const mt_reduce_desc *rd) {
     mt_reduce_plan c;
     memset(&c, 0, sizeof c);

@@ -79,22 +79,11 @@ static mt_status cpu_random(mt_exec *ex, float *out, int64_t n, mt_random_dist d
     return MT_OK;
 }
 
-static float load_as_f32(const void *in, mt_dtype dt, int64_t i) {
-    switch (dt) {
-    case MT_DTYPE_F32: return ((const float *)in)[i];
-    case MT_DTYPE_BF16: return mt_bf16_to_f32(((const uint16_t *)in)[i]);
-    case MT_DTYPE_F16: return mt_f16_to_f32(((const uint16_t *)in)[i]);
-    case MT_DTYPE_I32: return (float)((const int32_t *)in)[i];
-    case MT_DTYPE_I8: return (float)((const int8_t *)in)[i];
-    }
-    return 0.0f;
-}
-
 static mt_status cpu_cast(mt_exec *ex, void *out, mt_dtype to, const void *in, mt_dtype from, int64_t n) {
     int nt = mt_cpu_threads(ex);
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float f = load_as_f32(in, from, i);
+        float f = mt_load_as_f32(in, from, i);
         switch (to) {
         case MT_DTYPE_F32: ((float *)out)[i] = f; break;
         case MT_DTYPE_BF16: ((uint16_t *)out)[i] = mt_f32_to_bf16(f); break;

@@ -9,6 +9,7 @@
  * computed as a full-size temporary and summed over the broadcast axes by the reduce kernel.
  */
 #include "core/error.h"
+#include "core/reduce_plan.h"
 #include "core/rng.h"
 #include "cpu/cpu.h"
 
@@ -257,22 +258,6 @@ mt_status mt_cpu_binary_fwd(mt_exec *ex, mt_binary_op op, float *out, const floa
     return MT_OK;
 }
 
-/* The reduction that sums a full-size gradient g (bc->shape) down to an operand whose strides are s
- * (0 on its broadcast axes). */
-static mt_reduce_desc bcast_reduce_desc(const mt_bcast *bc, const int64_t *s) {
-    mt_reduce_desc rd = {.ndim = bc->ndim, .axes = 0, .n_out = 1, .n_red = 1};
-    for (int d = 0; d < bc->ndim; d++) {
-        rd.shape[d] = bc->shape[d];
-        if (s[d] == 0 && bc->shape[d] > 1) {
-            rd.axes |= 1u << d;
-            rd.n_red *= bc->shape[d];
-        } else {
-            rd.n_out *= bc->shape[d];
-        }
-    }
-    return rd;
-}
-
 /* Neither operand broadcast: a, b, dy, da, db share the output's layout; one pass over dy updates
  * both gradients (either may be NULL). */
 static void binary_bwd_same(int nt, mt_binary_op op, float *da, float *db, const float *dy, const float *a,
@@ -327,7 +312,7 @@ static mt_status binary_bwd_side(mt_exec *ex, mt_binary_op op, int side, float *
     int broadcast = n_side != bc->numel;
     const int64_t *strides = side == 0 ? bc->sa : bc->sb;
     if (broadcast && (op == MT_BINARY_ADD || (op == MT_BINARY_SUB && side == 0))) {
-        mt_reduce_desc rd = bcast_reduce_desc(bc, strides);
+        mt_reduce_desc rd = mt_bcast_reduce_desc(bc, strides);
         return mt_cpu_reduce_fwd(ex, MT_REDUCE_SUM, d, NULL, dy, &rd, 1);
     }
     float *g = d;
@@ -353,7 +338,7 @@ static mt_status binary_bwd_side(mt_exec *ex, mt_binary_op op, int side, float *
         }
     }
     if (broadcast) {
-        mt_reduce_desc rd = bcast_reduce_desc(bc, strides);
+        mt_reduce_desc rd = mt_bcast_reduce_desc(bc, strides);
         return mt_cpu_reduce_fwd(ex, MT_REDUCE_SUM, d, NULL, g, &rd, 1);
     }
     return MT_OK;

@@ -5,6 +5,7 @@
  * everything else.
  */
 #include "core/error.h"
+#include "core/numeric.h"
 #include "cpu/cpu.h"
 
 /* The max over a row. A max reduction vectorises in neither gcc (plain loop) nor clang (omp simd), so
@@ -369,17 +370,9 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
 mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                        float b2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     int nt = mt_cpu_threads(ex);
+    float step_size = lr / bc1, sqrt_bc2 = sqrtf(bc2);
 #pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        /* PyTorch's AdamW, in its order of float operations: decay, then
-         * p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps). */
-        float pi = p[i] * (1.0f - lr * wd);
-        p[i] = pi - (lr / bc1) * (mi / (sqrtf(vi) / sqrtf(bc2) + eps));
-    }
+    for (int64_t i = 0; i < n; i++)
+        mt_adamw_elem(&p[i], g[i], &m[i], &v[i], lr, b1, b2, eps, wd, step_size, sqrt_bc2, grad_scale);
     return MT_OK;
 }

@@ -46,6 +46,22 @@ static inline mt_status mt_buf_append(mt_buf *b, const void *data, size_t len) {
 
 static inline mt_status mt_buf_putc(mt_buf *b, char c) { return mt_buf_append(b, &c, 1); }
 
+/* Appends s[0..n) to b with every occurrence of pat (pl bytes; none when pl is 0) replaced by rep. */
+static inline mt_status mt_buf_append_replaced(mt_buf *b, const char *s, size_t n, const char *pat, size_t pl,
+                                               const char *rep, size_t rl) {
+    size_t i = 0;
+    while (pl && i + pl <= n) {
+        const char *m = memmem(s + i, n - i, pat, pl);
+        if (!m) break;
+        size_t at = (size_t)(m - s);
+        mt_status st = mt_buf_append(b, s + i, at - i);
+        if (st == MT_OK) st = mt_buf_append(b, rep, rl);
+        if (st != MT_OK) return st;
+        i = at + pl;
+    }
+    return mt_buf_append(b, s + i, n - i);
+}
+
 static inline void mt_buf_clear(mt_buf *b) {
     b->n = 0;
     if (b->p) b->p[0] = '\0';

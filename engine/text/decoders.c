@@ -101,19 +101,6 @@ static int32_t b2u_inverse(uint32_t cp) {
     return cp < 324 ? b2u_inv[cp] : -1;
 }
 
-static mt_status replace_all(mt_buf *out, const char *s, size_t n, const char *pat, size_t pl, const char *rep, size_t rl) {
-    size_t i = 0;
-    while (pl && i + pl <= n) {
-        const char *m = memmem(s + i, n - i, pat, pl);
-        if (!m) break;
-        size_t at = (size_t)(m - s);
-        MT_TRY(mt_buf_append(out, s + i, at - i));
-        MT_TRY(mt_buf_append(out, rep, rl));
-        i = at + pl;
-    }
-    return mt_buf_append(out, s + i, n - i);
-}
-
 static mt_status dec_step(const mt_dec_step *d, const toklist *in, toklist *out, mt_buf *tmp) {
     tl_reset(out);
     switch (d->kind) {
@@ -169,8 +156,9 @@ static mt_status dec_step(const mt_dec_step *d, const toklist *in, toklist *out,
     case MT_DEC_BPE:
         for (size_t i = 0; i < in->n; i++) {
             mt_buf_clear(tmp);
-            MT_TRY(replace_all(tmp, in->b.p + in->off[i], in->len[i], d->a, d->a_len, i + 1 == in->n ? "" : " ",
-                               i + 1 == in->n ? 0 : 1));
+            int last = i + 1 == in->n;
+            MT_TRY(mt_buf_append_replaced(tmp, in->b.p + in->off[i], in->len[i], d->a, d->a_len, last ? "" : " ",
+                                          last ? 0 : 1));
             MT_TRY(tl_push(out, tmp->p, tmp->n));
         }
         return MT_OK;
@@ -195,8 +183,8 @@ static mt_status dec_step(const mt_dec_step *d, const toklist *in, toklist *out,
                 };
                 for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
                     mt_buf t2 = {0};
-                    mt_status st = replace_all(&t2, tmp->p, tmp->n, rules[r][0], strlen(rules[r][0]), rules[r][1],
-                                               strlen(rules[r][1]));
+                    mt_status st = mt_buf_append_replaced(&t2, tmp->p, tmp->n, rules[r][0], strlen(rules[r][0]),
+                                                          rules[r][1], strlen(rules[r][1]));
                     if (st != MT_OK) {
                         mt_buf_free(&t2);
                         return st;
@@ -213,7 +201,7 @@ static mt_status dec_step(const mt_dec_step *d, const toklist *in, toklist *out,
     case MT_DEC_REPLACE:
         for (size_t i = 0; i < in->n; i++) {
             mt_buf_clear(tmp);
-            MT_TRY(replace_all(tmp, in->b.p + in->off[i], in->len[i], d->a, d->a_len, d->b, d->b_len));
+            MT_TRY(mt_buf_append_replaced(tmp, in->b.p + in->off[i], in->len[i], d->a, d->a_len, d->b, d->b_len));
             MT_TRY(tl_push(out, tmp->p ? tmp->p : "", tmp->n));
         }
         return MT_OK;

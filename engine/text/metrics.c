@@ -89,20 +89,6 @@ static int in_13a_class(unsigned char c) {
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-static mt_status replace_lit(mt_buf *out, const char *s, size_t n, const char *pat, const char *rep) {
-    size_t pl = strlen(pat), rl = strlen(rep), i = 0;
-    mt_buf_clear(out);
-    while (i + pl <= n) {
-        const char *m = memmem(s + i, n - i, pat, pl);
-        if (!m) break;
-        size_t at = (size_t)(m - s);
-        MT_TRY(mt_buf_append(out, s + i, at - i));
-        MT_TRY(mt_buf_append(out, rep, rl));
-        i = at + pl;
-    }
-    return mt_buf_append(out, s + i, n - i);
-}
-
 mt_status mt_bleu_tokenize_13a(const char *line, size_t len, mt_buf *out) {
     mt_buf a = {0}, b = {0};
     mt_status st = MT_OK;
@@ -111,14 +97,16 @@ mt_status mt_bleu_tokenize_13a(const char *line, size_t len, mt_buf *out) {
     static const char *const ent[][2] = {{"&quot;", "\""}, {"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}};
     st = mt_buf_append(&a, line, len);
     for (size_t k = 0; k < 3 && st == MT_OK; k++) {
-        st = replace_lit(&b, a.p, a.n, lit[k][0], lit[k][1]);
+        mt_buf_clear(&b);
+        st = mt_buf_append_replaced(&b, a.p, a.n, lit[k][0], strlen(lit[k][0]), lit[k][1], strlen(lit[k][1]));
         mt_buf t = a;
         a = b;
         b = t;
     }
     if (st == MT_OK && memchr(a.p, '&', a.n)) {
         for (size_t k = 0; k < 4 && st == MT_OK; k++) {
-            st = replace_lit(&b, a.p, a.n, ent[k][0], ent[k][1]);
+            mt_buf_clear(&b);
+            st = mt_buf_append_replaced(&b, a.p, a.n, ent[k][0], strlen(ent[k][0]), ent[k][1], strlen(ent[k][1]));
             mt_buf t = a;
             a = b;
             b = t;
