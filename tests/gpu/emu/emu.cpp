@@ -19,6 +19,8 @@
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
+#include "core/numeric.h" /* the engine's f16/bf16 -> f32, exact conversions */
+
 
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
@@ -419,32 +421,11 @@ cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t m) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
-    if (exp == 0) {
-        if (man == 0) {
-            u = sign;
-        } else {
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400u)) {
-                man <<= 1;
-                exp--;
-            }
-            u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    return __uint_as_float(u);
-}
-
 static float load(const void *p, cudaDataType_t t, long long i) {
     switch (t) {
     case CUDA_R_32F: return ((const float *)p)[i];
-    case CUDA_R_16BF: return __uint_as_float((uint32_t)((const uint16_t *)p)[i] << 16);
-    default: return f16_to_f32(((const uint16_t *)p)[i]);
+    case CUDA_R_16BF: return mt_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return mt_f16_to_f32(((const uint16_t *)p)[i]);
     }
 }
 
