@@ -623,7 +623,7 @@ int main(int argc, char **argv) {
     }
     if (o.token_file) {
         char err[512];
-        o.token = mtc_read_token_file(o.token_file, err, sizeof err);
+        o.token = mt_token_file_read(o.token_file, NULL, err, sizeof err);
         if (!o.token) {
             fprintf(stderr, "mt-client: %s\n", err);
             goto bad;

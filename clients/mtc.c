@@ -384,24 +384,3 @@ int mtc_hello(mtc_conn *c, const char *token, const char *client_name, int timeo
     mt_frame_free(r);
     return code;
 }
-
-char *mtc_read_token_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char line[4096];
-    char *tok = NULL;
-    if (fgets(line, sizeof line, f)) {
-        char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
-        size_t n = strlen(s);
-        while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = 0;
-        if (n) tok = strdup(s);
-    }
-    fclose(f);
-    OPENSSL_cleanse(line, sizeof line);
-    if (!tok) snprintf(err, errlen, "token file %s: the first line is empty", path);
-    return tok;
-}

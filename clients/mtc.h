@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "token_file.h" /* mt_token_file_read: token files as the server reads them */
 
 typedef struct mtc_conn mtc_conn;
 
@@ -45,8 +46,5 @@ int mtc_recv(mtc_conn *c, int timeout_ms, mt_frame **out);
  * message in err, or -1 for a transport failure (err says which). */
 int mtc_hello(mtc_conn *c, const char *token, const char *client_name, int timeout_ms, mt_frame **ok_out,
               char *err, size_t errlen);
-
-/* A token file as the server reads it: the first line, without surrounding blanks (malloc'd). */
-char *mtc_read_token_file(const char *path, char *err, size_t errlen);
 
 #endif

@@ -4,45 +4,22 @@
  */
 #include "auth.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #include "log.h"
-
-char *mt_auth_read_token_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
-        MT_LOGW("token file %s is readable by group or others (chmod 600 it)", path);
-    char line[4096];
-    char *tok = NULL;
-    if (fgets(line, sizeof line, f)) {
-        char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
-        size_t n = strlen(s);
-        while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = 0;
-        if (n) tok = strdup(s);
-    }
-    fclose(f);
-    OPENSSL_cleanse(line, sizeof line);
-    if (!tok) snprintf(err, errlen, "token file %s: the first line is empty", path);
-    return tok;
-}
+#include "token_file.h"
 
 static int load_one(const char *path, unsigned char digest[32], bool *has, char *err, size_t errlen) {
     if (!path || !*path) return 0;
-    char *tok = mt_auth_read_token_file(path, err, errlen);
+    bool loose = false;
+    char *tok = mt_token_file_read(path, &loose, err, errlen);
     if (!tok) return -1;
+    if (loose) MT_LOGW("token file %s is readable by group or others (chmod 600 it)", path);
     SHA256((const unsigned char *)tok, strlen(tok), digest);
     OPENSSL_cleanse(tok, strlen(tok));
     free(tok);

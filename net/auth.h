@@ -16,13 +16,9 @@ typedef struct mt_auth {
     unsigned char user[32], admin[32];
 } mt_auth;
 
-/* Loads the token files (either may be NULL). A token is the file's first line without surrounding
- * blanks; an empty token is an error. Warns when a file is readable by group or others.
+/* Loads the token files (either may be NULL), read by mt_token_file_read (token_file.h). Warns when a file is readable by group or others.
  * Returns 0 or -1 (err filled). */
 int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, char *err, size_t errlen);
-
-/* Reads a token from a file as mt_auth_load does, into a malloc'd string (clients use it too). */
-char *mt_auth_read_token_file(const char *path, char *err, size_t errlen);
 
 /* Tokens are configured: every Hello must carry one. */
 static inline bool mt_auth_enabled(const mt_auth *a) { return a->has_user || a->has_admin; }

@@ -40,6 +40,14 @@ typedef struct mtb_child {
 static int mtb_nice_value;
 
 /* Runs fn(arg, fd) in a forked child, which writes one JSON line to fd. */
+/* Both sides' kernel threads: OpenBLAS and OpenMP in this process and its children (the engine and
+ * the PyTorch reference). thr gets the count as text, for the reference's --threads. */
+static inline void mtb_set_threads(int n, char thr[16]) {
+    snprintf(thr, 16, "%d", n);
+    setenv("OPENBLAS_NUM_THREADS", thr, 1);
+    setenv("OMP_NUM_THREADS", thr, 1);
+}
+
 static inline mtb_child mtb_fork(int (*fn)(void *arg, int fd), void *arg) {
     mtb_child r = {NULL, 0, 0, -1};
     int p[2];

@@ -185,7 +185,7 @@ int mt_bench_serve(int argc, char **argv) {
     }
     char err[512];
     if (token_file) {
-        if (!(c.token = mtc_read_token_file(token_file, err, sizeof err))) {
+        if (!(c.token = mt_token_file_read(token_file, NULL, err, sizeof err))) {
             fprintf(stderr, "mt-bench serve: %s\n", err);
             return 2;
         }

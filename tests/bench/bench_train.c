@@ -134,9 +134,7 @@ int mt_bench_train(int argc, char **argv) {
     if (mtb_tmpdir(dir, sizeof dir, "train") != 0) return 1;
     snprintf(model, sizeof model, "%s/model.mt", dir);
     snprintf(batch, sizeof batch, "%s/batch.safetensors", dir);
-    snprintf(thr, sizeof thr, "%d", o.threads);
-    setenv("OPENBLAS_NUM_THREADS", thr, 1);
-    setenv("OMP_NUM_THREADS", thr, 1);
+    mtb_set_threads(o.threads, thr);
     mt_transformer *m;
     mt_context *ctx;
     if (mt_transformer_create(&c, MT_DEVICE_CPU, &m) != MT_OK || mt_context_init(&ctx, MT_DEVICE_CPU, 1) != MT_OK ||
