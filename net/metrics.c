@@ -16,7 +16,7 @@
 static const char *const g_limit_names[MT_LIM__COUNT] = {
     "max_frame_bytes", "max_hello_bytes", "max_connections", "max_inflight", "max_sentences", "max_chars",
     "idle_timeout", "hello_timeout", "requests_per_event", "max_queue_sentences", "output_high_water",
-    "event_dropped",
+    "event_dropped", "max_conn_queue_sentences", "http_max_connections", "http_timeout", "out_of_memory",
 };
 static const char *const g_req_names[MT_REQ__COUNT] = {
     "hello", "translate", "health", "stats", "train_start", "train_status", "train_stop", "train_save",

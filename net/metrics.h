@@ -23,6 +23,10 @@ typedef enum mt_limit_kind {
     MT_LIM_QUEUE,              /* max-queue-sentences refused a request */
     MT_LIM_OUTPUT,             /* output-high-water paused a connection's input */
     MT_LIM_EVENT_DROP,         /* a training event not sent to a subscriber over output-high-water */
+    MT_LIM_CONN_QUEUE,         /* max-conn-queue-sentences refused a request */
+    MT_LIM_HTTP_CONNECTIONS,   /* an HTTP connection over http-max-connections (closed) */
+    MT_LIM_HTTP_TIMEOUT,       /* an HTTP request not whole within http-timeout-s (closed) */
+    MT_LIM_OOM_DROP,           /* a training progress event lost to out-of-memory */
     MT_LIM__COUNT
 } mt_limit_kind;
 

@@ -39,7 +39,8 @@ static int write_port_file(const mt_server *s, const char *path) {
 
 static int setup(mt_server *s, char *err, size_t errlen) {
     const mt_srv_options *o = s->opt;
-    if (mt_auth_load(&s->auth, o->token_file, o->admin_token_file, err, errlen) != 0) return -1;
+    if (mt_auth_load(&s->auth, o->token_file, o->admin_token_file, o->limits.max_hello_bytes, err, errlen) != 0)
+        return -1;
 
     const char *root = o->data_root && *o->data_root ? o->data_root : ".";
     struct stat st;

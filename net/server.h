@@ -41,7 +41,7 @@
 
 struct bufferevent;
 struct evconnlistener;
-struct evhttp;
+struct mt_http_conn;
 
 typedef struct mt_server mt_server;
 typedef struct mt_conn mt_conn;
@@ -84,6 +84,7 @@ struct mt_conn {
     uint64_t *pending;             /* ids of requests in flight (translate and async admin) */
     uint32_t n_pending;
     mt_treq *treqs;                /* this connection's translate requests */
+    uint32_t queued;               /* their sentences not yet answered (max-conn-queue-sentences) */
 };
 
 void mt_conn_accept(mt_server *s, int fd, const struct sockaddr *sa, int salen);
@@ -207,7 +208,9 @@ struct mt_server {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *listen_retry;  /* re-enables accepting after EMFILE and the like */
-    struct evhttp *http;
+    struct evconnlistener *http_listener;  /* --http (http.c) */
+    struct mt_http_conn *http_conns;        /* its open connections */
+    uint32_t n_http_conns;
     SSL_CTX *ssl;
     mt_auth auth;
     mt_srv_batcher *batcher;

@@ -204,6 +204,8 @@ static int json_str(const char *json, const char *key, char *out, size_t n) {
     return 1;
 }
 
+_Thread_local int mt_fake_oom;
+
 static int fake_trainer_create(const char *cfg, const char *root, void **out, mt_eng_err *err) {
     if (!strchr(cfg, '{')) return set_err(err, MT_ERR_FORMAT, "config: line 1 column 1: not a JSON object%s", "");
     if (strstr(cfg, "\"bad_key\"")) return set_err(err, MT_ERR_CONFIG, "config: unknown key '%s'", "bad_key");
@@ -226,6 +228,7 @@ static int fake_trainer_create(const char *cfg, const char *root, void **out, mt
     }
     sleep_ms(json_int(cfg, "create_ms", 0));
     t->state = MT_TRAIN_IDLE;
+    if (json_int(cfg, "oom", 0)) mt_fake_oom = 1; /* this thread runs the trainer: no memory from here on */
     *out = t;
     return 0;
 }

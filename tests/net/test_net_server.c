@@ -6,6 +6,7 @@
  * others), Bye and half-close, back-pressure, health/stats/HTTP, training control, promote, TLS,
  * protected mode and the SIGTERM drain.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1159,6 +1160,256 @@ static void test_gpu_workers(void **state) {
     fx_stop(&sv);
 }
 
+/* ---- reliability: each a defect reproduced, fixed at its depth ---- */
+
+static mt_frame *rpc(mtc_conn *c, uint64_t id, int body_case, void *body) {
+    assert_int_equal(th_send_body(c, id, body_case, body), MTC_OK);
+    mt_frame *f = th_recv(c);
+    assert_int_equal(f->id, id);
+    return f;
+}
+
+/* Defect: a promote of a FIFO blocked the admin thread forever: later promotes and saves were never
+ * answered and SIGTERM's drain timed out. Now non-regular files are refused before any open, and a
+ * slow promote does not hold a save back (one admin thread per kind of job). */
+static void test_promote_fifo_and_admin_jobs(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "A:");
+    assert_int_equal(mkfifo(fx_path(&sv, "fifo.mt"), 0600), 0);
+    assert_int_equal(mt_fake_write_model(fx_path(&sv, "slow.mt"), "S:", 1500), 0);
+    fx_start(&sv, false, NULL);
+    mtc_conn *c = th_connect(&sv.s, NULL);
+    Mt__V1__ModelPromote p = MT__V1__MODEL_PROMOTE__INIT;
+    p.path = "fifo.mt";
+    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_MODEL_PROMOTE, &p);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_ERROR);
+    assert_int_equal(f->error->code, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->error->message, "not a regular file"));
+    mt_frame_free(f);
+    /* A slow promote in flight; a save meanwhile is answered first. */
+    Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
+    ts.config_json = "{\"steps\": 100000, \"step_ms\": 5, \"checkpoint_dir\": \"ck\"}";
+    f = rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_STATUS_OK);
+    mt_frame_free(f);
+    p.path = "slow.mt";
+    assert_int_equal(th_send_body(c, 4, MT__V1__FRAME__BODY_MODEL_PROMOTE, &p), MTC_OK);
+    sleep_ms(100);
+    Mt__V1__TrainSave save = MT__V1__TRAIN_SAVE__INIT;
+    save.path = "ck/during-promote.mt";
+    assert_int_equal(th_send_body(c, 5, MT__V1__FRAME__BODY_TRAIN_SAVE, &save), MTC_OK);
+    f = th_recv(c);
+    assert_int_equal(f->id, 5);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_SAVED);
+    mt_frame_free(f);
+    f = th_recv(c);
+    assert_int_equal(f->id, 4);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_MODEL_PROMOTED);
+    mt_frame_free(f);
+    mtc_close(c);
+    fx_stop(&sv); /* the drain ends: nothing is stuck */
+}
+
+/* Defect: a run stopped before its trainer existed reported TRAIN_FAILED although the log said
+ * cancelled. */
+static void test_train_stopped_before_start(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "A:");
+    fx_start(&sv, false, NULL);
+    mtc_conn *c = th_connect(&sv.s, NULL);
+    Mt__V1__TrainSubscribe sub = MT__V1__TRAIN_SUBSCRIBE__INIT;
+    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE, &sub);
+    mt_frame_free(f);
+    Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
+    ts.config_json = "{\"steps\": 100, \"step_ms\": 5, \"create_ms\": 300, \"checkpoint_dir\": \"ck\"}";
+    Mt__V1__TrainStop stop = MT__V1__TRAIN_STOP__INIT;
+    assert_int_equal(th_send_body(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts), MTC_OK);
+    assert_int_equal(th_send_body(c, 4, MT__V1__FRAME__BODY_TRAIN_STOP, &stop), MTC_OK);
+    for (;;) {
+        f = th_recv(c);
+        bool final = f->body_case == MT__V1__FRAME__BODY_TRAIN_EVENT && f->train_event->final;
+        if (final) assert_non_null(strstr(f->train_event->event_json, "\"state\":\"cancelled\""));
+        mt_frame_free(f);
+        if (final) break;
+    }
+    f = train_status(c, 5);
+    assert_int_equal(f->train_status_ok->state, MT__V1__TRAIN_STATE__TRAIN_CANCELLED);
+    mt_frame_free(f);
+    mtc_close(c);
+    fx_stop(&sv);
+}
+
+/* Defect: out of memory in the trainer thread silently dropped the "created"/"ended" messages and left
+ * the server in "starting". The fake trainer's thread gets no memory at all after creation
+ * (fake_engine.h, mt_fake_oom): the state changes still arrive, the lost progress events are counted. */
+static void test_train_state_survives_oom(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "A:");
+    fx_start(&sv, false, NULL);
+    mtc_conn *c = th_connect(&sv.s, NULL);
+    Mt__V1__TrainSubscribe sub = MT__V1__TRAIN_SUBSCRIBE__INIT;
+    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE, &sub);
+    mt_frame_free(f);
+    Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
+    ts.config_json = "{\"steps\": 5, \"step_ms\": 5, \"oom\": 1, \"checkpoint_dir\": \"ck\"}";
+    f = rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_STATUS_OK);
+    mt_frame_free(f);
+    for (;;) {
+        f = th_recv(c);
+        assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_EVENT);
+        assert_true(strstr(f->train_event->event_json, "\"event\":\"step\"") == NULL); /* all lost */
+        bool final = f->train_event->final;
+        if (final) assert_non_null(strstr(f->train_event->event_json, "\"state\":\"done\""));
+        mt_frame_free(f);
+        if (final) break;
+    }
+    f = train_status(c, 4);
+    assert_int_equal(f->train_status_ok->state, MT__V1__TRAIN_STATE__TRAIN_DONE);
+    mt_frame_free(f);
+    assert_true(th_metric(&sv.s, "mt_limit_hits_total{limit=\"out_of_memory\"}") >= 5); /* 5 steps, a checkpoint */
+    mtc_close(c);
+    fx_stop(&sv);
+}
+
+/* Defect: a Hello token "token\0junk" was accepted as "token" (protobuf-c strings carry no length). */
+static void test_hello_token_with_nul(void **state) {
+    (void)state;
+    mtc_conn *c = th_connect_raw(&g_main.s);
+    Mt__V1__Hello h = MT__V1__HELLO__INIT;
+    h.protocol_version = 1;
+    h.token = USER_TOKEN "#junk";
+    mt_frame fr = MT__V1__FRAME__INIT;
+    fr.id = 1;
+    fr.body_case = MT__V1__FRAME__BODY_HELLO;
+    fr.hello = &h;
+    size_t n;
+    uint8_t *buf = mt_frame_encode(&fr, &n);
+    uint8_t *hash = memchr(buf, '#', n);
+    assert_non_null(hash);
+    *hash = 0;
+    assert_int_equal(mtc_send_raw(c, buf, n, TH_TIMEOUT_MS), MTC_OK);
+    free(buf);
+    th_expect_error(c, 0, MT__V1__ERROR_CODE__ERR_BAD_FRAME, true);
+    mtc_close(c);
+    th_assert_serving(&g_main.s, USER_TOKEN);
+}
+
+/* Defect: a token longer than a Hello may be started a server nobody could authenticate to. */
+static void test_token_too_long_refused(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "A:");
+    char *big = malloc(5001);
+    memset(big, 't', 5000);
+    big[5000] = 0;
+    th_write_file(sv.tok, big);
+    free(big);
+    chmod(sv.tok, 0600);
+    const char *args[] = {"--model", sv.model, "--token-file", sv.tok, NULL};
+    int st = 0;
+    assert_int_equal(th_server_start(&sv.s, fake_bin(), sv.dir, args, &st), -1);
+    assert_int_equal(st, 1);
+    assert_true(th_server_log_contains(&sv.s, "--max-hello-bytes"));
+    th_rmdir(sv.dir);
+}
+
+/* Defect: one connection pipelining bulk requests filled the queue, and another client's single
+ * sentence waited for all of it. Now connections are served in turn inside each batch and one
+ * connection may hold only its share of the queue. */
+static void test_fair_service_under_bulk(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "F:");
+    const char *args[] = {"--threads", "1", "--max-batch-sentences", "4", "--max-wait-ms", "0",
+                          "--max-conn-queue-sentences", "64", "--max-inflight", "64", NULL};
+    fx_start(&sv, false, args);
+    mtc_conn *bulk = th_connect(&sv.s, NULL), *one = th_connect(&sv.s, NULL);
+    enum { NREQ = 12, PER = 8 };
+    const char *texts[PER];
+    for (int i = 0; i < PER; i++) texts[i] = "@sleep=25 bulk";
+    for (int r = 0; r < NREQ; r++) assert_int_equal(th_send_translate(bulk, (uint64_t)(100 + r), texts, PER, 0), MTC_OK);
+    /* 64 sentences admitted (its share), the 4 requests beyond refused; wait until they are queued. */
+    for (int i = 0; i < 400 && th_metric(&sv.s, "mt_queue_depth") < 40; i++) sleep_ms(5);
+    assert_true(th_metric(&sv.s, "mt_queue_depth") >= 40);
+    char *out = th_translate1(one, 2, "hi", 0);
+    assert_string_equal(out, "F:<HI>");
+    free(out);
+    /* Answered while most of the bulk work is still queued (not after all of it: about 16 batches). */
+    double left = th_metric(&sv.s, "mt_queue_depth");
+    if (left < 16) fail_msg("the single sentence waited for the bulk: %g sentences left", left);
+    int ok = 0, full = 0;
+    for (int r = 0; r < NREQ; r++) {
+        mt_frame *f = th_recv(bulk);
+        if (f->body_case == MT__V1__FRAME__BODY_TRANSLATE_OK) ok++;
+        else if (f->body_case == MT__V1__FRAME__BODY_ERROR && f->error->code == MT__V1__ERROR_CODE__ERR_QUEUE_FULL) full++;
+        mt_frame_free(f);
+    }
+    assert_int_equal(ok, 64 / PER);
+    assert_int_equal(full, NREQ - 64 / PER);
+    assert_true(th_metric(&sv.s, "mt_limit_hits_total{limit=\"max_conn_queue_sentences\"}") == NREQ - 64 / PER);
+    mtc_close(bulk);
+    mtc_close(one);
+    fx_stop(&sv);
+}
+
+/* Defect: the HTTP port kept a client sending 1 byte a second forever and took any number of
+ * connections. Now a request must arrive whole within --http-timeout-s of the accept, and at most
+ * --http-max-connections are open. */
+static void test_http_deadline_and_limit(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, "A:");
+    const char *args[] = {"--http-timeout-s", "1", "--http-max-connections", "2", NULL};
+    fx_start(&sv, false, args);
+    mtc_conn *slow = NULL, *idle = NULL, *over = NULL;
+    char err[256];
+    assert_int_equal(mtc_connect(sv.s.http, NULL, TH_TIMEOUT_MS, &slow, err, sizeof err), MTC_OK);
+    assert_int_equal(mtc_connect(sv.s.http, NULL, TH_TIMEOUT_MS, &idle, err, sizeof err), MTC_OK);
+    sleep_ms(100);
+    /* A third is over the limit: closed at once, without an answer. */
+    assert_int_equal(mtc_connect(sv.s.http, NULL, TH_TIMEOUT_MS, &over, err, sizeof err), MTC_OK);
+    char b;
+    for (int i = 0; i < 200; i++) {
+        ssize_t r = read(mtc_fd(over), &b, 1);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) break;
+        assert_true(r < 0);
+        sleep_ms(10);
+    }
+    assert_int_equal(read(mtc_fd(over), &b, 1), 0);
+    mtc_close(over);
+    /* One byte every 100 ms keeps the socket busy, but the deadline closes it. */
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    uint64_t t0 = mt_now_us();
+    bool closed = false;
+    for (size_t i = 0; req[i] && !closed; i++) {
+        closed = mtc_send_raw(slow, req + i, 1, 1000) != MTC_OK;
+        sleep_ms(100);
+        ssize_t r = read(mtc_fd(slow), &b, 1);
+        if (r == 0) closed = true;
+    }
+    if (!closed) {
+        for (int i = 0; i < 300; i++) {
+            ssize_t r = read(mtc_fd(slow), &b, 1);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) break;
+            sleep_ms(10);
+        }
+    }
+    assert_true(mt_now_us() - t0 < 3000000);
+    mtc_close(slow);
+    mtc_close(idle);
+    assert_true(th_metric(&sv.s, "mt_limit_hits_total{limit=\"http_timeout\"}") >= 1);
+    assert_true(th_metric(&sv.s, "mt_limit_hits_total{limit=\"http_max_connections\"}") == 1);
+    /* Well-behaved requests are still answered. */
+    char *body = NULL;
+    assert_int_equal(th_http_get(sv.s.http, "/healthz", &body), 200);
+    free(body);
+    fx_stop(&sv);
+}
+
 int main(void) {
     const struct CMUnitTest main_tests[] = {
         cmocka_unit_test(test_hello_roles_and_limits),
@@ -1184,6 +1435,7 @@ int main(void) {
         cmocka_unit_test(test_train_start_status_watch_stop),
         cmocka_unit_test(test_train_runs_to_done_and_bad_configs),
         cmocka_unit_test(test_promote),
+        cmocka_unit_test(test_hello_token_with_nul),
     };
     const struct CMUnitTest tight_tests[] = {
         cmocka_unit_test(test_connection_limit),
@@ -1199,6 +1451,12 @@ int main(void) {
         cmocka_unit_test(test_sigterm_drain),
         cmocka_unit_test(test_drain_timeout_and_second_signal),
         cmocka_unit_test(test_gpu_workers),
+        cmocka_unit_test(test_promote_fifo_and_admin_jobs),
+        cmocka_unit_test(test_train_stopped_before_start),
+        cmocka_unit_test(test_train_state_survives_oom),
+        cmocka_unit_test(test_token_too_long_refused),
+        cmocka_unit_test(test_fair_service_under_bulk),
+        cmocka_unit_test(test_http_deadline_and_limit),
     };
     signal(SIGPIPE, SIG_IGN);
     int failed = 0;
