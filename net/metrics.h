@@ -54,6 +54,8 @@ typedef struct mt_metrics {
     _Atomic uint64_t limit_hits[MT_LIM__COUNT];
     _Atomic uint64_t connections_total, sentences_total, batches_total, auth_failures, tls_failures,
         protocol_violations, train_events, model_promotions;
+    _Atomic uint64_t sentences_truncated;   /* sources over the model's max_len (the engine cuts them) */
+    _Atomic uint64_t engine_log_suppressed; /* engine warnings over the log rate limit, not shown */
     _Atomic int64_t connections, inflight, busy_workers;
     mt_histo latency;           /* seconds, request decoded -> answer queued */
     mt_histo batch_sentences;

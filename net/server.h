@@ -57,6 +57,7 @@ typedef struct mt_srv_model {
     void **handles;
     char *path;
     char *info;             /* engine JSON, may be NULL */
+    uint32_t max_len;       /* the model's max_len from info (tokens, [SOS]/[EOS] included), 0 unknown */
 } mt_srv_model;
 
 mt_srv_model *mt_srv_model_load_all(mt_server *s, const char *path, mt_eng_err *err);

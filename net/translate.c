@@ -128,6 +128,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     r->want_scores = t->want_scores;
     r->t0_us = mt_now_us();
     mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, t->length_penalty, t->max_len_ratio};
+    uint32_t truncated = 0;
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = &r->items[i];
         it->req = r;
@@ -142,8 +143,12 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         if (s->eng->count_tokens(m->handles[0], it->text, &ntok, &err) != 0)
             ntok = (uint32_t)(strlen(it->text) / 4 + 1); /* the batch budget is an estimate anyway */
         it->ntok = ntok ? ntok : 1;
+        /* The engine's source is the tokens and [EOS], at most max_len - 1 of them: it cuts longer
+         * ones (and warns, rate-limited by the log bridge); counted here, per sentence. */
+        if (m->max_len && (uint64_t)ntok + 1 > (uint64_t)m->max_len - 1) truncated++;
         ptrs[i] = it;
     }
+    if (truncated) mt_metric_add(&s->metrics.sentences_truncated, truncated);
     mt_srv_model_put(s, m);
     if (mt_srv_batcher_push(s->batcher, ptrs, n) != 0) {
         free(ptrs);

@@ -1410,6 +1410,38 @@ static void test_http_deadline_and_limit(void **state) {
     fx_stop(&sv);
 }
 
+/* Defect: a source longer than the model's max_len logged one engine warning per sentence. The
+ * server counts them (mt_sentences_truncated_total) and rate-limits the engine's warnings. */
+static void test_overlong_sources_counted(void **state) {
+    (void)state;
+    fx sv;
+    fx_init(&sv, NULL);
+    snprintf(sv.model, sizeof sv.model, "%s", fx_path(&sv, "short.mt"));
+    th_write_file(sv.model, "FAKE-MT 1\nprefix=L:\nload_ms=0\nmax_len=6\n");
+    fx_start(&sv, false, NULL);
+    mtc_conn *c = th_connect(&sv.s, NULL);
+    const char *texts[8], *longs = "one two three four five six seven eight";
+    for (int i = 0; i < 8; i++) texts[i] = longs;
+    for (int r = 0; r < 5; r++) {
+        assert_int_equal(th_send_translate(c, (uint64_t)(10 + r), texts, 8, 0), MTC_OK);
+        mt_frame *f = th_recv(c);
+        assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRANSLATE_OK);
+        mt_frame_free(f);
+    }
+    char *out = th_translate1(c, 20, "short one", 0); /* 3 tokens with [EOS], under max_len - 1 */
+    free(out);
+    assert_true(th_metric(&sv.s, "mt_sentences_truncated_total") == 40);
+    assert_true(th_metric(&sv.s, "mt_engine_log_suppressed_total") == 30);
+    mtc_close(c);
+    int shown = 0;
+    FILE *lf = fopen(sv.s.log, "r");
+    char line[1024];
+    while (lf && fgets(line, sizeof line, lf)) shown += strstr(line, ": truncated") != NULL;
+    if (lf) fclose(lf);
+    assert_int_equal(shown, 10);
+    fx_stop(&sv);
+}
+
 int main(void) {
     const struct CMUnitTest main_tests[] = {
         cmocka_unit_test(test_hello_roles_and_limits),
@@ -1457,6 +1489,7 @@ int main(void) {
         cmocka_unit_test(test_token_too_long_refused),
         cmocka_unit_test(test_fair_service_under_bulk),
         cmocka_unit_test(test_http_deadline_and_limit),
+        cmocka_unit_test(test_overlong_sources_counted),
     };
     signal(SIGPIPE, SIG_IGN);
     int failed = 0;
