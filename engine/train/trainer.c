@@ -584,7 +584,8 @@ static mt_status save_checkpoint(mt_trainer *tr, const char *path, char out[PATH
         else if (slash == p) snprintf(dir, sizeof dir, "/");
         else snprintf(dir, sizeof dir, "%.*s", (int)(slash - p), p);
         if (!name[0]) return mt_error(MT_ERR_INVALID_ARG, "checkpoint path '%s' names no file", path);
-        MT_TRY(open_dir(tr, "path", dir, 0, &dirfd));
+        mt_status ost = open_dir(tr, "path", dir, 0, &dirfd);
+        if (ost != MT_OK) return mt_error_prefix(ost, "checkpoint %s: ", p);
         own = 1;
     }
     char *state = trainer_state_json(tr);
