@@ -135,8 +135,12 @@ static void write_cb(struct bufferevent *bev, void *arg) {
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) http_conn_free(arg);
+    mt_http_conn *h = arg;
+    /* A client that half-closes after its request still gets the answer queued for it. */
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && h->replied &&
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) http_conn_free(h);
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
