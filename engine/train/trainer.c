@@ -264,15 +264,22 @@ static int is_stale_tmp(const char *name) {
            !strcmp(base, "tokenizer.json");
 }
 
-/* Removes the temporary files a crash during a write left in the directory dirfd (shown as dir). */
-static void remove_stale_tmp(int dirfd, const char *dir) {
+/* A listing of the directory dirfd (closedir it), from its start; NULL on failure. */
+static DIR *list_dir(int dirfd) {
     int fd = dup(dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
         if (fd >= 0) close(fd);
-        return;
+        return NULL;
     }
     rewinddir(d); /* a dup shares the directory's offset with the last listing */
+    return d;
+}
+
+/* Removes the temporary files a crash during a write left in the directory dirfd (shown as dir). */
+static void remove_stale_tmp(int dirfd, const char *dir) {
+    DIR *d = list_dir(dirfd);
+    if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!is_stale_tmp(e->d_name)) continue;
@@ -510,13 +517,8 @@ static int ckpt_step_of(const char *name, int64_t *step) {
 /* The newest checkpoint of the run's checkpoint directory into path ("" when none). */
 static void latest_checkpoint(const mt_trainer *tr, char path[PATH_MAX]) {
     path[0] = 0;
-    int fd = dup(tr->ckpt_fd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0) close(fd);
-        return;
-    }
-    rewinddir(d); /* a dup shares the directory's offset with the last listing */
+    DIR *d = list_dir(tr->ckpt_fd);
+    if (!d) return;
     int64_t best = -1;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -533,13 +535,8 @@ static void latest_checkpoint(const mt_trainer *tr, char path[PATH_MAX]) {
 
 /* Deletes the oldest checkpoints beyond keep_checkpoints. */
 static void rotate_checkpoints(const mt_trainer *tr) {
-    int fd = dup(tr->ckpt_fd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0) close(fd);
-        return;
-    }
-    rewinddir(d); /* a dup shares the directory's offset with the last listing */
+    DIR *d = list_dir(tr->ckpt_fd);
+    if (!d) return;
     int64_t steps[4096];
     int n = 0;
     struct dirent *e;

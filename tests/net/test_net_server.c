@@ -1162,13 +1162,6 @@ static void test_gpu_workers(void **state) {
 
 /* ---- reliability: each a defect reproduced, fixed at its depth ---- */
 
-static mt_frame *rpc(mtc_conn *c, uint64_t id, int body_case, void *body) {
-    assert_int_equal(th_send_body(c, id, body_case, body), MTC_OK);
-    mt_frame *f = th_recv(c);
-    assert_int_equal(f->id, id);
-    return f;
-}
-
 /* Defect: a promote of a FIFO blocked the admin thread forever: later promotes and saves were never
  * answered and SIGTERM's drain timed out. Now non-regular files are refused before any open, and a
  * slow promote does not hold a save back (one admin thread per kind of job). */
@@ -1182,7 +1175,7 @@ static void test_promote_fifo_and_admin_jobs(void **state) {
     mtc_conn *c = th_connect(&sv.s, NULL);
     Mt__V1__ModelPromote p = MT__V1__MODEL_PROMOTE__INIT;
     p.path = "fifo.mt";
-    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_MODEL_PROMOTE, &p);
+    mt_frame *f = admin_rpc(c, 2, MT__V1__FRAME__BODY_MODEL_PROMOTE, &p);
     assert_int_equal(f->body_case, MT__V1__FRAME__BODY_ERROR);
     assert_int_equal(f->error->code, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(f->error->message, "not a regular file"));
@@ -1190,7 +1183,7 @@ static void test_promote_fifo_and_admin_jobs(void **state) {
     /* A slow promote in flight; a save meanwhile is answered first. */
     Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
     ts.config_json = "{\"steps\": 100000, \"step_ms\": 5, \"checkpoint_dir\": \"ck\"}";
-    f = rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
+    f = admin_rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
     assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_STATUS_OK);
     mt_frame_free(f);
     p.path = "slow.mt";
@@ -1211,30 +1204,47 @@ static void test_promote_fifo_and_admin_jobs(void **state) {
     fx_stop(&sv); /* the drain ends: nothing is stuck */
 }
 
+/* A fixture server without tokens and a connection subscribed to its training events (id 2). */
+static mtc_conn *subscribed_server(fx *sv) {
+    fx_init(sv, "A:");
+    fx_start(sv, false, NULL);
+    mtc_conn *c = th_connect(&sv->s, NULL);
+    Mt__V1__TrainSubscribe sub = MT__V1__TRAIN_SUBSCRIBE__INIT;
+    mt_frame *f = admin_rpc(c, 2, MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE, &sub);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_STATUS_OK);
+    mt_frame_free(f);
+    return c;
+}
+
+/* Reads frames until the final training event, which must name state; with no_steps, no step event
+ * may come before it. */
+static void wait_train_end(mtc_conn *c, const char *state, bool no_steps) {
+    char want[64];
+    snprintf(want, sizeof want, "\"state\":\"%s\"", state);
+    for (;;) {
+        mt_frame *f = th_recv(c);
+        bool event = f->body_case == MT__V1__FRAME__BODY_TRAIN_EVENT;
+        if (event && no_steps) assert_null(strstr(f->train_event->event_json, "\"event\":\"step\""));
+        bool final = event && f->train_event->final;
+        if (final && !strstr(f->train_event->event_json, want)) fail_msg("final event %s", f->train_event->event_json);
+        mt_frame_free(f);
+        if (final) return;
+    }
+}
+
 /* Defect: a run stopped before its trainer existed reported TRAIN_FAILED although the log said
  * cancelled. */
 static void test_train_stopped_before_start(void **state) {
     (void)state;
     fx sv;
-    fx_init(&sv, "A:");
-    fx_start(&sv, false, NULL);
-    mtc_conn *c = th_connect(&sv.s, NULL);
-    Mt__V1__TrainSubscribe sub = MT__V1__TRAIN_SUBSCRIBE__INIT;
-    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE, &sub);
-    mt_frame_free(f);
+    mtc_conn *c = subscribed_server(&sv);
     Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
     ts.config_json = "{\"steps\": 100, \"step_ms\": 5, \"create_ms\": 300, \"checkpoint_dir\": \"ck\"}";
     Mt__V1__TrainStop stop = MT__V1__TRAIN_STOP__INIT;
     assert_int_equal(th_send_body(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts), MTC_OK);
     assert_int_equal(th_send_body(c, 4, MT__V1__FRAME__BODY_TRAIN_STOP, &stop), MTC_OK);
-    for (;;) {
-        f = th_recv(c);
-        bool final = f->body_case == MT__V1__FRAME__BODY_TRAIN_EVENT && f->train_event->final;
-        if (final) assert_non_null(strstr(f->train_event->event_json, "\"state\":\"cancelled\""));
-        mt_frame_free(f);
-        if (final) break;
-    }
-    f = train_status(c, 5);
+    wait_train_end(c, "cancelled", false);
+    mt_frame *f = train_status(c, 5);
     assert_int_equal(f->train_status_ok->state, MT__V1__TRAIN_STATE__TRAIN_CANCELLED);
     mt_frame_free(f);
     mtc_close(c);
@@ -1247,26 +1257,13 @@ static void test_train_stopped_before_start(void **state) {
 static void test_train_state_survives_oom(void **state) {
     (void)state;
     fx sv;
-    fx_init(&sv, "A:");
-    fx_start(&sv, false, NULL);
-    mtc_conn *c = th_connect(&sv.s, NULL);
-    Mt__V1__TrainSubscribe sub = MT__V1__TRAIN_SUBSCRIBE__INIT;
-    mt_frame *f = rpc(c, 2, MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE, &sub);
-    mt_frame_free(f);
+    mtc_conn *c = subscribed_server(&sv);
     Mt__V1__TrainStart ts = MT__V1__TRAIN_START__INIT;
     ts.config_json = "{\"steps\": 5, \"step_ms\": 5, \"oom\": 1, \"checkpoint_dir\": \"ck\"}";
-    f = rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
+    mt_frame *f = admin_rpc(c, 3, MT__V1__FRAME__BODY_TRAIN_START, &ts);
     assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_STATUS_OK);
     mt_frame_free(f);
-    for (;;) {
-        f = th_recv(c);
-        assert_int_equal(f->body_case, MT__V1__FRAME__BODY_TRAIN_EVENT);
-        assert_true(strstr(f->train_event->event_json, "\"event\":\"step\"") == NULL); /* all lost */
-        bool final = f->train_event->final;
-        if (final) assert_non_null(strstr(f->train_event->event_json, "\"state\":\"done\""));
-        mt_frame_free(f);
-        if (final) break;
-    }
+    wait_train_end(c, "done", true); /* every step event lost */
     f = train_status(c, 4);
     assert_int_equal(f->train_status_ok->state, MT__V1__TRAIN_STATE__TRAIN_DONE);
     mt_frame_free(f);
