@@ -10,9 +10,9 @@
  *   worker.c    engine worker threads (one per GPU, or a CPU pool) running batches
  *   model.c     the serving model: generations, reference counts, the swap on promote
  *   post.c      the queue from worker/trainer threads back to the loop (mutex + event_active)
- *   train.c     training control (trainer thread, admin jobs thread, subscribers)
+ *   train.c     training control (trainer thread, admin threads for saves and promotes, subscribers)
  *   paths.c     --data-root confinement of client-named paths
- *   http.c      /healthz and /metrics (evhttp)
+ *   http.c      /healthz and /metrics (a small HTTP/1.x responder with a deadline and a connection limit)
  *   drain.c     SIGTERM/SIGINT: the drain
  *
  * Threads: the loop thread owns every connection and request; workers touch only batch items and
