@@ -977,7 +977,17 @@ static void test_output_backpressure(void **state) {
     text[4000] = 0;
     const char **texts = malloc(NS * sizeof *texts);
     for (int i = 0; i < NS; i++) texts[i] = text;
-    for (int r = 0; r < NR; r++) assert_int_equal(th_send_translate(c, (uint64_t)(r + 1), texts, NS, 0), MTC_OK);
+    /* The first batch takes a second, so the server has read all four requests before any answer
+     * fills its output (on a busy machine it otherwise paused reading while requests were still
+     * arriving, and the client's sends timed out). */
+    char *slow = malloc(4001);
+    memset(slow, 'q', 4000);
+    memcpy(slow, "@sleep=1000 ", 12);
+    slow[4000] = 0;
+    for (int r = 0; r < NR; r++) {
+        texts[0] = r == 0 ? slow : text;
+        assert_int_equal(th_send_translate(c, (uint64_t)(r + 1), texts, NS, 0), MTC_OK);
+    }
     mtc_set_max_frame(c, 64u << 20);
     for (int r = 0; r < NR; r++) {
         mt_frame *f = th_recv(c);
@@ -987,6 +997,7 @@ static void test_output_backpressure(void **state) {
         mt_frame_free(f);
     }
     free(text);
+    free(slow);
     free(texts);
     mtc_close(c);
     assert_true(th_metric(&s, "mt_limit_hits_total{limit=\"output_high_water\"}") >= 1);
