@@ -14,11 +14,40 @@
 #include "log.h"
 #include "token_file.h"
 
-static int load_one(const char *path, unsigned char digest[32], bool *has, char *err, size_t errlen) {
+/* The length of the smallest Hello frame carrying a token of n bytes. */
+static size_t hello_bytes(size_t n) {
+    char *tok = malloc(n + 1);
+    if (!tok) return SIZE_MAX;
+    memset(tok, 'x', n);
+    tok[n] = 0;
+    Mt__V1__Hello h = MT__V1__HELLO__INIT;
+    h.protocol_version = 1;
+    h.token = tok;
+    Mt__V1__Frame f = MT__V1__FRAME__INIT;
+    f.id = 1;
+    f.body_case = MT__V1__FRAME__BODY_HELLO;
+    f.hello = &h;
+    size_t len = mt__v1__frame__get_packed_size(&f);
+    free(tok);
+    return len;
+}
+
+static int load_one(const char *path, uint64_t max_hello, unsigned char digest[32], bool *has, char *err,
+                    size_t errlen) {
     if (!path || !*path) return 0;
     bool loose = false;
     char *tok = mt_token_file_read(path, &loose, err, errlen);
     if (!tok) return -1;
+    size_t need = hello_bytes(strlen(tok));
+    if (need > max_hello) {
+        snprintf(err, errlen,
+                 "token file %s: the token is %zu bytes; a Hello carrying it is %zu bytes, over --max-hello-bytes %llu "
+                 "(no client could authenticate): use a shorter token or raise the limit",
+                 path, strlen(tok), need, (unsigned long long)max_hello);
+        OPENSSL_cleanse(tok, strlen(tok));
+        free(tok);
+        return -1;
+    }
     if (loose) MT_LOGW("token file %s is readable by group or others (chmod 600 it)", path);
     SHA256((const unsigned char *)tok, strlen(tok), digest);
     OPENSSL_cleanse(tok, strlen(tok));
@@ -27,10 +56,11 @@ static int load_one(const char *path, unsigned char digest[32], bool *has, char 
     return 0;
 }
 
-int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, char *err, size_t errlen) {
+int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, uint64_t max_hello_bytes,
+                 char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
-    if (load_one(token_file, a->user, &a->has_user, err, errlen) != 0) return -1;
-    if (load_one(admin_token_file, a->admin, &a->has_admin, err, errlen) != 0) return -1;
+    if (load_one(token_file, max_hello_bytes, a->user, &a->has_user, err, errlen) != 0) return -1;
+    if (load_one(admin_token_file, max_hello_bytes, a->admin, &a->has_admin, err, errlen) != 0) return -1;
     if (a->has_user && a->has_admin && CRYPTO_memcmp(a->user, a->admin, 32) == 0)
         MT_LOGW("the translate token and the admin token are the same: every client is an admin");
     return 0;

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "microtensor.pb-c.h"
 
@@ -17,8 +18,10 @@ typedef struct mt_auth {
 } mt_auth;
 
 /* Loads the token files (either may be NULL), read by mt_token_file_read (token_file.h). Warns when a file is readable by group or others.
+ * A token too long for a Hello within max_hello_bytes is refused (nobody could authenticate).
  * Returns 0 or -1 (err filled). */
-int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, char *err, size_t errlen);
+int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, uint64_t max_hello_bytes,
+                 char *err, size_t errlen);
 
 /* Tokens are configured: every Hello must carry one. */
 static inline bool mt_auth_enabled(const mt_auth *a) { return a->has_user || a->has_admin; }

@@ -2,7 +2,10 @@
  * batcher.c — the dynamic batcher (policy in batcher.h).
  *
  * A group per distinct decoding options; their number is small (clients use a handful of settings),
- * so groups live in a list. Groups are freed when they empty.
+ * so groups live in a list. Inside a group, a lane per owner (connection) with sentences queued, in
+ * round-robin order: a batch is filled one sentence per lane in turn, and the lanes are then rotated
+ * so that the next batch starts with the lane after the last one served. Lanes and groups are freed
+ * when they empty.
  */
 #include "batcher.h"
 
@@ -11,10 +14,17 @@
 #include <string.h>
 #include <time.h>
 
+typedef struct lane {
+    struct lane *next;
+    uint64_t owner;
+    mt_bitem *head, *tail;
+    const mt_bitem *cur;     /* scratch cursor of group_full's walk */
+} lane;
+
 typedef struct group {
     struct group *next;
     mt_xlate_opts opts;
-    mt_bitem *head, *tail;
+    lane *lanes;             /* round-robin order: the next batch starts with the first */
     uint32_t n;
 } group;
 
@@ -59,12 +69,22 @@ mt_srv_batcher *mt_srv_batcher_new(uint32_t max_tokens, uint32_t max_sentences, 
     return b;
 }
 
+static void group_free(group *g) {
+    lane *l = g->lanes;
+    while (l) {
+        lane *n = l->next;
+        free(l);
+        l = n;
+    }
+    free(g);
+}
+
 void mt_srv_batcher_free(mt_srv_batcher *b) {
     if (!b) return;
     group *g = b->groups;
     while (g) {
         group *n = g->next;
-        free(g);
+        group_free(g);
         g = n;
     }
     pthread_cond_destroy(&b->cv);
@@ -72,59 +92,121 @@ void mt_srv_batcher_free(mt_srv_batcher *b) {
     free(b);
 }
 
-void mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n) {
+/* The group of opts and its lane of owner, made when missing (appended: a new owner waits for one
+ * round at most). NULL when out of memory. */
+static lane *find_lane(mt_srv_batcher *b, const mt_xlate_opts *opts, uint64_t owner, group **gout) {
+    group *g = b->groups, *glast = NULL;
+    while (g && !opts_eq(&g->opts, opts)) {
+        glast = g;
+        g = g->next;
+    }
+    if (!g) {
+        if (!(g = calloc(1, sizeof *g))) return NULL;
+        g->opts = *opts;
+        if (glast) glast->next = g;
+        else b->groups = g;
+    }
+    *gout = g;
+    lane *l = g->lanes, *llast = NULL;
+    while (l && l->owner != owner) {
+        llast = l;
+        l = l->next;
+    }
+    if (!l) {
+        if (!(l = calloc(1, sizeof *l))) return NULL; /* an empty group is harmless: pick skips it */
+        l->owner = owner;
+        if (llast) llast->next = l;
+        else g->lanes = l;
+    }
+    return l;
+}
+
+int mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n) {
     pthread_mutex_lock(&b->mu);
+    /* First every lane the items need, so that a failure queues nothing. */
+    for (uint32_t i = 0; i < n; i++) {
+        group *g;
+        if (!find_lane(b, &items[i]->opts, items[i]->owner, &g)) {
+            pthread_mutex_unlock(&b->mu);
+            return -1;
+        }
+    }
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = items[i];
         it->next = NULL;
         if (it->ntok == 0) it->ntok = 1;
-        group *g = b->groups, *last = NULL;
-        while (g && !opts_eq(&g->opts, &it->opts)) {
-            last = g;
-            g = g->next;
-        }
-        if (!g) {
-            g = calloc(1, sizeof *g);
-            if (!g) abort(); /* a few bytes; nothing sensible to do without them */
-            g->opts = it->opts;
-            if (last) last->next = g;
-            else b->groups = g;
-        }
-        if (g->tail) g->tail->next = it;
-        else g->head = it;
-        g->tail = it;
+        group *g;
+        lane *l = find_lane(b, &it->opts, it->owner, &g);
+        if (l->tail) l->tail->next = it;
+        else l->head = it;
+        l->tail = it;
         g->n++;
     }
     b->depth += n;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
+    return 0;
 }
 
-/* Would the group's next batch be full, i.e. could no further sentence join it? (0 live items
- * counts as ready: only drops to hand back.) */
-static bool group_full(const mt_srv_batcher *b, const group *g) {
+/* The group's oldest sentence: the oldest lane head (each lane is FIFO). */
+static const mt_bitem *group_oldest(const group *g) {
+    const mt_bitem *o = NULL;
+    for (const lane *l = g->lanes; l; l = l->next)
+        if (l->head && (!o || l->head->enq_us < o->enq_us)) o = l->head;
+    return o;
+}
+
+/* Would the group's next batch be full, i.e. could no further sentence join it? Walks the lanes as
+ * the pick takes them, one sentence each in turn. (0 live items counts as ready: only drops to hand
+ * back.) */
+static bool group_full(const mt_srv_batcher *b, group *g) {
     uint32_t count = 0, maxtok = 0;
-    for (const mt_bitem *it = g->head; it; it = it->next) {
-        if (is_cancelled(it)) continue;
-        uint32_t nm = it->ntok > maxtok ? it->ntok : maxtok;
-        if (count > 0 && (uint64_t)(count + 1) * nm > b->max_tokens) return true;
-        count++;
-        maxtok = nm;
-        if (count >= b->max_sentences) return true;
+    for (lane *l = g->lanes; l; l = l->next) l->cur = l->head;
+    for (bool more = true; more;) {
+        more = false;
+        for (lane *l = g->lanes; l; l = l->next) {
+            while (l->cur && is_cancelled(l->cur)) l->cur = l->cur->next;
+            if (!l->cur) continue;
+            uint32_t nm = l->cur->ntok > maxtok ? l->cur->ntok : maxtok;
+            if (count > 0 && (uint64_t)(count + 1) * nm > b->max_tokens) return true;
+            count++;
+            maxtok = nm;
+            if (count >= b->max_sentences) return true;
+            l->cur = l->cur->next;
+            more = true;
+        }
     }
     return count == 0 || (uint64_t)(count + 1) * maxtok > b->max_tokens;
+}
+
+/* Moves the cancelled items at the head of lane l to the dropped list. */
+static void drop_cancelled(lane *l, group *g, mt_batch *out, mt_bitem ***dtail) {
+    while (l->head && is_cancelled(l->head)) {
+        mt_bitem *it = l->head;
+        l->head = it->next;
+        if (!l->head) l->tail = NULL;
+        g->n--;
+        **dtail = it;
+        *dtail = &it->next;
+        out->n_dropped++;
+    }
 }
 
 int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, uint64_t free_us, mt_batch *out, uint64_t *deadline_us) {
     *deadline_us = UINT64_MAX;
     group *best = NULL;
+    const mt_bitem *best_oldest = NULL;
     for (group *g = b->groups; g; g = g->next) {
-        if (!g->head) continue;
-        uint64_t since = g->head->enq_us > free_us ? g->head->enq_us : free_us;
+        const mt_bitem *oldest = group_oldest(g);
+        if (!oldest) continue;
+        uint64_t since = oldest->enq_us > free_us ? oldest->enq_us : free_us;
         uint64_t due = since + b->max_wait_us;
         bool ready = b->flush || b->closed || now_us >= due || group_full(b, g);
         if (ready) {
-            if (!best || g->head->enq_us < best->head->enq_us) best = g;
+            if (!best || oldest->enq_us < best_oldest->enq_us) {
+                best = g;
+                best_oldest = oldest;
+            }
         } else if (due < *deadline_us) {
             *deadline_us = due;
         }
@@ -136,34 +218,57 @@ int mt_srv_batcher_pick(mt_srv_batcher *b, uint64_t now_us, uint64_t free_us, mt
     out->n_dropped = 0;
     out->opts = best->opts;
     out->max_tok = 0;
-    out->oldest_us = best->head->enq_us;
+    out->oldest_us = best_oldest->enq_us;
     mt_bitem **dtail = &out->dropped;
     uint32_t cap = out->cap < b->max_sentences ? out->cap : b->max_sentences;
-    while (best->head) {
-        mt_bitem *it = best->head;
-        if (!is_cancelled(it)) {
+    lane *last = NULL; /* the last lane served */
+    for (bool more = true, full = false; more && !full;) {
+        more = false;
+        for (lane *l = best->lanes; l && !full; l = l->next) {
+            drop_cancelled(l, best, out, &dtail);
+            if (!l->head) continue;
+            mt_bitem *it = l->head;
             uint32_t nm = it->ntok > out->max_tok ? it->ntok : out->max_tok;
-            if (out->n > 0 && ((uint64_t)(out->n + 1) * nm > b->max_tokens || out->n >= cap)) break;
+            if (out->n > 0 && ((uint64_t)(out->n + 1) * nm > b->max_tokens || out->n >= cap)) {
+                full = true;
+                break;
+            }
+            l->head = it->next;
+            if (!l->head) l->tail = NULL;
+            best->n--;
+            it->next = NULL;
             out->items[out->n++] = it;
             out->max_tok = nm;
-        } else {
-            *dtail = it;
-            dtail = &it->next;
-            out->n_dropped++;
+            last = l;
+            more = true;
         }
-        best->head = it->next;
-        best->n--;
-        if (!best->head) best->tail = NULL;
     }
+    for (lane *l = best->lanes; l; l = l->next) drop_cancelled(l, best, out, &dtail);
     *dtail = NULL;
-    for (uint32_t i = 0; i < out->n; i++) out->items[i]->next = NULL;
     out->padded_tokens = (uint64_t)out->n * out->max_tok;
     b->depth -= out->n + out->n_dropped;
-    if (!best->head) { /* unlink the empty group */
+    /* Round robin: the lane after the last one served goes first next time. */
+    if (last && last->next) {
+        lane *tail = last->next;
+        while (tail->next) tail = tail->next;
+        tail->next = best->lanes;
+        best->lanes = last->next;
+        last->next = NULL;
+    }
+    for (lane **pp = &best->lanes; *pp;) { /* free the empty lanes */
+        lane *l = *pp;
+        if (l->head) {
+            pp = &l->next;
+        } else {
+            *pp = l->next;
+            free(l);
+        }
+    }
+    if (!best->lanes) { /* unlink the empty group */
         group **pp = &b->groups;
         while (*pp != best) pp = &(*pp)->next;
         *pp = best->next;
-        free(best);
+        group_free(best);
     }
     return 1;
 }

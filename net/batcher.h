@@ -8,9 +8,11 @@
  * its arrival, or when the worker asking became free if that is later (a sentence queued behind a busy
  * worker still gets max_wait of company, so under load the requests the last batch answered, resent by
  * their clients, join the next batch instead of leaving half of it behind). Among ready groups the one with
- * the oldest sentence goes first; within a group order is FIFO. A sentence longer than the budget
- * alone makes a batch of one. Items whose request was cancelled (its connection closed) are handed
- * back untranslated.
+ * the oldest sentence goes first. Within a group every owner (a connection) has a FIFO lane of its
+ * own, and a batch takes one sentence from each lane in turn, the next batch starting with the lane
+ * after the last one served: a connection with 60,000 sentences queued cannot hold back another's
+ * single sentence for more than a batch. A sentence longer than the budget alone makes a batch of
+ * one. Items whose request was cancelled (its connection closed) are handed back untranslated.
  *
  * The policy (mt_srv_batcher_pick) is a pure function of the queue and a time the caller passes, so the
  * tests drive it deterministically; mt_srv_batcher_take is the blocking wrapper the worker threads use.
@@ -37,6 +39,7 @@ typedef struct mt_bitem {
     uint32_t index;                 /* position in its request */
     uint32_t ntok;                  /* source tokens, >= 1 */
     uint64_t enq_us;                /* when it was queued (the caller's clock) */
+    uint64_t owner;                 /* who queued it (a connection): batches serve owners in turn */
     mt_xlate_opts opts;
     /* filled by the worker */
     char *out;
@@ -59,8 +62,9 @@ typedef struct mt_srv_batcher mt_srv_batcher;
 mt_srv_batcher *mt_srv_batcher_new(uint32_t max_tokens, uint32_t max_sentences, uint32_t max_wait_ms);
 void mt_srv_batcher_free(mt_srv_batcher *b);
 
-/* Queues n items (each with enq_us, opts, ntok set). Thread-safe. */
-void mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n);
+/* Queues n items (each with enq_us, opts, ntok, owner set). Thread-safe. Returns 0, or -1 when out of
+ * memory (for a new option group or owner lane): then nothing was queued. */
+int mt_srv_batcher_push(mt_srv_batcher *b, mt_bitem *const *items, uint32_t n);
 
 /* The policy. With the lock held (or single-threaded): forms at most one batch from the queue as it
  * stands at now_us, for a worker free since free_us (0: the sentences' own age alone counts). Returns 1 with *out filled (out->items must have room for max_sentences), or 0

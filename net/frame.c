@@ -52,7 +52,52 @@ static bool message_ok(const ProtobufCMessage *m, int depth) {
     return true;
 }
 
+/* protobuf-c hands string fields over NUL-terminated and keeps no length, so a string holding a NUL
+ * byte ("token\0junk") would silently read as its prefix. Walks the wire bytes of message d and
+ * says whether any string field (at any depth) holds a NUL. Malformed input is left to the unpacker. */
+static bool wire_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *pos < n; shift += 7) {
+        uint8_t b = p[(*pos)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return true;
+    }
+    return false;
+}
+
+static bool string_has_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth) {
+    if (depth > 16) return false;
+    size_t pos = 0;
+    while (pos < n) {
+        uint64_t key, v;
+        if (!wire_varint(p, n, &pos, &key)) return false;
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(p, n, &pos, &v)) return false;
+            break;
+        case 1: pos += 8; break;
+        case 5: pos += 4; break;
+        case 2: {
+            if (!wire_varint(p, n, &pos, &v) || v > n - pos) return false;
+            const ProtobufCFieldDescriptor *fd =
+                key >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
+            if (fd && fd->type == PROTOBUF_C_TYPE_STRING && memchr(p + pos, 0, (size_t)v)) return true;
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE && string_has_nul(fd->descriptor, p + pos, (size_t)v, depth + 1))
+                return true;
+            pos += (size_t)v;
+            break;
+        }
+        default: return false;
+        }
+    }
+    return false;
+}
+
 int mt_frame_decode(const uint8_t *body, size_t n, mt_frame **out, const char **why) {
+    if (string_has_nul(&mt__v1__frame__descriptor, body, n, 0)) {
+        *why = "a string field of the frame holds a NUL byte";
+        return MT__V1__ERROR_CODE__ERR_BAD_FRAME;
+    }
     mt_frame *f = mt__v1__frame__unpack(NULL, n, body);
     if (f && !message_ok(&f->base, 0)) {
         mt__v1__frame__free_unpacked(f, NULL);

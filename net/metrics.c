@@ -16,7 +16,7 @@
 static const char *const g_limit_names[MT_LIM__COUNT] = {
     "max_frame_bytes", "max_hello_bytes", "max_connections", "max_inflight", "max_sentences", "max_chars",
     "idle_timeout", "hello_timeout", "requests_per_event", "max_queue_sentences", "output_high_water",
-    "event_dropped",
+    "event_dropped", "max_conn_queue_sentences", "http_max_connections", "http_timeout", "out_of_memory",
 };
 static const char *const g_req_names[MT_REQ__COUNT] = {
     "hello", "translate", "health", "stats", "train_start", "train_status", "train_stop", "train_save",
@@ -136,6 +136,10 @@ char *mt_metrics_render(const mt_metrics *m, const mt_metrics_gauges *g) {
     for (int i = 0; i < MT_REQ__COUNT; i++)
         sb_printf(&b, "mt_requests_total{kind=\"%s\"} %" PRIu64 "\n", g_req_names[i], mt_metric_get(&m->requests[i]));
     counter(&b, "mt_sentences_total", "Sentences translated", mt_metric_get(&m->sentences_total));
+    counter(&b, "mt_sentences_truncated_total", "Sources longer than the model's max_len (cut by the engine)",
+            mt_metric_get(&m->sentences_truncated));
+    counter(&b, "mt_engine_log_suppressed_total", "Engine warnings over the log rate limit, not shown",
+            mt_metric_get(&m->engine_log_suppressed));
     counter(&b, "mt_batches_total", "Engine batches run", mt_metric_get(&m->batches_total));
     sb_printf(&b, "# HELP mt_errors_total Error frames sent, by code\n# TYPE mt_errors_total counter\n");
     for (int i = 0; i < MT_METRICS_MAX_CODE; i++) {

@@ -23,6 +23,10 @@ typedef enum mt_limit_kind {
     MT_LIM_QUEUE,              /* max-queue-sentences refused a request */
     MT_LIM_OUTPUT,             /* output-high-water paused a connection's input */
     MT_LIM_EVENT_DROP,         /* a training event not sent to a subscriber over output-high-water */
+    MT_LIM_CONN_QUEUE,         /* max-conn-queue-sentences refused a request */
+    MT_LIM_HTTP_CONNECTIONS,   /* an HTTP connection over http-max-connections (closed) */
+    MT_LIM_HTTP_TIMEOUT,       /* an HTTP request not whole within http-timeout-s (closed) */
+    MT_LIM_OOM_DROP,           /* a training progress event lost to out-of-memory */
     MT_LIM__COUNT
 } mt_limit_kind;
 
@@ -50,6 +54,8 @@ typedef struct mt_metrics {
     _Atomic uint64_t limit_hits[MT_LIM__COUNT];
     _Atomic uint64_t connections_total, sentences_total, batches_total, auth_failures, tls_failures,
         protocol_violations, train_events, model_promotions;
+    _Atomic uint64_t sentences_truncated;   /* sources over the model's max_len (the engine cuts them) */
+    _Atomic uint64_t engine_log_suppressed; /* engine warnings over the log rate limit, not shown */
     _Atomic int64_t connections, inflight, busy_workers;
     mt_histo latency;           /* seconds, request decoded -> answer queued */
     mt_histo batch_sentences;

@@ -49,6 +49,8 @@ mt_srv_model *mt_srv_model_load_all(mt_server *s, const char *path, mt_eng_err *
         m->n = i + 1;
     }
     m->info = s->eng->model_info ? s->eng->model_info(m->handles[0]) : NULL;
+    const char *ml = m->info ? strstr(m->info, "\"max_len\":") : NULL;
+    if (ml) m->max_len = (uint32_t)strtoul(ml + 10, NULL, 10);
     return m;
 }
 

@@ -62,6 +62,11 @@ static const optdesc g_opts[] = {
      "frames handled per read event before other connections get a turn"},
     {"max-queue-sentences", T_U32, LIM(max_queue_sentences), 1, 1u << 26, "N",
      "sentences waiting for a batch, all connections together"},
+    {"max-conn-queue-sentences", T_U32, LIM(max_conn_queue_sentences), 1, 1u << 26, "N",
+     "one connection's share of the queue: its sentences not yet answered"},
+    {"http-max-connections", T_U32, LIM(http_max_connections), 1, 1u << 16, "N", "open connections on the --http port"},
+    {"http-timeout-s", T_U32, LIM(http_timeout_s), 1, 3600, "S",
+     "an HTTP request must arrive whole within this from accept (slow senders are closed)"},
     {"output-high-water", T_BYTES, LIM(output_high_water), 4096, 1ull << 34, "BYTES",
      "unsent output above which a connection's input is paused"},
     {"drain-timeout-s", T_U32, LIM(drain_timeout_s), 1, 86400, "S", "longest SIGTERM drain"},
@@ -89,6 +94,9 @@ void mt_srv_options_init(mt_srv_options *o) {
     l->hello_timeout_s = 10;
     l->requests_per_event = 32;
     l->max_queue_sentences = 65536;
+    l->max_conn_queue_sentences = 16384;
+    l->http_max_connections = 64;
+    l->http_timeout_s = 5;
     l->output_high_water = 8u << 20;
     l->drain_timeout_s = 60;
 }

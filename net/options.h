@@ -24,6 +24,9 @@ typedef struct mt_srv_limits {
     uint32_t hello_timeout_s;     /* from accept to Hello (10 s) */
     uint32_t requests_per_event;  /* frames handled per read event before yielding (32) */
     uint32_t max_queue_sentences; /* sentences waiting for a batch, all connections (65536) */
+    uint32_t max_conn_queue_sentences; /* one connection's share of it: its sentences not yet answered (16384) */
+    uint32_t http_max_connections;     /* open connections on the --http port (64) */
+    uint32_t http_timeout_s;           /* an HTTP request must arrive whole within this, from accept (5 s) */
     uint64_t output_high_water;   /* a connection's unsent output above which reading pauses (8 MiB) */
     uint32_t drain_timeout_s;     /* SIGTERM: the longest wait for in-flight work (60 s) */
 } mt_srv_limits;

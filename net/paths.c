@@ -2,8 +2,10 @@
  * paths.c — --data-root confinement of the paths clients name (checkpoints to save, models to
  * promote). A path is taken relative to the root (or absolute), resolved with realpath(3) — so ".."
  * and symbolic links are followed — and must then lie inside the root's own resolved path. A file
- * that does not exist yet (a checkpoint to write) is checked through its directory. The engine checks
- * the training config's paths itself (mt_trainer_create's path_root).
+ * that does not exist yet (a checkpoint to write) is checked through its directory. A file that must
+ * exist (a model to promote) must also be a regular file: a FIFO or a device would block or feed the
+ * admin thread forever. The engine checks the training config's paths itself (mt_trainer_create's
+ * path_root).
  */
 #include "server.h"
 
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static bool inside(const char *root, const char *p) {
     size_t n = strlen(root);
@@ -38,6 +41,11 @@ int mt_srv_path_resolve(const char *root, const char *path, bool must_exist, cha
         if (!inside(root, real)) {
             snprintf(msg, msglen, "%s is outside the data root", path);
             return MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT;
+        }
+        struct stat sb;
+        if (stat(real, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            snprintf(msg, msglen, "%s is not a regular file", path);
+            return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
         }
         if (strlen(real) >= outlen) {
             snprintf(msg, msglen, "path too long");

@@ -17,10 +17,40 @@
 
 #include "log.h"
 
+/* The engine's log lines come from every worker, and some repeat per sentence (a source over
+ * max_len): its info and warning lines are rate-limited, at most ENGINE_LOG_BURST per
+ * ENGINE_LOG_WINDOW_US, then one line says how many were not shown (also counted in
+ * mt_engine_log_suppressed_total). Errors always pass; debug lines are filtered by level as usual. */
+#define ENGINE_LOG_BURST 10
+#define ENGINE_LOG_WINDOW_US 10000000u
+static pthread_mutex_t g_elog_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t g_elog_window_us, g_elog_count, g_elog_dropped;
+static mt_metrics *g_elog_metrics;
+
 static void engine_log(int level, const char *msg) {
     int l = level <= MT_LOG_DEBUG ? MT_NLOG_DEBUG : level == MT_LOG_INFO ? MT_NLOG_INFO
                                                 : level == MT_LOG_WARN   ? MT_NLOG_WARN
                                                                          : MT_NLOG_ERROR;
+    if (l == MT_NLOG_INFO || l == MT_NLOG_WARN) {
+        uint64_t now = mt_now_us(), dropped = 0;
+        pthread_mutex_lock(&g_elog_mu);
+        if (now - g_elog_window_us >= ENGINE_LOG_WINDOW_US) {
+            dropped = g_elog_dropped;
+            g_elog_dropped = g_elog_count = 0;
+            g_elog_window_us = now;
+        }
+        bool show = g_elog_count < ENGINE_LOG_BURST;
+        if (show) g_elog_count++;
+        else g_elog_dropped++;
+        pthread_mutex_unlock(&g_elog_mu);
+        if (dropped)
+            mt_nlog(MT_NLOG_WARN, "engine: %llu more log lines in the last %u s were not shown", (unsigned long long)dropped,
+                    ENGINE_LOG_WINDOW_US / 1000000u);
+        if (!show) {
+            if (g_elog_metrics) mt_metric_inc(&g_elog_metrics->engine_log_suppressed);
+            return;
+        }
+    }
     mt_nlog(l, "engine: %s", msg);
 }
 
@@ -39,7 +69,8 @@ static int write_port_file(const mt_server *s, const char *path) {
 
 static int setup(mt_server *s, char *err, size_t errlen) {
     const mt_srv_options *o = s->opt;
-    if (mt_auth_load(&s->auth, o->token_file, o->admin_token_file, err, errlen) != 0) return -1;
+    if (mt_auth_load(&s->auth, o->token_file, o->admin_token_file, o->limits.max_hello_bytes, err, errlen) != 0)
+        return -1;
 
     const char *root = o->data_root && *o->data_root ? o->data_root : ".";
     struct stat st;
@@ -154,6 +185,7 @@ int mt_server_main(int argc, char **argv, const mt_engine *eng) {
     s->opt = &opt;
     s->eng = eng;
     mt_metrics_init(&s->metrics);
+    g_elog_metrics = &s->metrics;
     pthread_mutex_init(&s->model_mu, NULL);
     s->start_us = mt_now_us();
 
@@ -171,6 +203,7 @@ int mt_server_main(int argc, char **argv, const mt_engine *eng) {
         MT_LOGI("exiting with status %d", s->exit_code);
     }
     if (eng->set_log) eng->set_log(NULL);
+    g_elog_metrics = NULL;
     int code = s->exit_code;
     teardown(s);
     free(s);

@@ -10,9 +10,9 @@
  *   worker.c    engine worker threads (one per GPU, or a CPU pool) running batches
  *   model.c     the serving model: generations, reference counts, the swap on promote
  *   post.c      the queue from worker/trainer threads back to the loop (mutex + event_active)
- *   train.c     training control (trainer thread, admin jobs thread, subscribers)
+ *   train.c     training control (trainer thread, admin threads for saves and promotes, subscribers)
  *   paths.c     --data-root confinement of client-named paths
- *   http.c      /healthz and /metrics (evhttp)
+ *   http.c      /healthz and /metrics (a small HTTP/1.x responder with a deadline and a connection limit)
  *   drain.c     SIGTERM/SIGINT: the drain
  *
  * Threads: the loop thread owns every connection and request; workers touch only batch items and
@@ -41,7 +41,7 @@
 
 struct bufferevent;
 struct evconnlistener;
-struct evhttp;
+struct mt_http_conn;
 
 typedef struct mt_server mt_server;
 typedef struct mt_conn mt_conn;
@@ -57,6 +57,7 @@ typedef struct mt_srv_model {
     void **handles;
     char *path;
     char *info;             /* engine JSON, may be NULL */
+    uint32_t max_len;       /* the model's max_len from info (tokens, [SOS]/[EOS] included), 0 unknown */
 } mt_srv_model;
 
 mt_srv_model *mt_srv_model_load_all(mt_server *s, const char *path, mt_eng_err *err);
@@ -84,6 +85,7 @@ struct mt_conn {
     uint64_t *pending;             /* ids of requests in flight (translate and async admin) */
     uint32_t n_pending;
     mt_treq *treqs;                /* this connection's translate requests */
+    uint32_t queued;               /* their sentences not yet answered (max-conn-queue-sentences) */
 };
 
 void mt_conn_accept(mt_server *s, int fd, const struct sockaddr *sa, int salen);
@@ -207,7 +209,9 @@ struct mt_server {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *listen_retry;  /* re-enables accepting after EMFILE and the like */
-    struct evhttp *http;
+    struct evconnlistener *http_listener;  /* --http (http.c) */
+    struct mt_http_conn *http_conns;        /* its open connections */
+    uint32_t n_http_conns;
     SSL_CTX *ssl;
     mt_auth auth;
     mt_srv_batcher *batcher;

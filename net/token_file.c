@@ -19,7 +19,17 @@ char *mt_token_file_read(const char *path, bool *loose_perms, char *err, size_t 
     if (loose_perms) *loose_perms = fstat(fileno(f), &st) == 0 && (st.st_mode & 077);
     char line[4096];
     char *tok = NULL;
-    if (fgets(line, sizeof line, f)) {
+    bool nul = false;
+    size_t len = 0;
+    int ch;
+    while (len + 1 < sizeof line && (ch = getc(f)) != EOF) { /* the first line, NULs included */
+        line[len++] = (char)ch;
+        if (ch == '\n') break;
+    }
+    line[len] = 0;
+    if (memchr(line, 0, len)) {
+        nul = true;
+    } else {
         char *s = line;
         while (*s == ' ' || *s == '\t') s++;
         size_t n = strlen(s);
@@ -28,6 +38,7 @@ char *mt_token_file_read(const char *path, bool *loose_perms, char *err, size_t 
     }
     fclose(f);
     explicit_bzero(line, sizeof line);
-    if (!tok) snprintf(err, errlen, "token file %s: the first line is empty", path);
+    if (nul) snprintf(err, errlen, "token file %s: the first line holds a NUL byte", path);
+    else if (!tok) snprintf(err, errlen, "token file %s: the first line is empty", path);
     return tok;
 }

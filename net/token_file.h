@@ -1,6 +1,7 @@
 /*
  * token_file.h — the token file format, one reader for mt-server and its clients: the token is the
- * file's first line without surrounding blanks; an empty first line is an error. Part of mt_frame, the
+ * file's first line without surrounding blanks; an empty first line, or one holding a NUL byte (the
+ * token would be silently cut at it), is an error. Part of mt_frame, the
  * piece the server and the clients share.
  */
 #ifndef MT_NET_TOKEN_FILE_H

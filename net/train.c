@@ -6,8 +6,14 @@
  * trainer's progress callback posts each JSON event to the loop, which fans it out to subscribed
  * connections (a subscriber whose output is over output-high-water misses events rather than
  * growing without bound). Save and promote can block (a save waits for a step boundary, a promote
- * loads a model), so they run in an admin thread, one at a time each; a promote installs the new
+ * loads a model), so they run in admin threads, one for saves and one for promotes, one job at a time
+ * each: a slow save never holds a promote back, nor the other way round. A promote installs the new
  * model generation when it is loaded (model.c). Only this file calls the trainer functions.
+ *
+ * Out of memory (net/README.md): the messages that carry a state change back to the loop — the
+ * trainer created or failed, the run ended, a job done — are allocated here on the loop thread when
+ * the work is admitted (a failure is answered at once and nothing starts), so posting them never
+ * fails; a progress event that cannot be allocated is dropped and counted.
  */
 #include "server.h"
 
@@ -20,8 +26,19 @@
 enum { PH_NONE = 0, PH_STARTING, PH_RUNNING, PH_ENDED };
 enum { JOB_SAVE = 0, JOB_PROMOTE };
 
+typedef struct mt_jobq {
+    struct mt_train_ctl *t;
+    pthread_t th;
+    bool live;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct mt_job *head, *tail;
+    bool stop;
+} mt_jobq;
+
 typedef struct mt_job {
     struct mt_job *next;
+    mt_post_msg *done;        /* JOB_DONE, allocated when the job was admitted */
     int kind;
     char *path;               /* resolved; NULL = the trainer's checkpoint dir */
     uint64_t serial, id;      /* who asked */
@@ -45,17 +62,13 @@ struct mt_train_ctl {
     int jobs_pending;
     bool save_pending, promote_pending;
     char *config;
+    mt_post_msg *created_msg, *ended_msg; /* the trainer thread's two posts, allocated by handle_start */
     /* shared with the trainer thread */
     pthread_mutex_t mu;
     bool stop_requested;
     void *shared_tr;
-    /* admin jobs */
-    pthread_t admin_th;
-    bool admin_live;
-    pthread_mutex_t jmu;
-    pthread_cond_t jcv;
-    mt_job *jhead, *jtail;
-    bool jstop;
+    /* admin jobs: a queue and a thread for saves, another for promotes */
+    mt_jobq jq[2];
 };
 
 int mt_map_engine_status(int st, bool config) {
@@ -98,9 +111,15 @@ static void json_escape(const char *in, char *out, size_t cap) {
 static void progress_cb(const char *event_json, void *user) {
     mt_train_ctl *t = user;
     mt_post_msg *m = calloc(1, sizeof *m);
-    if (!m) return;
+    if (m && !(m->text = strdup(event_json ? event_json : "{}"))) {
+        free(m);
+        m = NULL;
+    }
+    if (!m) { /* a progress event, not a state change: dropped, counted */
+        mt_metrics_limit_hit(&t->s->metrics, MT_LIM_OOM_DROP);
+        return;
+    }
     m->kind = MT_POST_TRAIN_EVENT;
-    m->text = strdup(event_json ? event_json : "{}");
     mt_post(t->s, m);
 }
 
@@ -110,15 +129,18 @@ static void *train_main(void *arg) {
     void *tr = NULL;
     mt_eng_err err = {0};
     int rc = s->eng->trainer_create(t->config, s->data_root, &tr, &err);
-    mt_post_msg *m = calloc(1, sizeof *m);
-    if (m) {
-        m->kind = MT_POST_TRAIN_CREATED;
-        m->status = rc;
-        m->ptr = rc == 0 ? tr : NULL;
-        m->text = rc ? strdup(err.msg) : NULL;
-        mt_post(s, m);
+    /* Both messages were allocated by handle_start: a state change is never lost (text may be). */
+    mt_post_msg *m = t->created_msg, *end = t->ended_msg;
+    t->created_msg = t->ended_msg = NULL;
+    m->kind = MT_POST_TRAIN_CREATED;
+    m->status = rc;
+    m->ptr = rc == 0 ? tr : NULL;
+    m->text = rc ? strdup(err.msg) : NULL;
+    mt_post(s, m);
+    if (rc != 0) {
+        free(end);
+        return NULL;
     }
-    if (rc != 0) return NULL;
     pthread_mutex_lock(&t->mu);
     t->shared_tr = tr;
     bool stop = t->stop_requested;
@@ -126,39 +148,34 @@ static void *train_main(void *arg) {
     memset(&err, 0, sizeof err);
     if (s->eng->trainer_set_progress(tr, progress_cb, t, &err) != 0)
         MT_LOGW("training: no progress events (%s)", err.msg);
-    if (stop) {
-        rc = MT_ERR_CANCELLED;
-        snprintf(err.msg, sizeof err.msg, "stopped before it started");
-    } else {
-        memset(&err, 0, sizeof err);
-        rc = s->eng->trainer_run(tr, &err);
-    }
-    m = calloc(1, sizeof *m);
-    if (m) {
-        m->kind = MT_POST_TRAIN_ENDED;
-        m->status = rc;
-        m->text = strdup(err.msg);
-        mt_post(s, m);
-    }
+    /* A stop asked before the trainer existed: the run sees the cancel at once, saves its checkpoint
+     * and ends cancelled (its state says so, not "failed"). */
+    if (stop) s->eng->trainer_cancel(tr);
+    memset(&err, 0, sizeof err);
+    rc = s->eng->trainer_run(tr, &err);
+    end->kind = MT_POST_TRAIN_ENDED;
+    end->status = rc;
+    end->text = strdup(err.msg);
+    mt_post(s, end);
     return NULL;
 }
 
 /* ---- the admin jobs thread ---- */
 
 static void *admin_main(void *arg) {
-    mt_train_ctl *t = arg;
-    mt_server *s = t->s;
+    mt_jobq *q = arg;
+    mt_server *s = q->t->s;
     for (;;) {
-        pthread_mutex_lock(&t->jmu);
-        while (!t->jhead && !t->jstop) pthread_cond_wait(&t->jcv, &t->jmu);
-        if (!t->jhead) {
-            pthread_mutex_unlock(&t->jmu);
+        pthread_mutex_lock(&q->mu);
+        while (!q->head && !q->stop) pthread_cond_wait(&q->cv, &q->mu);
+        if (!q->head) {
+            pthread_mutex_unlock(&q->mu);
             break;
         }
-        mt_job *j = t->jhead;
-        t->jhead = j->next;
-        if (!t->jhead) t->jtail = NULL;
-        pthread_mutex_unlock(&t->jmu);
+        mt_job *j = q->head;
+        q->head = j->next;
+        if (!q->head) q->tail = NULL;
+        pthread_mutex_unlock(&q->mu);
 
         if (j->kind == JOB_SAVE) {
             j->status = s->eng->trainer_save(j->trainer, j->path, &j->out_path, &j->err);
@@ -166,8 +183,8 @@ static void *admin_main(void *arg) {
             j->model = mt_srv_model_load_all(s, j->path, &j->err);
             j->status = j->model ? 0 : (j->err.status ? j->err.status : MT_ERR_INTERNAL);
         }
-        mt_post_msg *m = calloc(1, sizeof *m);
-        if (!m) abort();
+        mt_post_msg *m = j->done;
+        j->done = NULL;
         m->kind = MT_POST_JOB_DONE;
         m->ptr = j;
         mt_post(s, m);
@@ -176,6 +193,7 @@ static void *admin_main(void *arg) {
 }
 
 static void job_free(mt_job *j) {
+    free(j->done);
     free(j->path);
     free(j->out_path);
     free(j);
@@ -186,11 +204,15 @@ int mt_train_init(mt_server *s) {
     if (!t) return -1;
     t->s = s;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_mutex_init(&t->jmu, NULL);
-    pthread_cond_init(&t->jcv, NULL);
     s->train = t;
-    if (mt_srv_thread_start(&t->admin_th, admin_main, t) != 0) return -1;
-    t->admin_live = true;
+    for (int k = 0; k < 2; k++) {
+        mt_jobq *q = &t->jq[k];
+        q->t = t;
+        pthread_mutex_init(&q->mu, NULL);
+        pthread_cond_init(&q->cv, NULL);
+        if (mt_srv_thread_start(&q->th, admin_main, q) != 0) return -1;
+        q->live = true;
+    }
     return 0;
 }
 
@@ -220,7 +242,10 @@ static Mt__V1__TrainState snapshot(mt_train_ctl *t, Mt__V1__TrainStatus *st, cha
     case MT_TRAIN_CANCELLED: st->state = MT__V1__TRAIN_STATE__TRAIN_CANCELLED; break;
     case MT_TRAIN_FAILED: st->state = MT__V1__TRAIN_STATE__TRAIN_FAILED; break;
     default: /* created, about to run: the trainer thread calls mt_trainer_run next */
-        st->state = t->phase == PH_ENDED ? MT__V1__TRAIN_STATE__TRAIN_FAILED : MT__V1__TRAIN_STATE__TRAIN_RUNNING;
+        st->state = t->phase != PH_ENDED                    ? MT__V1__TRAIN_STATE__TRAIN_RUNNING
+                    : t->end_status == MT_ERR_CANCELLED ? MT__V1__TRAIN_STATE__TRAIN_CANCELLED
+                    : t->end_status == MT_OK            ? MT__V1__TRAIN_STATE__TRAIN_DONE
+                                                        : MT__V1__TRAIN_STATE__TRAIN_FAILED;
         break;
     }
     *json = s->eng->trainer_status_json(t->trainer);
@@ -297,13 +322,14 @@ static bool admit_async(mt_conn *c, mt_frame *f) {
 }
 
 static void enqueue_job(mt_train_ctl *t, mt_job *j) {
+    mt_jobq *q = &t->jq[j->kind];
     t->jobs_pending++;
-    pthread_mutex_lock(&t->jmu);
-    if (t->jtail) t->jtail->next = j;
-    else t->jhead = j;
-    t->jtail = j;
-    pthread_cond_signal(&t->jcv);
-    pthread_mutex_unlock(&t->jmu);
+    pthread_mutex_lock(&q->mu);
+    if (q->tail) q->tail->next = j;
+    else q->head = j;
+    q->tail = j;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
 }
 
 static void handle_start(mt_conn *c, mt_frame *f) {
@@ -329,10 +355,20 @@ static void handle_start(mt_conn *c, mt_frame *f) {
         return;
     }
     if (!admit_async(c, f)) return;
+    free(t->created_msg);
+    free(t->ended_msg);
+    t->created_msg = calloc(1, sizeof *t->created_msg);
+    t->ended_msg = calloc(1, sizeof *t->ended_msg);
+    char *config = strdup(cfg);
+    if (!t->created_msg || !t->ended_msg || !config) {
+        free(config);
+        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "out of memory");
+        return;
+    }
     if (t->trainer) s->eng->trainer_free(t->trainer);
     t->trainer = NULL;
     free(t->config);
-    t->config = strdup(cfg);
+    t->config = config;
     t->stop_requested = false;
     t->shared_tr = NULL;
     t->end_msg[0] = 0;
@@ -340,7 +376,7 @@ static void handle_start(mt_conn *c, mt_frame *f) {
     t->phase = PH_STARTING;
     t->start_serial = c->serial;
     t->start_id = f->id;
-    if (!t->config || mt_srv_thread_start(&t->th, train_main, t) != 0) {
+    if (mt_srv_thread_start(&t->th, train_main, t) != 0) {
         t->phase = PH_NONE;
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "cannot start the trainer thread");
         return;
@@ -373,8 +409,8 @@ static void handle_save(mt_conn *c, mt_frame *f) {
     }
     if (!admit_async(c, f)) return;
     mt_job *j = calloc(1, sizeof *j);
-    if (!j || (path && *path && !(j->path = strdup(resolved)))) {
-        free(j);
+    if (!j || !(j->done = calloc(1, sizeof *j->done)) || (path && *path && !(j->path = strdup(resolved)))) {
+        if (j) job_free(j);
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "out of memory");
         return;
     }
@@ -411,8 +447,8 @@ static void handle_promote(mt_conn *c, mt_frame *f) {
     }
     if (!admit_async(c, f)) return;
     mt_job *j = calloc(1, sizeof *j);
-    if (!j || !(j->path = strdup(resolved))) {
-        free(j);
+    if (!j || !(j->done = calloc(1, sizeof *j->done)) || !(j->path = strdup(resolved))) {
+        if (j) job_free(j);
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "out of memory");
         return;
     }
@@ -597,13 +633,15 @@ void mt_train_shutdown(mt_server *s) {
         pthread_join(t->th, NULL);
         t->thread_live = false;
     }
-    if (t->admin_live) {
-        pthread_mutex_lock(&t->jmu);
-        t->jstop = true;
-        pthread_cond_broadcast(&t->jcv);
-        pthread_mutex_unlock(&t->jmu);
-        pthread_join(t->admin_th, NULL);
-        t->admin_live = false;
+    for (int k = 0; k < 2; k++) {
+        mt_jobq *q = &t->jq[k];
+        if (!q->live) continue;
+        pthread_mutex_lock(&q->mu);
+        q->stop = true;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->th, NULL);
+        q->live = false;
     }
 }
 
@@ -612,9 +650,13 @@ void mt_train_free(mt_server *s) {
     if (!t) return;
     if (t->trainer) s->eng->trainer_free(t->trainer);
     free(t->config);
+    free(t->created_msg);
+    free(t->ended_msg);
     pthread_mutex_destroy(&t->mu);
-    pthread_mutex_destroy(&t->jmu);
-    pthread_cond_destroy(&t->jcv);
+    for (int k = 0; k < 2; k++) {
+        pthread_mutex_destroy(&t->jq[k].mu);
+        pthread_cond_destroy(&t->jq[k].cv);
+    }
     free(t);
     s->train = NULL;
 }

@@ -93,6 +93,15 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
                  L->max_queue_sentences);
         return reject(c, f, MT__V1__ERROR_CODE__ERR_QUEUE_FULL, msg);
     }
+    /* A connection's share: one client pipelining bulk requests cannot take the whole queue. */
+    uint32_t share = L->max_conn_queue_sentences < L->max_queue_sentences ? L->max_conn_queue_sentences
+                                                                         : L->max_queue_sentences;
+    if ((uint64_t)c->queued + n > share) {
+        mt_metrics_limit_hit(&s->metrics, MT_LIM_CONN_QUEUE);
+        snprintf(msg, sizeof msg, "this connection has %u sentences queued, its share of the queue is %u; retry later",
+                 c->queued, share);
+        return reject(c, f, MT__V1__ERROR_CODE__ERR_QUEUE_FULL, msg);
+    }
     mt_srv_model *m = mt_srv_model_get(s);
     if (!m) return reject(c, f, MT__V1__ERROR_CODE__ERR_NO_MODEL, "no model is loaded (start with --model, or promote one)");
 
@@ -119,6 +128,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     r->want_scores = t->want_scores;
     r->t0_us = mt_now_us();
     mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, t->length_penalty, t->max_len_ratio};
+    uint32_t truncated = 0;
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = &r->items[i];
         it->req = r;
@@ -127,23 +137,34 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         it->index = i;
         it->opts = opts;
         it->enq_us = r->t0_us;
+        it->owner = c->serial;
         mt_eng_err err = {0};
         uint32_t ntok = 0;
         if (s->eng->count_tokens(m->handles[0], it->text, &ntok, &err) != 0)
             ntok = (uint32_t)(strlen(it->text) / 4 + 1); /* the batch budget is an estimate anyway */
         it->ntok = ntok ? ntok : 1;
+        /* The engine's source is the tokens and [EOS], at most max_len - 1 of them: it cuts longer
+         * ones (and warns, rate-limited by the log bridge); counted here, per sentence. */
+        if (m->max_len && (uint64_t)ntok + 1 > (uint64_t)m->max_len - 1) truncated++;
         ptrs[i] = it;
     }
+    if (truncated) mt_metric_add(&s->metrics.sentences_truncated, truncated);
     mt_srv_model_put(s, m);
+    if (mt_srv_batcher_push(s->batcher, ptrs, n) != 0) {
+        free(ptrs);
+        r->frame = NULL;
+        treq_free(r);
+        return reject(c, f, MT__V1__ERROR_CODE__ERR_INTERNAL, "out of memory");
+    }
+    free(ptrs);
 
     r->next = c->treqs;
     if (c->treqs) c->treqs->prev = r;
     c->treqs = r;
     mt_conn_add_pending(c, r->id);
+    c->queued += n;
     s->inflight++;
     atomic_fetch_add(&s->metrics.inflight, 1);
-    mt_srv_batcher_push(s->batcher, ptrs, n);
-    free(ptrs);
 }
 
 static void complete(mt_server *s, mt_treq *r) {
@@ -182,6 +203,7 @@ static void complete(mt_server *s, mt_treq *r) {
 
 static void item_done(mt_server *s, mt_bitem *it) {
     mt_treq *r = it->req;
+    if (r->conn) r->conn->queued--;
     if (--r->pending == 0) complete(s, r);
 }
 

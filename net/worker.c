@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -79,17 +80,27 @@ static void *worker_main(void *arg) {
     mt_server *s = w->srv;
     uint64_t seen_kick = 0;
     for (;;) {
+        /* The memory to post a batch's results is held before the batch is taken (net/README.md, out
+         * of memory): without it the sentences stay queued and the worker tries again shortly. */
+        mt_post_msg *m = calloc(1, sizeof *m);
+        mt_bitem **items = malloc((w->batch.cap ? w->batch.cap : 1) * sizeof *items);
+        if (!m || !items) {
+            free(m);
+            free(items);
+            mt_metrics_limit_hit(&s->metrics, MT_LIM_OOM_DROP);
+            MT_LOGE("worker %d: out of memory; the queue waits", w->idx);
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         int r = mt_srv_batcher_take(s->batcher, &w->batch, &seen_kick);
+        if (r <= 0) {
+            free(m);
+            free(items);
+        }
         if (r < 0) break;
         sync_model(w);
         if (r == 0) continue;
-        mt_post_msg *m = calloc(1, sizeof *m);
-        mt_bitem **items = w->batch.n ? malloc(w->batch.n * sizeof *items) : NULL;
-        if (!m || (w->batch.n && !items)) {
-            /* Cannot report back: the requests would hang. Nothing sane is left to do. */
-            MT_LOGE("worker %d: out of memory posting a batch", w->idx);
-            abort();
-        }
         m->kind = MT_POST_BATCH;
         m->batch_start_us = mt_now_us();
         if (w->batch.n) {

@@ -5,6 +5,7 @@
  */
 #include "format/modelfile.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,11 @@
 
 mt_status mt_modelfile_save(const char *path, const mt_transformer *m, mt_context *ctx, const char *tokenizer_json,
                             const mt_ckpt_save *ck) {
+    return mt_modelfile_save_at(AT_FDCWD, path, m, ctx, tokenizer_json, ck);
+}
+
+mt_status mt_modelfile_save_at(int dirfd, const char *path, const mt_transformer *m, mt_context *ctx,
+                               const char *tokenizer_json, const mt_ckpt_save *ck) {
     if (!path || !m || !ctx) return mt_error(MT_ERR_INVALID_ARG, "save: NULL argument");
     int np = m->n_params, nt = np * (ck && ck->opt_m ? 3 : 1);
     mt_st_tensor *ts = mt_sys_calloc((size_t)nt, sizeof *ts);
@@ -55,7 +61,7 @@ mt_status mt_modelfile_save(const char *path, const mt_transformer *m, mt_contex
                               {"tokenizer", tokenizer_json ? tokenizer_json : ""},
                               {"step", step},
                               {"trainer", ck && ck->trainer_json ? ck->trainer_json : "{}"}};
-        st = mt_st_write(path, ts, nt, meta, ck ? 7 : 5, 1);
+        st = mt_st_write_at(dirfd, path, ts, nt, meta, ck ? 7 : 5, 1);
         if (st != MT_OK) st = mt_error_prefix(st, "saving %s: ", path);
     }
     mt_sys_free(cfg);

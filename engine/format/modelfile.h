@@ -34,6 +34,9 @@ typedef struct mt_ckpt_save {
  * tokenizer_json may be NULL. ctx: a context on the model's device, for the device-to-host copies. */
 mt_status mt_modelfile_save(const char *path, const mt_transformer *m, mt_context *ctx, const char *tokenizer_json,
                             const mt_ckpt_save *ck);
+/* The same for the file `name` of the directory dirfd (links never followed: mt_writer_openat). */
+mt_status mt_modelfile_save_at(int dirfd, const char *name, const mt_transformer *m, mt_context *ctx,
+                               const char *tokenizer_json, const mt_ckpt_save *ck);
 
 /* A loaded file: the model, its tokenizer text, and (for a checkpoint) the parsed file for the
  * trainer to take its extras from. */

@@ -4,10 +4,12 @@
  */
 #include "format/safetensors.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -132,6 +134,11 @@ static void put_le64(unsigned char *p, uint64_t v) {
 
 mt_status mt_st_write(const char *path, const mt_st_tensor *t, int n, const mt_st_meta *meta, int n_meta,
                       int with_sha256) {
+    return mt_st_write_at(AT_FDCWD, path, t, n, meta, n_meta, with_sha256);
+}
+
+mt_status mt_st_write_at(int dirfd, const char *path, const mt_st_tensor *t, int n, const mt_st_meta *meta, int n_meta,
+                         int with_sha256) {
     if (!path || (n && !t) || (n_meta && !meta)) return mt_error(MT_ERR_INVALID_ARG, "safetensors: NULL argument");
     MT_TRY(check_entries(t, n));
     char hex[MT_SHA256_HEX_LEN];
@@ -140,7 +147,7 @@ mt_status mt_st_write(const char *path, const mt_st_tensor *t, int n, const mt_s
     size_t hlen;
     MT_TRY(build_header(t, n, meta, n_meta, with_sha256 ? hex : NULL, &header, &hlen));
     mt_writer *w;
-    mt_status st = mt_writer_open(path, NULL, &w);
+    mt_status st = mt_writer_openat(dirfd, path, NULL, &w);
     if (st != MT_OK) {
         mt_sys_free(header);
         return st;
@@ -303,6 +310,10 @@ mt_status mt_st_parse(char *buf, size_t len, const char *where, mt_st_file **out
 
 mt_status mt_st_read(const char *path, mt_st_file **out) {
     if (!path || !out) return mt_error(MT_ERR_INVALID_ARG, "safetensors: NULL argument");
+    /* A model is a regular file: a FIFO or a device would block the reader or never end. */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return mt_error(MT_ERR_INVALID_ARG, "%s: not a regular file", path);
     char *buf;
     size_t len;
     MT_TRY(mt_file_read_all(path, &buf, &len));

@@ -56,6 +56,10 @@ typedef struct mt_writer_options {
 /* Starts writing path: the bytes go to a temporary file "path.tmp.XXXXXX" in the same directory,
  * which mt_writer_commit renames over path. opt may be NULL. MT_ERR_IO, MT_ERR_NOMEM. */
 mt_status mt_writer_open(const char *path, const mt_writer_options *opt, mt_writer **out);
+/* The same for the file `name` (one component, no '/') of the directory dirfd (AT_FDCWD: name may be
+ * a path, as mt_writer_open). Neither the temporary file nor the final name is ever followed if it
+ * is a symbolic link: a link at the final name is replaced by the file. */
+mt_status mt_writer_openat(int dirfd, const char *name, const mt_writer_options *opt, mt_writer **out);
 mt_status mt_writer_write(mt_writer *w, const void *data, size_t len);
 /* Finishes the zstd frame, flushes, fsyncs the file, renames it over the final path and fsyncs the
  * directory, so after MT_OK the new content survives a crash. Frees w whatever the outcome; on
@@ -66,6 +70,7 @@ void mt_writer_abort(mt_writer *w);
 
 /* The whole of data written to path atomically (compressed when path ends in .zst). */
 mt_status mt_file_write_atomic(const char *path, const void *data, size_t len);
+mt_status mt_file_write_atomic_at(int dirfd, const char *name, const void *data, size_t len);
 
 /* ---- SHA-256 --------------------------------------------------------------------------------- */
 

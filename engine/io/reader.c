@@ -39,10 +39,17 @@ int mt_path_is_zst(const char *path) {
 
 mt_status mt_reader_open(const char *path, mt_reader **out) {
     if (!path || !out) return mt_error(MT_ERR_INVALID_ARG, "mt_reader_open: NULL argument");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO nobody writes to must not block; reads then block as usual. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         return mt_error(e == ENOENT ? MT_ERR_NOT_FOUND : MT_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return mt_error(MT_ERR_IO, "%s: cannot open: %s", path, strerror(e));
     }
     mt_reader *r = mt_sys_calloc(1, sizeof *r);
     if (!r) {

@@ -3,6 +3,11 @@
  * which is fsynced, renamed over the target, and the directory fsynced, so a crash leaves either the
  * old file or the complete new one under the real name, never a torn one. `.zst` targets are
  * compressed on the fly with libzstd streaming.
+ *
+ * Everything happens relative to a directory descriptor (mt_writer_openat): the temporary file is
+ * created with O_EXCL | O_NOFOLLOW and renamed over the name, so a symbolic link at either name is
+ * never followed (a link at the target is replaced, not written through). mt_writer_open(path) opens
+ * the path's directory and goes the same way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -22,8 +28,9 @@
 
 struct mt_writer {
     int fd;
-    char *path;
-    char *tmp;
+    int dirfd;           /* the directory both names live in (owned) */
+    char *path;          /* for messages: the path or name as the caller gave it */
+    char *name, *tmp;    /* the target's and the temporary file's names in dirfd */
     ZSTD_CCtx *cctx;     /* NULL when not compressing */
     unsigned char *out;  /* bytes waiting to be written to fd (compressed or plain) */
     size_t out_cap, out_len;
@@ -53,32 +60,73 @@ static mt_status flush_out(mt_writer *w) {
 static void writer_free(mt_writer *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
+    if (w->dirfd >= 0) close(w->dirfd);
     ZSTD_freeCCtx(w->cctx);
     mt_sys_free(w->out);
     mt_sys_free(w->tmp);
+    mt_sys_free(w->name);
     mt_sys_free(w->path);
     mt_sys_free(w);
 }
 
+/* Creates "name.tmp.XXXXXX" in w->dirfd (6 random letters or digits), exclusively, never through a
+ * link. */
+static int create_tmp(mt_writer *w, size_t cap) {
+    static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned char r[6];
+        if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+            uint64_t x = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)w ^ (uint64_t)attempt;
+            for (int i = 0; i < 6; i++) r[i] = (unsigned char)(x >> (8 * i));
+        }
+        char suffix[7];
+        for (int i = 0; i < 6; i++) suffix[i] = set[r[i] % (sizeof set - 1)];
+        suffix[6] = 0;
+        snprintf(w->tmp, cap, "%s.tmp.%s", w->name, suffix);
+        int fd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
 mt_status mt_writer_open(const char *path, const mt_writer_options *opt, mt_writer **out) {
+    return mt_writer_openat(AT_FDCWD, path, opt, out);
+}
+
+mt_status mt_writer_openat(int dirfd, const char *path, const mt_writer_options *opt, mt_writer **out) {
     if (!path || !out || !*path) return mt_error(MT_ERR_INVALID_ARG, "mt_writer_open: NULL or empty path");
+    if (dirfd != AT_FDCWD && strchr(path, '/'))
+        return mt_error(MT_ERR_INVALID_ARG, "mt_writer_openat: '%s' is not a plain file name", path);
     mt_writer_options o = {-1, 0, 0};
     if (opt) o = *opt;
     int compress = o.compress < 0 ? mt_path_is_zst(path) : o.compress != 0;
     mt_writer *w = mt_sys_calloc(1, sizeof *w);
     if (!w) return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
     w->fd = -1;
+    w->dirfd = -1;
     size_t n = strlen(path);
     w->path = mt_sys_strdup(path);
+    char *dir = mt_sys_strdup(path), *base = mt_sys_strdup(path);
+    w->name = base ? mt_sys_strdup(basename(base)) : NULL;
     w->tmp = mt_sys_malloc(n + 16);
     w->out_cap = compress ? ZSTD_CStreamOutSize() : MT_WRITER_BUF;
     w->out = mt_sys_malloc(w->out_cap);
-    if (!w->path || !w->tmp || !w->out) {
+    mt_sys_free(base);
+    if (!w->path || !dir || !w->name || !w->tmp || !w->out) {
+        mt_sys_free(dir);
         writer_free(w);
         return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
     }
-    snprintf(w->tmp, n + 16, "%s.tmp.XXXXXX", path);
-    w->fd = mkostemp(w->tmp, O_CLOEXEC);
+    if (dirfd == AT_FDCWD) w->dirfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    else w->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    mt_sys_free(dir);
+    if (w->dirfd < 0) {
+        mt_status st = mt_error(MT_ERR_IO, "%s: cannot open its directory: %s", path, strerror(errno));
+        writer_free(w);
+        return st;
+    }
+    w->fd = create_tmp(w, n + 16);
     if (w->fd < 0) {
         mt_status st = mt_error(MT_ERR_IO, "%s: cannot create temporary file %s: %s", path, w->tmp, strerror(errno));
         writer_free(w);
@@ -134,19 +182,6 @@ mt_status mt_writer_write(mt_writer *w, const void *data, size_t len) {
     return MT_OK;
 }
 
-/* fsync of the directory holding path, so that the rename itself is durable. */
-static mt_status fsync_dir(const char *path) {
-    char *copy = mt_sys_strdup(path);
-    if (!copy) return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    mt_status st = MT_OK;
-    if (dfd < 0 || fsync(dfd) != 0)
-        st = mt_error(MT_ERR_IO, "%s: fsync of its directory failed: %s", path, strerror(errno));
-    if (dfd >= 0) close(dfd);
-    mt_sys_free(copy);
-    return st;
-}
-
 mt_status mt_writer_commit(mt_writer *w) {
     if (!w) return mt_error(MT_ERR_INVALID_ARG, "mt_writer_commit: NULL writer");
     mt_status st = MT_OK;
@@ -158,13 +193,14 @@ mt_status mt_writer_commit(mt_writer *w) {
         w->fd = -1;
         if (close(fd) != 0) st = mt_error(MT_ERR_IO, "%s: close failed: %s", w->tmp, strerror(errno));
     }
-    if (st == MT_OK && rename(w->tmp, w->path) != 0)
+    if (st == MT_OK && renameat(w->dirfd, w->tmp, w->dirfd, w->name) != 0)
         st = mt_error(MT_ERR_IO, "%s: rename from %s failed: %s", w->path, w->tmp, strerror(errno));
     if (st != MT_OK) {
         mt_writer_abort(w);
         return st;
     }
-    st = fsync_dir(w->path);
+    /* The directory too, so that the rename itself is durable. */
+    if (fsync(w->dirfd) != 0) st = mt_error(MT_ERR_IO, "%s: fsync of its directory failed: %s", w->path, strerror(errno));
     writer_free(w);
     return st;
 }
@@ -175,13 +211,17 @@ void mt_writer_abort(mt_writer *w) {
         close(w->fd);
         w->fd = -1;
     }
-    unlink(w->tmp);
+    unlinkat(w->dirfd, w->tmp, 0);
     writer_free(w);
 }
 
 mt_status mt_file_write_atomic(const char *path, const void *data, size_t len) {
+    return mt_file_write_atomic_at(AT_FDCWD, path, data, len);
+}
+
+mt_status mt_file_write_atomic_at(int dirfd, const char *path, const void *data, size_t len) {
     mt_writer *w = NULL;
-    MT_TRY(mt_writer_open(path, NULL, &w));
+    MT_TRY(mt_writer_openat(dirfd, path, NULL, &w));
     mt_status st = mt_writer_write(w, data, len);
     if (st != MT_OK) {
         mt_writer_abort(w);

@@ -48,6 +48,8 @@ static const mt_cfg_key train_keys[] = {
     TK(patience, MT_CFG_INT, 0, 1 << 30, "validations without a better loss before stopping (0: off)"),
     TK(save_every, MT_CFG_INT, 0, 9e15, "steps between checkpoints (0: only at the end)"),
     TK(keep_checkpoints, MT_CFG_INT, 1, 1 << 20, "checkpoints kept (the oldest are deleted)"),
+    TK(max_checkpoint_failures, MT_CFG_INT, 1, 1 << 20,
+       "checkpoints in a row that may fail (reported, retried at the next interval) before the run fails"),
     TK(out_dir, MT_CFG_STRING, 0, 0, "run directory: checkpoints/, model.mt, best.mt, metrics.jsonl"),
     TK(resume, MT_CFG_STRING, 0, 0, "'' fresh, 'auto' latest checkpoint of out_dir, or a checkpoint path"),
     TK(threads, MT_CFG_INT, 0, 4096, "CPU threads of the kernels (0: all cores)"),
@@ -86,6 +88,7 @@ void mt_train_config_default(mt_train_config *c) {
     c->patience = 0;
     c->save_every = 1000;
     c->keep_checkpoints = 3;
+    c->max_checkpoint_failures = 3;
     snprintf(c->out_dir, sizeof c->out_dir, "run");
     c->device = -1;
 }

@@ -7,11 +7,18 @@
  * draws from, and the early-stopping counters — and the data pipeline is a pure function of the
  * config (deterministic split, tokenizer stored in the checkpoint, batches shuffled by seed). CPU
  * kernels are deterministic for a given thread count, so a resumed run repeats the losses bit for bit.
+ *
+ * Files: out_dir and out_dir/checkpoints are opened once, as directory descriptors (with a path_root,
+ * component by component beneath it, never through a symbolic link), and every file the run creates,
+ * renames or deletes is named relative to them (O_NOFOLLOW, renameat, unlinkat): a link planted
+ * under out_dir cannot send a write or a delete outside the root. Temporary files a crash left are
+ * removed when a run starts or resumes, and metrics.jsonl is cut back to the resumed checkpoint's step.
  */
 #include "train/trainer.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -61,6 +68,7 @@ struct mt_trainer {
     mt_optimizer *opt;
     mt_decode_ws *dws;
     FILE *metrics;
+    int out_fd, ckpt_fd;        /* out_dir and out_dir/checkpoints (see the top of this file) */
     /* progress (guarded by mu for readers in other threads) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -72,6 +80,9 @@ struct mt_trainer {
     int have_valid;
     char last_ckpt[PATH_MAX];
     char error[MT_ERROR_MAX];
+    int saving;                 /* a save outside a run reads the weights: a run starting waits for it */
+    int64_t ckpt_failures;      /* periodic checkpoints failed in a row */
+    int failed_whole;           /* failed on checkpoint writes: the weights are whole, save still works */
     /* requests from other threads */
     atomic_int cancel;
     int64_t save_req, save_done;
@@ -193,6 +204,91 @@ static mt_status mkdirs(const char *dir) {
     return MT_OK;
 }
 
+/* Opens the directory abs (an absolute, normalised path: resolve_path's output) as a descriptor,
+ * creating missing components when create. With a root, abs lies inside it and is walked component
+ * by component from the root with O_NOFOLLOW, so no symbolic link is followed on the way (a link is
+ * MT_ERR_PERMISSION naming key); without one it is opened as it stands. */
+static mt_status open_dir(const mt_trainer *tr, const char *key, const char *abs, int create, int *out) {
+    *out = -1;
+    if (!tr->root[0]) {
+        if (create) MT_TRY(mkdirs(abs));
+        int fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return mt_error(MT_ERR_IO, "%s %s: %s", key, abs, strerror(errno));
+        *out = fd;
+        return MT_OK;
+    }
+    size_t rl = strcmp(tr->root, "/") == 0 ? 0 : strlen(tr->root);
+    if (strncmp(abs, tr->root, rl) != 0 || (abs[rl] != 0 && abs[rl] != '/'))
+        return mt_error(MT_ERR_PERMISSION, "%s %s: outside the allowed root %s", key, abs, tr->root);
+    int fd = open(tr->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return mt_error(MT_ERR_IO, "path_root %s: %s", tr->root, strerror(errno));
+    char rest[PATH_MAX];
+    snprintf(rest, sizeof rest, "%s", abs + rl);
+    char *save = NULL;
+    for (char *c = strtok_r(rest, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (create && mkdirat(fd, c, 0777) != 0 && errno != EEXIST) {
+            mt_status st = mt_error(MT_ERR_IO, "%s %s: mkdir %s: %s", key, abs, c, strerror(errno));
+            close(fd);
+            return st;
+        }
+        int next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        close(fd);
+        if (next < 0)
+            return mt_error(e == ELOOP || e == ENOTDIR ? MT_ERR_PERMISSION : MT_ERR_IO,
+                            "%s %s: '%s' %s", key, abs, c,
+                            e == ELOOP || e == ENOTDIR ? "is a symbolic link or not a directory" : strerror(e));
+        fd = next;
+    }
+    *out = fd;
+    return MT_OK;
+}
+
+/* With a root, the files of a run are never opened through a link. */
+static int nofollow(const mt_trainer *tr) { return tr->root[0] ? O_NOFOLLOW : 0; }
+
+/* Is name a temporary file of ours that a crash left: "<a name we write>.tmp.XXXXXX"? */
+static int ckpt_step_of(const char *name, int64_t *step);
+static int is_stale_tmp(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t || strlen(t + 5) != 6) return 0;
+    for (const char *c = t + 5; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z'))) return 0;
+    char base[256];
+    size_t n = (size_t)(t - name);
+    if (n >= sizeof base) return 0;
+    memcpy(base, name, n);
+    base[n] = 0;
+    int64_t s;
+    return ckpt_step_of(base, &s) || !strcmp(base, "model.mt") || !strcmp(base, "best.mt") ||
+           !strcmp(base, "tokenizer.json");
+}
+
+/* A listing of the directory dirfd (closedir it), from its start; NULL on failure. */
+static DIR *list_dir(int dirfd) {
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    rewinddir(d); /* a dup shares the directory's offset with the last listing */
+    return d;
+}
+
+/* Removes the temporary files a crash during a write left in the directory dirfd (shown as dir). */
+static void remove_stale_tmp(int dirfd, const char *dir) {
+    DIR *d = list_dir(dirfd);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_stale_tmp(e->d_name)) continue;
+        if (unlinkat(dirfd, e->d_name, 0) == 0)
+            mt_log(MT_LOG_WARN, "removed %s/%s, left by an interrupted write", dir, e->d_name);
+    }
+    closedir(d);
+}
+
 /* ---- events -------------------------------------------------------------------------------------- */
 
 /* Writes the event (consumed) to the metrics file and the callback. */
@@ -291,12 +387,12 @@ static mt_status prepare_tokenizer(mt_trainer *tr, const char *ckpt_tok_json) {
             return st;
         }
         MT_TRY(mt_tok_trainer_finish(tt, &tr->tok));
-        char path[PATH_MAX];
-        if (c->tokenizer[0]) snprintf(path, sizeof path, "%s", c->tokenizer);
-        else MT_TRY(pathf(path, sizeof path, "%s/tokenizer.json", tr->out_dir));
-        MT_TRY(mt_tok_save_file(tr->tok, path));
+        if (c->tokenizer[0]) MT_TRY(mt_tok_save_file(tr->tok, c->tokenizer));
     }
-    MT_TRY(mt_tok_to_json(tr->tok, &tr->tok_json, NULL));
+    size_t tok_len = 0;
+    MT_TRY(mt_tok_to_json(tr->tok, &tr->tok_json, &tok_len));
+    if (!(ckpt_tok_json && ckpt_tok_json[0]) && !c->tokenizer[0]) /* trained for the run: out_dir/tokenizer.json */
+        MT_TRY(mt_file_write_atomic_at(tr->out_fd, "tokenizer.json", tr->tok_json, tok_len));
     mt_tok_specials sp = mt_tok_get_specials(tr->tok);
     if (sp.pad < 0 || sp.sos < 0 || sp.eos < 0)
         return mt_error(MT_ERR_CONFIG, "config key 'tokenizer': the tokenizer needs [PAD], [SOS] and [EOS] tokens");
@@ -421,13 +517,15 @@ static int ckpt_step_of(const char *name, int64_t *step) {
 /* The newest checkpoint of the run's checkpoint directory into path ("" when none). */
 static void latest_checkpoint(const mt_trainer *tr, char path[PATH_MAX]) {
     path[0] = 0;
-    DIR *d = opendir(tr->ckpt_dir);
+    DIR *d = list_dir(tr->ckpt_fd);
     if (!d) return;
     int64_t best = -1;
     struct dirent *e;
     while ((e = readdir(d))) {
         int64_t s;
-        if (ckpt_step_of(e->d_name, &s) && s > best) {
+        struct stat sb;
+        if (ckpt_step_of(e->d_name, &s) && s > best && fstatat(tr->ckpt_fd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(sb.st_mode)) {
             best = s;
             if (pathf(path, PATH_MAX, "%s/%s", tr->ckpt_dir, e->d_name) != MT_OK) path[0] = 0;
         }
@@ -437,7 +535,7 @@ static void latest_checkpoint(const mt_trainer *tr, char path[PATH_MAX]) {
 
 /* Deletes the oldest checkpoints beyond keep_checkpoints. */
 static void rotate_checkpoints(const mt_trainer *tr) {
-    DIR *d = opendir(tr->ckpt_dir);
+    DIR *d = list_dir(tr->ckpt_fd);
     if (!d) return;
     int64_t steps[4096];
     int n = 0;
@@ -455,29 +553,45 @@ static void rotate_checkpoints(const mt_trainer *tr) {
                 steps[j] = t;
             }
     for (int i = (int)tr->tc.keep_checkpoints; i < n; i++) {
-        char p[PATH_MAX];
-        if (pathf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)steps[i]) == MT_OK && unlink(p) != 0 &&
-            pathf(p, sizeof p, "%s/step-%08lld.mt.zst", tr->ckpt_dir, (long long)steps[i]) == MT_OK)
-            unlink(p);
+        char p[64];
+        snprintf(p, sizeof p, "step-%08lld.mt", (long long)steps[i]);
+        if (unlinkat(tr->ckpt_fd, p, 0) != 0) {
+            snprintf(p, sizeof p, "step-%08lld.mt.zst", (long long)steps[i]);
+            unlinkat(tr->ckpt_fd, p, 0);
+        }
     }
 }
 
 /* Writes a checkpoint to path (NULL: the checkpoint directory, rotated); the path written into out. */
 static mt_status save_checkpoint(mt_trainer *tr, const char *path, char out[PATH_MAX]) {
-    char p[PATH_MAX];
+    char p[PATH_MAX], name[PATH_MAX];
     int rotate = !path || !path[0];
+    int dirfd = tr->ckpt_fd, own = 0;
     if (rotate) {
-        MT_TRY(mkdirs(tr->ckpt_dir));
-        MT_TRY(pathf(p, sizeof p, "%s/step-%08lld.mt", tr->ckpt_dir, (long long)tr->step));
+        snprintf(name, sizeof name, "step-%08lld.mt", (long long)tr->step);
+        MT_TRY(pathf(p, sizeof p, "%s/%s", tr->ckpt_dir, name));
     } else {
         snprintf(p, sizeof p, "%s", path);
         if (tr->root[0]) MT_TRY(resolve_path(tr, "path", p, sizeof p));
+        /* The file's directory as a descriptor (beneath the root when there is one). */
+        char dir[PATH_MAX];
+        const char *slash = strrchr(p, '/');
+        snprintf(name, sizeof name, "%s", slash ? slash + 1 : p);
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else if (slash == p) snprintf(dir, sizeof dir, "/");
+        else snprintf(dir, sizeof dir, "%.*s", (int)(slash - p), p);
+        if (!name[0]) return mt_error(MT_ERR_INVALID_ARG, "checkpoint path '%s' names no file", path);
+        mt_status ost = open_dir(tr, "path", dir, 0, &dirfd);
+        if (ost != MT_OK) return mt_error_prefix(ost, "checkpoint %s: ", p);
+        own = 1;
     }
     char *state = trainer_state_json(tr);
-    if (!state) return mt_error(MT_ERR_NOMEM, "checkpoint: out of memory");
+    mt_status st = state ? MT_OK : mt_error(MT_ERR_NOMEM, "checkpoint: out of memory");
     mt_ckpt_save ck = {.step = tr->step, .trainer_json = state, .opt_m = tr->opt->m, .opt_v = tr->opt->v};
-    mt_status st = mt_modelfile_save(p, tr->model, tr->ctx, tr->tok_json, &ck);
+    if (st == MT_OK) st = mt_modelfile_save_at(dirfd, name, tr->model, tr->ctx, tr->tok_json, &ck);
+    if (st != MT_OK && rotate) st = mt_error_prefix(st, "%s: ", tr->ckpt_dir);
     free(state);
+    if (own) close(dirfd);
     if (st != MT_OK) return st;
     if (rotate) rotate_checkpoints(tr);
     snprintf(out, PATH_MAX, "%s", p);
@@ -547,6 +661,41 @@ static mt_status restore(mt_trainer *tr, mt_modelfile *mf) {
     return st;
 }
 
+/* On a resume from step `step`: cuts the metrics file (fd) after the last record of a step <= step, so
+ * the steps the resumed run repeats are not listed twice; a torn last line (a crash mid-write) goes too. */
+static mt_status truncate_metrics(int fd, const char *path, int64_t step) {
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) return mt_error(MT_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t n = (size_t)sb.st_size, got = 0;
+    char *buf = mt_sys_malloc(n + 1);
+    if (!buf) return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
+    while (got < n) {
+        ssize_t k = pread(fd, buf + got, n - got, (off_t)got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            mt_sys_free(buf);
+            return mt_error(MT_ERR_IO, "%s: read: %s", path, strerror(errno));
+        }
+        if (k == 0) break;
+        got += (size_t)k;
+    }
+    size_t keep = 0;
+    while (keep < got) {
+        char *nl = memchr(buf + keep, '\n', got - keep);
+        if (!nl) break;
+        *nl = 0;
+        json_t *o = json_loads(buf + keep, 0, NULL);
+        json_t *js = o ? json_object_get(o, "step") : NULL;
+        int later = !o || !json_is_integer(js) || json_integer_value(js) > step;
+        json_decref(o);
+        if (later) break;
+        keep = (size_t)(nl - buf) + 1;
+    }
+    mt_sys_free(buf);
+    if (keep < n && ftruncate(fd, (off_t)keep) != 0) return mt_error(MT_ERR_IO, "%s: truncate: %s", path, strerror(errno));
+    return MT_OK;
+}
+
 /* ---- creation ------------------------------------------------------------------------------------ */
 
 void mt_training_free(mt_trainer *tr);
@@ -559,6 +708,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     pthread_mutex_init(&tr->mu, NULL);
     pthread_cond_init(&tr->cv, NULL);
     tr->state = MT_TRAIN_IDLE;
+    tr->out_fd = tr->ckpt_fd = -1;
     mt_modelfile mf = {0};
     mt_status st = mt_train_config_parse(json, kv, n_kv, where ? where : "config", &tr->mc, &tr->tc);
     mt_train_config *c = &tr->tc;
@@ -580,7 +730,20 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         snprintf(tr->metrics_path, sizeof tr->metrics_path, "%s/metrics.jsonl", c->out_dir);
         snprintf(tr->model_path, sizeof tr->model_path, "%s/model.mt", c->out_dir);
         snprintf(tr->best_path, sizeof tr->best_path, "%s/best.mt", c->out_dir);
-        st = mkdirs(tr->out_dir);
+        st = open_dir(tr, "out_dir", tr->out_dir, 1, &tr->out_fd);
+    }
+    if (st == MT_OK) {
+        if (mkdirat(tr->out_fd, "checkpoints", 0777) != 0 && errno != EEXIST)
+            st = mt_error(MT_ERR_IO, "mkdir %s: %s", tr->ckpt_dir, strerror(errno));
+        tr->ckpt_fd = openat(tr->out_fd, "checkpoints", O_RDONLY | O_DIRECTORY | O_CLOEXEC | nofollow(tr));
+        if (st == MT_OK && tr->ckpt_fd < 0)
+            st = mt_error(errno == ELOOP || errno == ENOTDIR ? MT_ERR_PERMISSION : MT_ERR_IO,
+                          "out_dir: %s: %s", tr->ckpt_dir,
+                          errno == ELOOP || errno == ENOTDIR ? "a symbolic link or not a directory" : strerror(errno));
+    }
+    if (st == MT_OK) {
+        remove_stale_tmp(tr->out_fd, tr->out_dir);
+        remove_stale_tmp(tr->ckpt_fd, tr->ckpt_dir);
     }
     tr->hp = (mt_adamw_hparams){.lr = c->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->adam_eps,
                                 .weight_decay = c->weight_decay, .warmup_steps = c->warmup_steps,
@@ -617,8 +780,15 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         tr->config = json_object();
         mt_cfg_to_object(&mt_model_config_table, &tr->mc, tr->config);
         mt_cfg_to_object(&mt_train_config_table, &tr->tc, tr->config);
-        tr->metrics = fopen(tr->metrics_path, ck[0] ? "a" : "w");
-        if (!tr->metrics) st = mt_error(MT_ERR_IO, "open %s: %s", tr->metrics_path, strerror(errno));
+        int fd = openat(tr->out_fd, "metrics.jsonl",
+                        O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | nofollow(tr) | (ck[0] ? 0 : O_TRUNC), 0666);
+        if (fd < 0)
+            st = errno == ELOOP ? mt_error(MT_ERR_PERMISSION, "out_dir: %s is a symbolic link", tr->metrics_path)
+                                : mt_error(MT_ERR_IO, "open %s: %s", tr->metrics_path, strerror(errno));
+        if (st == MT_OK && ck[0]) st = truncate_metrics(fd, tr->metrics_path, tr->step);
+        if (st == MT_OK && !(tr->metrics = fdopen(fd, "a")))
+            st = mt_error(MT_ERR_IO, "open %s: %s", tr->metrics_path, strerror(errno));
+        if (st != MT_OK && fd >= 0 && !tr->metrics) close(fd);
     }
     mt_modelfile_clear(&mf);
     if (st != MT_OK) {
@@ -642,6 +812,8 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
 void mt_training_free(mt_trainer *tr) {
     if (!tr) return;
     if (tr->metrics) fclose(tr->metrics);
+    if (tr->out_fd >= 0) close(tr->out_fd);
+    if (tr->ckpt_fd >= 0) close(tr->ckpt_fd);
     mt_decode_ws_free(tr->dws);
     mt_optimizer_free(tr->opt);
     mt_transformer_free(tr->model);
@@ -744,7 +916,7 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     }
     json_object_set_new(ev, "best", json_boolean(*improved));
     emit(tr, ev);
-    if (*improved) MT_TRY(mt_modelfile_save(tr->best_path, tr->model, tr->ctx, tr->tok_json, NULL));
+    if (*improved) MT_TRY(mt_modelfile_save_at(tr->out_fd, "best.mt", tr->model, tr->ctx, tr->tok_json, NULL));
     return MT_OK;
 }
 
@@ -803,6 +975,31 @@ static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, in
     tr->iv_start = t;
 }
 
+/* A checkpoint into the checkpoint directory, in the loop. A failure (disk full, permission) is
+ * reported — a warning and a "checkpoint_failed" event — and training goes on, the next interval
+ * trying again; only max_checkpoint_failures failures in a row fail the run, and then its weights are
+ * whole (failed_whole: an explicit save still works). */
+static mt_status loop_checkpoint(mt_trainer *tr) {
+    char w[PATH_MAX];
+    mt_status st = save_checkpoint(tr, NULL, w);
+    if (st == MT_OK) {
+        tr->ckpt_failures = 0;
+        return MT_OK;
+    }
+    char msg[MT_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", mt_last_error());
+    tr->ckpt_failures++;
+    mt_log(MT_LOG_WARN, "checkpoint at step %lld failed (%lld in a row; the run fails at %lld): %s", (long long)tr->step,
+           (long long)tr->ckpt_failures, (long long)tr->tc.max_checkpoint_failures, msg);
+    json_t *ev = event("checkpoint_failed", tr->step);
+    json_object_set_new(ev, "message", json_string(msg));
+    json_object_set_new(ev, "failures", json_integer(tr->ckpt_failures));
+    emit(tr, ev);
+    if (tr->ckpt_failures < tr->tc.max_checkpoint_failures) return MT_OK;
+    tr->failed_whole = 1;
+    return mt_error(st, "%lld checkpoints in a row failed; the last: %s", (long long)tr->ckpt_failures, msg);
+}
+
 /* Serves a save request of another thread at a step boundary. */
 static void serve_save(mt_trainer *tr) {
     pthread_mutex_lock(&tr->mu);
@@ -837,6 +1034,7 @@ static void set_state(mt_trainer *tr, mt_train_state s) {
  * otherwise n steps (mt_trainer_step). */
 mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     pthread_mutex_lock(&tr->mu);
+    while (tr->saving) pthread_cond_wait(&tr->cv, &tr->mu); /* a save of the idle trainer finishes first */
     if (tr->state == MT_TRAIN_RUNNING) {
         pthread_mutex_unlock(&tr->mu);
         return mt_error(MT_ERR_STATE, "trainer: already running");
@@ -893,8 +1091,7 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
             last = now_s(); /* validation time is not training time */
         }
         if (tr->tc.save_every > 0 && tr->step % tr->tc.save_every == 0) {
-            char w[PATH_MAX];
-            st = save_checkpoint(tr, NULL, w);
+            st = loop_checkpoint(tr);
             if (st != MT_OK) break;
             last = now_s();
         }
@@ -903,14 +1100,14 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     }
     if (tr->iv_steps > 0 && st == MT_OK) log_interval(tr, run_start, run_steps, target);
     if (st == MT_OK && (cancelled || full)) {
-        char w[PATH_MAX];
         if (full && !cancelled && (tr->tc.valid_every == 0 || tr->step % tr->tc.valid_every != 0) && tr->valid_batcher) {
             int improved;
             st = validate(tr, &improved);
         }
         if (st == MT_OK && (tr->tc.save_every == 0 || tr->step % tr->tc.save_every != 0 || cancelled))
-            st = save_checkpoint(tr, NULL, w);
-        if (st == MT_OK && full && !cancelled) st = mt_modelfile_save(tr->model_path, tr->model, tr->ctx, tr->tok_json, NULL);
+            st = loop_checkpoint(tr);
+        if (st == MT_OK && full && !cancelled)
+            st = mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL);
     }
     serve_save(tr);
     if (st != MT_OK) {
@@ -919,6 +1116,11 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
         pthread_mutex_unlock(&tr->mu);
         json_t *ev = event("error", tr->step);
         json_object_set_new(ev, "message", json_string(tr->error));
+        /* Checkpoints kept failing but the weights are whole: write what can be written, the model
+         * without the optimizer state (a third of a checkpoint). */
+        if (tr->failed_whole &&
+            mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL) == MT_OK)
+            json_object_set_new(ev, "model", json_string(tr->model_path));
         emit(tr, ev);
         set_state(tr, MT_TRAIN_FAILED);
         mt_error(st, "%s", tr->error);
@@ -958,7 +1160,8 @@ void mt_training_set_callback(mt_trainer *tr, mt_progress_fn fn, void *user) {
 
 mt_status mt_training_save(mt_trainer *tr, const char *path, char *written, size_t cap) {
     pthread_mutex_lock(&tr->mu);
-    if (tr->state == MT_TRAIN_FAILED) {
+    while (tr->saving) pthread_cond_wait(&tr->cv, &tr->mu);
+    if (tr->state == MT_TRAIN_FAILED && !tr->failed_whole) {
         pthread_mutex_unlock(&tr->mu);
         return mt_error(MT_ERR_STATE, "trainer: failed earlier (%s)", tr->error);
     }
@@ -977,13 +1180,16 @@ mt_status mt_training_save(mt_trainer *tr, const char *path, char *written, size
         /* The run ended before the boundary: save now, below. */
         tr->save_done = tr->save_req;
     }
-    /* Not running: save directly, marked running so that no run starts meanwhile. */
+    /* Not running: save directly. A run asked meanwhile waits for it (saving), instead of failing
+     * "already running" as it did when the save marked the trainer running. */
     char w[PATH_MAX] = "";
-    mt_train_state s = tr->state;
-    tr->state = MT_TRAIN_RUNNING; /* blocks a concurrent run while the save reads the weights */
+    tr->saving = 1;
     pthread_mutex_unlock(&tr->mu);
     mt_status st = save_checkpoint(tr, path, w);
-    set_state(tr, s);
+    pthread_mutex_lock(&tr->mu);
+    tr->saving = 0;
+    pthread_cond_broadcast(&tr->cv);
+    pthread_mutex_unlock(&tr->mu);
     if (st == MT_OK && written) snprintf(written, cap, "%s", w);
     return st;
 }

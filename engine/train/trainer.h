@@ -45,6 +45,7 @@ typedef struct mt_train_config {
     int64_t patience;         /* validations without improvement before stopping (0: never) */
     int64_t save_every;       /* 0: checkpoint only at the end */
     int64_t keep_checkpoints;
+    int64_t max_checkpoint_failures; /* failed checkpoints in a row before the run fails */
     char out_dir[MT_CFG_STR_MAX];
     char resume[MT_CFG_STR_MAX];      /* "": fresh, "auto": latest checkpoint of out_dir, or a path */
     int64_t threads;          /* CPU threads (0: all cores) */

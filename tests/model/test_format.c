@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "format/modelfile.h"
 #include "testutil.h"
@@ -140,6 +141,12 @@ static void test_bad_files(void **state) {
     char missing[700];
     path_of(missing, sizeof missing, "nope.mt");
     expect_fail(missing, MT_ERR_NOT_FOUND, "nope.mt");
+    /* A FIFO nobody writes to: refused at once, not waited on (it used to block the reader forever). */
+    char fifo[700];
+    path_of(fifo, sizeof fifo, "fifo.mt");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    expect_fail(fifo, MT_ERR_INVALID_ARG, "not a regular file");
+    unlink(fifo);
     /* Truncated: inside the length, inside the header, inside the payload, one byte short. */
     size_t cuts[4] = {5, 8 + hlen / 2, 8 + hlen + (len - 8 - hlen) / 2, len - 1};
     for (int i = 0; i < 4; i++) {

@@ -59,7 +59,11 @@ static int fake_device_count(void) {
 typedef struct fake_model {
     char prefix[128];
     int device;
+    int max_len;      /* "max_len=N" in the file: longer sources are logged as truncated, like the engine */
 } fake_model;
+
+static void (*g_fake_log)(int level, const char *msg);
+static void fake_set_log(void (*fn)(int level, const char *msg)) { g_fake_log = fn; }
 
 int mt_fake_write_model(const char *path, const char *prefix, int load_ms) {
     FILE *f = fopen(path, "w");
@@ -83,6 +87,7 @@ static int fake_model_load(const char *path, int device, void **model, mt_eng_er
         line[strcspn(line, "\n")] = 0;
         if (!strncmp(line, "prefix=", 7)) snprintf(m->prefix, sizeof m->prefix, "%.120s", line + 7);
         else if (!strncmp(line, "load_ms=", 8)) load_ms = atoi(line + 8);
+        else if (!strncmp(line, "max_len=", 8)) m->max_len = atoi(line + 8);
     }
     fclose(f);
     sleep_ms(load_ms);
@@ -95,7 +100,8 @@ static void fake_model_free(void *m) { free(m); }
 static char *fake_model_info(void *model) {
     fake_model *m = model;
     char buf[256];
-    snprintf(buf, sizeof buf, "{\"engine\":\"fake\",\"prefix\":\"%s\",\"device\":%d}", m->prefix, m->device);
+    snprintf(buf, sizeof buf, "{\"engine\":\"fake\",\"prefix\":\"%s\",\"device\":%d,\"max_len\":%d}", m->prefix,
+             m->device, m->max_len);
     return strdup(buf);
 }
 
@@ -147,6 +153,14 @@ static int fake_translate(void *tr, const char *const *texts, size_t n, const mt
         if (strstr(texts[i], "@fail")) return set_err(err, MT_ERR_INTERNAL, "fake engine: asked to fail%s", "");
     }
     sleep_ms(env_ms("MT_FAKE_BATCH_MS", 2) + env_ms("MT_FAKE_SENTENCE_MS", 0.2) * (double)n + extra);
+    for (size_t i = 0; i < n && t->m->max_len; i++) { /* the engine's warning, once per sentence */
+        uint32_t ntok = 0;
+        fake_count_tokens(t->m, texts[i], &ntok, err);
+        char msg[160];
+        snprintf(msg, sizeof msg, "decode: sentence %zu has %u tokens, more than max_len - 1 = %d: truncated", i,
+                 ntok + 1, t->m->max_len - 1);
+        if (ntok + 1 > (uint32_t)t->m->max_len - 1 && g_fake_log) g_fake_log(MT_LOG_WARN, msg);
+    }
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(texts[i]);
         size_t cap = strlen(t->m->prefix) + len + 32;
@@ -204,6 +218,8 @@ static int json_str(const char *json, const char *key, char *out, size_t n) {
     return 1;
 }
 
+_Thread_local int mt_fake_oom;
+
 static int fake_trainer_create(const char *cfg, const char *root, void **out, mt_eng_err *err) {
     if (!strchr(cfg, '{')) return set_err(err, MT_ERR_FORMAT, "config: line 1 column 1: not a JSON object%s", "");
     if (strstr(cfg, "\"bad_key\"")) return set_err(err, MT_ERR_CONFIG, "config: unknown key '%s'", "bad_key");
@@ -226,6 +242,7 @@ static int fake_trainer_create(const char *cfg, const char *root, void **out, mt
     }
     sleep_ms(json_int(cfg, "create_ms", 0));
     t->state = MT_TRAIN_IDLE;
+    if (json_int(cfg, "oom", 0)) mt_fake_oom = 1; /* this thread runs the trainer: no memory from here on */
     *out = t;
     return 0;
 }
@@ -346,7 +363,7 @@ const mt_engine mt_fake_engine = {
     .version = fake_version,
     .status_str = fake_status_str,
     .device_count = fake_device_count,
-    .set_log = NULL,
+    .set_log = fake_set_log,
     .model_load = fake_model_load,
     .model_free = fake_model_free,
     .model_info = fake_model_info,

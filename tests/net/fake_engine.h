@@ -32,4 +32,9 @@ void mt_fake_get_stats(mt_fake_stats *out);
 /* Writes a fake model file. Returns 0 or -1. */
 int mt_fake_write_model(const char *path, const char *prefix, int load_ms);
 
+/* Out-of-memory injection: while set in a thread, calloc fails in that thread (mt-server-fake wraps
+ * calloc). The fake trainer sets it in its thread after creation when the config has "oom": 1, so
+ * every message the trainer thread would allocate fails. */
+extern _Thread_local int mt_fake_oom;
+
 #endif

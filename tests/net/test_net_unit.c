@@ -284,7 +284,7 @@ static void test_auth_tokens(void **state) {
     (void)state;
     mt_auth a;
     char err[256];
-    assert_int_equal(mt_auth_load(&a, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(mt_auth_load(&a, NULL, NULL, 4096, err, sizeof err), 0);
     assert_false(mt_auth_enabled(&a));
     assert_int_equal(mt_auth_check(&a, ""), MT__V1__ROLE__ROLE_ADMIN);
     char u[] = "/tmp/mt-net-unit-u-XXXXXX", ad[] = "/tmp/mt-net-unit-a-XXXXXX";
@@ -293,7 +293,7 @@ static void test_auth_tokens(void **state) {
     assert_int_equal(write(fa, "admin-secret", 12), 12);
     close(fu);
     close(fa);
-    assert_int_equal(mt_auth_load(&a, u, ad, err, sizeof err), 0);
+    assert_int_equal(mt_auth_load(&a, u, ad, 4096, err, sizeof err), 0);
     assert_true(mt_auth_enabled(&a));
     assert_int_equal(mt_auth_check(&a, "user-secret"), MT__V1__ROLE__ROLE_USER);
     assert_int_equal(mt_auth_check(&a, "admin-secret"), MT__V1__ROLE__ROLE_ADMIN);
@@ -302,14 +302,30 @@ static void test_auth_tokens(void **state) {
     assert_int_equal(mt_auth_check(&a, ""), MT__V1__ROLE__ROLE_NONE);
     assert_int_equal(mt_auth_check(&a, NULL), MT__V1__ROLE__ROLE_NONE);
     /* Only an admin token: the translate role needs it too. */
-    assert_int_equal(mt_auth_load(&a, NULL, ad, err, sizeof err), 0);
+    assert_int_equal(mt_auth_load(&a, NULL, ad, 4096, err, sizeof err), 0);
     assert_int_equal(mt_auth_check(&a, "user-secret"), MT__V1__ROLE__ROLE_NONE);
     assert_int_equal(mt_auth_check(&a, "admin-secret"), MT__V1__ROLE__ROLE_ADMIN);
     /* An empty token file is an error, as is a missing one. */
     fu = open(u, O_WRONLY | O_TRUNC);
     close(fu);
-    assert_int_equal(mt_auth_load(&a, u, NULL, err, sizeof err), -1);
-    assert_int_equal(mt_auth_load(&a, "/nonexistent/token", NULL, err, sizeof err), -1);
+    assert_int_equal(mt_auth_load(&a, u, NULL, 4096, err, sizeof err), -1);
+    assert_int_equal(mt_auth_load(&a, "/nonexistent/token", NULL, 4096, err, sizeof err), -1);
+    /* A NUL inside the token line: refused, not cut short at the NUL. */
+    fu = open(u, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fu, "secret\0junk\n", 12), 12);
+    close(fu);
+    assert_int_equal(mt_auth_load(&a, u, NULL, 4096, err, sizeof err), -1);
+    assert_non_null(strstr(err, "NUL"));
+    /* A token no Hello within max-hello-bytes could carry: refused at startup. */
+    char big[300];
+    memset(big, 't', sizeof big - 1);
+    big[sizeof big - 1] = '\n';
+    fu = open(u, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fu, big, sizeof big), (ssize_t)sizeof big);
+    close(fu);
+    assert_int_equal(mt_auth_load(&a, u, NULL, 300, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--max-hello-bytes"));
+    assert_int_equal(mt_auth_load(&a, u, NULL, 400, err, sizeof err), 0);
     unlink(u);
     unlink(ad);
 }
@@ -328,7 +344,7 @@ static mt_bitem item(uint32_t ntok, uint32_t beam, uint64_t t_ms, uint32_t index
     return it;
 }
 
-static void push(mt_srv_batcher *b, mt_bitem *it) { mt_srv_batcher_push(b, &it, 1); }
+static void push(mt_srv_batcher *b, mt_bitem *it) { assert_int_equal(mt_srv_batcher_push(b, &it, 1), 0); }
 
 static void test_batcher_waits_then_flushes_by_age(void **state) {
     (void)state;
@@ -378,6 +394,52 @@ static void test_batcher_wait_counts_from_worker_free(void **state) {
     assert_int_equal(deadline, 305 * MS);
     assert_int_equal(mt_srv_batcher_pick(b, 305 * MS, 210 * MS, &bt, &deadline), 1);
     assert_int_equal(bt.n, 1);
+    mt_srv_batch_free(&bt);
+    mt_srv_batcher_free(b);
+}
+
+/* Defect: one connection's 60 queued sentences held another's single sentence back until all of
+ * them were translated. Each owner has a lane; a batch takes one sentence of each in turn, and the
+ * next batch starts with the lane after the last one served. */
+static void test_batcher_round_robin_between_owners(void **state) {
+    (void)state;
+    mt_srv_batcher *b = mt_srv_batcher_new(1000, 4, 5);
+    mt_batch bt;
+    mt_srv_batch_init(&bt, 4);
+    uint64_t deadline;
+    mt_bitem bulk[60], one = item(3, 1, 10, 0), other = item(3, 1, 11, 0);
+    for (int i = 0; i < 60; i++) {
+        bulk[i] = item(3, 1, 0, (uint32_t)i);
+        bulk[i].owner = 1;
+        push(b, &bulk[i]);
+    }
+    one.owner = 2;
+    other.owner = 3;
+    push(b, &one);
+    push(b, &other);
+    /* The first batch: bulk 0, one, other, bulk 1 (not bulk 0..3). */
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
+    assert_int_equal(bt.n, 4);
+    assert_ptr_equal(bt.items[0], &bulk[0]);
+    assert_ptr_equal(bt.items[1], &one);
+    assert_ptr_equal(bt.items[2], &other);
+    assert_ptr_equal(bt.items[3], &bulk[1]);
+    /* A newcomer waits at most one round: the next batch after its arrival has it. */
+    mt_bitem late = item(3, 1, 20, 0);
+    late.owner = 4;
+    push(b, &late);
+    assert_int_equal(mt_srv_batcher_pick(b, 0, 0, &bt, &deadline), 1);
+    bool seen = false;
+    for (uint32_t i = 0; i < bt.n; i++) seen |= bt.items[i] == &late;
+    assert_true(seen);
+    /* Within an owner the order stays FIFO. */
+    uint32_t next = 2;
+    for (uint32_t i = 0; i < bt.n; i++)
+        if (bt.items[i] != &late) assert_ptr_equal(bt.items[i], &bulk[next++]);
+    while (mt_srv_batcher_pick(b, 1000 * MS, 0, &bt, &deadline))
+        for (uint32_t i = 0; i < bt.n; i++) assert_ptr_equal(bt.items[i], &bulk[next++]);
+    assert_int_equal(next, 60);
+    assert_int_equal(mt_srv_batcher_depth(b), 0);
     mt_srv_batch_free(&bt);
     mt_srv_batcher_free(b);
 }
@@ -650,6 +712,7 @@ int main(void) {
         cmocka_unit_test(test_auth_tokens),
         cmocka_unit_test(test_batcher_waits_then_flushes_by_age),
         cmocka_unit_test(test_batcher_wait_counts_from_worker_free),
+        cmocka_unit_test(test_batcher_round_robin_between_owners),
         cmocka_unit_test(test_batcher_full_by_token_budget),
         cmocka_unit_test(test_batcher_separates_options_oldest_first),
         cmocka_unit_test(test_batcher_caps_sentences_and_drops_cancelled),
