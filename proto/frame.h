@@ -5,8 +5,8 @@
  * turns bad input into a protocol violation. mt_frame_check_* validate a decoded request against the
  * limits. The server, the clients and the fuzz target all use this file.
  */
-#ifndef MT_NET_FRAME_H
-#define MT_NET_FRAME_H
+#ifndef MT_PROTO_FRAME_H
+#define MT_PROTO_FRAME_H
 
 #include <stdbool.h>
 #include <stddef.h>
