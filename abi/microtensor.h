@@ -228,6 +228,9 @@ MT_API void mt_translator_free(mt_translator_t *tr);
  *                                        index in the call and its sample number (0 .. 2^53) */
 typedef struct mt_translate_options mt_translate_options_t;
 
+/* The largest beam size (and n_best) the library accepts. */
+#define MT_TRANSLATE_MAX_BEAM 64
+
 typedef enum mt_translate_option {
     MT_TRANSLATE_BEAM_SIZE = 1,
     MT_TRANSLATE_LENGTH_PENALTY = 2,

@@ -37,7 +37,7 @@ uint64_t mt_now_us(void) {
 
 static bool opts_eq(const mt_xlate_opts *a, const mt_xlate_opts *b) {
     return a->beam == b->beam && memcmp(&a->length_penalty, &b->length_penalty, sizeof(float)) == 0 &&
-           memcmp(&a->max_len_ratio, &b->max_len_ratio, sizeof(float)) == 0;
+           memcmp(&a->max_len_ratio, &b->max_len_ratio, sizeof(float)) == 0 && a->n_best == b->n_best;
 }
 
 static bool is_cancelled(const mt_bitem *it) {

@@ -115,7 +115,8 @@ typedef enum mt_post_kind {
     MT_POST_TRAIN_CREATED,
     MT_POST_TRAIN_EVENT,
     MT_POST_TRAIN_ENDED,
-    MT_POST_JOB_DONE
+    MT_POST_JOB_DONE,
+    MT_POST_PARTIAL
 } mt_post_kind;
 
 typedef struct mt_post_msg {
@@ -128,8 +129,8 @@ typedef struct mt_post_msg {
     uint64_t batch_start_us;
     /* all */
     int status;             /* mt_status (> 0), or minus an Mt__V1__ErrorCode for the server's own failures */
-    char *text;             /* BATCH/ENDED: error message; EVENT: the event JSON */
-    void *ptr;              /* CREATED: the trainer; JOB_DONE: the job */
+    char *text;             /* BATCH/ENDED: error message; EVENT: the event JSON; PARTIAL: the text so far */
+    void *ptr;              /* CREATED: the trainer; JOB_DONE: the job; PARTIAL: the mt_bitem */
 } mt_post_msg;
 
 int mt_post_init(mt_server *s);
@@ -137,6 +138,7 @@ void mt_post(mt_server *s, mt_post_msg *m);
 void mt_post_run(mt_server *s);            /* handle everything queued (also used at teardown) */
 void mt_post_free(mt_server *s);
 void mt_translate_on_batch(mt_server *s, mt_post_msg *m);
+void mt_translate_on_partial(mt_server *s, mt_post_msg *m); /* a streaming request's partial answer */
 
 /* ---- workers ---- */
 

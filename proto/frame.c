@@ -289,11 +289,32 @@ int mt_frame_check_translate(const Mt__V1__TranslateRequest *t, const mt_check_l
             return MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG;
         }
     }
-    if (t->beam_size > 16) {
-        snprintf(msg, msglen, "beam_size %u is out of range 0..16", t->beam_size);
+    if (t->beam_size > MT_PROTOCOL_MAX_BEAM) {
+        snprintf(msg, msglen, "beam_size %u is out of range 0..%d", t->beam_size, MT_PROTOCOL_MAX_BEAM);
         return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
     }
-    if (!(t->length_penalty >= 0.0f && t->length_penalty <= 5.0f)) {
+    uint32_t beam = t->beam_size ? t->beam_size : 1;
+    if (t->n_best > beam) {
+        snprintf(msg, msglen, "n_best %u is more than the beam size %u", t->n_best, beam);
+        return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+    }
+    if (t->n_target_prefixes != 0 && t->n_target_prefixes != t->n_texts) {
+        snprintf(msg, msglen, "%zu target prefixes for %zu texts (none, or one per text)", t->n_target_prefixes,
+                 t->n_texts);
+        return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < t->n_target_prefixes; i++) {
+        long n = mt_utf8_count(t->target_prefixes[i], (long)lim->max_chars);
+        if (n < 0) {
+            snprintf(msg, msglen, "target prefix %zu is not valid UTF-8", i);
+            return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+        }
+        if (n > (long)lim->max_chars) {
+            snprintf(msg, msglen, "target prefix %zu is longer than %u characters", i, lim->max_chars);
+            return MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG;
+        }
+    }
+    if (t->length_penalty_set_case == MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY && !(t->length_penalty >= 0.0f && t->length_penalty <= 5.0f)) {
         snprintf(msg, msglen, "length_penalty %g is out of range 0..5", (double)t->length_penalty);
         return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
     }

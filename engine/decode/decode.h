@@ -13,8 +13,8 @@
 
 #include "nn/model.h"
 
-/* The largest beam (the engine, the ABI and the wire protocol accept 1..MT_DECODE_MAX_BEAM). */
-#define MT_DECODE_MAX_BEAM 64
+/* The largest beam: the ABI's (the wire protocol's MT_PROTOCOL_MAX_BEAM is checked against it). */
+#define MT_DECODE_MAX_BEAM MT_TRANSLATE_MAX_BEAM
 /* Output limit: floor(max_len_ratio x source tokens) + MT_DECODE_LEN_EXTRA, capped by max_len - 1. */
 #define MT_DECODE_LEN_EXTRA 10
 
