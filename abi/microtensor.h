@@ -121,7 +121,8 @@ typedef struct mt_tokenizer mt_tokenizer_t;
  * implement: the message names it and its JSON path), MT_ERR_NOMEM. */
 MT_API mt_status mt_tokenizer_load(const char *path, mt_tokenizer_t **out);
 
-/* Trains a tokenizer on the text of corpora (any corpus format of DESIGN.md "Files", both sides).
+/* Trains a tokenizer on the text of corpora (any corpus format of docs/ARCHITECTURE.md "File formats",
+ * both sides).
  * options_json: {"model": "bpe"|"wordlevel", "vocab_size": 16000, "min_frequency": 2, ...}; see
  * engine/text/README.md. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_FORMAT (options that do not parse),
  * MT_ERR_CONFIG (an unknown option or value, named), MT_ERR_NOT_FOUND, MT_ERR_IO, MT_ERR_FORMAT or

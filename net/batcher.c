@@ -227,7 +227,6 @@ uint64_t mt_srv_batcher_depth(mt_srv_batcher *b) {
     return d;
 }
 
-uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b) { return b->max_sentences; }
 
 int mt_srv_batch_init(mt_batch *bt, uint32_t cap) {
     memset(bt, 0, sizeof *bt);

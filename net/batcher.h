@@ -83,7 +83,6 @@ void mt_srv_batcher_kick(mt_srv_batcher *b);
 void mt_srv_batcher_close(mt_srv_batcher *b);
 
 uint64_t mt_srv_batcher_depth(mt_srv_batcher *b);
-uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b);
 
 /* Batch storage for one worker. */
 int mt_srv_batch_init(mt_batch *bt, uint32_t cap);

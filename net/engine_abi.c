@@ -84,7 +84,8 @@ static int abi_translate(void *tr, const char *const *texts, const char *const *
     if (st == MT_OK) st = mt_translate_options_set(opts, MT_TRANSLATE_BEAM_SIZE, o->beam ? o->beam : 1);
     if (st == MT_OK && o->length_penalty >= 0)
         st = mt_translate_options_set(opts, MT_TRANSLATE_LENGTH_PENALTY, o->length_penalty);
-    if (st == MT_OK && o->max_len_ratio > 0) st = mt_translate_options_set(opts, MT_TRANSLATE_MAX_LEN_RATIO, o->max_len_ratio);
+    if (st == MT_OK && o->max_len_ratio > 0)
+        st = mt_translate_options_set(opts, MT_TRANSLATE_MAX_LEN_RATIO, o->max_len_ratio);
     if (st == MT_OK) st = mt_translate_options_set(opts, MT_TRANSLATE_N_BEST, o->n_best ? o->n_best : 1);
     if (st == MT_OK) st = mt_translate_options_set_stream(opts, stream, stream_user);
     if (st == MT_OK) st = mt_translate_with(tr, opts, texts, prefixes, n, &res, &sc);

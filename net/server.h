@@ -9,14 +9,14 @@
  *   translate.c translate requests: validation, queueing, completion
  *   worker.c    engine worker threads (one per GPU, or a CPU pool) running batches
  *   model.c     the serving model: generations, reference counts, the swap on promote
- *   post.c      the queue from worker/trainer threads back to the loop (mutex + event_active)
+ *   result_queue.c  the queue from worker/trainer threads back to the loop (mutex + event_active)
  *   train.c     training control (trainer thread, admin jobs thread, subscribers)
  *   paths.c     --data-root confinement of client-named paths
  *   http.c      /healthz and /metrics (evhttp)
  *   drain.c     SIGTERM/SIGINT: the drain
  *
  * Threads: the loop thread owns every connection and request; workers touch only batch items and
- * the model under model_mu; the trainer and admin threads talk to the loop only through post.c.
+ * the model under model_mu; the trainer and admin threads talk to the loop only through result_queue.c.
  */
 #ifndef MT_NET_SERVER_H
 #define MT_NET_SERVER_H

@@ -123,8 +123,8 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     r->want_scores = t->want_scores;
     r->t0_us = mt_now_us();
     /* An absent length_penalty is the engine's default (-1 here). */
-    mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, t->length_penalty_set_case == MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY ? t->length_penalty : -1.0f,
-                          t->max_len_ratio, nb};
+    bool has_lp = t->length_penalty_set_case == MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
+    mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, has_lp ? t->length_penalty : -1.0f, t->max_len_ratio, nb};
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = &r->items[i];
         it->req = r;

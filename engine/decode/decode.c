@@ -122,13 +122,14 @@ mt_status mt_decode(mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed
     memset(out, 0, sizeof *out);
     const mt_model_config *c = &m->cfg;
     int64_t limit = c->max_len - 1, n1 = n ? n : 1;
-    int cap = opt->beam > 1 ? opt->beam : mt_search_rows(opt);
+    int cap = mt_search_rows(opt); /* the hypotheses a sentence can finish with */
     mt_search_sent *sents = mt_sys_calloc((size_t)n1, sizeof *sents);
     int64_t *slen = mt_sys_malloc(sizeof(int64_t) * (size_t)n1);
     int64_t *order = mt_sys_malloc(sizeof(int64_t) * 2 * (size_t)n1);
     int64_t *idx = mt_sys_malloc(sizeof(int64_t) * (size_t)n1);
     mt_hyp *hyps = mt_sys_calloc((size_t)(n1 * cap), sizeof(mt_hyp));
-    mt_status st = (!sents || !slen || !order || !idx || !hyps) ? mt_error(MT_ERR_NOMEM, "decode: out of memory") : MT_OK;
+    mt_status st = MT_OK;
+    if (!sents || !slen || !order || !idx || !hyps) st = mt_error(MT_ERR_NOMEM, "decode: out of memory");
     int64_t nz = 0;
     for (int64_t i = 0; st == MT_OK && i < n; i++) {
         mt_search_sent *se = &sents[i];
@@ -156,8 +157,9 @@ mt_status mt_decode(mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed
                               (long long)i, src[i][j], (long long)j);
         for (int64_t j = 0; st == MT_OK && j < se->prefix_len; j++)
             if (se->prefix[j] < 0 || se->prefix[j] >= c->vocab_size)
-                st = mt_error(MT_ERR_INVALID_ARG, "decode: sentence %lld: prefix id %d at %lld is outside the vocabulary",
-                              (long long)i, se->prefix[j], (long long)j);
+                st = mt_error(MT_ERR_INVALID_ARG,
+                              "decode: sentence %lld: prefix id %d at %lld is outside the vocabulary", (long long)i,
+                              se->prefix[j], (long long)j);
         if (st != MT_OK) break;
         if (slen[i] == 0) continue; /* nothing to translate: the prefix alone, without the model */
         order[2 * nz] = slen[i];

@@ -210,6 +210,8 @@ static mt_status pick_tokens(const mt_search_model *m, const mt_decode_opts *o, 
 static mt_status rows_search(const mt_search_model *m, const mt_decode_opts *o, mt_search_sent *s, int64_t B, int k,
                              int sample, int64_t *steps) {
     int64_t R = B * k, V = m->V, tcap = max_out(s, B);
+    int need_host = sample; /* the log-probabilities come to the host to sample or to force a prefix */
+    for (int64_t b = 0; b < B; b++) need_host |= s[b].prefix_len > 0;
     rows r = {0};
     r.tok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
     r.parent = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
@@ -219,10 +221,10 @@ static mt_status rows_search(const mt_search_model *m, const mt_decode_opts *o, 
     r.score = mt_sys_malloc(sizeof(double) * (size_t)R);
     r.hist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * tcap));
     r.rng = mt_sys_malloc(sizeof(uint64_t) * (size_t)R);
-    r.host = mt_sys_malloc(sizeof(float) * (size_t)(R * V));
+    r.host = need_host ? mt_sys_malloc(sizeof(float) * (size_t)(R * V)) : NULL;
     r.buf = sample ? mt_sys_malloc(sizeof(cand) * (size_t)V) : NULL;
     mt_status st = MT_OK;
-    if (!r.tok || !r.parent || !r.sent || !r.pick || !r.lp || !r.score || !r.hist || !r.rng || !r.host ||
+    if (!r.tok || !r.parent || !r.sent || !r.pick || !r.lp || !r.score || !r.hist || !r.rng || (need_host && !r.host) ||
         (sample && !r.buf))
         st = mt_error(MT_ERR_NOMEM, "decode: out of memory");
     for (int64_t j = 0; st == MT_OK && j < R; j++) {

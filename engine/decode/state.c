@@ -213,7 +213,8 @@ static mt_tensor *step_cached(mt_dstate *s, const int32_t *tokens, int64_t t) {
     int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads;
     for (int64_t l = 0; l < L; l++) {
         s->cross[l] = dbuf_view(lbuf(s, l, B_XK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
-        s->cross[L + l] = mla ? NULL : dbuf_view(lbuf(s, l, B_XV0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
+        s->cross[L + l] =
+            mla ? NULL : dbuf_view(lbuf(s, l, B_XV0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
     }
     mt_decoder_cache cache = {.append = self_append, .user = s, .cross_k = s->cross, .cross_v = s->cross + L};
     mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, 1}, tokens);

@@ -35,9 +35,6 @@ typedef struct mt_st_meta {
  * payload's SHA-256 as metadata "sha256". MT_ERR_INVALID_ARG (bad entry), MT_ERR_IO, MT_ERR_NOMEM. */
 mt_status mt_st_write(const char *path, const mt_st_tensor *tensors, int n, const mt_st_meta *meta, int n_meta,
                       int with_sha256);
-/* The same bytes in memory (mt_sys_free *out); what mt_st_write writes before compression. */
-mt_status mt_st_serialize(const mt_st_tensor *tensors, int n, const mt_st_meta *meta, int n_meta, int with_sha256,
-                          char **out, size_t *out_len);
 
 typedef struct mt_st_file mt_st_file;
 

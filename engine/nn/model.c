@@ -376,11 +376,12 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     }
     y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
     h = norm(ctx, c, &L->norm2, y);
-    if (cache)
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], cache->cross_v ? cache->cross_v[l] : NULL,
-                            src_mask, 0, pos0);
-    else
+    if (cache) {
+        mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, src_mask, 0, pos0);
+    } else {
         a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0);
+    }
     y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
     h = norm(ctx, c, &L->norm3, y);
     return mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));

@@ -667,7 +667,6 @@ void mt_training_free(mt_trainer *tr) {
     mt_sys_free(tr);
 }
 
-const char *mt_trainer_out_dir(const mt_trainer *tr) { return tr->out_dir; }
 
 /* ---- validation ---------------------------------------------------------------------------------- */
 

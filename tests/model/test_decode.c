@@ -192,7 +192,8 @@ static void test_absorbed_uncached(void **state) {
     assert_int_equal(mt_copy_to_host(ctx, full, a, sizeof(float) * (size_t)n), MT_OK);
     assert_int_equal(mt_copy_to_host(ctx, abs, b, sizeof(float) * (size_t)n), MT_OK);
     for (int64_t i = 0; i < n; i++)
-        if (!(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(a[i])))) fail_msg("state %lld: %g vs %g", (long long)i, a[i], b[i]);
+        if (!(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(a[i]))))
+            fail_msg("state %lld: %g vs %g", (long long)i, a[i], b[i]);
     mt_context_free(ctx);
 }
 

@@ -1,5 +1,5 @@
 /*
- * post.c — the one way other threads talk to the loop thread: a mutex-protected FIFO of messages
+ * result_queue.c — the one way other threads talk to the loop thread (results, training events): a mutex-protected FIFO of messages
  * and an event made active (event_active is thread-safe once evthread_use_pthreads() ran). The loop
  * takes the whole list at once, so a burst of batches costs one wake-up.
  */
