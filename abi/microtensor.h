@@ -245,8 +245,9 @@ typedef enum mt_translate_option {
 
 /* Called as translations grow, from the thread running mt_translate_with: text is sentence index's
  * translation so far (the whole of it, best hypothesis; valid during the call only), final = 1 once
- * that sentence is done (exactly once per sentence, in any order). Greedy search and sampling with
- * n_best 1 call it after every token; beam search and n-best sampling only with the final text. */
+ * that sentence is done (once per sentence, in any order, when the call succeeds). Greedy search and
+ * sampling with n_best 1 call it after every token; beam search and n-best sampling only with the
+ * final text. */
 typedef void (*mt_translate_stream_fn)(void *user, size_t index, const char *text, int final);
 
 /* New options, every one at its default. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_NOMEM. */
