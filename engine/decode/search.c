@@ -170,6 +170,34 @@ static void rows_free(rows *r) {
     mt_sys_free(r->buf);
 }
 
+/* k rows per sentence of s (B), each at [SOS] with score 0 and its own generator. */
+static mt_status rows_init(rows *r, const mt_search_model *m, const mt_decode_opts *o, const mt_search_sent *s,
+                           int64_t B, int k, int sample, int64_t tcap) {
+    int64_t R = B * k, V = m->V;
+    int need_host = sample; /* the log-probabilities come to the host to sample or to force a prefix */
+    for (int64_t b = 0; b < B; b++) need_host |= s[b].prefix_len > 0;
+    r->tok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    r->parent = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    r->sent = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    r->pick = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    r->lp = mt_sys_malloc(sizeof(float) * (size_t)R);
+    r->score = mt_sys_malloc(sizeof(double) * (size_t)R);
+    r->hist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * tcap));
+    r->rng = mt_sys_malloc(sizeof(uint64_t) * (size_t)R);
+    r->host = need_host ? mt_sys_malloc(sizeof(float) * (size_t)(R * V)) : NULL;
+    r->buf = sample ? mt_sys_malloc(sizeof(cand) * (size_t)V) : NULL;
+    if (!r->tok || !r->parent || !r->sent || !r->pick || !r->lp || !r->score || !r->hist || !r->rng ||
+        (need_host && !r->host) || (sample && !r->buf))
+        return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+    for (int64_t j = 0; j < R; j++) {
+        r->tok[j] = m->sos;
+        r->score[j] = 0.0;
+        r->sent[j] = (int32_t)(j / k);
+        r->rng[j] = rng_init(o->seed, s[j / k].index, (int)(j % k));
+    }
+    return MT_OK;
+}
+
 /* Fills r->pick and r->lp for the R rows: the forced prefix token, a sample, or the argmax. */
 static mt_status pick_tokens(const mt_search_model *m, const mt_decode_opts *o, const mt_search_sent *s, rows *r,
                              mt_tensor *logp, int64_t R, int64_t t, int sample) {
@@ -209,30 +237,9 @@ static mt_status pick_tokens(const mt_search_model *m, const mt_decode_opts *o, 
 /* Greedy (sample = 0) or sampling: k rows per sentence, each extended by its own token. */
 static mt_status rows_search(const mt_search_model *m, const mt_decode_opts *o, mt_search_sent *s, int64_t B, int k,
                              int sample, int64_t *steps) {
-    int64_t R = B * k, V = m->V, tcap = max_out(s, B);
-    int need_host = sample; /* the log-probabilities come to the host to sample or to force a prefix */
-    for (int64_t b = 0; b < B; b++) need_host |= s[b].prefix_len > 0;
+    int64_t R = B * k, tcap = max_out(s, B);
     rows r = {0};
-    r.tok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    r.parent = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    r.sent = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    r.pick = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    r.lp = mt_sys_malloc(sizeof(float) * (size_t)R);
-    r.score = mt_sys_malloc(sizeof(double) * (size_t)R);
-    r.hist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * tcap));
-    r.rng = mt_sys_malloc(sizeof(uint64_t) * (size_t)R);
-    r.host = need_host ? mt_sys_malloc(sizeof(float) * (size_t)(R * V)) : NULL;
-    r.buf = sample ? mt_sys_malloc(sizeof(cand) * (size_t)V) : NULL;
-    mt_status st = MT_OK;
-    if (!r.tok || !r.parent || !r.sent || !r.pick || !r.lp || !r.score || !r.hist || !r.rng || (need_host && !r.host) ||
-        (sample && !r.buf))
-        st = mt_error(MT_ERR_NOMEM, "decode: out of memory");
-    for (int64_t j = 0; st == MT_OK && j < R; j++) {
-        r.tok[j] = m->sos;
-        r.score[j] = 0.0;
-        r.sent[j] = (int32_t)(j / k);
-        r.rng[j] = rng_init(o->seed, s[j / k].index, (int)(j % k));
-    }
+    mt_status st = rows_init(&r, m, o, s, B, k, sample, tcap);
     for (int64_t t = 0; st == MT_OK && R > 0; t++) {
         st = mt_context_reset(m->ctx);
         if (st != MT_OK) break;
@@ -344,31 +351,54 @@ static int beam_extend(const mt_search_model *m, const mt_decode_opts *o, beams 
     return nlive;
 }
 
+/* k rows per sentence of s (B), only the first live (the others are copies to fill the beam). */
+static mt_status beams_init(beams *b, const mt_search_model *m, const mt_search_sent *s, int64_t B, int k) {
+    int64_t R = B * k;
+    b->k = k;
+    b->tcap = max_out(s, B);
+    b->tok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    b->ntok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    b->parents = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
+    b->score = mt_sys_malloc(sizeof(double) * (size_t)R);
+    b->nscore = mt_sys_malloc(sizeof(double) * (size_t)R);
+    b->hist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * b->tcap));
+    b->nhist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * b->tcap));
+    b->act = mt_sys_malloc(sizeof(int64_t) * (size_t)B);
+    b->nact = mt_sys_malloc(sizeof(int64_t) * (size_t)B);
+    b->cands = mt_sys_malloc(sizeof(cand) * (size_t)(k * 2 * k + 1));
+    b->host = mt_sys_malloc(sizeof(float) * (size_t)(R * m->V));
+    if (!b->tok || !b->ntok || !b->parents || !b->score || !b->nscore || !b->hist || !b->nhist || !b->act ||
+        !b->nact || !b->cands || !b->host)
+        return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+    for (int64_t r = 0; r < R; r++) {
+        b->tok[r] = m->sos;
+        b->score[r] = (r % k == 0) ? 0.0 : -INFINITY;
+    }
+    for (int64_t j = 0; j < B; j++) b->act[j] = j;
+    return MT_OK;
+}
+
+/* Sentence se is done at step t: at the length limit (or with nothing finished) its nlive live
+ * hypotheses from row n_next compete too (without [EOS]); then the stream is told. */
+static mt_status beam_finish(const mt_decode_opts *o, beams *b, mt_search_sent *se, int64_t n_next, int nlive,
+                             int64_t t, int last) {
+    mt_status st = MT_OK;
+    if (last || se->nhyps == 0)
+        for (int q = 0; q < nlive && st == MT_OK; q++) {
+            int64_t nr = n_next + q;
+            st = mt_search_add_hyp(se, b->nhist + nr * b->tcap, t + 1, b->nscore[nr],
+                                   b->nscore[nr] / gnmt_lp(t + 1, o->length_penalty));
+        }
+    if (st == MT_OK) mt_search_sent_done(o, se);
+    return st;
+}
+
 static mt_status beam_search(const mt_search_model *m, const mt_decode_opts *o, mt_search_sent *s, int64_t B,
                              int64_t *steps) {
     int k = o->beam;
     int64_t R = B * k, V = m->V;
-    beams b = {.k = k, .tcap = max_out(s, B)};
-    b.tok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    b.ntok = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    b.parents = mt_sys_malloc(sizeof(int32_t) * (size_t)R);
-    b.score = mt_sys_malloc(sizeof(double) * (size_t)R);
-    b.nscore = mt_sys_malloc(sizeof(double) * (size_t)R);
-    b.hist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * b.tcap));
-    b.nhist = mt_sys_malloc(sizeof(int32_t) * (size_t)(R * b.tcap));
-    b.act = mt_sys_malloc(sizeof(int64_t) * (size_t)B);
-    b.nact = mt_sys_malloc(sizeof(int64_t) * (size_t)B);
-    b.cands = mt_sys_malloc(sizeof(cand) * (size_t)(k * 2 * k + 1));
-    b.host = mt_sys_malloc(sizeof(float) * (size_t)(R * V));
-    mt_status st = MT_OK;
-    if (!b.tok || !b.ntok || !b.parents || !b.score || !b.nscore || !b.hist || !b.nhist || !b.act || !b.nact ||
-        !b.cands || !b.host)
-        st = mt_error(MT_ERR_NOMEM, "decode: out of memory");
-    for (int64_t r = 0; st == MT_OK && r < R; r++) {
-        b.tok[r] = m->sos;
-        b.score[r] = (r % k == 0) ? 0.0 : -INFINITY; /* one live hypothesis to start from */
-    }
-    for (int64_t j = 0; st == MT_OK && j < B; j++) b.act[j] = j;
+    beams b = {0};
+    mt_status st = beams_init(&b, m, s, B, k);
     int64_t nact_n = B;
     for (int64_t t = 0; st == MT_OK && nact_n > 0; t++) {
         st = mt_context_reset(m->ctx);
@@ -387,14 +417,7 @@ static mt_status beam_search(const mt_search_model *m, const mt_decode_opts *o, 
             if (nlive < 0) break;
             int last = t + 1 >= se->maxo;
             if (se->nhyps >= k || last || nlive == 0) {
-                /* Done: at the length limit the live hypotheses compete too (without [EOS]). */
-                if (last || se->nhyps == 0)
-                    for (int q = 0; q < nlive && st == MT_OK; q++) {
-                        int64_t nr = n_next + q;
-                        st = mt_search_add_hyp(se, b.nhist + nr * b.tcap, t + 1, b.nscore[nr],
-                                     b.nscore[nr] / gnmt_lp(t + 1, o->length_penalty));
-                    }
-                if (st == MT_OK) mt_search_sent_done(o, se);
+                st = beam_finish(o, &b, se, n_next, nlive, t, last);
                 continue;
             }
             for (int q = nlive; q < k; q++) { /* too few candidates: pad with dead copies */
