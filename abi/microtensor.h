@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define MT_VERSION_MAJOR 0
-#define MT_VERSION_MINOR 1
+#define MT_VERSION_MINOR 2
 #define MT_VERSION_PATCH 0
 #define MT_VERSION_NUMBER (MT_VERSION_MAJOR * 10000 + MT_VERSION_MINOR * 100 + MT_VERSION_PATCH)
 
@@ -121,7 +121,8 @@ typedef struct mt_tokenizer mt_tokenizer_t;
  * implement: the message names it and its JSON path), MT_ERR_NOMEM. */
 MT_API mt_status mt_tokenizer_load(const char *path, mt_tokenizer_t **out);
 
-/* Trains a tokenizer on the text of corpora (any corpus format of DESIGN.md "Files", both sides).
+/* Trains a tokenizer on the text of corpora (any corpus format of docs/ARCHITECTURE.md "File formats",
+ * both sides).
  * options_json: {"model": "bpe"|"wordlevel", "vocab_size": 16000, "min_frequency": 2, ...}; see
  * engine/text/README.md. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_FORMAT (options that do not parse),
  * MT_ERR_CONFIG (an unknown option or value, named), MT_ERR_NOT_FOUND, MT_ERR_IO, MT_ERR_FORMAT or
@@ -197,6 +198,7 @@ MT_API mt_status mt_translator_create(mt_model_t *model, int n_threads, mt_trans
  *   length_penalty  alpha of the GNMT length penalty ((5+len)/6)^alpha; 0 = none (beam only)
  *   max_len_ratio   output limit as a ratio of the source length in tokens (plus 10), capped by the
  *                   model's max_len; <= 0 means the default (1.5)
+ * (mt_translate_with takes every option, with the defaults in one place.)
  * *out_texts receives an array of n strings (one allocation: mt_free(*out_texts) frees all of it);
  * *out_scores, when out_scores is not NULL, n log-probability scores (mt_free it). A sentence longer
  * than the model's max_len is truncated with a warning in the log; an empty sentence gives "";
@@ -209,6 +211,71 @@ MT_API mt_status mt_translate(mt_translator_t *tr, const char *const *texts, siz
                               float **out_scores);
 
 MT_API void mt_translator_free(mt_translator_t *tr);
+
+/* Decoding options for mt_translate_with, in the style of ZSTD_CCtx_setParameter: an opaque handle
+ * and one setter, so a new option is a new enum value, never a new function. Values are explicit and
+ * only ever appended. Every option starts at its default (listed here; the same in mt-translate,
+ * mt-server and the Python binding):
+ *   MT_TRANSLATE_BEAM_SIZE        1      1 = greedy or sampling, 2..64 = beam search
+ *   MT_TRANSLATE_LENGTH_PENALTY   0.6    GNMT alpha of beam search, >= 0 (0 = none)
+ *   MT_TRANSLATE_MAX_LEN_RATIO    1.5    output limit: ratio x source tokens + 10, capped by max_len; > 0
+ *   MT_TRANSLATE_N_BEST           1      hypotheses per sentence: 1..beam size (beam search), or that
+ *                                        many independent samples (sampling, up to 64)
+ *   MT_TRANSLATE_SAMPLING_TOPK    1      1 = no sampling; 0 = sample from the whole vocabulary; k > 1 =
+ *                                        from the k most likely tokens (needs beam size 1)
+ *   MT_TRANSLATE_SAMPLING_TOPP    1.0    then from the smallest set of tokens holding this probability, (0, 1]
+ *   MT_TRANSLATE_SAMPLING_TEMPERATURE 1.0  log-probabilities divided by it before sampling, > 0
+ *   MT_TRANSLATE_SEED             0      sampling: the draws of a sentence depend only on the seed, its
+ *                                        index in the call and its sample number (0 .. 2^53) */
+typedef struct mt_translate_options mt_translate_options_t;
+
+/* The largest beam size (and n_best) the library accepts. */
+#define MT_TRANSLATE_MAX_BEAM 64
+
+typedef enum mt_translate_option {
+    MT_TRANSLATE_BEAM_SIZE = 1,
+    MT_TRANSLATE_LENGTH_PENALTY = 2,
+    MT_TRANSLATE_MAX_LEN_RATIO = 3,
+    MT_TRANSLATE_N_BEST = 4,
+    MT_TRANSLATE_SAMPLING_TOPK = 5,
+    MT_TRANSLATE_SAMPLING_TOPP = 6,
+    MT_TRANSLATE_SAMPLING_TEMPERATURE = 7,
+    MT_TRANSLATE_SEED = 8
+} mt_translate_option;
+
+/* Called as translations grow, from the thread running mt_translate_with: text is sentence index's
+ * translation so far (the whole of it, best hypothesis; valid during the call only), final = 1 once
+ * that sentence is done (once per sentence, in any order, when the call succeeds). Greedy search and
+ * sampling with n_best 1 call it after every token; beam search and n-best sampling only with the
+ * final text. */
+typedef void (*mt_translate_stream_fn)(void *user, size_t index, const char *text, int final);
+
+/* New options, every one at its default. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_NOMEM. */
+MT_API mt_status mt_translate_options_create(mt_translate_options_t **out);
+/* Sets one option (integers as whole numbers). An unknown option or a value out of its range is
+ * MT_ERR_INVALID_ARG naming both; the options are then unchanged. Combinations (n_best against the
+ * beam size, sampling with beam search) are checked by mt_translate_with. One thread at a time. */
+MT_API mt_status mt_translate_options_set(mt_translate_options_t *opts, mt_translate_option option, double value);
+/* The current value of one option. Thread-safe. Returns MT_OK, MT_ERR_INVALID_ARG. */
+MT_API mt_status mt_translate_options_get(const mt_translate_options_t *opts, mt_translate_option option,
+                                          double *value);
+/* The stream callback (NULL: none) and its user pointer. One thread at a time. Returns MT_OK,
+ * MT_ERR_INVALID_ARG. */
+MT_API mt_status mt_translate_options_set_stream(mt_translate_options_t *opts, mt_translate_stream_fn fn, void *user);
+MT_API void mt_translate_options_free(mt_translate_options_t *opts);
+
+/* Translates n UTF-8 sentences as one batch with opts (NULL: every default). target_prefixes (NULL,
+ * or n entries, each NULL or "" for none): the translation of sentence i starts with that text
+ * (autocompletion; the prefix's tokens are forced and their log-probabilities count in the score).
+ * *out_texts receives n x n_best strings, hypothesis j of sentence i at i * n_best + j, best first
+ * (one allocation: mt_free(*out_texts)); *out_scores, when out_scores is not NULL, their
+ * log-probabilities (mt_free it). A hypothesis the search could not fill (only with tiny
+ * vocabularies) is "" with score -INFINITY. Input is checked as mt_translate does.
+ * Thread-safe (opts may be shared by threads while no one changes it). Returns MT_OK,
+ * MT_ERR_INVALID_ARG, MT_ERR_UTF8, MT_ERR_NOMEM, MT_ERR_CUDA. */
+MT_API mt_status mt_translate_with(mt_translator_t *tr, const mt_translate_options_t *opts,
+                                   const char *const *texts, const char *const *target_prefixes, size_t n,
+                                   char ***out_texts, float **out_scores);
 
 /* ------------------------------------------------------------------------------------------------
  * Training

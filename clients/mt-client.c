@@ -37,8 +37,11 @@ typedef struct opts {
     const char *token_file;
     char *token;
     int timeout_ms;
-    uint32_t beam;
+    uint32_t beam, n_best;
     float length_penalty, max_len_ratio;
+    bool has_length_penalty;   /* else the server's default */
+    const char *prefix;        /* target prefix of every text, or NULL */
+    bool stream;
     int scores;
     uint32_t batch, window;
     int quiet;
@@ -65,8 +68,11 @@ static void usage(FILE *to) {
             "  --token-file FILE    read the token from FILE (default: $MT_TOKEN)\n"
             "  --timeout S          seconds to wait for an answer (default 600)\n"
             "  --beam N             beam size (1 = greedy, the default)\n"
-            "  --length-penalty A   GNMT length penalty alpha (default 0)\n"
-            "  --max-len-ratio R    output length limit / source length (default: the engine's)\n"
+            "  --length-penalty A   GNMT length penalty alpha (default: the engine's, 0.6)\n"
+            "  --max-len-ratio R    output length limit / source length (default: the engine's, 1.5)\n"
+            "  --n-best K           K hypotheses per text, best first, one line each (K <= beam size)\n"
+            "  --prefix TEXT        every translation starts with TEXT (target prefix)\n"
+            "  --stream             print translations as their words arrive (translate TEXT...)\n"
             "  --scores             print each translation's log-probability before it (TAB-separated)\n"
             "  --batch N            sentences per request when reading a file (default 32)\n"
             "  --window N           requests in flight when reading a file (default 16)\n"
@@ -157,31 +163,125 @@ static int simple_request(const opts *o, mt_frame *req, mt_frame **answer) {
 
 /* ---- translate ---- */
 
-static void fill_translate(const opts *o, Mt__V1__TranslateRequest *t, char **texts, size_t n) {
+/* prefixes: room for n pointers (filled with o->prefix when there is one). */
+static void fill_translate(const opts *o, Mt__V1__TranslateRequest *t, char **texts, size_t n, char **prefixes) {
     mt__v1__translate_request__init(t);
     t->n_texts = n;
     t->texts = texts;
     t->beam_size = o->beam;
-    t->length_penalty = o->length_penalty;
+    if (o->has_length_penalty) {
+        t->length_penalty_set_case = MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
+        t->length_penalty = o->length_penalty;
+    }
     t->max_len_ratio = o->max_len_ratio;
     t->want_scores = o->scores;
+    t->n_best = o->n_best;
+    if (o->prefix && prefixes) {
+        for (size_t i = 0; i < n; i++) prefixes[i] = (char *)o->prefix;
+        t->n_target_prefixes = n;
+        t->target_prefixes = prefixes;
+    }
 }
 
+/* Text i's hypotheses, one line each. */
 static void print_result(const opts *o, const Mt__V1__TranslateResponse *r, size_t i) {
-    if (o->scores) printf("%.4f\t", i < r->n_scores ? (double)r->scores[i] : 0.0);
-    printf("%s\n", r->texts[i]);
+    size_t nb = r->n_best ? r->n_best : 1;
+    for (size_t k = i * nb; k < (i + 1) * nb && k < r->n_texts; k++) {
+        if (o->scores) printf("%.4f\t", k < r->n_scores ? (double)r->scores[k] : 0.0);
+        printf("%s\n", r->texts[k]);
+    }
+}
+
+/* The answer holds n_best hypotheses for each of n texts. */
+static bool answer_fits(const Mt__V1__TranslateResponse *r, size_t n) {
+    size_t nb = r->n_best ? r->n_best : 1;
+    return r->n_texts == n * nb;
+}
+
+/* --stream: partial answers print the growing translation of the first text not yet done (the rest
+ * are printed when their turn comes, from their latest partial or the final answer). */
+typedef struct stream_view {
+    size_t n, cur;
+    char **latest;     /* (n) the latest partial text of each */
+    size_t printed;    /* bytes of text cur already printed */
+} stream_view;
+
+static void stream_show(stream_view *v, size_t i, const char *text) {
+    if (i != v->cur || strncmp(text, v->latest[i] ? v->latest[i] : "", v->printed) != 0) return;
+    size_t len = strlen(text);
+    if (len > v->printed) {
+        fwrite(text + v->printed, 1, len - v->printed, stdout);
+        fflush(stdout);
+        v->printed = len;
+    }
+}
+
+static int translate_streaming(const opts *o, mt_frame *f, size_t n) {
+    mtc_conn *c = NULL;
+    int rc = open_session(o, &c, NULL);
+    if (rc) return rc;
+    stream_view v = {.n = n, .latest = calloc(n, sizeof(char *))};
+    f->id = 2;
+    if (!v.latest) rc = die(EXIT_CONNECT, "out of memory");
+    else if ((rc = mtc_send(c, f, o->timeout_ms)) != MTC_OK) rc = die(exit_for_io(rc), "%s", mtc_error(c));
+    while (rc == 0) {
+        mt_frame *a = NULL;
+        if ((rc = recv_answer(c, o, 2, &a)) != 0) break;
+        const Mt__V1__TranslateResponse *r = a->body_case == MT__V1__FRAME__BODY_TRANSLATE_OK ? a->translate_ok : NULL;
+        if (r && !r->final && r->n_texts == 1 && r->index < n) {
+            stream_show(&v, r->index, r->texts[0]);
+            free(v.latest[r->index]);
+            v.latest[r->index] = strdup(r->texts[0]);
+            mt_frame_free(a);
+            continue;
+        }
+        if (!r || !answer_fits(r, n)) {
+            rc = die(EXIT_PROTOCOL, "unexpected answer to translate");
+        } else {
+            size_t nb = r->n_best ? r->n_best : 1;
+            for (; v.cur < n; v.cur++, v.printed = 0) {
+                const char *best = r->texts[v.cur * nb];
+                /* What was shown is kept when the final text continues it; else the line starts over. */
+                if (v.printed && strncmp(best, v.latest[v.cur], v.printed) != 0) {
+                    printf("\n");
+                    v.printed = 0;
+                }
+                if (o->scores || nb > 1) {
+                    if (v.printed) printf("\n");
+                    print_result(o, r, v.cur);
+                } else {
+                    printf("%s\n", best + v.printed);
+                }
+            }
+        }
+        mt_frame_free(a);
+        break;
+    }
+    for (size_t i = 0; v.latest && i < n; i++) free(v.latest[i]);
+    free(v.latest);
+    mtc_close(c);
+    return rc;
 }
 
 static int translate_args(const opts *o, char **texts, size_t n) {
     Mt__V1__TranslateRequest t;
-    fill_translate(o, &t, texts, n);
+    char **prefixes = calloc(n ? n : 1, sizeof *prefixes);
+    if (!prefixes) return die(EXIT_CONNECT, "out of memory");
+    fill_translate(o, &t, texts, n, prefixes);
+    t.stream = o->stream;
     mt_frame f = MT__V1__FRAME__INIT;
     f.body_case = MT__V1__FRAME__BODY_TRANSLATE;
     f.translate = &t;
+    if (o->stream) {
+        int rc = translate_streaming(o, &f, n);
+        free(prefixes);
+        return rc;
+    }
     mt_frame *a = NULL;
     int rc = simple_request(o, &f, &a);
+    free(prefixes);
     if (rc) return rc;
-    if (a->body_case != MT__V1__FRAME__BODY_TRANSLATE_OK || a->translate_ok->n_texts != n) {
+    if (a->body_case != MT__V1__FRAME__BODY_TRANSLATE_OK || !answer_fits(a->translate_ok, n)) {
         mt_frame_free(a);
         return die(EXIT_PROTOCOL, "unexpected answer to translate");
     }
@@ -227,12 +327,15 @@ static long read_chunk(FILE *in, size_t max, chunk *k, size_t *lineno) {
 
 static int send_chunk(mtc_conn *c, const opts *o, uint64_t id, chunk *k) {
     Mt__V1__TranslateRequest t;
-    fill_translate(o, &t, k->lines, k->n);
+    char **prefixes = calloc(k->n ? k->n : 1, sizeof *prefixes);
+    if (!prefixes) return die(EXIT_CONNECT, "out of memory");
+    fill_translate(o, &t, k->lines, k->n, prefixes);
     mt_frame f = MT__V1__FRAME__INIT;
     f.id = id;
     f.body_case = MT__V1__FRAME__BODY_TRANSLATE;
     f.translate = &t;
     int rc = mtc_send(c, &f, o->timeout_ms);
+    free(prefixes);
     return rc == MTC_OK ? 0 : die(exit_for_io(rc), "%s", mtc_error(c));
 }
 
@@ -318,7 +421,7 @@ static int translate_stream(const opts *o, FILE *in) {
             mt_frame_free(f);
             break;
         }
-        if (f->body_case != MT__V1__FRAME__BODY_TRANSLATE_OK || f->translate_ok->n_texts != k->n) {
+        if (f->body_case != MT__V1__FRAME__BODY_TRANSLATE_OK || !answer_fits(f->translate_ok, k->n)) {
             mt_frame_free(f);
             rc = die(EXIT_PROTOCOL, "unexpected answer to translate");
             break;
@@ -593,11 +696,19 @@ int main(int argc, char **argv) {
             const char *v = VAL();
             if (!v) goto bad;
             o.length_penalty = (float)atof(v);
+            o.has_length_penalty = true;
         } else if (!strcmp(a, "--max-len-ratio")) {
             const char *v = VAL();
             if (!v) goto bad;
             o.max_len_ratio = (float)atof(v);
-        } else if (!strcmp(a, "--scores")) o.scores = 1;
+        } else if (!strcmp(a, "--n-best")) {
+            const char *v = VAL();
+            if (!v || atoi(v) < 1) goto bad;
+            o.n_best = (uint32_t)atoi(v);
+        } else if (!strcmp(a, "--prefix")) {
+            if (!(o.prefix = VAL())) goto bad;
+        } else if (!strcmp(a, "--stream")) o.stream = true;
+        else if (!strcmp(a, "--scores")) o.scores = 1;
         else if (!strcmp(a, "--batch")) {
             const char *v = VAL();
             if (!v || atoi(v) < 1) goto bad;

@@ -47,7 +47,7 @@ uint64_t mt_now_us(void) {
 
 static bool opts_eq(const mt_xlate_opts *a, const mt_xlate_opts *b) {
     return a->beam == b->beam && memcmp(&a->length_penalty, &b->length_penalty, sizeof(float)) == 0 &&
-           memcmp(&a->max_len_ratio, &b->max_len_ratio, sizeof(float)) == 0;
+           memcmp(&a->max_len_ratio, &b->max_len_ratio, sizeof(float)) == 0 && a->n_best == b->n_best;
 }
 
 static bool is_cancelled(const mt_bitem *it) {
@@ -332,7 +332,6 @@ uint64_t mt_srv_batcher_depth(mt_srv_batcher *b) {
     return d;
 }
 
-uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b) { return b->max_sentences; }
 
 int mt_srv_batch_init(mt_batch *bt, uint32_t cap) {
     memset(bt, 0, sizeof *bt);

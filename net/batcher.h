@@ -1,8 +1,8 @@
 /*
  * batcher.h — the dynamic batcher: queued sentences grouped into engine batches.
  *
- * Sentences are queued per decoding options (only sentences with equal beam size, length penalty and
- * length ratio share a batch). A group becomes a batch when it is full — the next sentence would push
+ * Sentences are queued per decoding options (only sentences with equal beam size, length penalty,
+ * length ratio and n-best share a batch). A group becomes a batch when it is full — the next sentence would push
  * the padded token count (sentences x longest) over max_tokens, or the sentence count to
  * max_sentences — or when its oldest sentence has waited max_wait, counted from when it could first run:
  * its arrival, or when the worker asking became free if that is later (a sentence queued behind a busy
@@ -27,8 +27,9 @@
 
 typedef struct mt_xlate_opts {
     uint32_t beam;           /* 1 = greedy */
-    float length_penalty;
+    float length_penalty;    /* < 0 = engine default */
     float max_len_ratio;     /* 0 = engine default */
+    uint32_t n_best;         /* hypotheses per sentence, >= 1 */
 } mt_xlate_opts;
 
 typedef struct mt_bitem {
@@ -36,14 +37,16 @@ typedef struct mt_bitem {
     void *req;                      /* the owner's request; opaque here */
     const _Atomic bool *cancelled;  /* set when nobody wants the answer any more; may be NULL */
     const char *text;
+    const char *prefix;             /* target prefix, or NULL */
+    bool stream;                    /* post partial translations to the loop as they grow */
     uint32_t index;                 /* position in its request */
     uint32_t ntok;                  /* source tokens, >= 1 */
     uint64_t enq_us;                /* when it was queued (the caller's clock) */
     uint64_t owner;                 /* who queued it (a connection): batches serve owners in turn */
     mt_xlate_opts opts;
-    /* filled by the worker */
-    char *out;
-    float score;
+    /* filled by the worker: opts.n_best hypotheses, best first (a malloc'd array of malloc'd strings) */
+    char **out;
+    float *score;
 } mt_bitem;
 
 typedef struct mt_batch {
@@ -84,7 +87,6 @@ void mt_srv_batcher_kick(mt_srv_batcher *b);
 void mt_srv_batcher_close(mt_srv_batcher *b);
 
 uint64_t mt_srv_batcher_depth(mt_srv_batcher *b);
-uint32_t mt_srv_batcher_max_sentences(const mt_srv_batcher *b);
 
 /* Batch storage for one worker. */
 int mt_srv_batch_init(mt_batch *bt, uint32_t cap);

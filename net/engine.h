@@ -41,8 +41,11 @@ typedef struct mt_engine {
 
     int (*translator_create)(void *model, int n_threads, void **tr, mt_eng_err *err);
     void (*translator_free)(void *tr);
-    /* outs[i] (malloc'd, caller frees) and scores[i] for i < n. */
-    int (*translate)(void *tr, const char *const *texts, size_t n, const mt_xlate_opts *opts, char **outs,
+    /* Translates n texts (prefixes: NULL, or per text NULL or a target prefix): outs[i * n_best + j]
+     * (malloc'd, caller frees) and scores[i * n_best + j], hypothesis j of text i. stream (may be NULL)
+     * is called from this thread as translations grow (mt_translate_stream_fn). */
+    int (*translate)(void *tr, const char *const *texts, const char *const *prefixes, size_t n,
+                     const mt_xlate_opts *opts, mt_translate_stream_fn stream, void *stream_user, char **outs,
                      float *scores, mt_eng_err *err);
 
     int (*trainer_create)(const char *config_json, const char *path_root, void **tr, mt_eng_err *err);

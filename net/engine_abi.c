@@ -74,13 +74,25 @@ static int abi_translator_create(void *model, int n_threads, void **tr, mt_eng_e
 
 static void abi_translator_free(void *tr) { mt_translator_free(tr); }
 
-static int abi_translate(void *tr, const char *const *texts, size_t n, const mt_xlate_opts *o, char **outs,
+static int abi_translate(void *tr, const char *const *texts, const char *const *prefixes, size_t n,
+                         const mt_xlate_opts *o, mt_translate_stream_fn stream, void *stream_user, char **outs,
                          float *scores, mt_eng_err *err) {
     char **res = NULL;
     float *sc = NULL;
-    mt_status st = mt_translate(tr, texts, n, (int)o->beam, o->length_penalty, o->max_len_ratio, &res, &sc);
+    mt_translate_options_t *opts = NULL;
+    mt_status st = mt_translate_options_create(&opts);
+    if (st == MT_OK) st = mt_translate_options_set(opts, MT_TRANSLATE_BEAM_SIZE, o->beam ? o->beam : 1);
+    if (st == MT_OK && o->length_penalty >= 0)
+        st = mt_translate_options_set(opts, MT_TRANSLATE_LENGTH_PENALTY, o->length_penalty);
+    if (st == MT_OK && o->max_len_ratio > 0)
+        st = mt_translate_options_set(opts, MT_TRANSLATE_MAX_LEN_RATIO, o->max_len_ratio);
+    if (st == MT_OK) st = mt_translate_options_set(opts, MT_TRANSLATE_N_BEST, o->n_best ? o->n_best : 1);
+    if (st == MT_OK) st = mt_translate_options_set_stream(opts, stream, stream_user);
+    if (st == MT_OK) st = mt_translate_with(tr, opts, texts, prefixes, n, &res, &sc);
+    mt_translate_options_free(opts);
     if (st != MT_OK) return fail(st, err);
-    for (size_t i = 0; i < n; i++) {
+    size_t nh = n * (o->n_best ? o->n_best : 1);
+    for (size_t i = 0; i < nh; i++) {
         outs[i] = strdup(res[i] ? res[i] : "");
         scores[i] = sc ? sc[i] : 0.0f;
         if (!outs[i]) {

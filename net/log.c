@@ -17,7 +17,6 @@ static _Atomic int g_level = MT_NLOG_INFO;
 static const char *const g_names[] = {"debug", "info", "warn", "error"};
 
 void mt_nlog_set_level(int level) { atomic_store(&g_level, level); }
-int mt_nlog_level(void) { return atomic_load(&g_level); }
 
 int mt_nlog_parse_level(const char *s) {
     for (int i = 0; i < 4; i++)

@@ -8,7 +8,6 @@
 enum { MT_NLOG_DEBUG = 0, MT_NLOG_INFO = 1, MT_NLOG_WARN = 2, MT_NLOG_ERROR = 3 };
 
 void mt_nlog_set_level(int level);
-int mt_nlog_level(void);
 /* "debug" | "info" | "warn" | "error" -> level; -1 when unknown. */
 int mt_nlog_parse_level(const char *s);
 const char *mt_nlog_level_name(int level);

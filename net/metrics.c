@@ -23,8 +23,6 @@ static const char *const g_req_names[MT_REQ__COUNT] = {
     "model_promote", "train_subscribe", "bye", "cluster",
 };
 
-const char *mt_limit_name(mt_limit_kind k) { return k < MT_LIM__COUNT ? g_limit_names[k] : "?"; }
-const char *mt_req_kind_name(mt_req_kind k) { return k < MT_REQ__COUNT ? g_req_names[k] : "?"; }
 
 static void histo_init(mt_histo *h, const char *name, const char *help, const double *b, int n) {
     h->name = name;

@@ -78,8 +78,6 @@ void mt_metrics_limit_hit(mt_metrics *m, mt_limit_kind k);
 void mt_metrics_error(mt_metrics *m, int code);
 uint64_t mt_metrics_limit_hits_total(const mt_metrics *m);
 uint64_t mt_metrics_errors_total(const mt_metrics *m);
-const char *mt_limit_name(mt_limit_kind k);
-const char *mt_req_kind_name(mt_req_kind k);
 
 /* Gauges the owner reads at render time. */
 typedef struct mt_metrics_gauges {

@@ -9,14 +9,14 @@
  *   translate.c translate requests: validation, queueing, completion
  *   worker.c    engine worker threads (one per GPU, or a CPU pool) running batches
  *   model.c     the serving model: generations, reference counts, the swap on promote
- *   post.c      the queue from worker/trainer threads back to the loop (mutex + event_active)
+ *   result_queue.c  the queue from worker/trainer threads back to the loop (mutex + event_active)
  *   train.c     training control (trainer thread, admin threads for saves and promotes, subscribers)
  *   paths.c     --data-root confinement of client-named paths
  *   http.c      /healthz and /metrics (a small HTTP/1.x responder with a deadline and a connection limit)
  *   drain.c     SIGTERM/SIGINT: the drain
  *
  * Threads: the loop thread owns every connection and request; workers touch only batch items and
- * the model under model_mu; the trainer and admin threads talk to the loop only through post.c.
+ * the model under model_mu; the trainer and admin threads talk to the loop only through result_queue.c.
  */
 #ifndef MT_NET_SERVER_H
 #define MT_NET_SERVER_H
@@ -117,7 +117,8 @@ typedef enum mt_post_kind {
     MT_POST_TRAIN_CREATED,
     MT_POST_TRAIN_EVENT,
     MT_POST_TRAIN_ENDED,
-    MT_POST_JOB_DONE
+    MT_POST_JOB_DONE,
+    MT_POST_PARTIAL
 } mt_post_kind;
 
 typedef struct mt_post_msg {
@@ -130,8 +131,8 @@ typedef struct mt_post_msg {
     uint64_t batch_start_us;
     /* all */
     int status;             /* mt_status (> 0), or minus an Mt__V1__ErrorCode for the server's own failures */
-    char *text;             /* BATCH/ENDED: error message; EVENT: the event JSON */
-    void *ptr;              /* CREATED: the trainer; JOB_DONE: the job */
+    char *text;             /* BATCH/ENDED: error message; EVENT: the event JSON; PARTIAL: the text so far */
+    void *ptr;              /* CREATED: the trainer; JOB_DONE: the job; PARTIAL: the mt_bitem */
 } mt_post_msg;
 
 int mt_post_init(mt_server *s);
@@ -139,6 +140,7 @@ void mt_post(mt_server *s, mt_post_msg *m);
 void mt_post_run(mt_server *s);            /* handle everything queued (also used at teardown) */
 void mt_post_free(mt_server *s);
 void mt_translate_on_batch(mt_server *s, mt_post_msg *m);
+void mt_translate_on_partial(mt_server *s, mt_post_msg *m); /* a streaming request's partial answer */
 
 /* ---- workers ---- */
 

@@ -1,7 +1,8 @@
 /*
  * translate.c — translate requests on the loop thread: validation against the limits, token
  * counting, queueing every sentence in the batcher, and, when the workers' batches come back through
- * the post queue, the answer (all sentences, in request order) once the last one is done.
+ * the post queue, the answer (all sentences, in request order) once the last one is done. A
+ * streaming request also gets a partial answer (final = false) each time a sentence grows.
  *
  * A request outlives its connection: when the connection closes first, the request is orphaned
  * (its sentences still queued are dropped by the batcher, those in a running batch finish) and freed
@@ -15,24 +16,26 @@
 
 #include "log.h"
 
+_Static_assert(MT_PROTOCOL_MAX_BEAM == MT_TRANSLATE_MAX_BEAM, "the wire's beam limit is the engine's");
+
 struct mt_treq {
     mt_treq *prev, *next;       /* in conn->treqs */
     mt_conn *conn;              /* NULL once orphaned */
     uint64_t id;
     mt_frame *frame;            /* owns the texts */
-    uint32_t n, pending;
+    uint32_t n, pending, n_best;
     bool want_scores;
     _Atomic bool cancelled;
     int err_code, err_status;
     char *err_msg;
     uint64_t t0_us, t_batch_us;
-    char **outs;
-    float *scores;
+    char **outs;                /* (n * n_best) */
+    float *scores;              /* (n * n_best) */
     mt_bitem items[];
 };
 
 static void treq_free(mt_treq *r) {
-    for (uint32_t i = 0; i < r->n; i++) free(r->outs[i]);
+    for (uint32_t i = 0; i < r->n * r->n_best; i++) free(r->outs[i]);
     free(r->outs);
     free(r->scores);
     free(r->err_msg);
@@ -86,7 +89,7 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
         if (code == MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG) mt_metrics_limit_hit(&s->metrics, MT_LIM_CHARS);
         return reject(c, f, code, msg);
     }
-    uint32_t n = (uint32_t)t->n_texts;
+    uint32_t n = (uint32_t)t->n_texts, nb = t->n_best ? t->n_best : 1;
     if (mt_srv_batcher_depth(s->batcher) + n > L->max_queue_sentences) {
         mt_metrics_limit_hit(&s->metrics, MT_LIM_QUEUE);
         snprintf(msg, sizeof msg, "the translation queue is full (%u sentences); retry later",
@@ -108,8 +111,8 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     mt_treq *r = calloc(1, sizeof *r + n * sizeof(mt_bitem));
     mt_bitem **ptrs = r ? malloc(n * sizeof *ptrs) : NULL;
     if (r) {
-        r->outs = calloc(n, sizeof *r->outs);
-        r->scores = calloc(n, sizeof *r->scores);
+        r->outs = calloc((size_t)n * nb, sizeof *r->outs);
+        r->scores = calloc((size_t)n * nb, sizeof *r->scores);
     }
     if (!r || !ptrs || !r->outs || !r->scores) {
         mt_srv_model_put(s, m);
@@ -125,15 +128,20 @@ void mt_translate_submit(mt_conn *c, mt_frame *f) {
     r->id = f->id;
     r->frame = f;
     r->n = r->pending = n;
+    r->n_best = nb;
     r->want_scores = t->want_scores;
     r->t0_us = mt_now_us();
-    mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, t->length_penalty, t->max_len_ratio};
+    /* An absent length_penalty is the engine's default (-1 here). */
+    bool has_lp = t->length_penalty_set_case == MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
+    mt_xlate_opts opts = {t->beam_size ? t->beam_size : 1, has_lp ? t->length_penalty : -1.0f, t->max_len_ratio, nb};
     uint32_t truncated = 0;
     for (uint32_t i = 0; i < n; i++) {
         mt_bitem *it = &r->items[i];
         it->req = r;
         it->cancelled = &r->cancelled;
         it->text = t->texts[i];
+        it->prefix = t->n_target_prefixes && t->target_prefixes[i][0] ? t->target_prefixes[i] : NULL;
+        it->stream = t->stream;
         it->index = i;
         it->opts = opts;
         it->enq_us = r->t0_us;
@@ -175,12 +183,14 @@ static void complete(mt_server *s, mt_treq *r) {
             mt_conn_send_error(c, r->id, r->err_code, false, r->err_status, "%s", r->err_msg ? r->err_msg : "");
         } else {
             Mt__V1__TranslateResponse resp = MT__V1__TRANSLATE_RESPONSE__INIT;
-            resp.n_texts = r->n;
+            resp.n_texts = (size_t)r->n * r->n_best;
             resp.texts = r->outs;
             if (r->want_scores) {
-                resp.n_scores = r->n;
+                resp.n_scores = (size_t)r->n * r->n_best;
                 resp.scores = r->scores;
             }
+            resp.final = true;
+            resp.n_best = r->n_best;
             resp.queue_ms = (float)((double)(r->t_batch_us > r->t0_us ? r->t_batch_us - r->t0_us : 0) / 1e3);
             resp.total_ms = (float)((double)(now - r->t0_us) / 1e3);
             mt_frame f = MT__V1__FRAME__INIT;
@@ -212,10 +222,11 @@ void mt_translate_on_batch(mt_server *s, mt_post_msg *m) {
         mt_bitem *it = m->items[i];
         mt_treq *r = it->req;
         if (m->status == 0 && it->out) {
-            r->outs[it->index] = it->out;
-            r->scores[it->index] = it->score;
+            for (uint32_t j = 0; j < r->n_best; j++) {
+                r->outs[it->index * r->n_best + j] = it->out[j];
+                r->scores[it->index * r->n_best + j] = it->score[j];
+            }
         } else {
-            free(it->out);
             if (!r->err_code) {
                 r->err_status = m->status > 0 ? m->status : 0;
                 r->err_code = m->status > 0   ? mt_map_engine_status(m->status, false)
@@ -224,7 +235,10 @@ void mt_translate_on_batch(mt_server *s, mt_post_msg *m) {
                 r->err_msg = strdup(m->text ? m->text : "the engine returned no text");
             }
         }
+        free(it->out);
+        free(it->score);
         it->out = NULL;
+        it->score = NULL;
         if (m->batch_start_us > r->t_batch_us) r->t_batch_us = m->batch_start_us;
         item_done(s, it);
     }
@@ -234,4 +248,22 @@ void mt_translate_on_batch(mt_server *s, mt_post_msg *m) {
         item_done(s, d);
         d = next;
     }
+}
+
+void mt_translate_on_partial(mt_server *s, mt_post_msg *m) {
+    mt_bitem *it = m->ptr;
+    mt_treq *r = it->req;
+    mt_conn *c = r->conn;
+    /* A connection whose output is backed up gets the final answer only. */
+    if (!c || r->err_code || mt_conn_output_len(c) > s->opt->limits.output_high_water) return;
+    Mt__V1__TranslateResponse resp = MT__V1__TRANSLATE_RESPONSE__INIT;
+    resp.n_texts = 1;
+    resp.texts = &m->text;
+    resp.index = it->index;
+    resp.total_ms = (float)((double)(mt_now_us() - r->t0_us) / 1e3);
+    mt_frame f = MT__V1__FRAME__INIT;
+    f.id = r->id;
+    f.body_case = MT__V1__FRAME__BODY_TRANSLATE_OK;
+    f.translate_ok = &resp;
+    mt_conn_send(c, &f);
 }

@@ -5,6 +5,7 @@
  */
 #include "server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,39 +36,85 @@ static void sync_model(mt_worker *w) {
     }
 }
 
+/* The engine's stream callback: a streaming request's partial translation, posted to the loop (the
+ * final text comes with the batch). Lost when out of memory: the answer still comes. */
+typedef struct stream_ctx {
+    mt_server *s;
+    mt_batch *b;
+} stream_ctx;
+
+static void on_stream(void *user, size_t i, const char *text, int final) {
+    stream_ctx *sc = user;
+    if (final || i >= sc->b->n) return;
+    mt_bitem *it = sc->b->items[i];
+    if (!it->stream || (it->cancelled && atomic_load_explicit(it->cancelled, memory_order_relaxed))) return;
+    mt_post_msg *m = calloc(1, sizeof *m);
+    char *t = m ? strdup(text) : NULL;
+    if (!t) {
+        free(m);
+        return;
+    }
+    m->kind = MT_POST_PARTIAL;
+    m->ptr = it;
+    m->text = t;
+    mt_post(sc->s, m);
+}
+
 static void run_batch(mt_worker *w, mt_post_msg *m) {
     mt_server *s = w->srv;
     mt_batch *b = &w->batch;
-    uint32_t n = b->n;
+    uint32_t n = b->n, nb = b->opts.n_best ? b->opts.n_best : 1;
     if (!w->tr) {
         m->status = -(w->gen ? MT__V1__ERROR_CODE__ERR_ENGINE : MT__V1__ERROR_CODE__ERR_NO_MODEL);
         m->text = strdup(w->gen ? "the engine could not make a translator for this model" : "no model is loaded");
         return;
     }
-    const char **texts = malloc(n * sizeof *texts);
-    char **outs = calloc(n, sizeof *outs);
-    float *scores = calloc(n, sizeof *scores);
-    if (!texts || !outs || !scores) {
+    const char **texts = malloc(n * sizeof *texts), **prefixes = calloc(n, sizeof *prefixes);
+    char **outs = calloc((size_t)n * nb, sizeof *outs);
+    float *scores = calloc((size_t)n * nb, sizeof *scores);
+    bool any_prefix = false, any_stream = false;
+    if (!texts || !prefixes || !outs || !scores) {
         m->status = -MT__V1__ERROR_CODE__ERR_INTERNAL;
         m->text = strdup("out of memory");
     } else {
-        for (uint32_t i = 0; i < n; i++) texts[i] = b->items[i]->text;
+        for (uint32_t i = 0; i < n; i++) {
+            texts[i] = b->items[i]->text;
+            prefixes[i] = b->items[i]->prefix;
+            any_prefix |= prefixes[i] != NULL;
+            any_stream |= b->items[i]->stream;
+        }
         mt_eng_err err = {0};
+        stream_ctx sc = {s, b};
         atomic_fetch_add(&s->metrics.busy_workers, 1);
-        int rc = s->eng->translate(w->tr, texts, n, &b->opts, outs, scores, &err);
+        int rc = s->eng->translate(w->tr, texts, any_prefix ? prefixes : NULL, n, &b->opts,
+                                   any_stream ? on_stream : NULL, &sc, outs, scores, &err);
         atomic_fetch_sub(&s->metrics.busy_workers, 1);
+        for (uint32_t i = 0; rc == 0 && i < n; i++) {
+            mt_bitem *it = b->items[i];
+            it->out = malloc(nb * sizeof *it->out);
+            it->score = malloc(nb * sizeof *it->score);
+            if (!it->out || !it->score) {
+                rc = -MT__V1__ERROR_CODE__ERR_INTERNAL;
+                snprintf(err.msg, sizeof err.msg, "out of memory");
+                break;
+            }
+            memcpy(it->out, outs + (size_t)i * nb, nb * sizeof *it->out);
+            memcpy(it->score, scores + (size_t)i * nb, nb * sizeof *it->score);
+        }
         if (rc != 0) {
             m->status = rc;
             m->text = strdup(err.msg[0] ? err.msg : "translation failed");
-            for (uint32_t i = 0; i < n; i++) free(outs[i]);
-        } else {
             for (uint32_t i = 0; i < n; i++) {
-                b->items[i]->out = outs[i];
-                b->items[i]->score = scores[i];
+                free(b->items[i]->out);
+                free(b->items[i]->score);
+                b->items[i]->out = NULL;
+                b->items[i]->score = NULL;
             }
+            for (size_t i = 0; i < (size_t)n * nb; i++) free(outs[i]);
         }
     }
     free(texts);
+    free(prefixes);
     free(outs);
     free(scores);
     mt_metric_inc(&s->metrics.batches_total);

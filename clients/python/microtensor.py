@@ -80,9 +80,17 @@ _model_info = _fn("mt_model_info_json", _status, _vp, ctypes.POINTER(ctypes.c_vo
 _model_tokenizer = _fn("mt_model_tokenizer", _vp, _vp)
 _model_free = _fn("mt_model_free", None, _vp)
 _tr_create = _fn("mt_translator_create", _status, _vp, ctypes.c_int, _pvp)
-_translate = _fn("mt_translate", _status, _vp, _c_char_pp, ctypes.c_size_t, ctypes.c_int, ctypes.c_float,
-                 ctypes.c_float, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p))
 _tr_free = _fn("mt_translator_free", None, _vp)
+_STREAM_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int)
+_opts_create = _fn("mt_translate_options_create", _status, _pvp)
+_opts_set = _fn("mt_translate_options_set", _status, _vp, ctypes.c_int, ctypes.c_double)
+_opts_set_stream = _fn("mt_translate_options_set_stream", _status, _vp, _STREAM_FN, _vp)
+_opts_free = _fn("mt_translate_options_free", None, _vp)
+_translate_with = _fn("mt_translate_with", _status, _vp, _vp, _c_char_pp, _c_char_pp, ctypes.c_size_t,
+                      ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p))
+# mt_translate_option values (abi/microtensor.h).
+_OPTIONS = {"beam": 1, "length_penalty": 2, "max_len_ratio": 3, "n_best": 4, "sampling_topk": 5,
+            "sampling_topp": 6, "sampling_temperature": 7, "seed": 8}
 _PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
 _trainer_create = _fn("mt_trainer_create", _status, ctypes.c_char_p, ctypes.c_char_p, _pvp)
 _trainer_set_cb = _fn("mt_trainer_set_progress_callback", _status, _vp, _PROGRESS_FN, _vp)
@@ -261,25 +269,64 @@ class Translator(_Handle):
         super().__init__(p.value)
         self._model = model
 
-    def translate_with_scores(self, texts, beam=1, length_penalty=0.0, max_len_ratio=0.0):
+    def translate_with_scores(self, texts, beam=None, length_penalty=None, max_len_ratio=None, n_best=None,
+                              target_prefix=None, sampling_topk=None, sampling_topp=None,
+                              sampling_temperature=None, seed=None, stream=None):
+        """Translations and their log-probabilities. An option left None keeps the library's default
+        (mt_translate_options_create: beam 1, length_penalty 0.6, max_len_ratio 1.5, n_best 1, no
+        sampling), so the defaults are the same here, in mt-translate and in mt-server.
+        n_best > 1: each entry is a list of n_best hypotheses (and scores), best first.
+        target_prefix: one string for every text, or a list (None / "" for none).
+        stream(index, text, final): called as translations grow (greedy search and sampling with
+        n_best 1 after every token, otherwise once with the final text)."""
         if isinstance(texts, str):
             raise TypeError("translate takes a list of sentences")
         if not texts:
             return [], []
         arr, keep = _str_array(list(texts))
+        n = len(keep)
+        prefixes = None
+        if target_prefix is not None:
+            plist = [target_prefix] * n if isinstance(target_prefix, str) else list(target_prefix)
+            if len(plist) != n:
+                raise ValueError("target_prefix: %d prefixes for %d texts" % (len(plist), n))
+            prefixes, _keep_prefixes = _str_array([p or "" for p in plist])
+        if max_len_ratio is not None and max_len_ratio <= 0:
+            max_len_ratio = None  # as mt_translate: <= 0 is the default
+        values = {"beam": beam, "length_penalty": length_penalty, "max_len_ratio": max_len_ratio,
+                  "n_best": n_best, "sampling_topk": sampling_topk, "sampling_topp": sampling_topp,
+                  "sampling_temperature": sampling_temperature, "seed": seed}
+        opts = ctypes.c_void_p()
+        _check(_opts_create(ctypes.byref(opts)))
         out_texts, out_scores = ctypes.c_void_p(), ctypes.c_void_p()
-        _check(_translate(self._p(), arr, len(keep), beam, length_penalty, max_len_ratio,
-                          ctypes.byref(out_texts), ctypes.byref(out_scores)))
         try:
+            for name, value in values.items():
+                if value is not None:
+                    _check(_opts_set(opts, _OPTIONS[name], float(value)))
+            cb = None
+            if stream is not None:
+                cb = _STREAM_FN(lambda user, i, text, final: stream(i, text.decode("utf-8", "replace"), bool(final)))
+                _check(_opts_set_stream(opts, cb, None))
+            _check(_translate_with(self._p(), opts, arr, prefixes, n, ctypes.byref(out_texts),
+                                   ctypes.byref(out_scores)))
+        finally:
+            _opts_free(opts)
+        try:
+            k = int(n_best or 1)
             strs = ctypes.cast(out_texts.value, _c_char_pp)
             scores = ctypes.cast(out_scores.value, ctypes.POINTER(ctypes.c_float))
-            return ([strs[i].decode("utf-8") for i in range(len(keep))], [scores[i] for i in range(len(keep))])
+            hyps = [strs[i].decode("utf-8") for i in range(n * k)]
+            sc = [scores[i] for i in range(n * k)]
+            if k == 1:
+                return hyps, sc
+            return [hyps[i * k:(i + 1) * k] for i in range(n)], [sc[i * k:(i + 1) * k] for i in range(n)]
         finally:
             _lib_free(out_texts.value)
             _lib_free(out_scores.value)
 
-    def translate(self, texts, beam=1, length_penalty=0.0, max_len_ratio=0.0):
-        return self.translate_with_scores(texts, beam, length_penalty, max_len_ratio)[0]
+    def translate(self, texts, beam=None, length_penalty=None, max_len_ratio=None, **options):
+        """The translations only (see translate_with_scores for the options)."""
+        return self.translate_with_scores(texts, beam, length_penalty, max_len_ratio, **options)[0]
 
 
 class Trainer(_Handle):

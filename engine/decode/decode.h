@@ -1,66 +1,61 @@
 /*
- * decode.h — greedy and beam-search decoding of token ids, batched over sentences of different
- * lengths.
+ * decode.h — decoding token ids, batched over sentences of different lengths: the decoding options
+ * (one struct, one default initializer), the per-thread workspace and mt_decode.
  *
- * Two step functions produce the next-token log-probabilities:
- *  - cached (the default): per layer only the latents are kept per target token — MLA caches
- *    [c_kv, k_rope] (d_c + d_rope floats) and attends with the absorbed projections: the query of head
- *    h is [W_uk_h^T W_uq_h c_q, q_rope_h], the keys and the values are the cached latents themselves
- *    (one key/value head shared by all heads: the attention kernel's Hk = 1), and W_o_h W_uv_h maps
- *    each head's latent output to the model width. The encoder side's latents are computed once.
- *    MHA caches the rotated keys and the values of every head.
- *  - uncached: the whole target prefix goes through the decoder again at every step (what the
- *    original MicroTensor did); it gives the same tokens and exists for tests and benchmarks.
- *
- * Sentences that finish leave the batch (their rows are dropped from every cache), so a batch of
- * short and long sentences does not pay for the long ones on the short ones' rows.
- *
- * Beam search keeps `beam` hypotheses per sentence, expands each by the best tokens, retires a
- * hypothesis when it emits [EOS] with the GNMT length-normalised score log P / ((5 + len) / 6)^alpha
- * (len counts the [EOS]), and stops a sentence when `beam` hypotheses are finished or its length limit
- * is reached. Greedy (beam 1) takes the argmax; no length penalty applies.
+ * The parts (engine/decode/README.md): state.c runs the model one step at a time through
+ * mt_transformer_decode with a cache (per layer only the latents, or MHA keys/values) or without one
+ * (the whole prefix again: tests and benchmarks); search.c holds the searches — greedy, beam and
+ * sampling — that drive that step; decode.c validates, sorts and chunks the sentences and gathers the
+ * results.
  */
 #ifndef MT_DECODE_DECODE_H
 #define MT_DECODE_DECODE_H
 
 #include "nn/model.h"
 
-/* Projections absorbed for cached decoding, computed once per model (read-only, shared by every
- * decoding thread). Per decoder layer, for self- and cross-attention (MLA):
- *   aq (H*dc, dcq)        rows h*dc.. = W_uk_h^T W_uq_h: c_q -> the latent query of head h
- *   ao (d, H*(dc+dr))     columns h*(dc+dr).. = [W_o_h W_uv_h, 0]: head outputs -> model width
- * (the zero columns drop the rotary part, since the cached latent doubles as the value). */
-typedef struct mt_absorbed_attn {
-    mt_tensor *aq, *ao;
-} mt_absorbed_attn;
+/* The largest beam: the ABI's (the wire protocol's MT_PROTOCOL_MAX_BEAM is checked against it). */
+#define MT_DECODE_MAX_BEAM MT_TRANSLATE_MAX_BEAM
+/* Output limit: floor(max_len_ratio x source tokens) + MT_DECODE_LEN_EXTRA, capped by max_len - 1. */
+#define MT_DECODE_LEN_EXTRA 10
 
-typedef struct mt_absorbed {
-    int64_t layers;
-    mt_absorbed_attn *self_attn, *cross_attn; /* (layers) */
-} mt_absorbed;
-
-/* NULL *out for MHA models (nothing to absorb). */
-mt_status mt_absorbed_create(const mt_transformer *m, mt_absorbed **out);
-void mt_absorbed_free(mt_absorbed *a);
+/* Called as a sentence's hypothesis grows: ids (len) of sentence i (its index in the caller's
+ * arrays) so far, final = 1 once it is done. Greedy search and sampling with n_best = 1 report
+ * every step; otherwise only the final best hypothesis is reported. From the decoding thread. */
+typedef void (*mt_decode_stream_fn)(void *user, int64_t i, const int32_t *ids, int64_t len, int final);
 
 typedef struct mt_decode_opts {
-    int beam;             /* 1: greedy */
-    float length_penalty; /* GNMT alpha (beam only) */
-    float max_len_ratio;  /* output limit: ratio * source tokens + 10, capped by max_len - 1; <= 0: 1.5 */
-    int cached;           /* 1: latent cache (default), 0: recompute the prefix every step */
+    int beam;                   /* 1: greedy or sampling; 2..MT_DECODE_MAX_BEAM: beam search */
+    int n_best;                 /* hypotheses per sentence: 1..beam; with sampling, independent samples */
+    float length_penalty;       /* GNMT alpha of beam search: score / ((5 + len) / 6)^alpha; 0 = none */
+    float max_len_ratio;        /* the output limit above, > 0 */
+    int sampling_topk;          /* 1: no sampling; 0: sample from the whole vocabulary; k > 1: the k best */
+    float sampling_topp;        /* nucleus: the smallest set of best tokens holding this much, (0, 1] */
+    float sampling_temperature; /* > 0: log-probabilities divided by it before sampling */
+    uint64_t seed;              /* sampling: sentence i's draws depend only on (seed, i, its sample) */
+    int cached;                 /* 1: latent cache; 0: the whole prefix again every step */
+    mt_decode_stream_fn stream; /* NULL: none */
+    void *stream_user;
 } mt_decode_opts;
+
+/* The defaults, the one place they are written: beam 1 (greedy), n_best 1, length_penalty 0.6,
+ * max_len_ratio 1.5, no sampling (topk 1, topp 1, temperature 1, seed 0), cached, no stream. */
+mt_decode_opts mt_decode_opts_default(void);
+/* MT_ERR_INVALID_ARG naming the field that is out of range. */
+mt_status mt_decode_opts_check(const mt_decode_opts *o);
 
 /* Per-thread decoding state: a context whose arena is reset every step, and the cache buffers. */
 typedef struct mt_decode_ws mt_decode_ws;
 
 mt_status mt_decode_ws_create(int device, int n_threads, mt_decode_ws **out);
 void mt_decode_ws_free(mt_decode_ws *ws);
-mt_context *mt_decode_ws_context(mt_decode_ws *ws);
 
-/* The result for n sentences: ids[i][0..len[i]) without [SOS]/[EOS]; score[i] = the hypothesis'
- * log-probability (sum over its tokens, [EOS] included). One allocation: mt_sys_free(res->ids) frees
- * ids, len and score together (see mt_decode_result_free). */
+/* The result for n sentences, n_best hypotheses each: hypothesis j of sentence i is at
+ * k = i * n_best + j, best first: ids[k][0..len[k]) without [SOS]/[EOS] (the target prefix
+ * included), score[k] its log-probability (sum over its tokens, [EOS] included); a hypothesis the
+ * search could not fill (fewer candidates than n_best) is empty with score -INFINITY. One allocation:
+ * mt_decode_result_free. */
 typedef struct mt_decode_result {
+    int64_t n, n_best;
     int32_t **ids;
     int64_t *len;
     float *score;
@@ -70,9 +65,11 @@ typedef struct mt_decode_result {
 void mt_decode_result_free(mt_decode_result *r);
 
 /* Decodes n sentences (src[i] of src_len[i] ids, without [EOS]; they are truncated to max_len - 1
- * with a warning, and an empty source gives an empty output without touching the model). abs is
- * needed when cached and the model is MLA. */
+ * with a warning, and an empty source gives an empty output without touching the model). prefix
+ * (NULL, or per sentence NULL / prefix_len[i] ids): the output starts with those tokens (forced; their
+ * log-probabilities count in the score). abs is needed when cached and the model is MLA. */
 mt_status mt_decode(mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed *abs, const int32_t *const *src,
-                    const int64_t *src_len, int64_t n, const mt_decode_opts *opt, mt_decode_result *out);
+                    const int64_t *src_len, const int32_t *const *prefix, const int64_t *prefix_len, int64_t n,
+                    const mt_decode_opts *opt, mt_decode_result *out);
 
 #endif

@@ -9,15 +9,35 @@
 #include "core/alloc.h"
 #include "core/error.h"
 
+typedef struct text_stream {
+    const mt_tokenizer *tok;
+    mt_text_stream_fn fn;
+    void *user;
+} text_stream;
+
+/* mt_decode's stream, turned into text. */
+static void on_ids(void *user, int64_t i, const int32_t *ids, int64_t len, int final) {
+    text_stream *ts = user;
+    mt_buf b = {0};
+    if (mt_tok_decode(ts->tok, ids, (size_t)len, &b) == MT_OK && mt_buf_append(&b, "", 1) == MT_OK)
+        ts->fn(ts->user, (size_t)i, b.p, final);
+    else if (final)
+        ts->fn(ts->user, (size_t)i, "", final); /* out of memory: the final call still comes */
+    mt_buf_free(&b);
+}
+
 mt_status mt_translate_texts(mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed *abs,
-                             const mt_tokenizer *tok, const char *const *texts, size_t n, const mt_decode_opts *opt,
-                             char ***out_texts, float **out_scores) {
+                             const mt_tokenizer *tok, const char *const *texts, const char *const *prefixes, size_t n,
+                             const mt_decode_opts *opt, mt_text_stream_fn stream, void *stream_user, char ***out_texts,
+                             float **out_scores) {
     if (!ws || !m || !tok || (n && !texts) || !opt || !out_texts)
         return mt_error(MT_ERR_INVALID_ARG, "translate: NULL argument");
-    mt_ids *ids = mt_sys_calloc(n ? n : 1, sizeof *ids);
-    const int32_t **src = mt_sys_calloc(n ? n : 1, sizeof *src);
-    int64_t *len = mt_sys_calloc(n ? n : 1, sizeof *len);
-    mt_status st = (!ids || !src || !len) ? mt_error(MT_ERR_NOMEM, "translate: out of memory") : MT_OK;
+    size_t n1 = n ? n : 1;
+    mt_ids *ids = mt_sys_calloc(n1, sizeof *ids), *pids = mt_sys_calloc(n1, sizeof *pids);
+    const int32_t **src = mt_sys_calloc(n1, sizeof *src), **pre = mt_sys_calloc(n1, sizeof *pre);
+    int64_t *len = mt_sys_calloc(n1, sizeof *len), *plen = mt_sys_calloc(n1, sizeof *plen);
+    mt_status st = (!ids || !pids || !src || !pre || !len || !plen) ? mt_error(MT_ERR_NOMEM, "translate: out of memory")
+                                                                    : MT_OK;
     for (size_t i = 0; st == MT_OK && i < n; i++) {
         if (!texts[i]) {
             st = mt_error(MT_ERR_INVALID_ARG, "translate: text %zu is NULL", i);
@@ -27,27 +47,40 @@ mt_status mt_translate_texts(mt_decode_ws *ws, const mt_transformer *m, const mt
         if (st != MT_OK) st = mt_error_prefix(st, "translate: sentence %zu: ", i);
         src[i] = ids[i].v;
         len[i] = (int64_t)ids[i].n;
+        if (st == MT_OK && prefixes && prefixes[i] && prefixes[i][0]) {
+            st = mt_tok_encode(tok, prefixes[i], strlen(prefixes[i]), &pids[i]);
+            if (st != MT_OK) st = mt_error_prefix(st, "translate: the target prefix of sentence %zu: ", i);
+            pre[i] = pids[i].v;
+            plen[i] = (int64_t)pids[i].n;
+        }
+    }
+    mt_decode_opts o = *opt;
+    text_stream ts = {tok, stream, stream_user};
+    if (stream) {
+        o.stream = on_ids;
+        o.stream_user = &ts;
     }
     mt_decode_result r = {0};
-    if (st == MT_OK) st = mt_decode(ws, m, abs, src, len, (int64_t)n, opt, &r);
-    mt_buf *outs = st == MT_OK ? mt_sys_calloc(n ? n : 1, sizeof *outs) : NULL;
+    if (st == MT_OK) st = mt_decode(ws, m, abs, src, len, prefixes ? pre : NULL, plen, (int64_t)n, &o, &r);
+    size_t nh = n * (size_t)o.n_best;
+    mt_buf *outs = st == MT_OK ? mt_sys_calloc(nh ? nh : 1, sizeof *outs) : NULL;
     if (st == MT_OK && !outs) st = mt_error(MT_ERR_NOMEM, "translate: out of memory");
     size_t total = 0;
-    for (size_t i = 0; st == MT_OK && i < n; i++) {
+    for (size_t i = 0; st == MT_OK && i < nh; i++) {
         st = mt_tok_decode(tok, r.ids[i], (size_t)r.len[i], &outs[i]);
         total += outs[i].n + 1;
     }
     if (st == MT_OK) {
-        /* One block: n pointers, then the strings. */
-        char **blk = malloc(sizeof(char *) * n + total + 1);
-        float *sc = out_scores ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
+        /* One block: the pointers, then the strings. */
+        char **blk = malloc(sizeof(char *) * nh + total + 1);
+        float *sc = out_scores ? malloc(sizeof(float) * (nh ? nh : 1)) : NULL;
         if (!blk || (out_scores && !sc)) {
             free(blk);
             free(sc);
             st = mt_error(MT_ERR_NOMEM, "translate: out of memory");
         } else {
-            char *p = (char *)(blk + n);
-            for (size_t i = 0; i < n; i++) {
+            char *p = (char *)(blk + nh);
+            for (size_t i = 0; i < nh; i++) {
                 blk[i] = p;
                 if (outs[i].n) memcpy(p, outs[i].p, outs[i].n);
                 p[outs[i].n] = 0;
@@ -58,12 +91,18 @@ mt_status mt_translate_texts(mt_decode_ws *ws, const mt_transformer *m, const mt
             if (out_scores) *out_scores = sc;
         }
     }
-    for (size_t i = 0; outs && i < n; i++) mt_buf_free(&outs[i]);
-    for (size_t i = 0; ids && i < n; i++) mt_ids_free(&ids[i]);
+    for (size_t i = 0; outs && i < nh; i++) mt_buf_free(&outs[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (ids) mt_ids_free(&ids[i]);
+        if (pids) mt_ids_free(&pids[i]);
+    }
     mt_sys_free(outs);
     mt_sys_free(ids);
+    mt_sys_free(pids);
     mt_sys_free(src);
+    mt_sys_free(pre);
     mt_sys_free(len);
+    mt_sys_free(plen);
     mt_decode_result_free(&r);
     return st;
 }

@@ -11,12 +11,19 @@
 #include "decode/decode.h"
 #include "text/tokenizer.h"
 
-/* Translates n texts. *out_texts: one malloc'd block (free() / mt_free releases it) holding the n
- * pointers and the strings; *out_scores (when out_scores is not NULL): n log-probabilities, malloc'd.
- * Invalid UTF-8 is MT_ERR_UTF8 naming the sentence. */
+/* Called as a translation grows: the text of sentence i so far (the whole of it, not the new part),
+ * final = 1 once it is done (see mt_decode_stream_fn for when). */
+typedef void (*mt_text_stream_fn)(void *user, size_t i, const char *text, int final);
+
+/* Translates n texts; prefixes (NULL, or per text NULL / "") are target prefixes the translations
+ * start with. *out_texts: one malloc'd block (free() / mt_free releases it) holding the n x n_best
+ * pointers and the strings, hypothesis j of text i at i * n_best + j; *out_scores (when out_scores is
+ * not NULL): their log-probabilities, malloc'd. stream (optional) replaces opt->stream. Invalid UTF-8
+ * is MT_ERR_UTF8 naming the sentence. */
 mt_status mt_translate_texts(mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed *abs,
-                             const mt_tokenizer *tok, const char *const *texts, size_t n, const mt_decode_opts *opt,
-                             char ***out_texts, float **out_scores);
+                             const mt_tokenizer *tok, const char *const *texts, const char *const *prefixes, size_t n,
+                             const mt_decode_opts *opt, mt_text_stream_fn stream, void *stream_user, char ***out_texts,
+                             float **out_scores);
 
 /* The translator: shared read-only state and a pool of workspaces. */
 struct mt_translator {

@@ -143,8 +143,8 @@ mt_status mt_st_write_at(int dirfd, const char *path, const mt_st_tensor *t, int
     MT_TRY(check_entries(t, n));
     char hex[MT_SHA256_HEX_LEN];
     if (with_sha256) MT_TRY(payload_sha(t, n, hex));
-    char *header;
-    size_t hlen;
+    char *header = NULL;
+    size_t hlen = 0;
     MT_TRY(build_header(t, n, meta, n_meta, with_sha256 ? hex : NULL, &header, &hlen));
     mt_writer *w;
     mt_status st = mt_writer_openat(dirfd, path, NULL, &w);
@@ -164,36 +164,6 @@ mt_status mt_st_write_at(int dirfd, const char *path, const mt_st_tensor *t, int
         return st;
     }
     return mt_writer_commit(w);
-}
-
-mt_status mt_st_serialize(const mt_st_tensor *t, int n, const mt_st_meta *meta, int n_meta, int with_sha256,
-                          char **out, size_t *out_len) {
-    if (!out || !out_len || (n && !t) || (n_meta && !meta))
-        return mt_error(MT_ERR_INVALID_ARG, "safetensors: NULL argument");
-    MT_TRY(check_entries(t, n));
-    char hex[MT_SHA256_HEX_LEN];
-    if (with_sha256) MT_TRY(payload_sha(t, n, hex));
-    char *header;
-    size_t hlen, total;
-    MT_TRY(build_header(t, n, meta, n_meta, with_sha256 ? hex : NULL, &header, &hlen));
-    total = 8 + hlen;
-    for (int i = 0; i < n; i++) total += t[i].bytes;
-    char *buf = mt_sys_malloc(total);
-    if (!buf) {
-        mt_sys_free(header);
-        return mt_error(MT_ERR_NOMEM, "safetensors: out of memory (%zu bytes)", total);
-    }
-    put_le64((unsigned char *)buf, hlen);
-    memcpy(buf + 8, header, hlen);
-    size_t off = 8 + hlen;
-    for (int i = 0; i < n; i++) {
-        if (t[i].bytes) memcpy(buf + off, t[i].data, t[i].bytes);
-        off += t[i].bytes;
-    }
-    mt_sys_free(header);
-    *out = buf;
-    *out_len = total;
-    return MT_OK;
 }
 
 /* ---- reading ------------------------------------------------------------------------------------- */

@@ -38,9 +38,6 @@ mt_status mt_st_write(const char *path, const mt_st_tensor *tensors, int n, cons
 /* The same for the file `name` of the directory dirfd (mt_writer_openat: links never followed). */
 mt_status mt_st_write_at(int dirfd, const char *name, const mt_st_tensor *tensors, int n, const mt_st_meta *meta,
                          int n_meta, int with_sha256);
-/* The same bytes in memory (mt_sys_free *out); what mt_st_write writes before compression. */
-mt_status mt_st_serialize(const mt_st_tensor *tensors, int n, const mt_st_meta *meta, int n_meta, int with_sha256,
-                          char **out, size_t *out_len);
 
 typedef struct mt_st_file mt_st_file;
 

@@ -202,12 +202,17 @@ mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, con
     return mt_from_data(ctx, MT_DTYPE_F32, 4, (const int64_t[]){B, 1, 1, S}, host);
 }
 
+mt_tensor *mt_layer_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *b) {
+    return mt_linear(ctx, x, w, b);
+}
+
 /* (B, T, H*D) -> (B, H, T, D) */
 static mt_tensor *split_heads(mt_context *ctx, mt_tensor *x, int64_t H) {
     if (!x) return NULL;
     int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2] / H;
     static const int perm[4] = {0, 2, 1, 3};
-    return mt_permute(ctx, mt_reshape(ctx, x, 4, (const int64_t[]){B, T, H, D}), perm);
+    mt_tensor *y = mt_reshape(ctx, x, 4, (const int64_t[]){B, T, H, D});
+    return T == 1 ? mt_reshape(ctx, y, 4, (const int64_t[]){B, H, 1, D}) : mt_permute(ctx, y, perm);
 }
 
 /* (B, H, T, D) -> (B, T, H*D) */
@@ -215,24 +220,69 @@ static mt_tensor *merge_heads(mt_context *ctx, mt_tensor *x) {
     if (!x) return NULL;
     int64_t B = x->shape[0], H = x->shape[1], T = x->shape[2], D = x->shape[3];
     static const int perm[4] = {0, 2, 1, 3};
+    if (T == 1) return mt_reshape(ctx, x, 3, (const int64_t[]){B, 1, H * D});
     return mt_reshape(ctx, mt_permute(ctx, x, perm), 3, (const int64_t[]){B, T, H * D});
 }
 
-static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
-                            mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
-    if (!h || !mem) return NULL;
-    int64_t H = c->heads, dh = mt_model_d_head(c), dr = c->d_rope, B = mem->shape[0], S = mem->shape[1];
-    float base = (float)c->rope_base;
-    mt_tensor *cq = mt_rms_norm(ctx, mt_linear(ctx, h, a->w_dq, NULL), a->q_norm, MT_LATENT_NORM_EPS);
-    mt_tensor *qn = split_heads(ctx, mt_linear(ctx, cq, a->w_uq, NULL), H);
-    mt_tensor *qr = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, cq, a->w_qr, NULL), H), pos0, base);
-    mt_tensor *qparts[2] = {qn, qr};
+/* MLA latents of key rows m (B,S,d) at positions pos0..: c_kv (B,S,dc) and the rotary key (B,1,S,dr). */
+static void mla_latents(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
+                        mt_tensor **ckv, mt_tensor **kr) {
+    int64_t B = m ? m->shape[0] : 1, S = m ? m->shape[1] : 1;
+    *ckv = mt_rms_norm(ctx, mt_layer_linear(ctx, m, a->w_dkv, NULL), a->kv_norm, MT_LATENT_NORM_EPS);
+    *kr = mt_rope(ctx, mt_reshape(ctx, mt_layer_linear(ctx, m, a->w_kr, NULL), 4, (const int64_t[]){B, 1, S, c->d_rope}),
+                  pos0, (float)c->rope_base);
+}
+
+void mt_attention_kv(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
+                     mt_tensor **k, mt_tensor **v) {
+    *k = *v = NULL;
+    if (!m) return;
+    int64_t B = m->shape[0], S = m->shape[1], H = c->heads;
+    if (c->attention == MT_ATTN_MLA) {
+        mt_tensor *ckv, *kr;
+        mla_latents(ctx, c, a, m, pos0, &ckv, &kr);
+        mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, c->d_c}), kr};
+        *k = mt_concat(ctx, parts, 2, 3);
+    } else {
+        *k = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, m, a->w_k, NULL), H), pos0, (float)c->rope_base);
+        *v = split_heads(ctx, mt_layer_linear(ctx, m, a->w_v, NULL), H);
+    }
+}
+
+/* MLA attention of queries h (B,T,d) at positions pos0.. to the keys of mem (B,S,d) or, when kv is
+ * given, to latent rows kv (B,1,S,dc+dr) (mt_attention_kv's form, which needs ab). With ab the
+ * queries move to latent space ([aq c_q, q_r]) and attend to the latents with one key/value head;
+ * without it the latents are expanded per head by W_uk and W_uv (training). */
+static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
+                            const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *kv, mt_tensor *mask,
+                            int causal, int64_t pos0) {
+    if (!h || (!mem && !kv)) return NULL;
+    int64_t H = c->heads, dh = mt_model_d_head(c), dr = c->d_rope, dc = c->d_c, B = h->shape[0];
+    float scale = 1.0f / sqrtf((float)(dh + dr));
+    mt_tensor *cq = mt_rms_norm(ctx, mt_layer_linear(ctx, h, a->w_dq, NULL), a->q_norm, MT_LATENT_NORM_EPS);
+    mt_tensor *qr = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, cq, a->w_qr, NULL), H), pos0,
+                            (float)c->rope_base);                                  /* (B,H,T,dr) */
+    if (ab) {
+        mt_tensor *ckv = NULL, *kr = NULL;
+        if (!kv) {
+            mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
+            int64_t S = mem->shape[1];
+            mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, dc}), kr};
+            kv = mt_concat(ctx, parts, 2, 3);                                      /* (B,1,S,dc+dr) */
+        }
+        mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, ab->aq, NULL), H), qr};
+        mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                              /* (B,H,T,dc+dr) */
+        mt_tensor *o = mt_attention(ctx, q, kv, kv, mask, causal, scale);         /* (B,H,T,dc+dr) */
+        return mt_layer_linear(ctx, merge_heads(ctx, o), ab->ao, NULL);
+    }
+    if (kv) return mt_fail(ctx, MT_ERR_INVALID_ARG, "mla attention: cached latents need the absorbed projections");
+    int64_t S = mem->shape[1];
+    mt_tensor *ckv, *kr;
+    mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
+    mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, a->w_uq, NULL), H), qr};
     mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                                  /* (B,H,T,dh+dr) */
-    mt_tensor *ckv = mt_rms_norm(ctx, mt_linear(ctx, mem, a->w_dkv, NULL), a->kv_norm, MT_LATENT_NORM_EPS);
-    mt_tensor *kn = split_heads(ctx, mt_linear(ctx, ckv, a->w_uk, NULL), H);      /* (B,H,S,dh) */
-    mt_tensor *v = split_heads(ctx, mt_linear(ctx, ckv, a->w_uv, NULL), H);       /* (B,H,S,dh) */
-    mt_tensor *kr = mt_rope(ctx, mt_reshape(ctx, mt_linear(ctx, mem, a->w_kr, NULL), 4, (const int64_t[]){B, 1, S, dr}),
-                            0, base);                                              /* (B,1,S,dr) */
+    mt_tensor *kn = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uk, NULL), H); /* (B,H,S,dh) */
+    mt_tensor *v = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uv, NULL), H);  /* (B,H,S,dh) */
     /* The shared rotary key, repeated for every head (its backward sums the heads' gradients). */
     mt_tensor *krs[64];
     mt_tensor *krh = kr;
@@ -246,32 +296,35 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
     }
     mt_tensor *kparts[2] = {kn, krh};
     mt_tensor *k = mt_concat(ctx, kparts, 2, 3);                                  /* (B,H,S,dh+dr) */
-    mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)(dh + dr)));
-    return mt_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
+    mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, scale);
+    return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }
 
+/* MHA attention of h (B,T,d) at positions pos0.. to the keys of mem (B,S,d), or to cached rows k, v
+ * (mt_attention_kv's form). */
 static mt_tensor *mha_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
-                            mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
-    if (!h || !mem) return NULL;
-    int64_t H = c->heads, dh = mt_model_d_head(c);
-    float base = (float)c->rope_base;
-    mt_tensor *q = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, h, a->w_q, NULL), H), pos0, base);
-    mt_tensor *k = mt_rope(ctx, split_heads(ctx, mt_linear(ctx, mem, a->w_k, NULL), H), 0, base);
-    mt_tensor *v = split_heads(ctx, mt_linear(ctx, mem, a->w_v, NULL), H);
+                            mt_tensor *mem, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal, int64_t pos0) {
+    if (!h || (!mem && !k)) return NULL;
+    int64_t dh = mt_model_d_head(c);
+    mt_tensor *q = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, h, a->w_q, NULL), c->heads), pos0,
+                           (float)c->rope_base);
+    if (!k) mt_attention_kv(ctx, c, a, mem, 0, &k, &v);
     mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)dh));
-    return mt_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
+    return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }
 
-mt_tensor *mt_attention_block(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *h,
-                              mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0) {
-    return cfg->attention == MT_ATTN_MLA ? mla_block(ctx, cfg, a, h, mem, mask, causal, pos0)
-                                         : mha_block(ctx, cfg, a, h, mem, mask, causal, pos0);
+/* One attention of h at positions pos0.. to mem (or to cached rows k, v). */
+static mt_tensor *attention_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
+                                  const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *k, mt_tensor *v,
+                                  mt_tensor *mask, int causal, int64_t pos0) {
+    return c->attention == MT_ATTN_MLA ? mla_block(ctx, c, a, ab, h, mem, k, mask, causal, pos0)
+                                       : mha_block(ctx, c, a, h, mem, k, v, mask, causal, pos0);
 }
 
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h) {
-    mt_tensor *u = mt_linear(ctx, h, f->w1, f->b1);
+    mt_tensor *u = mt_layer_linear(ctx, h, f->w1, f->b1);
     u = cfg->activation == MT_ACT_GELU ? mt_gelu(ctx, u) : mt_relu(ctx, u);
-    return mt_linear(ctx, u, f->w2, f->b2);
+    return mt_layer_linear(ctx, u, f->w2, f->b2);
 }
 
 static mt_tensor *embed(mt_context *ctx, const mt_transformer *m, mt_tensor *ids, int training) {
@@ -291,33 +344,60 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
     for (int64_t l = 0; l < c->layers_enc; l++) {
         const mt_layer_params *L = &m->enc[l];
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
-        x = mt_add(ctx, x, mt_dropout(ctx, mt_attention_block(ctx, c, &L->self_attn, h, h, src_mask, 0, 0), p, training));
+        mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0);
+        x = mt_add(ctx, x, mt_dropout(ctx, a, p, training));
         h = norm(ctx, c, &L->norm2, x);
         x = mt_add(ctx, x, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
     }
     return norm(ctx, c, &m->enc_norm, x);
 }
 
-mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, mt_tensor *memory,
-                                 mt_tensor *src_mask, int training) {
+mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l, mt_tensor *y, mt_tensor *memory,
+                            mt_tensor *src_mask, int64_t pos0, const mt_absorbed *abs, const mt_decoder_cache *cache,
+                            int training) {
     const mt_model_config *c = &m->cfg;
+    const mt_layer_params *L = &m->dec[l];
     float p = (float)c->dropout;
-    mt_tensor *y = embed(ctx, m, tgt, training);
-    for (int64_t l = 0; l < c->layers_dec; l++) {
-        const mt_layer_params *L = &m->dec[l];
-        mt_tensor *h = norm(ctx, c, &L->norm1, y);
-        y = mt_add(ctx, y, mt_dropout(ctx, mt_attention_block(ctx, c, &L->self_attn, h, h, NULL, 1, 0), p, training));
-        h = norm(ctx, c, &L->norm2, y);
-        y = mt_add(ctx, y,
-                   mt_dropout(ctx, mt_attention_block(ctx, c, &L->cross_attn, h, memory, src_mask, 0, 0), p, training));
-        h = norm(ctx, c, &L->norm3, y);
-        y = mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+    if (!y) return NULL;
+    int64_t T = y->shape[1];
+    if (pos0 > 0 && (!cache || T != 1))
+        return mt_fail(ctx, MT_ERR_INVALID_ARG, "decoder layer %lld: position %lld > 0 needs a cache and one position, "
+                       "not %lld", (long long)l, (long long)pos0, (long long)T);
+    const mt_absorbed_attn *sab = abs ? &abs->self_attn[l] : NULL, *xab = abs ? &abs->cross_attn[l] : NULL;
+    mt_tensor *h = norm(ctx, c, &L->norm1, y), *a;
+    if (cache) {
+        mt_tensor *k, *v;
+        mt_attention_kv(ctx, c, &L->self_attn, h, pos0, &k, &v);
+        k = cache->append(cache->user, l, 0, k, pos0);
+        if (v) v = cache->append(cache->user, l, 1, v, pos0);
+        a = attention_block(ctx, c, &L->self_attn, sab, h, NULL, k, v, NULL, T > 1, pos0);
+    } else {
+        a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0);
     }
-    return norm(ctx, c, &m->dec_norm, y);
+    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    h = norm(ctx, c, &L->norm2, y);
+    if (cache) {
+        mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, src_mask, 0, pos0);
+    } else {
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0);
+    }
+    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    h = norm(ctx, c, &L->norm3, y);
+    return mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+}
+
+mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, int64_t pos0,
+                                 mt_tensor *memory, mt_tensor *src_mask, const mt_absorbed *abs,
+                                 const mt_decoder_cache *cache, int training) {
+    mt_tensor *y = embed(ctx, m, tgt, training);
+    for (int64_t l = 0; l < m->cfg.layers_dec; l++)
+        y = mt_decoder_layer(ctx, m, l, y, memory, src_mask, pos0, abs, cache, training);
+    return norm(ctx, &m->cfg, &m->dec_norm, y);
 }
 
 mt_tensor *mt_transformer_logits(mt_context *ctx, const mt_transformer *m, mt_tensor *h) {
-    return mt_linear(ctx, h, mt_transformer_out_weight(m), NULL);
+    return mt_layer_linear(ctx, h, mt_transformer_out_weight(m), NULL);
 }
 
 mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
@@ -328,7 +408,7 @@ mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const m
     mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, T}, b->tgt_in);
     mt_tensor *mask = mt_transformer_src_mask(ctx, m, b->src, B, S);
     mt_tensor *mem = mt_transformer_encode(ctx, m, src, mask, training);
-    mt_tensor *h = mt_transformer_decode(ctx, m, tgt, mem, mask, training);
+    mt_tensor *h = mt_transformer_decode(ctx, m, tgt, 0, mem, mask, NULL, NULL, training);
     if (all_logits) {
         mt_tensor *logits = mt_transformer_logits(ctx, m, h);
         *all_logits = logits;

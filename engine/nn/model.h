@@ -112,9 +112,56 @@ mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, con
 /* memory (B, S, d) of src ids (B, S) I32. */
 mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_tensor *src, mt_tensor *src_mask,
                                  int training);
-/* Final decoder states (B, T, d) of tgt ids (B, T) I32 at positions 0..T-1 (causal). */
-mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, mt_tensor *memory,
-                                 mt_tensor *src_mask, int training);
+
+/* Projections absorbed for attention in latent space (MLA only), computed once per model and shared
+ * read-only by every decoding thread. Per decoder layer, for self- and cross-attention:
+ *   aq (H*dc, dcq)        rows h*dc.. = W_uk_h^T W_uq_h: c_q -> the latent query of head h
+ *   ao (d, H*(dc+dr))     columns h*(dc+dr).. = [W_o_h W_uv_h, 0]: head outputs -> model width
+ * (the zero columns drop the rotary part, since the latent rows double as the values). */
+typedef struct mt_absorbed_attn {
+    mt_tensor *aq, *ao;
+} mt_absorbed_attn;
+
+typedef struct mt_absorbed {
+    int64_t layers;
+    mt_absorbed_attn *self_attn, *cross_attn; /* (layers) */
+} mt_absorbed;
+
+/* NULL *out for MHA models (nothing to absorb). In nn/absorb.c. */
+mt_status mt_absorbed_create(const mt_transformer *m, mt_absorbed **out);
+void mt_absorbed_free(mt_absorbed *a);
+
+/* The key side of an attention in the form a cache keeps it, for key rows m (B, S, d) at positions
+ * pos0..: MLA *k = the latents [c_kv, RoPE(m W_kr^T)] (B, 1, S, dc+dr), *v = NULL (the latents are
+ * the values too); MHA *k = the rotated keys (B, H, S, dh), *v = the values (B, H, S, dh). */
+void mt_attention_kv(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
+                     mt_tensor **k, mt_tensor **v);
+
+/* What incremental decoding keeps between steps, owned by the caller (engine/decode/): the
+ * self-attention rows of every position so far, per layer, and the memory side's rows. */
+typedef struct mt_decoder_cache {
+    /* Appends rows (B, Hk, T, D) of positions pos0.. to the self-attention cache of layer l (which 0:
+     * keys or MLA latents, 1: MHA values) and returns all of them (B, Hk, pos0 + T, D), or NULL with
+     * ctx->status set. */
+    mt_tensor *(*append)(void *user, int64_t l, int which, mt_tensor *rows, int64_t pos0);
+    void *user;
+    mt_tensor **cross_k, **cross_v; /* (layers): mt_attention_kv of the memory; cross_v[l] NULL for MLA */
+} mt_decoder_cache;
+
+/* One decoder layer on y (B, T, d) at positions pos0..: self-attention (causal when T > 1), cross-
+ * attention to memory (B, S, d) under src_mask (B, 1, 1, S), FFN. abs (MLA, optional): attend in
+ * latent space with the absorbed projections of layer l. cache (optional): the self-attention keys
+ * come from the cache, to which this call appends the new rows, and the cross-attention keys from
+ * cache->cross_k/v (memory is then unused); an MLA cache needs abs. pos0 > 0 needs a cache; T > 1
+ * with a cache needs pos0 = 0. Training calls it without abs or cache. */
+mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l, mt_tensor *y, mt_tensor *memory,
+                            mt_tensor *src_mask, int64_t pos0, const mt_absorbed *abs, const mt_decoder_cache *cache,
+                            int training);
+/* Final decoder states (B, T, d) of tgt ids (B, T) I32 at positions pos0.. through every decoder layer
+ * (abs and cache as mt_decoder_layer; both NULL and pos0 = 0 for training). */
+mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, int64_t pos0,
+                                 mt_tensor *memory, mt_tensor *src_mask, const mt_absorbed *abs,
+                                 const mt_decoder_cache *cache, int training);
 /* Logits (..., V) of states (..., d). */
 mt_tensor *mt_transformer_logits(mt_context *ctx, const mt_transformer *m, mt_tensor *h);
 /* The output projection matrix (V, d): the embedding when tied. */
@@ -128,10 +175,9 @@ static inline mt_tensor *mt_transformer_out_weight(const mt_transformer *m) {
 mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
                                int training, mt_tensor **all_logits);
 
-/* One attention block (exposed for the decoder's uncached path and tests): query side h (B,T,d) at
- * positions pos0.., key side mem (B,S,d) at positions 0.., mask (B,1,1,S) or NULL. */
-mt_tensor *mt_attention_block(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *h,
-                              mt_tensor *mem, mt_tensor *mask, int causal, int64_t pos0);
+/* Every projection of the layers goes through this one function (x (..., in) W^T + b), so that a
+ * quantized matrix can plug in at one place. */
+mt_tensor *mt_layer_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *b);
 /* The feed-forward block of h (..., d). */
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h);
 

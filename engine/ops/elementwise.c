@@ -36,7 +36,6 @@ mt_tensor *mt_unary(mt_context *ctx, mt_unary_op op, mt_tensor *x) {
 mt_tensor *mt_neg(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_NEG, x); }
 mt_tensor *mt_exp(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_EXP, x); }
 mt_tensor *mt_ln(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_LOG, x); }
-mt_tensor *mt_sqrt(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_SQRT, x); }
 mt_tensor *mt_tanh(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_TANH, x); }
 mt_tensor *mt_sigmoid(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_SIGMOID, x); }
 mt_tensor *mt_relu(mt_context *ctx, mt_tensor *x) { return mt_unary(ctx, MT_UNARY_RELU, x); }

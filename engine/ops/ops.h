@@ -56,7 +56,6 @@ mt_tensor *mt_unary(mt_context *ctx, mt_unary_op op, mt_tensor *x);
 mt_tensor *mt_neg(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_exp(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_ln(mt_context *ctx, mt_tensor *x); /* natural log (mt_log is the logger) */
-mt_tensor *mt_sqrt(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_tanh(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_sigmoid(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_relu(mt_context *ctx, mt_tensor *x);

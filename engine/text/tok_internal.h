@@ -1,7 +1,7 @@
 /*
  * tok_internal.h — the tokenizer's insides, shared by the files of engine/text that implement it
- * (pipeline.c: normalizers and pre-tokenizers; model.c: BPE/word-level; decoders.c; tokjson.c;
- * tokenizer.c; train.c). Not for use outside engine/text.
+ * (pipeline.c: normalizers and pre-tokenizers; tok_models.c: BPE/word-level; decoders.c; tokjson.c;
+ * tokenizer.c; tok_train.c). Not for use outside engine/text.
  */
 #ifndef MT_TEXT_TOK_INTERNAL_H
 #define MT_TEXT_TOK_INTERNAL_H
@@ -180,7 +180,7 @@ mt_status mt_pt_run(const mt_tokenizer *tok, mt_tok_encoder *e, const char *s, s
 void mt_pt_scratch_free(mt_pt_scratch *s);
 extern const uint32_t mt_bytelevel_b2u[256];
 
-/* model.c: appends the ids of one pre-tokenized piece */
+/* tok_models.c: appends the ids of one pre-tokenized piece */
 mt_status mt_model_encode_piece(const mt_tokenizer *tok, mt_tok_encoder *e, const char *p, size_t n, mt_ids *out);
 void mt_tok_cache_init(mt_tokenizer *tok);
 void mt_tok_cache_free(mt_tokenizer *tok);

@@ -130,7 +130,6 @@ mt_status mt_tok_finalize(mt_tokenizer *tok, const char *where) {
 
 /* ---- accessors ---- */
 
-mt_tok_model mt_tok_model_kind(const mt_tokenizer *tok) { return tok->kind; }
 size_t mt_tok_vocab_size(const mt_tokenizer *tok) { return tok ? tok->vocab_size : 0; }
 mt_tok_specials mt_tok_get_specials(const mt_tokenizer *tok) { return tok->specials; }
 

@@ -58,7 +58,6 @@ void mt_tok_free(mt_tokenizer *tok);
 
 /* ---- vocabulary ------------------------------------------------------------------------------- */
 
-mt_tok_model mt_tok_model_kind(const mt_tokenizer *tok);
 /* Ids are 0..size-1 (the model's vocabulary and the added tokens). */
 size_t mt_tok_vocab_size(const mt_tokenizer *tok);
 mt_tok_specials mt_tok_get_specials(const mt_tokenizer *tok);

@@ -20,19 +20,30 @@
 #include "core/backend.h"
 #include "microtensor.h"
 
+/* The decoding defaults are the library's (mt_translate_options_create), but for the beam: 4 here. */
+#define DEFAULT_BEAM 4
+
 static void usage(FILE *f) {
+    double lp = 0, ratio = 0;
+    mt_translate_options_t *d = NULL;
+    if (mt_translate_options_create(&d) == MT_OK) {
+        mt_translate_options_get(d, MT_TRANSLATE_LENGTH_PENALTY, &lp);
+        mt_translate_options_get(d, MT_TRANSLATE_MAX_LEN_RATIO, &ratio);
+    }
+    mt_translate_options_free(d);
     fprintf(f,
             "usage: mt-translate --model MODEL.mt[.zst] [options] < in.txt > out.txt\n"
             "  --model PATH          model or checkpoint file (required)\n"
-            "  --beam N              beam size (1 = greedy; default 4)\n"
-            "  --length-penalty A    GNMT length penalty alpha (default 0.6)\n"
-            "  --max-len-ratio R     output limit: R x source tokens + 10 (default 1.5)\n"
+            "  --beam N              beam size (1 = greedy; default %d)\n"
+            "  --length-penalty A    GNMT length penalty alpha (default %g)\n"
+            "  --max-len-ratio R     output limit: R x source tokens + 10 (default %g)\n"
             "  --batch N             sentences per batch (default 32)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --gpus I              translate on CUDA device I (default: CPU; one index)\n"
             "  --ref FILE            print BLEU and chrF of the output against FILE\n"
             "  -i FILE, -o FILE      input / output file instead of stdin / stdout\n"
-            "  -q, --quiet           no progress on stderr\n");
+            "  -q, --quiet           no progress on stderr\n",
+            DEFAULT_BEAM, lp, ratio);
 }
 
 static double now_s(void) {
@@ -92,8 +103,11 @@ static int fail(const char *what, mt_status st) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *ref_path = NULL, *in_path = NULL, *out_path = NULL;
-    int beam = 4, batch = 32, threads = 0, device = MT_DEVICE_CPU, quiet = 0;
-    float lp = 0.6f, ratio = 1.5f;
+    int batch = 32, threads = 0, device = MT_DEVICE_CPU, quiet = 0;
+    mt_translate_options_t *opts = NULL;
+    if (mt_translate_options_create(&opts) != MT_OK ||
+        mt_translate_options_set(opts, MT_TRANSLATE_BEAM_SIZE, DEFAULT_BEAM) != MT_OK)
+        return fail("options", MT_ERR_NOMEM);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -113,13 +127,22 @@ int main(int argc, char **argv) {
             model_path = v;
         } else if (!strcmp(a, "--beam")) {
             NEED();
-            beam = atoi(v);
+            if (mt_translate_options_set(opts, MT_TRANSLATE_BEAM_SIZE, atof(v)) != MT_OK) {
+                fprintf(stderr, "mt-translate: %s: %s\n", a, mt_last_error());
+                return 2;
+            }
         } else if (!strcmp(a, "--length-penalty")) {
             NEED();
-            lp = (float)atof(v);
+            if (mt_translate_options_set(opts, MT_TRANSLATE_LENGTH_PENALTY, atof(v)) != MT_OK) {
+                fprintf(stderr, "mt-translate: %s: %s\n", a, mt_last_error());
+                return 2;
+            }
         } else if (!strcmp(a, "--max-len-ratio")) {
             NEED();
-            ratio = (float)atof(v);
+            if (mt_translate_options_set(opts, MT_TRANSLATE_MAX_LEN_RATIO, atof(v)) != MT_OK) {
+                fprintf(stderr, "mt-translate: %s: %s\n", a, mt_last_error());
+                return 2;
+            }
         } else if (!strcmp(a, "--batch")) {
             NEED();
             batch = atoi(v);
@@ -154,8 +177,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (beam < 1 || batch < 1 || threads < 0) {
-        fprintf(stderr, "mt-translate: --beam and --batch must be >= 1, --threads >= 0\n");
+    if (batch < 1 || threads < 0) {
+        fprintf(stderr, "mt-translate: --batch must be >= 1, --threads >= 0\n");
         return 2;
     }
     if (threads > 0) mt_set_num_threads(threads);
@@ -184,7 +207,7 @@ int main(int argc, char **argv) {
         while ((s = read_line(in, &err))) {
             char **o = NULL;
             const char *one[1] = {s};
-            st = mt_translate(tr, one, 1, beam, lp, ratio, &o, NULL);
+            st = mt_translate_with(tr, opts, one, NULL, 1, &o, NULL);
             if (st != MT_OK) {
                 rc = fail("translate", st);
                 free(s);
@@ -207,7 +230,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; rc == 0 && i < src.n; i += (size_t)batch) {
             size_t n = src.n - i < (size_t)batch ? src.n - i : (size_t)batch;
             char **o = NULL;
-            st = mt_translate(tr, (const char *const *)src.v + i, n, beam, lp, ratio, &o, NULL);
+            st = mt_translate_with(tr, opts, (const char *const *)src.v + i, NULL, n, &o, NULL);
             if (st != MT_OK) {
                 char what[64];
                 snprintf(what, sizeof what, "lines %zu..%zu", i + 1, i + n);
@@ -246,13 +269,16 @@ int main(int argc, char **argv) {
             st = mt_metric_bleu((const char *const *)hyps.v, (const char *const *)ref.v, hyps.n, &bleu);
             if (st == MT_OK) st = mt_metric_chrf((const char *const *)hyps.v, (const char *const *)ref.v, hyps.n, &chrf);
             if (st != MT_OK) rc = fail("metrics", st);
-            else fprintf(stderr, "BLEU = %.2f  chrF = %.2f  (%zu sentences, beam %d)\n", bleu, chrf, hyps.n, beam);
+            double beam = 0;
+            mt_translate_options_get(opts, MT_TRANSLATE_BEAM_SIZE, &beam);
+            if (rc == 0) fprintf(stderr, "BLEU = %.2f  chrF = %.2f  (%zu sentences, beam %g)\n", bleu, chrf, hyps.n, beam);
         }
         if (rf) fclose(rf);
         lines_free(&ref);
     }
     lines_free(&hyps);
     mt_translator_free(tr);
+    mt_translate_options_free(opts);
     mt_model_free(model);
     if (in != stdin) fclose(in);
     if (out != stdout && fclose(out) != 0) rc = 1;

@@ -839,7 +839,6 @@ void mt_training_free(mt_trainer *tr) {
     mt_sys_free(tr);
 }
 
-const char *mt_trainer_out_dir(const mt_trainer *tr) { return tr->out_dir; }
 
 /* ---- validation ---------------------------------------------------------------------------------- */
 
@@ -880,8 +879,9 @@ static mt_status validate(mt_trainer *tr, int *improved) {
             refs[i] = mt_pairs_tgt(tr->valid, i);
         }
         if (st == MT_OK) st = mt_absorbed_create(tr->model, &abs);
-        mt_decode_opts o = {.beam = (int)tr->tc.valid_beam, .length_penalty = 0.6f, .max_len_ratio = 1.5f, .cached = 1};
-        if (st == MT_OK) st = mt_translate_texts(tr->dws, tr->model, abs, tr->tok, srcs, nv, &o, &hyps, NULL);
+        mt_decode_opts o = mt_decode_opts_default();
+        o.beam = (int)tr->tc.valid_beam;
+        if (st == MT_OK) st = mt_translate_texts(tr->dws, tr->model, abs, tr->tok, srcs, NULL, nv, &o, NULL, NULL, &hyps, NULL);
         mt_bleu_score bs;
         if (st == MT_OK) st = mt_bleu_corpus((const char *const *)hyps, refs, nv, &bs);
         if (st == MT_OK) st = mt_chrf_corpus((const char *const *)hyps, refs, nv, &chrf);

@@ -72,9 +72,6 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
  * (corpus i of 'corpora' alone), tokenizer.json, and config.json (the resolved config). */
 mt_status mt_trainer_dump_split(struct mt_trainer *tr, const char *dir);
 
-/* The training run's resolved output directory. */
-const char *mt_trainer_out_dir(const struct mt_trainer *tr);
-
 /* The operations behind the ABI (engine/api/api_train.c), named apart from the public ones.
  * loop: full = 1 runs to the end (max_steps, max_time, max_epochs, early stopping) with the final
  * validation, checkpoint and model; full = 0 runs n steps. */

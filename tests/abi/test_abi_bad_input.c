@@ -258,6 +258,43 @@ static void test_translate(void **state) {
     assert_int_equal(mt_translate(g_tr, texts, 0, 1, 0, 0, &out, NULL), MT_OK);
     mt_free(out);
     mt_translator_free(NULL);
+
+    /* The options handle: NULLs, unknown options and values out of range are refused, naming them,
+     * and leave the options as they were. */
+    mt_translate_options_t *o = SENTINEL;
+    EXPECT(mt_translate_options_create(NULL), MT_ERR_INVALID_ARG, "mt_translate_options_create");
+    assert_int_equal(mt_translate_options_create(&o), MT_OK);
+    EXPECT(mt_translate_options_set(NULL, MT_TRANSLATE_BEAM_SIZE, 2), MT_ERR_INVALID_ARG, "NULL");
+    EXPECT(mt_translate_options_set(o, (mt_translate_option)999, 2), MT_ERR_INVALID_ARG, "999");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, 0), MT_ERR_INVALID_ARG, "beam_size");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, MT_TRANSLATE_MAX_BEAM + 1), MT_ERR_INVALID_ARG,
+           "beam_size");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, 2.5), MT_ERR_INVALID_ARG, "whole");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_LENGTH_PENALTY, -1), MT_ERR_INVALID_ARG, "length_penalty");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_MAX_LEN_RATIO, 0), MT_ERR_INVALID_ARG, "max_len_ratio");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_SAMPLING_TOPP, 1.5), MT_ERR_INVALID_ARG, "sampling_topp");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_SAMPLING_TEMPERATURE, 0), MT_ERR_INVALID_ARG, "temperature");
+    EXPECT(mt_translate_options_set(o, MT_TRANSLATE_N_BEST, 0.0 / 0.0), MT_ERR_INVALID_ARG, "n_best");
+    double v = -1;
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_BEAM_SIZE, &v), MT_OK);
+    assert_true(v == 1);
+    EXPECT(mt_translate_options_get(o, (mt_translate_option)0, &v), MT_ERR_INVALID_ARG, "unknown");
+    EXPECT(mt_translate_options_get(NULL, MT_TRANSLATE_BEAM_SIZE, &v), MT_ERR_INVALID_ARG, "NULL");
+    EXPECT(mt_translate_options_get(o, MT_TRANSLATE_BEAM_SIZE, NULL), MT_ERR_INVALID_ARG, "NULL");
+    EXPECT(mt_translate_options_set_stream(NULL, NULL, NULL), MT_ERR_INVALID_ARG, "NULL");
+    /* mt_translate_with checks what mt_translate checks, and the combinations. */
+    out = SENTINEL;
+    EXPECT(mt_translate_with(NULL, o, texts, NULL, 2, &out, NULL), MT_ERR_INVALID_ARG, "mt_translate_with");
+    EXPECT(mt_translate_with(g_tr, o, texts, NULL, 2, NULL, NULL), MT_ERR_INVALID_ARG, "mt_translate_with");
+    EXPECT(mt_translate_with(g_tr, o, with_null, NULL, 2, &out, NULL), MT_ERR_INVALID_ARG, "1");
+    EXPECT(mt_translate_with(g_tr, o, bad, NULL, 2, &out, NULL), MT_ERR_UTF8, "1");
+    const char *bad_prefix[2] = {NULL, BAD_UTF8};
+    EXPECT(mt_translate_with(g_tr, o, texts, bad_prefix, 2, &out, NULL), MT_ERR_UTF8, "prefix");
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_N_BEST, 2), MT_OK);
+    EXPECT(mt_translate_with(g_tr, o, texts, NULL, 2, &out, NULL), MT_ERR_INVALID_ARG, "n_best");
+    assert_ptr_equal(out, SENTINEL);
+    mt_translate_options_free(o);
+    mt_translate_options_free(NULL);
 }
 
 static void test_trainer(void **state) {

@@ -1,7 +1,8 @@
 """test_python.py — the ctypes binding (clients/python/microtensor.py) against the built library.
 
 Trains a tiny model through Trainer (progress events arrive as dicts), then checks that Translator
-gives exactly what mt-translate gives on the same model and sentences, the tokenizer round trip, the
+gives exactly what mt-translate gives on the same model and sentences, the decoding options (the
+library's defaults, n-best, target prefix, streaming, seeded sampling), the tokenizer round trip, the
 metrics, and that failures raise MicroTensorError carrying the library's status and message.
 Run: python3 tests/abi/test_python.py BUILD_DIR SOURCE_DIR
 """
@@ -102,6 +103,29 @@ class Binding(unittest.TestCase):
         self.assertGreater(mt.chrf(["il gatto"], ["il gatto nero"]), 0)
         with self.assertRaises(ValueError):
             mt.bleu(["a"], [])
+
+    def test_translate_options(self):
+        with mt.Model(self.model_path) as model, mt.Translator(model) as tr:
+            # The defaults are the library's: length_penalty 0.6 as in mt-translate and mt-server.
+            self.assertEqual(tr.translate(SENTENCES, beam=4), tr.translate(SENTENCES, beam=4, length_penalty=0.6))
+            best = tr.translate(SENTENCES, beam=4)
+            lists, scores = tr.translate_with_scores(SENTENCES, beam=4, n_best=3)
+            self.assertEqual([l[0] for l in lists], best)
+            self.assertTrue(all(len(l) == 3 and len(s) == 3 for l, s in zip(lists, scores)))
+            greedy = tr.translate(SENTENCES)
+            self.assertEqual([t.startswith("zzz") for t in tr.translate(SENTENCES, target_prefix="zzz")],
+                             [True] * len(SENTENCES))
+            seen = {}
+            got = tr.translate(SENTENCES, stream=lambda i, text, final: seen.setdefault(i, []).append((text, final)))
+            self.assertEqual(got, greedy)
+            for i, text in enumerate(got):
+                self.assertEqual(seen[i][-1], (text, True))
+                self.assertEqual(sum(final for _, final in seen[i]), 1)
+            a = tr.translate(SENTENCES, sampling_topk=0, seed=3)
+            self.assertEqual(a, tr.translate(SENTENCES, sampling_topk=0, seed=3))
+            with self.assertRaises(mt.MicroTensorError) as cm:
+                tr.translate(SENTENCES, n_best=2)
+            self.assertIn("n_best", cm.exception.message)
 
     def test_errors_carry_the_message(self):
         with self.assertRaises(mt.MicroTensorError) as cm:

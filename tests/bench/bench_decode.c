@@ -54,21 +54,22 @@ static int engine_decode(void *argp, int fd) {
         src[b] = ids + b * L;
         len[b] = L;
     }
-    mt_decode_opts o = {.beam = 1, .max_len_ratio = 1.5f, .cached = a->cached};
+    mt_decode_opts o = mt_decode_opts_default();
+    o.cached = a->cached;
     mt_decode_result r;
-    if (mt_decode(ws, mf.model, abs, src, len, 2, &o, &r) != MT_OK) return 1; /* warm-up */
+    if (mt_decode(ws, mf.model, abs, src, len, NULL, NULL, 2, &o, &r) != MT_OK) return 1; /* warm-up */
     mt_decode_result_free(&r);
     double best = 1e30;
     int64_t tokens = 0;
     for (int rep = 0; rep < 2; rep++) {
         double t0 = mt_bench_now();
-        if (mt_decode(ws, mf.model, abs, src, len, B, &o, &r) != MT_OK) {
+        if (mt_decode(ws, mf.model, abs, src, len, NULL, NULL, B, &o, &r) != MT_OK) {
             fprintf(stderr, "engine: %s\n", mt_last_error());
             return 1;
         }
         double dt = mt_bench_now() - t0;
         if (dt < best) best = dt;
-        int64_t maxo = (int64_t)(1.5 * L) + 10;
+        int64_t maxo = (int64_t)(o.max_len_ratio * L) + MT_DECODE_LEN_EXTRA;
         if (maxo > mf.model->cfg.max_len - 1) maxo = mf.model->cfg.max_len - 1;
         tokens = 0;
         for (int b = 0; b < B; b++) tokens += r.len[b] + (r.len[b] < maxo ? 1 : 0); /* [EOS] is generated too */

@@ -1,6 +1,6 @@
 /*
  * bench_tokenizer.c — `mt-bench tokenizer`: BPE training time and encode throughput on the real
- * corpora of ../shared/data (tatoeba + europarl, 76k pairs, both sides).
+ * corpora of $MT_DATA_DIR (tatoeba + europarl, 76k pairs, both sides).
  *
  *   mt-bench tokenizer [--data DIR] [--vocab 16000] [--no-hf]
  *

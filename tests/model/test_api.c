@@ -2,10 +2,13 @@
  * test_api.c — the model and translation part of the public ABI on a model trained here (briefly, on
  * the demo corpus): load (model and checkpoint, .mt and .mt.zst), info JSON, the tokenizer handle,
  * mt_translate (one allocation for the texts, scores, empty and overlong sentences, invalid UTF-8,
- * bad arguments), save/reload giving the same translations, and concurrent translation on one
- * translator from several threads giving exactly what one thread gives.
+ * bad arguments), save/reload giving the same translations, concurrent translation on one
+ * translator from several threads giving exactly what one thread gives, and mt_translate_with: the
+ * options handle (defaults, set/get, ranges), n-best lists, target prefixes, the stream callback and
+ * seeded sampling.
  */
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -178,12 +181,129 @@ static void test_concurrent(void **state) {
     mt_model_free(m);
 }
 
+typedef struct stream_log {
+    int finals[NT], partials[NT];
+    char last[NT][256];
+    int in_order; /* every partial text extends or replaces the one before; nothing after the final */
+} stream_log;
+
+static void on_stream(void *user, size_t i, const char *text, int final) {
+    stream_log *s = user;
+    if (i >= NT) fail_msg("stream: index %zu", i);
+    if (s->finals[i]) s->in_order = 0;
+    if (final) s->finals[i]++;
+    else s->partials[i]++;
+    snprintf(s->last[i], sizeof s->last[i], "%s", text);
+}
+
+static void test_translate_with(void **state) {
+    (void)state;
+    mt_model_t *m;
+    assert_int_equal(mt_model_load(g_model, MT_DEVICE_CPU, &m), MT_OK);
+    mt_translator_t *tr;
+    assert_int_equal(mt_translator_create(m, 1, &tr), MT_OK);
+    mt_translate_options_t *o;
+    assert_int_equal(mt_translate_options_create(&o), MT_OK);
+    /* The defaults, in one place. */
+    double v;
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_BEAM_SIZE, &v), MT_OK);
+    assert_true(v == 1);
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_LENGTH_PENALTY, &v), MT_OK);
+    assert_true(fabs(v - 0.6) < 1e-6);
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_MAX_LEN_RATIO, &v), MT_OK);
+    assert_true(fabs(v - 1.5) < 1e-6);
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_N_BEST, &v), MT_OK);
+    assert_true(v == 1);
+    assert_int_equal(mt_translate_options_get(o, MT_TRANSLATE_SAMPLING_TOPK, &v), MT_OK);
+    assert_true(v == 1);
+    /* The defaults are mt_translate's with the same beam and penalty. */
+    char **a = NULL, **b = NULL;
+    float *sa = NULL, *sb = NULL;
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &a, &sa), MT_OK);
+    assert_int_equal(mt_translate(tr, g_texts, NT, 1, 0.6f, 0, &b, &sb), MT_OK);
+    for (size_t i = 0; i < NT; i++) {
+        assert_string_equal(a[i], b[i]);
+        assert_true(sa[i] == sb[i]);
+    }
+    mt_free(b);
+    mt_free(sb);
+    /* N-best: the first of each list is the 1-best of the same beam; the lists are n_best long. */
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, 4), MT_OK);
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_N_BEST, 3), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &b, &sb), MT_OK);
+    char **one = NULL;
+    assert_int_equal(mt_translate(tr, g_texts, NT, 4, 0.6f, 0, &one, NULL), MT_OK);
+    for (size_t i = 0; i < NT; i++) {
+        assert_string_equal(b[i * 3], one[i]);
+        if (g_texts[i][0]) assert_string_not_equal(b[i * 3], b[i * 3 + 1]);
+    }
+    mt_free(one);
+    mt_free(b);
+    mt_free(sb);
+    /* A target prefix: a translation's own first word gives it back; any prefix starts the output. */
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, 1), MT_OK);
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_N_BEST, 1), MT_OK);
+    const char *pre[NT];
+    char words[NT][64];
+    for (size_t i = 0; i < NT; i++) {
+        snprintf(words[i], sizeof words[i], "%.*s", (int)strcspn(a[i], " "), a[i]);
+        pre[i] = words[i];
+    }
+    assert_int_equal(mt_translate_with(tr, o, g_texts, pre, NT, &b, NULL), MT_OK);
+    for (size_t i = 0; i < NT; i++)
+        if (g_texts[i][0]) assert_string_equal(b[i], a[i]);
+    mt_free(b);
+    for (size_t i = 0; i < NT; i++) pre[i] = i % 2 ? "zzz" : NULL;
+    assert_int_equal(mt_translate_with(tr, o, g_texts, pre, NT, &b, NULL), MT_OK);
+    for (size_t i = 1; i < NT; i += 2) assert_true(strncmp(b[i], "zzz", 3) == 0);
+    for (size_t i = 0; i < NT; i += 2) assert_string_equal(b[i], a[i]);
+    mt_free(b);
+    /* The stream: every sentence reported once as final, with its translation; greedy reports
+     * partial texts before. */
+    stream_log log = {.in_order = 1};
+    assert_int_equal(mt_translate_options_set_stream(o, on_stream, &log), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &b, NULL), MT_OK);
+    int partials = 0;
+    for (size_t i = 0; i < NT; i++) {
+        assert_int_equal(log.finals[i], 1);
+        assert_string_equal(log.last[i], b[i]);
+        partials += log.partials[i];
+    }
+    assert_true(log.in_order);
+    assert_true(partials > 0);
+    mt_free(b);
+    assert_int_equal(mt_translate_options_set_stream(o, NULL, NULL), MT_OK);
+    /* Seeded sampling: the same seed draws the same, a tiny temperature is greedy. */
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_SAMPLING_TOPK, 0), MT_OK);
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_SAMPLING_TOPP, 0.9), MT_OK);
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_SEED, 7), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &b, NULL), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &one, NULL), MT_OK);
+    for (size_t i = 0; i < NT; i++) assert_string_equal(b[i], one[i]);
+    mt_free(b);
+    mt_free(one);
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_SAMPLING_TEMPERATURE, 1e-4), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &b, NULL), MT_OK);
+    for (size_t i = 0; i < NT; i++) assert_string_equal(b[i], a[i]);
+    mt_free(b);
+    /* Combinations are checked when translating, naming the option. */
+    assert_int_equal(mt_translate_options_set(o, MT_TRANSLATE_BEAM_SIZE, 2), MT_OK);
+    assert_int_equal(mt_translate_with(tr, o, g_texts, NULL, NT, &b, NULL), MT_ERR_INVALID_ARG);
+    assert_non_null(strstr(mt_last_error(), "sampling"));
+    mt_free(a);
+    mt_free(sa);
+    mt_translate_options_free(o);
+    mt_translator_free(tr);
+    mt_model_free(m);
+}
+
 int main(void) {
     if (tu_tmpdir(g_dir, sizeof g_dir, "api") != 0) return 1;
     mt_log_set_level(MT_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_info_translate),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_translate_with),
     };
     int rc = cmocka_run_group_tests_name("model ABI", tests, setup, NULL);
     tu_rmrf(g_dir);

@@ -1,12 +1,15 @@
 /*
  * test_decode.c — decoding invariants: the latent cache with absorbed projections gives the same
- * tokens as recomputing the prefix (greedy and beam, MLA and MHA); a batch of sentences of different
- * lengths gives what each sentence gives alone; beam 1 equals greedy; empty and overlong inputs.
+ * tokens as recomputing the prefix (greedy and beam, MLA and MHA); the absorbed projections without a
+ * cache give the decoder states of the full ones; a batch of sentences of different lengths gives what
+ * each sentence gives alone; beam 1 equals greedy; n-best lists, target prefixes, sampling (seeded,
+ * top-k, top-p, temperature) and the stream callback; empty and overlong inputs.
  */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "decode/decode.h"
@@ -50,10 +53,18 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void run(fixture *f, int beam, int cached, int64_t first, int64_t n, mt_decode_result *r) {
-    mt_decode_opts o = {.beam = beam, .length_penalty = 0.6f, .max_len_ratio = 1.5f, .cached = cached};
-    mt_status st = mt_decode(f->ws, f->m, f->abs, (const int32_t *const *)f->src + first, f->len + first, n, &o, r);
+static void run_opts(fixture *f, const mt_decode_opts *o, int64_t first, int64_t n, const int32_t *const *prefix,
+                     const int64_t *prefix_len, mt_decode_result *r) {
+    mt_status st = mt_decode(f->ws, f->m, f->abs, (const int32_t *const *)f->src + first, f->len + first, prefix,
+                             prefix_len, n, o, r);
     if (st != MT_OK) fail_msg("decode: %s", mt_last_error());
+}
+
+static void run(fixture *f, int beam, int cached, int64_t first, int64_t n, mt_decode_result *r) {
+    mt_decode_opts o = mt_decode_opts_default();
+    o.beam = beam;
+    o.cached = cached;
+    run_opts(f, &o, first, n, NULL, NULL, r);
 }
 
 static void assert_same(const mt_decode_result *a, int64_t ia, const mt_decode_result *b, int64_t ib, float tol) {
@@ -101,8 +112,10 @@ static void test_beam1_is_greedy(void **state) {
     fixture *f = *state;
     mt_decode_result a, b;
     run(f, 1, 1, 0, NSENT, &a);
-    mt_decode_opts o = {.beam = 1, .length_penalty = 1.0f, .cached = 1};
-    assert_int_equal(mt_decode(f->ws, f->m, f->abs, (const int32_t *const *)f->src, f->len, NSENT, &o, &b), MT_OK);
+    mt_decode_opts o = mt_decode_opts_default();
+    o.length_penalty = 1.0f;
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, (const int32_t *const *)f->src, f->len, NULL, NULL, NSENT, &o, &b),
+                     MT_OK);
     for (int i = 0; i < NSENT; i++) assert_same(&a, i, &b, i, 1e-6f);
     mt_decode_result_free(&a);
     mt_decode_result_free(&b);
@@ -114,9 +127,11 @@ static void test_limits(void **state) {
     int32_t dummy = 5;
     const int32_t *src[2] = {&dummy, f->src[3]};
     int64_t len[2] = {0, f->len[3]};
-    mt_decode_opts o = {.beam = 2, .max_len_ratio = 0.5f, .cached = 1};
+    mt_decode_opts o = mt_decode_opts_default();
+    o.beam = 2;
+    o.max_len_ratio = 0.5f;
     mt_decode_result r;
-    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, 2, &o, &r), MT_OK);
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, NULL, NULL, 2, &o, &r), MT_OK);
     assert_int_equal(r.len[0], 0);
     assert_true(r.len[1] <= (int64_t)(0.5 * (double)len[1]) + 10);
     mt_decode_result_free(&r);
@@ -125,8 +140,8 @@ static void test_limits(void **state) {
     int32_t *longsrc = malloc(sizeof(int32_t) * (size_t)L);
     for (int64_t j = 0; j < L; j++) longsrc[j] = 4 + (int32_t)(j % 50);
     const int32_t *ls[1] = {longsrc};
-    mt_decode_opts g = {.beam = 1, .cached = 1};
-    assert_int_equal(mt_decode(f->ws, f->m, f->abs, ls, &L, 1, &g, &r), MT_OK);
+    mt_decode_opts g = mt_decode_opts_default();
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, ls, &L, NULL, NULL, 1, &g, &r), MT_OK);
     assert_true(r.len[0] <= f->m->cfg.max_len - 1);
     mt_decode_result_free(&r);
     free(longsrc);
@@ -134,7 +149,205 @@ static void test_limits(void **state) {
     int32_t bad = 1000;
     const int32_t *bs[1] = {&bad};
     int64_t one = 1;
-    assert_int_equal(mt_decode(f->ws, f->m, f->abs, bs, &one, 1, &g, &r), MT_ERR_INVALID_ARG);
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, bs, &one, NULL, NULL, 1, &g, &r), MT_ERR_INVALID_ARG);
+    /* So are options out of range, each named. */
+    mt_decode_opts x = mt_decode_opts_default();
+    x.n_best = 2; /* greedy search has one hypothesis */
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, NULL, NULL, 2, &x, &r), MT_ERR_INVALID_ARG);
+    assert_non_null(strstr(mt_last_error(), "n_best"));
+    x = mt_decode_opts_default();
+    x.beam = MT_DECODE_MAX_BEAM + 1;
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, NULL, NULL, 2, &x, &r), MT_ERR_INVALID_ARG);
+    x = mt_decode_opts_default();
+    x.sampling_topk = 5;
+    x.beam = 2;
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, NULL, NULL, 2, &x, &r), MT_ERR_INVALID_ARG);
+    x = mt_decode_opts_default();
+    x.sampling_topp = 0;
+    assert_int_equal(mt_decode(f->ws, f->m, f->abs, src, len, NULL, NULL, 2, &x, &r), MT_ERR_INVALID_ARG);
+}
+
+/* The absorbed projections are an option of the same layer: without a cache they give the states of
+ * the full projections (MLA). */
+static void test_absorbed_uncached(void **state) {
+    fixture *f = *state;
+    mt_context *ctx;
+    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 0), MT_OK);
+    ctx->grad_enabled = 0;
+    int64_t B = 2, S = 5, T = 4;
+    int32_t src[10], tgt[8];
+    uint64_t s = 7;
+    for (int i = 0; i < B * S; i++) src[i] = tu_rand_id(&s, f->m->cfg.vocab_size);
+    for (int i = 0; i < B * T; i++) tgt[i] = tu_rand_id(&s, f->m->cfg.vocab_size);
+    mt_tensor *mask = mt_transformer_src_mask(ctx, f->m, src, B, S);
+    mt_tensor *mem = mt_transformer_encode(ctx, f->m, mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, S}, src),
+                                           mask, 0);
+    mt_tensor *tg = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, T}, tgt);
+    mt_tensor *full = mt_transformer_decode(ctx, f->m, tg, 0, mem, mask, NULL, NULL, 0);
+    mt_tensor *abs = mt_transformer_decode(ctx, f->m, tg, 0, mem, mask, f->abs, NULL, 0);
+    assert_int_equal(ctx->status, MT_OK);
+    float a[64 * 8], b[64 * 8];
+    int64_t n = full->numel;
+    assert_true(n <= 64 * 8);
+    assert_int_equal(mt_copy_to_host(ctx, full, a, sizeof(float) * (size_t)n), MT_OK);
+    assert_int_equal(mt_copy_to_host(ctx, abs, b, sizeof(float) * (size_t)n), MT_OK);
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(a[i]))))
+            fail_msg("state %lld: %g vs %g", (long long)i, a[i], b[i]);
+    mt_context_free(ctx);
+}
+
+/* N-best: n_best hypotheses per sentence, best first, distinct, the first the 1-best of the same beam. */
+static void test_nbest(void **state) {
+    fixture *f = *state;
+    mt_decode_opts o = mt_decode_opts_default();
+    o.beam = 4;
+    mt_decode_result one, all;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &one);
+    o.n_best = 3;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &all);
+    assert_int_equal(all.n_best, 3);
+    for (int i = 0; i < NSENT; i++) {
+        assert_same(&all, i * 3, &one, i, 1e-6f);
+        for (int j = 1; j < 3; j++) {
+            int64_t a = i * 3 + j - 1, b = i * 3 + j;
+            assert_true(isfinite(all.score[b]));
+            int same = all.len[a] == all.len[b];
+            for (int64_t t = 0; same && t < all.len[a]; t++) same = all.ids[a][t] == all.ids[b][t];
+            assert_false(same);
+        }
+    }
+    mt_decode_result_free(&one);
+    mt_decode_result_free(&all);
+}
+
+/* A target prefix: the output starts with it; the greedy output's own first tokens as the prefix give
+ * the greedy output back; cached and uncached agree. */
+static void test_prefix(void **state) {
+    fixture *f = *state;
+    mt_decode_result g, p, u;
+    run(f, 1, 1, 0, NSENT, &g);
+    const int32_t *pre[NSENT];
+    int64_t plen[NSENT];
+    int32_t forced[NSENT][3];
+    for (int i = 0; i < NSENT; i++) {
+        pre[i] = g.ids[i];
+        plen[i] = g.len[i] < 2 ? g.len[i] : 2;
+    }
+    mt_decode_opts o = mt_decode_opts_default();
+    run_opts(f, &o, 0, NSENT, pre, plen, &p);
+    for (int i = 0; i < NSENT; i++) assert_same(&p, i, &g, i, 1e-5f);
+    mt_decode_result_free(&p);
+    for (int i = 0; i < NSENT; i++) {
+        for (int j = 0; j < 3; j++) forced[i][j] = 4 + (int32_t)((i * 7 + j * 3) % 40);
+        pre[i] = forced[i];
+        plen[i] = 1 + i % 3;
+    }
+    for (int beam = 1; beam <= 3; beam += 2) {
+        o.beam = beam;
+        o.cached = 1;
+        run_opts(f, &o, 0, NSENT, pre, plen, &p);
+        o.cached = 0;
+        run_opts(f, &o, 0, NSENT, pre, plen, &u);
+        for (int i = 0; i < NSENT; i++) {
+            assert_true(p.len[i] >= plen[i]);
+            for (int64_t j = 0; j < plen[i]; j++) assert_int_equal(p.ids[i][j], forced[i][j]);
+            assert_same(&p, i, &u, i, 1e-4f);
+        }
+        mt_decode_result_free(&p);
+        mt_decode_result_free(&u);
+    }
+    mt_decode_result_free(&g);
+}
+
+static int same_tokens(const mt_decode_result *a, const mt_decode_result *b) {
+    for (int64_t k = 0; k < a->n * a->n_best; k++) {
+        if (a->len[k] != b->len[k]) return 0;
+        for (int64_t j = 0; j < a->len[k]; j++)
+            if (a->ids[k][j] != b->ids[k][j]) return 0;
+    }
+    return 1;
+}
+
+/* Sampling: the same seed draws the same tokens, another seed others; a tiny temperature or top-p
+ * (only the best token left) is greedy; n_best samples are returned per sentence, scores sorted. */
+static void test_sampling(void **state) {
+    fixture *f = *state;
+    mt_decode_result g, a, b;
+    run(f, 1, 1, 0, NSENT, &g);
+    mt_decode_opts o = mt_decode_opts_default();
+    o.sampling_topk = 0;
+    o.seed = 42;
+    o.n_best = 2;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &a);
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &b);
+    assert_true(same_tokens(&a, &b));
+    for (int i = 0; i < NSENT; i++) assert_true(a.score[2 * i] >= a.score[2 * i + 1]);
+    mt_decode_result_free(&b);
+    o.seed = 43;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &b);
+    assert_false(same_tokens(&a, &b));
+    mt_decode_result_free(&a);
+    mt_decode_result_free(&b);
+    o.n_best = 1;
+    o.sampling_temperature = 1e-4f;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &a);
+    assert_true(same_tokens(&a, &g));
+    mt_decode_result_free(&a);
+    o.sampling_temperature = 1.0f;
+    o.sampling_topp = 1e-6f;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &a);
+    assert_true(same_tokens(&a, &g));
+    mt_decode_result_free(&a);
+    o.sampling_topp = 1.0f;
+    o.sampling_topk = 1000000; /* more than the vocabulary: every token, as 0 */
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &a);
+    o.sampling_topk = 0;
+    run_opts(f, &o, 0, NSENT, NULL, NULL, &b);
+    assert_true(same_tokens(&a, &b));
+    mt_decode_result_free(&a);
+    mt_decode_result_free(&b);
+    mt_decode_result_free(&g);
+}
+
+typedef struct streamed {
+    int64_t calls[NSENT], finals[NSENT], last_len[NSENT];
+    int32_t last[NSENT][64];
+    int grew; /* every partial call one token longer than the one before */
+} streamed;
+
+static void on_stream(void *user, int64_t i, const int32_t *ids, int64_t len, int final) {
+    streamed *s = user;
+    if (i < 0 || i >= NSENT || len > 64) fail_msg("stream: sentence %lld, %lld tokens", (long long)i, (long long)len);
+    if (!final && len != s->last_len[i] + 1) s->grew = 0;
+    s->calls[i]++;
+    s->finals[i] += final;
+    s->last_len[i] = len;
+    if (len) memcpy(s->last[i], ids, sizeof(int32_t) * (size_t)len);
+}
+
+/* The stream: greedy reports every step and then the final hypothesis, which is the result; beam
+ * search reports only the final one. */
+static void test_stream(void **state) {
+    fixture *f = *state;
+    for (int beam = 1; beam <= 3; beam += 2) {
+        streamed s = {.grew = 1};
+        mt_decode_opts o = mt_decode_opts_default();
+        o.beam = beam;
+        o.stream = on_stream;
+        o.stream_user = &s;
+        mt_decode_result r;
+        run_opts(f, &o, 0, NSENT, NULL, NULL, &r);
+        assert_true(s.grew);
+        for (int i = 0; i < NSENT; i++) {
+            assert_int_equal(s.finals[i], 1);
+            assert_int_equal(s.last_len[i], r.len[i]);
+            for (int64_t j = 0; j < r.len[i]; j++) assert_int_equal(s.last[i][j], r.ids[i][j]);
+            if (beam > 1) assert_int_equal(s.calls[i], 1);
+            else assert_true(s.calls[i] >= r.len[i]);
+        }
+        mt_decode_result_free(&r);
+    }
 }
 
 int main(void) {
@@ -143,10 +356,14 @@ int main(void) {
         cmocka_unit_test(test_cached_greedy), cmocka_unit_test(test_cached_beam),
         cmocka_unit_test(test_batch_greedy),  cmocka_unit_test(test_batch_beam),
         cmocka_unit_test(test_beam1_is_greedy), cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_absorbed_uncached), cmocka_unit_test(test_nbest),
+        cmocka_unit_test(test_prefix), cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_stream),
     };
     const struct CMUnitTest mha[] = {
         cmocka_unit_test(test_cached_greedy), cmocka_unit_test(test_cached_beam),
         cmocka_unit_test(test_batch_greedy),  cmocka_unit_test(test_batch_beam),
+        cmocka_unit_test(test_nbest), cmocka_unit_test(test_prefix),
     };
     int fails = cmocka_run_group_tests_name("decode (MLA)", mla, setup_mla, teardown);
     fails += cmocka_run_group_tests_name("decode (MHA)", mha, setup_mha, teardown);

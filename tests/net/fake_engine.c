@@ -143,10 +143,12 @@ static double env_ms(const char *name, double def) {
     return e ? atof(e) : def;
 }
 
-static int fake_translate(void *tr, const char *const *texts, size_t n, const mt_xlate_opts *o, char **outs,
+static int fake_translate(void *tr, const char *const *texts, const char *const *prefixes, size_t n,
+                          const mt_xlate_opts *o, mt_translate_stream_fn stream, void *stream_user, char **outs,
                           float *scores, mt_eng_err *err) {
     fake_tr *t = tr;
     double extra = 0;
+    uint32_t nb = o->n_best ? o->n_best : 1;
     for (size_t i = 0; i < n; i++) {
         const char *s = strstr(texts[i], "@sleep=");
         if (s && atof(s + 7) > extra) extra = atof(s + 7);
@@ -161,17 +163,36 @@ static int fake_translate(void *tr, const char *const *texts, size_t n, const mt
                  ntok + 1, t->m->max_len - 1);
         if (ntok + 1 > (uint32_t)t->m->max_len - 1 && g_fake_log) g_fake_log(MT_LOG_WARN, msg);
     }
+    /* "<PREFIX><TEXT UPPER-CASED>" (+ "/bN" for beam N, "#j" for hypothesis j > 0); a stream sees the
+     * text grow one character at a time with greedy search and one hypothesis, else only the final
+     * text, as the engine's. */
     for (size_t i = 0; i < n; i++) {
+        const char *pre = prefixes && prefixes[i] ? prefixes[i] : "";
         size_t len = strlen(texts[i]);
-        size_t cap = strlen(t->m->prefix) + len + 32;
-        char *out = malloc(cap);
-        size_t k = (size_t)snprintf(out, cap, "%s<", t->m->prefix);
-        for (size_t j = 0; j < len; j++) out[k++] = (char)toupper((unsigned char)texts[i][j]);
-        out[k++] = '>';
-        out[k] = 0;
-        if (o->beam > 1) snprintf(out + k, cap - k, "/b%u", o->beam);
-        outs[i] = out;
-        scores[i] = -(float)len / 10.0f;
+        size_t cap = strlen(t->m->prefix) + strlen(pre) + len + 48;
+        for (uint32_t j = 0; j < nb; j++) {
+            char *out = malloc(cap);
+            size_t k = (size_t)snprintf(out, cap, "%s%s<", t->m->prefix, pre);
+            for (size_t c = 0; c < len; c++) out[k++] = (char)toupper((unsigned char)texts[i][c]);
+            out[k++] = '>';
+            out[k] = 0;
+            if (o->beam > 1) k += (size_t)snprintf(out + k, cap - k, "/b%u", o->beam);
+            if (j > 0) snprintf(out + k, cap - k, "#%u", j);
+            outs[i * nb + j] = out;
+            scores[i * nb + j] = -(float)len / 10.0f - (float)j;
+        }
+        if (stream) {
+            const char *full = outs[i * nb];
+            size_t fl = strlen(full);
+            char *part = malloc(fl + 1);
+            for (size_t c = 1; o->beam <= 1 && nb == 1 && c < fl; c++) {
+                memcpy(part, full, c);
+                part[c] = 0;
+                stream(stream_user, i, part, 0);
+            }
+            free(part);
+            stream(stream_user, i, full, 1);
+        }
     }
     atomic_fetch_add(&g_batches, 1);
     atomic_fetch_add(&g_sentences, (long)n);

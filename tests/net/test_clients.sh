@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_clients.sh — mt-client and mt.sh end to end against mt-server-fake (net/ with the fake
 # engine): translate (arguments, a file and stdin, order kept under pipelining and out-of-order
-# answers), exit codes, tokens, health/stats, training start/status/watch/save/stop, promote, TLS.
+# answers; n-best, target prefix, streaming), exit codes, tokens, health/stats, training start/status/watch/save/stop, promote, TLS.
 source "$(dirname "$0")/lib.sh"
 
 client=$B/bin/mt-client
@@ -26,6 +26,20 @@ expect_out "$(printf '<UNO>/b3\n<PERCHé è COSì>/b3')"
 expect_rc 0 "$client" --scores translate "abc"
 expect_grep $'^-0.3000\t<ABC>$' "$work/out"
 ok "mt-client translate TEXT"
+
+# N-best, target prefix and streaming (the fake marks hypothesis j > 0 with "#j", puts the prefix
+# first, and streams each translation one character at a time).
+expect_rc 0 "$client" translate --beam 3 --n-best 2 --scores "abc" "de"
+expect_out "$(printf -- '-0.3000\t<ABC>/b3\n-1.3000\t<ABC>/b3#1\n-0.2000\t<DE>/b3\n-1.2000\t<DE>/b3#1')"
+expect_rc 1 "$client" translate --n-best 2 "abc"
+expect_grep "ERR_INVALID_ARGUMENT.*n_best 2 is more than the beam size 1" "$work/err"
+expect_rc 0 "$client" translate --prefix "pre " "abc"
+expect_out "pre <ABC>"
+expect_rc 0 "$client" translate --stream "hello world" "second one"
+expect_out "$(printf '<HELLO WORLD>\n<SECOND ONE>')"
+expect_rc 0 "$client" translate --stream --beam 2 --n-best 2 "abc"
+expect_out "$(printf '<ABC>/b2\n<ABC>/b2#1')"
+ok "mt-client translate --n-best, --prefix, --stream"
 
 # A file: 1000 lines, some slow (answered out of order), batched 7 per request, 8 in flight.
 awk 'BEGIN { for (i = 1; i <= 1000; i++) {

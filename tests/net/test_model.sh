@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_model.sh — mt-server with a real (tiny) model from make_model.sh: translate through
-# mt-client, mt.sh and a raw socket (bash's /dev/tcp, frames made by protoc and printf), a file
+# mt-client, mt.sh and a raw socket (bash's /dev/tcp, frames made by protoc and printf), streaming
+# (partial frames), n-best and target prefixes, a file
 # through pipelined batches, training start/status/watch/save/stop and promote of the checkpoint,
 # then 64 connections x 100 requests with nothing lost and a clean SIGTERM exit.
 # Skips (77) while mt-train is not built.
@@ -52,6 +53,56 @@ tail -c +$((9 + n1)) "$work/raw.resp" | head -c "$n2" | protoc --decode=mt.v1.Fr
 expect_grep '^id: 7$' "$work/raw.txt"
 expect_grep '^translate_ok {' "$work/raw.txt"
 ok "translate through mt-client, mt.sh and a raw socket"
+
+# ---- streaming, n-best and a target prefix ----
+# On a sentence the tiny model translates into two words or more.
+sent=""
+while IFS=$'\t' read -r en _; do
+  expect_rc 0 "$client" translate "$en"
+  if [ "$(wc -w <"$work/out")" -ge 2 ]; then sent=$en; break; fi
+done <"$S/tests/net/data/tiny.en-it.tsv"
+[ -n "$sent" ] || fail "no sentence of tiny.en-it.tsv translates into two words"
+# The protocol: partial TranslateResponse frames (final false) before the answer (final true).
+{ frame 'id: 1 hello { protocol_version: 1 }'; frame "id: 9 translate { texts: \"$sent\" stream: true }"
+  frame 'id: 10 bye { }'; } >"$work/stream.req"
+exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}"
+cat "$work/stream.req" >&3
+timeout 60 cat <&3 >"$work/stream.resp"
+exec 3<&-
+size=$(wc -c <"$work/stream.resp")
+off=0 partial=0 final=0
+while [ "$off" -lt "$size" ]; do
+  read -r b0 b1 b2 b3 < <(od -An -tu1 -j "$off" -N4 "$work/stream.resp")
+  n=$(((b0 << 24) | (b1 << 16) | (b2 << 8) | b3))
+  tail -c +$((off + 5)) "$work/stream.resp" | head -c "$n" |
+    protoc --decode=mt.v1.Frame -I"$proto_dir" microtensor.proto >"$work/f.txt" || fail "a streamed frame does not decode"
+  if grep -q '^translate_ok {' "$work/f.txt"; then
+    expect_grep '^id: 9$' "$work/f.txt"
+    if grep -q 'final: true' "$work/f.txt"; then final=$((final + 1)); cp "$work/f.txt" "$work/final.txt"
+    else [ "$final" = 0 ] || fail "a partial frame after the final one"; partial=$((partial + 1)); fi
+  fi
+  off=$((off + 4 + n))
+done
+[ "$final" = 1 ] || fail "streaming: $final final answers"
+[ "$partial" -ge 1 ] || fail "streaming: no partial answer before the final one"
+ok "protocol: $partial partial answers, then the final one"
+
+expect_rc 0 "$client" translate "$sent"
+cp "$work/out" "$work/greedy"
+expect_rc 0 "$client" translate --stream "$sent"
+cmp -s "$work/out" "$work/greedy" || fail "--stream printed $(cat "$work/out"), not $(cat "$work/greedy")"
+expect_rc 0 "$client" translate --beam 4 "$sent"
+cp "$work/out" "$work/beam"
+expect_rc 0 "$client" translate --beam 4 --n-best 3 --scores "$sent"
+[ "$(wc -l <"$work/out")" = 3 ] || fail "--n-best 3: $(wc -l <"$work/out") lines"
+[ "$(head -n 1 "$work/out" | cut -f2-)" = "$(cat "$work/beam")" ] || fail "the first of the n-best is not the 1-best"
+[ "$(cut -f2- "$work/out" | sort -u | wc -l)" = 3 ] || fail "--n-best 3: hypotheses not distinct"
+first=$(cut -d' ' -f1 "$work/greedy")
+expect_rc 0 "$client" translate --prefix "$first" "$sent"
+cmp -s "$work/out" "$work/greedy" || fail "its own first word as the prefix changed the translation: $(cat "$work/out")"
+expect_rc 0 "$client" translate --prefix "zzz" "$sent"
+case "$(cat "$work/out")" in zzz*) ;; *) fail "--prefix zzz: $(cat "$work/out")" ;; esac
+ok "mt-client translate --stream, --n-best, --prefix with the real engine"
 
 # ---- a file through pipelined batches, order kept ----
 cut -f1 "$S/tests/net/data/tiny.en-it.tsv" >"$work/en.txt"

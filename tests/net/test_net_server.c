@@ -346,13 +346,14 @@ static void test_invalid_arguments(void **state) {
     assert_int_equal(th_send_translate(c, 40, bad_utf8, 2, 0), MTC_OK);
     th_expect_error(c, 40, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false);
     const char *one[] = {"x"};
-    assert_int_equal(th_send_translate(c, 41, one, 1, 17), MTC_OK);
+    assert_int_equal(th_send_translate(c, 41, one, 1, MT_PROTOCOL_MAX_BEAM + 1), MTC_OK);
     th_expect_error(c, 41, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false);
     assert_int_equal(th_send_translate(c, 42, one, 0, 0), MTC_OK);
     th_expect_error(c, 42, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false);
     Mt__V1__TranslateRequest t = MT__V1__TRANSLATE_REQUEST__INIT;
     t.n_texts = 1;
     t.texts = (char **)one;
+    t.length_penalty_set_case = MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
     t.length_penalty = -1;
     assert_int_equal(th_send_body(c, 43, MT__V1__FRAME__BODY_TRANSLATE, &t), MTC_OK);
     th_expect_error(c, 43, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false);

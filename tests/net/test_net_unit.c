@@ -201,9 +201,30 @@ static void test_envelope_and_translate_checks(void **state) {
     texts[0] = "abcdef";
     assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG);
     texts[0] = "ab";
-    t.beam_size = 17;
+    t.beam_size = MT_PROTOCOL_MAX_BEAM + 1;
     assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
     t.beam_size = 4;
+    t.n_best = 5; /* more than the beam */
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "n_best"));
+    t.n_best = 4;
+    char *pre[2] = {"", "x"};
+    t.target_prefixes = pre;
+    t.n_target_prefixes = 2; /* one per text, or none */
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
+    t.n_target_prefixes = 1;
+    pre[0] = "\xc0\xaf";
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
+    pre[0] = "abcdef";
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG);
+    pre[0] = "ab";
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), 0);
+    t.length_penalty = -1; /* ignored while absent */
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), 0);
+    t.length_penalty_set_case = MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
+    t.length_penalty = 0;
+    assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), 0);
     t.max_len_ratio = 0.0f / 0.0f;
     assert_int_equal(mt_frame_check_translate(&t, &lim, msg, sizeof msg), MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT);
     t.max_len_ratio = 2;

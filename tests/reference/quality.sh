@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # quality.sh — the quality figure, side by side on this machine: the engine (mt-train) and the PyTorch
 # reference (train.py) each train for the same budget of training seconds on the same data
-# (../shared/data: Tatoeba + Europarl, deterministic per-corpus split, the same BPE tokenizer), one
+# ($MT_DATA_DIR: Tatoeba + Europarl, deterministic per-corpus split, the same BPE tokenizer), one
 # after the other; then mt-translate decodes both models with the same beam search, and BLEU/chrF
 # (sacrebleu-compatible) are reported on the held-out Tatoeba test split (corpus 0) and the Europarl one.
 #
 #   tests/reference/quality.sh [SECONDS]       default 3600 each (2 hours in all); run from the checkout
-#   MT_QUALITY_DIR=dir  MT_BUILD_DIR=build  MT_TORCH_PYTHON=/usr/bin/python3  MT_DATA_DIR=../shared/data
+#   MT_QUALITY_DIR=dir  MT_BUILD_DIR=build  MT_TORCH_PYTHON=/usr/bin/python3  MT_DATA_DIR=DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-3600}

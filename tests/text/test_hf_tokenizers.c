@@ -1,6 +1,6 @@
 /*
  * test_hf_tokenizers.c — identity with Hugging Face `tokenizers` on the whole Tatoeba corpus (both
- * sides, 38k sentences) from ../shared/data:
+ * sides, 38k sentences) from $MT_DATA_DIR:
  *   - a tokenizer trained by `tokenizers` with MicroTensor's settings loads here and gives the same
  *     ids for every sentence; ours, saved, loads there and gives the same ids; decoding agrees;
  *   - our trainer produces the same tokenizer.json model (vocabulary, ids, merges in order);
@@ -316,7 +316,7 @@ static void test_normalizers(void **state) {
 
 int main(void) {
     if (!tt_data_file("tatoeba.en-it.tsv.zst", tatoeba, sizeof tatoeba)) {
-        printf("SKIP: %s is not here (set MT_DATA_DIR to ../shared/data)\n", tatoeba);
+        printf("SKIP: %s is not here (set MT_DATA_DIR to the corpora's directory)\n", tatoeba);
         return TT_SKIP;
     }
     if (!(python = tt_python_with("tokenizers"))) {

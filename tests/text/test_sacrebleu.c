@@ -1,6 +1,6 @@
 /*
  * test_sacrebleu.c — our BLEU, chrF, CER and WER against sacrebleu (and the torchmetrics
- * definitions) on real sentences from ../shared/data: a sample of Italian references with
+ * definitions) on real sentences from $MT_DATA_DIR: a sample of Italian references with
  * hypotheses made from them by fixed edits (copies, dropped and swapped words, halves, the English
  * source, empty lines). Scores must agree to 2 decimals (they agree to rounding error), the 13a
  * tokenization line by line exactly. Skips (77) without the data or without sacrebleu.
@@ -156,7 +156,7 @@ int main(void) {
     int have_t = tt_data_file("tatoeba.en-it.tsv.zst", tatoeba, sizeof tatoeba) != NULL;
     int have_e = tt_data_file("europarl-v7-lowercased.en-it.tsv.zst", europarl, sizeof europarl) != NULL;
     if (!have_t || !have_e) {
-        printf("SKIP: %s or %s is not here (set MT_DATA_DIR to ../shared/data)\n", tatoeba, europarl);
+        printf("SKIP: %s or %s is not here (set MT_DATA_DIR to the corpora's directory)\n", tatoeba, europarl);
         return TT_SKIP;
     }
     if (!(python = tt_python_with("sacrebleu"))) {

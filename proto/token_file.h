@@ -4,8 +4,8 @@
  * token would be silently cut at it), is an error. Part of mt_frame, the
  * piece the server and the clients share.
  */
-#ifndef MT_NET_TOKEN_FILE_H
-#define MT_NET_TOKEN_FILE_H
+#ifndef MT_PROTO_TOKEN_FILE_H
+#define MT_PROTO_TOKEN_FILE_H
 
 #include <stdbool.h>
 #include <stddef.h>

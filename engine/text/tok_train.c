@@ -1,5 +1,5 @@
 /*
- * train.c — training a tokenizer on text: word counts through the tokenizer's own normalizer and
+ * tok_train.c — training a tokenizer on text: word counts through the tokenizer's own normalizer and
  * pre-tokenizer, then the BPE merge loop or the word-level vocabulary, each written to make exactly
  * the choices `tokenizers`' BpeTrainer / WordLevelTrainer make (same ids, same merges in the same
  * order), so a tokenizer trained here and one trained there on the same text are the same file.

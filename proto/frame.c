@@ -313,6 +313,23 @@ long mt_utf8_count(const char *s, long max) {
     return n;
 }
 
+/* Each of strs (n) valid UTF-8 of at most max_chars code points; what names them in msg. */
+static int check_texts(char *const *strs, size_t n, const char *what, const mt_check_limits *lim, char *msg,
+                       size_t msglen) {
+    for (size_t i = 0; i < n; i++) {
+        long len = mt_utf8_count(strs[i], (long)lim->max_chars);
+        if (len < 0) {
+            snprintf(msg, msglen, "%s %zu is not valid UTF-8", what, i);
+            return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+        }
+        if (len > (long)lim->max_chars) {
+            snprintf(msg, msglen, "%s %zu is longer than %u characters", what, i, lim->max_chars);
+            return MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG;
+        }
+    }
+    return 0;
+}
+
 int mt_frame_check_translate(const Mt__V1__TranslateRequest *t, const mt_check_limits *lim, char *msg,
                              size_t msglen) {
     if (t->n_texts == 0) {
@@ -323,22 +340,26 @@ int mt_frame_check_translate(const Mt__V1__TranslateRequest *t, const mt_check_l
         snprintf(msg, msglen, "%zu sentences in one request; the limit is %u", t->n_texts, lim->max_sentences);
         return MT__V1__ERROR_CODE__ERR_TOO_MANY_SENTENCES;
     }
-    for (size_t i = 0; i < t->n_texts; i++) {
-        long n = mt_utf8_count(t->texts[i], (long)lim->max_chars);
-        if (n < 0) {
-            snprintf(msg, msglen, "text %zu is not valid UTF-8", i);
-            return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
-        }
-        if (n > (long)lim->max_chars) {
-            snprintf(msg, msglen, "text %zu is longer than %u characters", i, lim->max_chars);
-            return MT__V1__ERROR_CODE__ERR_SENTENCE_TOO_LONG;
-        }
-    }
-    if (t->beam_size > 16) {
-        snprintf(msg, msglen, "beam_size %u is out of range 0..16", t->beam_size);
+    int code = check_texts(t->texts, t->n_texts, "text", lim, msg, msglen);
+    if (code) return code;
+    if (t->beam_size > MT_PROTOCOL_MAX_BEAM) {
+        snprintf(msg, msglen, "beam_size %u is out of range 0..%d", t->beam_size, MT_PROTOCOL_MAX_BEAM);
         return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
     }
-    if (!(t->length_penalty >= 0.0f && t->length_penalty <= 5.0f)) {
+    uint32_t beam = t->beam_size ? t->beam_size : 1;
+    if (t->n_best > beam) {
+        snprintf(msg, msglen, "n_best %u is more than the beam size %u", t->n_best, beam);
+        return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+    }
+    if (t->n_target_prefixes != 0 && t->n_target_prefixes != t->n_texts) {
+        snprintf(msg, msglen, "%zu target prefixes for %zu texts (none, or one per text)", t->n_target_prefixes,
+                 t->n_texts);
+        return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
+    }
+    code = check_texts(t->target_prefixes, t->n_target_prefixes, "target prefix", lim, msg, msglen);
+    if (code) return code;
+    bool has_lp = t->length_penalty_set_case == MT__V1__TRANSLATE_REQUEST__LENGTH_PENALTY_SET_LENGTH_PENALTY;
+    if (has_lp && !(t->length_penalty >= 0.0f && t->length_penalty <= 5.0f)) {
         snprintf(msg, msglen, "length_penalty %g is out of range 0..5", (double)t->length_penalty);
         return MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT;
     }

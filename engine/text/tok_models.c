@@ -1,5 +1,5 @@
 /*
- * model.c — the models: BPE (merges applied lowest rank first, leftmost first among equal ranks, as
+ * tok_models.c — the tokenizer models: BPE (merges applied lowest rank first, leftmost first among equal ranks, as
  * `tokenizers` does; unknown characters to [UNK], optionally fused, or to <0xXX> byte tokens) and
  * word-level (one id per piece, [UNK] otherwise), behind a sharded, locked cache piece -> ids that
  * makes encoding a corpus cost one hash lookup per word once the words have been seen.

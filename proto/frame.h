@@ -5,8 +5,8 @@
  * turns bad input into a protocol violation. mt_frame_check_* validate a decoded request against the
  * limits. The server, the clients and the fuzz target all use this file.
  */
-#ifndef MT_NET_FRAME_H
-#define MT_NET_FRAME_H
+#ifndef MT_PROTO_FRAME_H
+#define MT_PROTO_FRAME_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,6 +16,9 @@
 
 #define MT_FRAME_HEADER_BYTES 4
 #define MT_PROTOCOL_VERSION 1
+/* The largest beam_size of a TranslateRequest: the engine's (MT_TRANSLATE_MAX_BEAM of
+ * abi/microtensor.h; net/translate.c checks at compile time that they agree). */
+#define MT_PROTOCOL_MAX_BEAM 64
 /* A body prefix long enough to hold field 1 (the id): one tag byte and a 10-byte varint. */
 #define MT_FRAME_ID_PREFIX 11
 

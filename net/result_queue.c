@@ -1,5 +1,5 @@
 /*
- * post.c — the one way other threads talk to the loop thread: a mutex-protected FIFO of messages
+ * result_queue.c — the one way other threads talk to the loop thread (results, training events): a mutex-protected FIFO of messages
  * and an event made active (event_active is thread-safe once evthread_use_pthreads() ran). The loop
  * takes the whole list at once, so a burst of batches costs one wake-up.
  */
@@ -37,6 +37,7 @@ void mt_post_run(mt_server *s) {
     while (m) {
         mt_post_msg *next = m->next;
         if (m->kind == MT_POST_BATCH) mt_translate_on_batch(s, m);
+        else if (m->kind == MT_POST_PARTIAL) mt_translate_on_partial(s, m);
         else mt_train_on_post(s, m);
         free(m->items);
         free(m->text);

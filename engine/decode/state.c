@@ -1,0 +1,295 @@
+/*
+ * state.c — the model side of decoding a chunk (see state.h): the workspace's device buffers, the
+ * encoder pass that fills the memory side, the decoder step through mt_transformer_decode (with the
+ * cache, or the whole prefix again), and the row gathers that keep a subset of the rows.
+ *
+ * Device-agnostic: the caches live in persistent device buffers; appending a token's rows, dropping
+ * finished rows and reordering beams are strided copies and row gathers of the backend.
+ */
+#include "decode/state.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+struct mt_dbuf {
+    mt_tensor *t;   /* persistent 1-D storage of cap elements (4 bytes each) */
+    int64_t cap;
+    mt_tensor view; /* a persistent view of t reshaped for the op at hand */
+};
+typedef struct mt_dbuf dbuf;
+
+/* Buffers per decoder layer: self-attention keys (and values, MHA) as ping-pong pairs, the encoder
+ * side's keys (and values), each with a spare for gathers. */
+enum { B_SK0, B_SK1, B_SV0, B_SV1, B_XK0, B_XK1, B_XV0, B_XV1, B_PER_LAYER };
+/* Global buffers after the layers' ones. */
+enum { G_MASK0, G_MASK1, G_MEM0, G_MEM1, G_COUNT };
+
+mt_status mt_decode_ws_create(int device, int n_threads, mt_decode_ws **out) {
+    mt_decode_ws *ws = mt_sys_calloc(1, sizeof *ws);
+    if (!ws) return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+    ws->device = device;
+    mt_status st = mt_context_init(&ws->ctx, device, n_threads);
+    if (st != MT_OK) {
+        mt_sys_free(ws);
+        return st;
+    }
+    ws->ctx->grad_enabled = 0;
+    *out = ws;
+    return MT_OK;
+}
+
+void mt_decode_ws_free(mt_decode_ws *ws) {
+    if (!ws) return;
+    for (int i = 0; i < ws->n_bufs; i++) mt_tensor_free(ws->bufs[i].t);
+    mt_sys_free(ws->bufs);
+    mt_context_free(ws->ctx);
+    mt_sys_free(ws);
+}
+
+static mt_status ws_bufs(mt_decode_ws *ws, int n) {
+    if (n <= ws->n_bufs) return MT_OK;
+    dbuf *b = mt_sys_realloc(ws->bufs, sizeof *b * (size_t)n);
+    if (!b) return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+    memset(b + ws->n_bufs, 0, sizeof *b * (size_t)(n - ws->n_bufs));
+    ws->bufs = b;
+    ws->n_bufs = n;
+    return MT_OK;
+}
+
+/* Makes b hold at least n elements; the content is lost when it grows. */
+static mt_status dbuf_reserve(mt_decode_ws *ws, dbuf *b, int64_t n) {
+    if (b->cap >= n) return MT_OK;
+    mt_tensor_free(b->t);
+    b->t = NULL;
+    b->cap = 0;
+    int64_t cap = n + n / 4 + 1024;
+    MT_TRY(mt_tensor_new_persistent(ws->device, MT_DTYPE_F32, 1, &cap, "decode cache", &b->t));
+    b->cap = cap;
+    return MT_OK;
+}
+
+static mt_tensor *dbuf_view(dbuf *b, mt_dtype dt, int ndim, const int64_t *shape) {
+    mt_tensor *v = &b->view;
+    *v = *b->t;
+    v->flags = MT_TENSOR_PERSISTENT | MT_TENSOR_VIEW;
+    v->grad = NULL;
+    v->dtype = dt;
+    v->ndim = ndim;
+    v->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        v->shape[d] = shape[d];
+        v->numel *= shape[d];
+    }
+    MT_ASSERT(v->numel <= b->cap);
+    return v;
+}
+
+/* Copies x (arena) into buffer b and returns b's view of x's shape. */
+static mt_tensor *stash(mt_decode_ws *ws, dbuf *b, mt_tensor *x) {
+    mt_context *ctx = ws->ctx;
+    if (!x) return NULL;
+    mt_status st = dbuf_reserve(ws, b, x->numel);
+    if (st == MT_OK) st = mt_copy_tensor(ctx, dbuf_view(b, x->dtype, x->ndim, x->shape), x);
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    return dbuf_view(b, x->dtype, x->ndim, x->shape);
+}
+
+/* Rows of the current content of pair (a, b) (cur selects which holds it, shape rows x per_row)
+ * gathered by ids into the other one, which becomes current. */
+static mt_status gather_pair(mt_decode_ws *ws, dbuf *pair, int *cur, int64_t per_row, mt_tensor *ids) {
+    mt_context *ctx = ws->ctx;
+    dbuf *src = &pair[*cur], *dst = &pair[!*cur];
+    int64_t n = ids->numel;
+    MT_TRY(dbuf_reserve(ws, dst, n * per_row));
+    MT_TRY(ctx->ex.backend->embedding_fwd(&ctx->ex, mt_f32(dst->t), mt_f32(src->t), mt_i32(ids), n, per_row));
+    *cur = !*cur;
+    return MT_OK;
+}
+
+/* Appends row (R, Hk, 1, D) to the cache held by pair[*cur] as (R, Hk, t, D); returns the new
+ * (R, Hk, t+1, D) view (in the other buffer, which becomes current). */
+static mt_tensor *cache_append(mt_decode_ws *ws, dbuf *pair, int *cur, mt_tensor *row, int64_t t) {
+    mt_context *ctx = ws->ctx;
+    if (!row) return NULL;
+    int64_t R = row->shape[0], Hk = row->shape[1], D = row->shape[3];
+    dbuf *src = &pair[*cur], *dst = &pair[!*cur];
+    mt_status st = dbuf_reserve(ws, dst, R * Hk * (t + 1) * D);
+    const mt_backend *be = ctx->ex.backend;
+    /* Each (row, head) keeps its t * D floats contiguous: one run per row, then the new D floats. */
+    if (st == MT_OK && t > 0) {
+        int64_t shape[2] = {R * Hk, t * D}, os[2] = {(t + 1) * D, 1}, is[2] = {t * D, 1};
+        st = be->copy_strided(&ctx->ex, dst->t->data, os, src->t->data, is, shape, 2, 4, 0);
+    }
+    if (st == MT_OK) {
+        int64_t shape[2] = {R * Hk, D}, os[2] = {(t + 1) * D, 1}, is[2] = {D, 1};
+        st = be->copy_strided(&ctx->ex, mt_f32(dst->t) + t * D, os, row->data, is, shape, 2, 4, 0);
+    }
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    *cur = !*cur;
+    return dbuf_view(dst, MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, t + 1, D});
+}
+
+/* ---- the decoding state of one chunk ------------------------------------------------------------- */
+
+static dbuf *lbuf(mt_dstate *s, int64_t l, int which) { return &s->ws->bufs[l * B_PER_LAYER + which]; }
+static dbuf *gbuf(mt_dstate *s, int which) { return &s->ws->bufs[s->m->cfg.layers_dec * B_PER_LAYER + which]; }
+
+mt_status mt_dstate_init(mt_dstate *s, mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed *abs, int cached,
+                         int64_t R0, int64_t tcap) {
+    const mt_model_config *c = &m->cfg;
+    memset(s, 0, sizeof *s);
+    s->ws = ws;
+    s->m = m;
+    s->abs = abs;
+    s->cached = cached;
+    s->tcap = tcap;
+    MT_TRY(ws_bufs(ws, (int)(c->layers_dec * B_PER_LAYER + G_COUNT)));
+    s->cur = mt_sys_calloc((size_t)(2 * c->layers_dec), sizeof(int));
+    s->cross = mt_sys_calloc((size_t)(2 * c->layers_dec), sizeof(mt_tensor *));
+    s->vmask = mt_sys_calloc((size_t)c->vocab_size, sizeof(float));
+    if (!cached) s->prefix = mt_sys_malloc(sizeof(int32_t) * (size_t)(R0 * tcap));
+    if (!s->cur || !s->cross || !s->vmask || (!cached && !s->prefix)) {
+        mt_dstate_free(s);
+        return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+    }
+    s->vmask[c->pad_id] = 1.0f;
+    s->vmask[c->sos_id] = 1.0f;
+    return MT_OK;
+}
+
+void mt_dstate_free(mt_dstate *s) {
+    mt_sys_free(s->cur);
+    mt_sys_free(s->cross);
+    mt_sys_free(s->vmask);
+    mt_sys_free(s->prefix);
+    memset(s, 0, sizeof *s);
+}
+
+mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t S, int rows_per_sentence) {
+    mt_context *ctx = s->ws->ctx;
+    const mt_transformer *m = s->m;
+    const mt_model_config *c = &m->cfg;
+    MT_TRY(mt_context_reset(ctx));
+    s->S = S;
+    s->R = B * rows_per_sentence;
+    s->xcur = 0;
+    int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)s->R, 16);
+    if (!rows) return mt_error(MT_ERR_NOMEM, "decode: out of host memory");
+    for (int64_t r = 0; r < s->R; r++) rows[r] = (int32_t)(r / rows_per_sentence);
+    mt_tensor *rid = mt_from_data(ctx, MT_DTYPE_I32, 1, &s->R, rows);
+    mt_tensor *srcT = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, S}, src);
+    mt_tensor *mask = mt_transformer_src_mask(ctx, m, src, B, S);
+    mt_tensor *mem = mt_transformer_encode(ctx, m, srcT, mask, 0);
+    stash(s->ws, gbuf(s, G_MASK0), mt_index_rows(ctx, mask, rid));
+    if (!s->cached) {
+        stash(s->ws, gbuf(s, G_MEM0), mt_index_rows(ctx, mem, rid));
+    } else {
+        for (int64_t l = 0; l < c->layers_dec; l++) {
+            mt_tensor *k, *v;
+            mt_attention_kv(ctx, c, &m->dec[l].cross_attn, mem, 0, &k, &v);
+            stash(s->ws, lbuf(s, l, B_XK0), mt_index_rows(ctx, k, rid));
+            if (v) stash(s->ws, lbuf(s, l, B_XV0), mt_index_rows(ctx, v, rid));
+        }
+    }
+    return ctx->status;
+}
+
+/* mt_decoder_cache's append: the self-attention pair of layer l (which 0: keys/latents, 1: values). */
+static mt_tensor *self_append(void *user, int64_t l, int which, mt_tensor *rows, int64_t pos0) {
+    mt_dstate *s = user;
+    return cache_append(s->ws, lbuf(s, l, which ? B_SV0 : B_SK0), &s->cur[2 * l + which], rows, pos0);
+}
+
+/* Logits (R, V) of the next token after tokens (R) at position t, with the cache. */
+static mt_tensor *step_cached(mt_dstate *s, const int32_t *tokens, int64_t t) {
+    mt_context *ctx = s->ws->ctx;
+    const mt_transformer *m = s->m;
+    const mt_model_config *c = &m->cfg;
+    int64_t R = s->R, S = s->S, L = c->layers_dec;
+    int mla = c->attention == MT_ATTN_MLA;
+    int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads;
+    for (int64_t l = 0; l < L; l++) {
+        s->cross[l] = dbuf_view(lbuf(s, l, B_XK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
+        s->cross[L + l] =
+            mla ? NULL : dbuf_view(lbuf(s, l, B_XV0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
+    }
+    mt_decoder_cache cache = {.append = self_append, .user = s, .cross_k = s->cross, .cross_v = s->cross + L};
+    mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, 1}, tokens);
+    mt_tensor *mask = dbuf_view(gbuf(s, G_MASK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, 1, 1, S});
+    mt_tensor *h = mt_transformer_decode(ctx, m, ids, t, NULL, mask, s->abs, &cache, 0); /* (R, 1, d) */
+    return mt_reshape(ctx, mt_transformer_logits(ctx, m, h), 2, (const int64_t[]){R, c->vocab_size});
+}
+
+/* The same from the whole prefix (prefix rows hold [SOS] and the tokens before, tokens is the last). */
+static mt_tensor *step_uncached(mt_dstate *s, const int32_t *tokens, int64_t t) {
+    mt_context *ctx = s->ws->ctx;
+    const mt_transformer *m = s->m;
+    int64_t R = s->R, S = s->S, d = m->cfg.d_model;
+    for (int64_t r = 0; r < R; r++) s->prefix[r * s->tcap + t] = tokens[r];
+    int32_t *ids = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(R * (t + 1)), 16);
+    if (!ids) return mt_fail(ctx, MT_ERR_NOMEM, "decode: out of host memory");
+    for (int64_t r = 0; r < R; r++) memcpy(ids + r * (t + 1), s->prefix + r * s->tcap, sizeof(int32_t) * (size_t)(t + 1));
+    mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, t + 1}, ids);
+    mt_tensor *mem = dbuf_view(gbuf(s, G_MEM0 + s->xcur), MT_DTYPE_F32, 3, (const int64_t[]){R, S, d});
+    mt_tensor *mask = dbuf_view(gbuf(s, G_MASK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, 1, 1, S});
+    mt_tensor *h = mt_transformer_decode(ctx, m, tgt, 0, mem, mask, NULL, NULL, 0);
+    h = mt_narrow(ctx, h, 1, t, 1);
+    return mt_reshape(ctx, mt_transformer_logits(ctx, m, h), 2, (const int64_t[]){R, m->cfg.vocab_size});
+}
+
+mt_tensor *mt_dstate_step(void *user, const int32_t *tokens, int64_t t) {
+    mt_dstate *s = user;
+    mt_context *ctx = s->ws->ctx;
+    mt_tensor *vmask = mt_from_data(ctx, MT_DTYPE_F32, 1, &s->m->cfg.vocab_size, s->vmask);
+    mt_tensor *logits = s->cached ? step_cached(s, tokens, t) : step_uncached(s, tokens, t);
+    return mt_log_softmax(ctx, mt_masked_fill(ctx, logits, vmask, -INFINITY), -1);
+}
+
+mt_status mt_dstate_reorder(void *user, const int32_t *parents, int64_t n, int64_t t_done, int memory_changed) {
+    mt_dstate *s = user;
+    mt_context *ctx = s->ws->ctx;
+    const mt_model_config *c = &s->m->cfg;
+    int identity = n == s->R;
+    for (int64_t i = 0; identity && i < n; i++) identity = parents[i] == i;
+    if (!identity) {
+        mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, parents);
+        if (!ids) return ctx->status;
+        int mla = c->attention == MT_ATTN_MLA;
+        int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads, d = c->d_model;
+        if (s->cached) {
+            for (int64_t l = 0; l < c->layers_dec; l++) {
+                MT_TRY(gather_pair(s->ws, lbuf(s, l, B_SK0), &s->cur[2 * l], Hk * t_done * D, ids));
+                if (!mla) MT_TRY(gather_pair(s->ws, lbuf(s, l, B_SV0), &s->cur[2 * l + 1], Hk * t_done * D, ids));
+                if (memory_changed) {
+                    int xc = s->xcur;
+                    MT_TRY(gather_pair(s->ws, lbuf(s, l, B_XK0), &xc, Hk * s->S * D, ids));
+                    if (!mla) {
+                        xc = s->xcur;
+                        MT_TRY(gather_pair(s->ws, lbuf(s, l, B_XV0), &xc, Hk * s->S * D, ids));
+                    }
+                }
+            }
+        } else {
+            int32_t *np = mt_sys_malloc(sizeof(int32_t) * (size_t)(n * s->tcap));
+            if (!np) return mt_error(MT_ERR_NOMEM, "decode: out of memory");
+            for (int64_t i = 0; i < n; i++)
+                memcpy(np + i * s->tcap, s->prefix + parents[i] * s->tcap, sizeof(int32_t) * (size_t)s->tcap);
+            memcpy(s->prefix, np, sizeof(int32_t) * (size_t)(n * s->tcap));
+            mt_sys_free(np);
+            if (memory_changed) {
+                int xc = s->xcur;
+                MT_TRY(gather_pair(s->ws, gbuf(s, G_MEM0), &xc, s->S * d, ids));
+            }
+        }
+        if (memory_changed) {
+            int xc = s->xcur;
+            MT_TRY(gather_pair(s->ws, gbuf(s, G_MASK0), &xc, s->S, ids));
+            s->xcur = !s->xcur;
+        }
+    }
+    s->R = n;
+    return MT_OK;
+}
