@@ -52,6 +52,7 @@ struct mt_comm {
     mt_status failed;          /* first failure (sticky) */
     char fail_msg[MT_ERROR_MAX];
     uint32_t seq;
+    double busy_s;             /* seconds spent inside operations */
 };
 
 static double now_s(void) {
@@ -152,8 +153,10 @@ static void *comm_main(void *arg) {
         } else {
             c->busy = 1;
             pthread_mutex_unlock(&c->mu);
+            double t0 = now_s();
             run_work(c, w);
             pthread_mutex_lock(&c->mu);
+            c->busy_s += now_s() - t0;
             c->busy = 0;
             if (w->st != MT_OK && c->failed == MT_OK) {
                 c->failed = w->st;
@@ -286,6 +289,13 @@ mt_status mt_comm_error(mt_comm *c) {
     if (st != MT_OK) mt_error(st, "%s", c->fail_msg);
     pthread_mutex_unlock(&c->mu);
     return st;
+}
+
+double mt_comm_busy_seconds(mt_comm *c) {
+    pthread_mutex_lock(&c->mu);
+    double s = c->busy_s;
+    pthread_mutex_unlock(&c->mu);
+    return s;
 }
 
 int mt_comm_rank(const mt_comm *c) { return c->rank; }

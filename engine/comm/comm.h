@@ -56,6 +56,8 @@ mt_status mt_comm_test(mt_comm_work *w, int *done);
 mt_status mt_comm_wait(mt_comm_work *w);
 /* The communicator's asynchronous error: MT_OK, or the first failure (message in mt_last_error()). */
 mt_status mt_comm_error(mt_comm *c);
+/* Seconds the communicator's thread has spent inside operations (for overlap accounting). */
+double mt_comm_busy_seconds(mt_comm *c);
 /* Fails every queued and later operation at once; mt_comm_free then closes without a goodbye, so
  * the other ranks see this rank as lost. An operation already inside Gloo ends at its timeout. */
 void mt_comm_abort(mt_comm *c);

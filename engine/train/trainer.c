@@ -36,6 +36,7 @@
 #include "text/corpus.h"
 #include "text/metrics.h"
 #include "text/tokenizer.h"
+#include "train/dist.h"
 
 /* ---- the trainer --------------------------------------------------------------------------------- */
 
@@ -60,6 +61,8 @@ struct mt_trainer {
     mt_transformer *model;
     mt_optimizer *opt;
     mt_decode_ws *dws;
+    struct mt_dist *dist;       /* data parallel (world_size > 1): train/dist.h; rank 0 alone writes files */
+    int64_t resumed_world;      /* world_size of the run a resumed checkpoint came from */
     FILE *metrics;
     /* progress (guarded by mu for readers in other threads) */
     pthread_mutex_t mu;
@@ -294,7 +297,7 @@ static mt_status prepare_tokenizer(mt_trainer *tr, const char *ckpt_tok_json) {
         char path[PATH_MAX];
         if (c->tokenizer[0]) snprintf(path, sizeof path, "%s", c->tokenizer);
         else MT_TRY(pathf(path, sizeof path, "%s/tokenizer.json", tr->out_dir));
-        MT_TRY(mt_tok_save_file(tr->tok, path));
+        if (tr->tc.rank == 0) MT_TRY(mt_tok_save_file(tr->tok, path)); /* every rank trains the same one */
     }
     MT_TRY(mt_tok_to_json(tr->tok, &tr->tok_json, NULL));
     mt_tok_specials sp = mt_tok_get_specials(tr->tok);
@@ -464,6 +467,10 @@ static void rotate_checkpoints(const mt_trainer *tr) {
 
 /* Writes a checkpoint to path (NULL: the checkpoint directory, rotated); the path written into out. */
 static mt_status save_checkpoint(mt_trainer *tr, const char *path, char out[PATH_MAX]) {
+    if (tr->tc.rank != 0) { /* data parallel: rank 0 alone writes */
+        out[0] = 0;
+        return MT_OK;
+    }
     char p[PATH_MAX];
     int rotate = !path || !path[0];
     if (rotate) {
@@ -540,6 +547,8 @@ static mt_status restore(mt_trainer *tr, mt_modelfile *mf) {
         tr->bad_valids = (int64_t)json_integer_value(json_object_get(o, "bad_valids"));
         tr->elapsed = json_number_value(json_object_get(o, "elapsed_s"));
         tr->loss_ema = json_number_value(json_object_get(o, "loss_ema"));
+        json_t *w = json_object_get(json_object_get(o, "config"), "world_size");
+        tr->resumed_world = w ? (int64_t)json_integer_value(w) : 1;
         tr->step = mf->step;
         tr->opt->step = mf->step;
     }
@@ -617,6 +626,9 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         tr->config = json_object();
         mt_cfg_to_object(&mt_model_config_table, &tr->mc, tr->config);
         mt_cfg_to_object(&mt_train_config_table, &tr->tc, tr->config);
+    }
+    if (st == MT_OK && c->world_size > 1) st = mt_dist_create(c, tr->config, tr->model, tr->ctx, &tr->dist);
+    if (st == MT_OK && c->rank == 0) {
         tr->metrics = fopen(tr->metrics_path, ck[0] ? "a" : "w");
         if (!tr->metrics) st = mt_error(MT_ERR_IO, "open %s: %s", tr->metrics_path, strerror(errno));
     }
@@ -627,6 +639,14 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     }
     json_t *ev = event("start", tr->step);
     json_object_set_new(ev, "resumed_from", ck[0] ? json_string(ck) : json_null());
+    json_object_set_new(ev, "world_size", json_integer(c->world_size));
+    if (ck[0] && tr->resumed_world != c->world_size) {
+        /* Allowed: the optimizer state is replicated, only the shards of each batch change. */
+        json_object_set_new(ev, "resumed_world_size", json_integer(tr->resumed_world));
+        mt_log(MT_LOG_WARN, "resuming a run of world size %lld with world size %lld: the steps from here differ from "
+               "an uninterrupted run only by the order of float additions", (long long)tr->resumed_world,
+               (long long)c->world_size);
+    }
     json_object_set_new(ev, "params", json_integer(mt_transformer_numel(tr->model)));
     json_object_set_new(ev, "train_pairs", json_integer((json_int_t)tr->train_ds->n));
     json_object_set_new(ev, "valid_pairs", json_integer((json_int_t)tr->valid->n));
@@ -642,6 +662,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
 void mt_training_free(mt_trainer *tr) {
     if (!tr) return;
     if (tr->metrics) fclose(tr->metrics);
+    mt_dist_free(tr->dist);
     mt_decode_ws_free(tr->dws);
     mt_optimizer_free(tr->opt);
     mt_transformer_free(tr->model);
@@ -683,6 +704,7 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     mt_status st = MT_OK;
     for (size_t i = 0; st == MT_OK && i < nb; i++) {
         st = mt_batcher_next(tr->valid_batcher, &b);
+        if (tr->dist && (int)(i % (size_t)mt_dist_world(tr->dist)) != mt_dist_rank(tr->dist)) continue; /* another rank's */
         if (st == MT_OK && b.B > 0) st = to_seq_batch(&b, &s);
         double l;
         int64_t t;
@@ -695,6 +717,12 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     mt_batch_free(&b);
     seq_batch_free(&s);
     MT_TRY(st);
+    if (tr->dist) {
+        double v[2] = {sum, (double)tokens};
+        MT_TRY(mt_dist_sum(tr->dist, v, 2));
+        sum = v[0];
+        tokens = (int64_t)v[1];
+    }
     double vloss = tokens ? sum / (double)tokens : 0.0;
     double bleu = -1, chrf = -1;
     size_t nv = tr->valid->n < (size_t)tr->tc.valid_sentences ? tr->valid->n : (size_t)tr->tc.valid_sentences;
@@ -744,7 +772,7 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     }
     json_object_set_new(ev, "best", json_boolean(*improved));
     emit(tr, ev);
-    if (*improved) MT_TRY(mt_modelfile_save(tr->best_path, tr->model, tr->ctx, tr->tok_json, NULL));
+    if (*improved && tr->tc.rank == 0) MT_TRY(mt_modelfile_save(tr->best_path, tr->model, tr->ctx, tr->tok_json, NULL));
     return MT_OK;
 }
 
@@ -765,7 +793,10 @@ static mt_status one_step(mt_trainer *tr, int *epoch_end) {
         tokens += tr->micro[i].src_tokens + tr->micro[i].tgt_tokens;
     }
     double loss, gnorm;
-    MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, &loss, &gnorm));
+    if (tr->dist)
+        MT_TRY(mt_dist_train_step(tr->dist, tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, tr->step + 1, &loss, &gnorm));
+    else
+        MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, &loss, &gnorm));
     pthread_mutex_lock(&tr->mu);
     tr->step++;
     tr->last_loss = loss;
@@ -861,7 +892,12 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     while (tr->step < target) {
         /* A cancel asked before the run started (a server's stop racing its start) counts too: it
          * stays pending until a run observes it here. */
-        if (atomic_exchange(&tr->cancel, 0)) {
+        int cancel_now = atomic_exchange(&tr->cancel, 0);
+        if (tr->dist) { /* every rank stops at the same step: rank 0's clock, anyone's cancel */
+            st = mt_dist_agree(tr->dist, &tr->elapsed, &cancel_now);
+            if (st != MT_OK) break;
+        }
+        if (cancel_now) {
             cancelled = 1;
             break;
         }
@@ -910,8 +946,10 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
         }
         if (st == MT_OK && (tr->tc.save_every == 0 || tr->step % tr->tc.save_every != 0 || cancelled))
             st = save_checkpoint(tr, NULL, w);
-        if (st == MT_OK && full && !cancelled) st = mt_modelfile_save(tr->model_path, tr->model, tr->ctx, tr->tok_json, NULL);
+        if (st == MT_OK && full && !cancelled && tr->tc.rank == 0)
+            st = mt_modelfile_save(tr->model_path, tr->model, tr->ctx, tr->tok_json, NULL);
     }
+    if (st == MT_OK && tr->dist) st = mt_dist_finish(tr->dist);
     serve_save(tr);
     if (st != MT_OK) {
         pthread_mutex_lock(&tr->mu);
