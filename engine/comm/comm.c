@@ -13,9 +13,22 @@
 #include <time.h>
 
 #include "comm/gloo_shim.h"
+#include "comm/nccl.h"
 #include "comm/store.h"
 #include "core/error.h"
 #include "core/numeric.h"
+
+/* NCCL (cuda/comm_nccl.cu) is linked only in CUDA builds with NCCL, and not into the programs that
+ * link the engine's objects without the CUDA ones (the kernel emulator's tests): weak references,
+ * NULL where it is absent. */
+#pragma weak mt_nccl_unique_id
+#pragma weak mt_nccl_create
+#pragma weak mt_nccl_allreduce
+#pragma weak mt_nccl_broadcast
+#pragma weak mt_nccl_allgather
+#pragma weak mt_nccl_barrier
+#pragma weak mt_nccl_abort
+#pragma weak mt_nccl_free
 
 enum { OP_ALLREDUCE, OP_BROADCAST, OP_ALLGATHER, OP_BARRIER };
 static const char *const op_names[] = {"all-reduce", "broadcast", "all-gather", "barrier"};
@@ -41,7 +54,8 @@ struct mt_comm {
     double timeout_s;
     mt_store_server *server;   /* rank 0 */
     mt_store *store;
-    mt_gloo *gloo;
+    mt_gloo *gloo;             /* CPU ranks */
+    mt_nccl *nccl;             /* GPU ranks (buffers are device memory) */
     pthread_t th;
     int th_started;
     pthread_mutex_t mu;
@@ -105,13 +119,31 @@ static void describe_failure(mt_comm *c, const mt_comm_work *w, const char *gloo
     char size[64] = "";
     if (w->kind == OP_ALLREDUCE) snprintf(size, sizeof size, " of %zu %s", w->n, w->dtype == MT_DTYPE_BF16 ? "bf16" : "f32");
     else if (w->kind != OP_BARRIER) snprintf(size, sizeof size, " of %zu bytes", w->n);
-    snprintf(out, cap, "%s #%u%s on rank %d of %d failed: %s (gloo: %s)", op_names[w->kind], w->seq, size, c->rank,
-             c->world, lost[0] ? lost : "a peer failed or the network dropped", gloo_msg);
+    snprintf(out, cap, "%s #%u%s on rank %d of %d failed: %s (%s: %s)", op_names[w->kind], w->seq, size, c->rank,
+             c->world, lost[0] ? lost : "a peer failed or the network dropped", c->nccl ? "nccl" : "gloo", gloo_msg);
+}
+
+static int run_nccl(mt_comm *c, mt_comm_work *w, char *err, size_t cap) {
+    switch (w->kind) {
+    case OP_ALLREDUCE:
+        return mt_nccl_allreduce(c->nccl, w->buf, w->n, w->dtype == MT_DTYPE_BF16, w->op == MT_COMM_AVG, err, cap);
+    case OP_BROADCAST: return mt_nccl_broadcast(c->nccl, w->buf, w->n, w->root, err, cap);
+    case OP_ALLGATHER: return mt_nccl_allgather(c->nccl, w->in, w->buf, w->n, err, cap);
+    default: return mt_nccl_barrier(c->nccl, err, cap);
+    }
 }
 
 static void run_work(mt_comm *c, mt_comm_work *w) {
     char err[MT_ERROR_MAX] = "";
     int rc = 0;
+    if (c->nccl) {
+        rc = run_nccl(c, w, err, sizeof err);
+        if (rc != 0) {
+            w->st = rc == MT_NCCL_NO_DEVICE ? MT_ERR_NO_DEVICE : MT_ERR_NCCL;
+            describe_failure(c, w, err, w->msg, sizeof w->msg);
+        }
+        return;
+    }
     switch (w->kind) {
     case OP_ALLREDUCE: {
         int bf = w->dtype == MT_DTYPE_BF16;
@@ -358,6 +390,32 @@ static mt_status handshake(mt_comm *c, const mt_comm_options *o) {
     return st;
 }
 
+/* GPU ranks: rank 0's NCCL unique id through the store, then a nonblocking NCCL communicator. */
+static mt_status nccl_connect(mt_comm *c, int device) {
+    if (!mt_nccl_create)
+        return mt_error(MT_ERR_NO_DEVICE, "communicator: rank %d asks for NCCL on cuda:%d, but this build of "
+                        "MicroTensor has no NCCL", c->rank, device);
+    char id[MT_NCCL_ID_BYTES], err[MT_ERROR_MAX] = "";
+    int rc = MT_NCCL_OK;
+    if (c->rank == 0) {
+        rc = mt_nccl_unique_id(device, id, err, sizeof err);
+        /* The others learn of a failure here through an empty id instead of waiting for the timeout. */
+        MT_TRY(mt_store_set(c->store, "nccl/id", id, rc == MT_NCCL_OK ? sizeof id : 0));
+    } else {
+        void *v;
+        size_t n;
+        MT_TRY(mt_store_get(c->store, "nccl/id", c->timeout_s, &v, &n));
+        if (n == sizeof id) memcpy(id, v, sizeof id);
+        free(v);
+        if (n != sizeof id) return mt_error(MT_ERR_NCCL, "communicator: rank 0 could not create an NCCL id");
+    }
+    if (rc == MT_NCCL_OK) rc = mt_nccl_create(device, c->rank, c->world, id, c->timeout_s, &c->nccl, err, sizeof err);
+    if (rc != MT_NCCL_OK)
+        return mt_error(rc == MT_NCCL_NO_DEVICE ? MT_ERR_NO_DEVICE : MT_ERR_NCCL, "communicator: rank %d of %d on cuda:%d: %s",
+                        c->rank, c->world, device, err);
+    return MT_OK;
+}
+
 mt_status mt_comm_create(int rank, int world, const char *rendezvous, const mt_comm_options *o, mt_comm **out) {
     if (!out) return mt_error(MT_ERR_INVALID_ARG, "mt_comm_create: out is NULL");
     if (world < 1 || world > MT_STORE_MAX_WORLD || rank < 0 || rank >= world)
@@ -377,8 +435,10 @@ mt_status mt_comm_create(int rank, int world, const char *rendezvous, const mt_c
     if (st == MT_OK) st = mt_store_connect(host, port, rank, world, c->timeout_s, &c->store);
     if (st == MT_OK) st = handshake(c, o);
     char local[256];
-    if (st == MT_OK) st = mt_store_local_addr(host, port, local, sizeof local);
-    if (st == MT_OK) {
+    int nccl = o && o->use_nccl;
+    if (st == MT_OK && nccl) st = nccl_connect(c, o->device);
+    if (st == MT_OK && !nccl) st = mt_store_local_addr(host, port, local, sizeof local);
+    if (st == MT_OK && !nccl) {
         char err[MT_ERROR_MAX] = "";
         mt_gloo_store gs = {store_set, store_get, c->store};
         if (mt_gloo_create(rank, world, local, &gs, (int)(c->timeout_s * 1000), &c->gloo, err, sizeof err) != 0) {
@@ -436,6 +496,8 @@ void mt_comm_free(mt_comm *c) {
     if (c->store && c->failed == MT_OK) mt_store_close(c->store);
     else mt_store_drop(c->store);
     mt_gloo_free(c->gloo);
+    if (c->nccl && c->failed != MT_OK) mt_nccl_abort(c->nccl); /* ncclCommDestroy could wait on a gone peer */
+    else if (c->nccl) mt_nccl_free(c->nccl);
     mt_store_server_stop(c->server);
     while (c->head) {
         mt_comm_work *w = c->head;

@@ -4,7 +4,8 @@
  * all-gather, barrier, each blocking or asynchronous (a work handle to poll or wait on), an error
  * poll, abort and free. Collectives must be issued in the same order on every rank.
  *
- * CPU ranks use Gloo's TCP transport (gloo_shim.cc); rank 0 serves the rendezvous store (store.h)
+ * CPU ranks use Gloo's TCP transport (gloo_shim.cc), GPU ranks NCCL (cuda/comm_nccl.cu, nccl.h; in
+ * builds with CUDA and NCCL, otherwise MT_ERR_NO_DEVICE); rank 0 serves the rendezvous store (store.h)
  * through which the ranks exchange their addresses and agree on a handshake (world size, config and
  * weights hashes): a rank whose handshake differs from rank 0's is refused on every rank, with a
  * message naming the difference. Asynchronous operations run in FIFO order on a thread of the
@@ -32,6 +33,8 @@ typedef struct mt_comm_options {
     const char *handshake;  /* text every rank must agree with rank 0 on (NULL: nothing) */
     /* Names how this rank's handshake differs from rank 0's into msg (NULL: "handshake differs"). */
     void (*diff)(const char *mine, const char *rank0, char *msg, size_t cap);
+    int use_nccl;           /* 1: a GPU rank (NCCL, buffers in device memory); 0: a CPU rank (Gloo) */
+    int device;             /* the CUDA device of a GPU rank */
 } mt_comm_options;
 
 /* rendezvous: "HOST:PORT" of rank 0's store; rank 0 listens there, the others connect (retrying

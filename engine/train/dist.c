@@ -140,9 +140,11 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
     if (!d->param_off || !d->buckets || !d->meta || !d->meta_all || !d->sorted || !d->sorted_idx)
         st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
     /* Buckets in reverse parameter order (the output side's gradients are final first), each at
-     * least bucket_mb (the last one what is left). */
-    size_t cap = (size_t)(tc->bucket_mb * 1e6 / sizeof(float));
+     * least bucket_mb (the last one what is left), except the first: at most 1 MB, as PyTorch's DDP
+     * does, so that communication starts early in the backward pass. */
+    size_t cap = (size_t)(tc->bucket_mb * 1e6 / sizeof(float)), first_cap = (size_t)(1e6 / sizeof(float));
     if (cap < 1) cap = 1;
+    if (first_cap > cap) first_cap = cap;
     size_t off = 0;
     for (int i = n - 1; st == MT_OK && i >= 0; i--) {
         bucket *b = &d->buckets[d->n_buckets];
@@ -154,7 +156,7 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
         d->param_off[i] = off;
         b->n += (size_t)m->params[i]->numel;
         off += (size_t)m->params[i]->numel;
-        if (b->n >= cap || i == 0) d->n_buckets++;
+        if (b->n >= (d->n_buckets == 0 ? first_cap : cap) || i == 0) d->n_buckets++;
     }
     if (st == MT_OK) {
         d->flat = mt_sys_malloc(sizeof(float) * (off ? off : 1));
@@ -378,6 +380,7 @@ mt_status mt_dist_train_step(mt_dist *d, mt_context *ctx, mt_transformer *m, mt_
         if (st != MT_OK || d->shard.B == 0 || d->shard.tgt_tokens == 0) continue;
         st = mt_context_reset(ctx);
         if (st != MT_OK) break;
+        d->stats.tokens += (double)(d->shard.src_tokens + d->shard.tgt_tokens);
         float w = (float)((double)d->shard.tgt_tokens / (double)total);
         mt_tensor *l = mt_transformer_loss(ctx, m, &d->shard, (float)h->label_smoothing, 1, NULL);
         mt_tensor *gr = mt_full(ctx, 0, NULL, w);

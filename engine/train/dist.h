@@ -26,6 +26,7 @@ typedef struct mt_dist_stats {
     double comm_s;      /* time the communicator spent in gradient all-reduces */
     double exposed_s;   /* time the training thread waited for them after the backward pass */
     double backward_s;  /* time of the last micro-batch's backward passes */
+    double tokens;      /* source + target tokens of this rank's shards */
 } mt_dist_stats;
 
 /* Joins the world of tc (world_size, rank, rendezvous, comm_timeout_s, bucket_mb) with the model's

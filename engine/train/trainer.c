@@ -88,6 +88,7 @@ struct mt_trainer {
     double iv_loss;
     int64_t iv_steps, iv_tokens;
     double iv_start;
+    double iv_rank_tokens;      /* data parallel: this rank's shard tokens at the last log */
 };
 typedef struct mt_trainer mt_trainer;
 
@@ -810,6 +811,23 @@ static mt_status one_step(mt_trainer *tr, int *epoch_end) {
     return MT_OK;
 }
 
+/* Adds "rank_tokens_per_s": [r0, r1, ...] to a step event (a collective: every rank calls it at the
+ * same step; a failure surfaces at the next step's collective). */
+static void dist_rank_rates(mt_trainer *tr, json_t *ev, double dt) {
+    int W = mt_dist_world(tr->dist), R = mt_dist_rank(tr->dist);
+    double *v = mt_sys_calloc((size_t)W, sizeof *v);
+    if (!v) return;
+    double tok = mt_dist_get_stats(tr->dist).tokens;
+    v[R] = dt > 0 ? (tok - tr->iv_rank_tokens) / dt : 0.0;
+    tr->iv_rank_tokens = tok;
+    if (mt_dist_sum(tr->dist, v, W) == MT_OK) {
+        json_t *a = json_array();
+        for (int r = 0; r < W; r++) json_array_append_new(a, json_real(v[r]));
+        json_object_set_new(ev, "rank_tokens_per_s", a);
+    }
+    mt_sys_free(v);
+}
+
 static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, int64_t target_steps) {
     double t = now_s(), dt = t - tr->iv_start;
     double tps = dt > 0 ? (double)tr->iv_tokens / dt : 0.0;
@@ -827,6 +845,7 @@ static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, in
     if (tr->tc.max_time > 0 && tr->tc.max_time - tr->elapsed < eta) eta = tr->tc.max_time - tr->elapsed;
     json_object_set_new(ev, "max_steps", json_integer(target_steps));
     json_object_set_new(ev, "eta_s", json_real(eta > 0 ? eta : 0));
+    if (tr->dist) dist_rank_rates(tr, ev, dt); /* tokens/s of every rank's shards */
     emit(tr, ev);
     tr->iv_loss = 0;
     tr->iv_steps = 0;

@@ -1,5 +1,5 @@
 /*
- * mt-bench.c — `mt-bench <ops|tokenizer|train|decode|serve> [options]`: dispatches to a sub-benchmark.
+ * mt-bench.c — `mt-bench <ops|tokenizer|train|decode|serve|dist> [options]`: dispatches to a sub-benchmark.
  */
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +19,7 @@ int main(int argc, char **argv) {
         {"train", mt_bench_train, "training tokens/s vs the PyTorch reference model"},
         {"decode", mt_bench_decode, "greedy/beam decoding tokens/s vs PyTorch decoding loops"},
         {"serve", mt_bench_serve, "load generator against a running mt-server"},
+        {"dist", mt_bench_dist, "data parallel: all-reduce vs raw TCP, 2 ranks vs 1, overlap, RSS vs PyTorch"},
     };
     int n = (int)(sizeof benches / sizeof benches[0]);
     if (argc >= 2) {

@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/context.h"
+#include "core/tensor.h"
+#include "ops/ops.h"
 #include "core/error.h"
 #include "core/numeric.h"
 
@@ -276,6 +279,48 @@ static void test_sigstop(void **state) {
     lost_rank(2, 0);
 }
 
+/* GPU ranks (NCCL): without a device (or without NCCL in the build) creation fails with
+ * MT_ERR_NO_DEVICE and says why, and nothing hangs; with a device, one rank reduces device memory. */
+static void test_nccl(void **state) {
+    (void)state;
+    char rdv[64];
+    snprintf(rdv, sizeof rdv, "127.0.0.1:%d", free_port());
+    int n = 0;
+    assert_int_equal(mt_device_count(&n), MT_OK);
+    mt_comm_options o = {.timeout_s = 10, .use_nccl = 1, .device = 0};
+    mt_comm *c = NULL;
+    double t0 = now_s();
+    mt_status st = mt_comm_create(0, 1, rdv, &o, &c);
+#ifdef MT_WITH_NCCL
+    int have_nccl = 1;
+#else
+    int have_nccl = 0;
+#endif
+    fprintf(stderr, "NCCL in the build: %d, CUDA devices: %d, create: %s%s%s\n", have_nccl, n, mt_status_str(st),
+            st ? ": " : "", st ? mt_last_error() : "");
+    if (!have_nccl || n == 0) {
+        assert_int_equal(st, MT_ERR_NO_DEVICE);
+        assert_non_null(strstr(mt_last_error(), have_nccl ? "cuda:0" : "no NCCL"));
+        assert_true(now_s() - t0 < 10);
+        return;
+    }
+    assert_int_equal(st, MT_OK);
+    mt_context *ctx;
+    assert_int_equal(mt_context_init(&ctx, 0, 0), MT_OK);
+    mt_tensor *t;
+    int64_t len = 1000;
+    assert_int_equal(mt_tensor_new_persistent(0, MT_DTYPE_F32, 1, &len, NULL, &t), MT_OK);
+    assert_int_equal(mt_fill(ctx, t, 2.5f), MT_OK);
+    assert_int_equal(mt_comm_allreduce(c, t->data, 1000, MT_DTYPE_F32, MT_COMM_AVG, NULL), MT_OK);
+    float h[1000];
+    assert_int_equal(mt_copy_to_host(ctx, t, h, sizeof h), MT_OK);
+    assert_true(h[999] == 2.5f);
+    assert_int_equal(mt_comm_barrier(c), MT_OK);
+    mt_tensor_free(t);
+    mt_context_free(ctx);
+    mt_comm_free(c);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -284,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_handshake_mismatch),
         cmocka_unit_test(test_sigkill),
         cmocka_unit_test(test_sigstop),
+        cmocka_unit_test(test_nccl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
