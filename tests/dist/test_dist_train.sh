@@ -22,6 +22,14 @@ for w in 2 3; do
   [ "$(wc -l < "$tmp/l$w")" -eq $steps ] || { echo "FAIL: world $w: $(wc -l < "$tmp/l$w") loss lines" >&2; exit 1; }
   awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * (1 + $1)) { print "FAIL: loss " NR ": " $1 " vs " $2; bad = 1 } } END { exit bad }' "$tmp/l$w"
 done
+# Micro-batches of 2 pairs accumulated 3 at a time, on 3 ranks: rank 0 has no row of any micro-batch
+# (rows [0,0), [0,1), [1,2)) and sends zeros; still one rank's weights.
+"$bin/mt-train" "${CFG[@]}" --max_steps 10 --out_dir "$tmp/acc1" --max_sentences 2 --accum_steps 3
+"$bin/mt-train" "${CFG[@]}" --max_steps 10 --out_dir "$tmp/acc3" --max_sentences 2 --accum_steps 3 --ranks 3
+d=$("$diffbin" "$tmp/acc1/model.mt" "$tmp/acc3/model.mt")
+echo "accum 3 x 2 pairs, world 3 vs 1: $d"
+awk -v d="$(echo "$d" | cut -d' ' -f2)" 'BEGIN { exit !(d <= 2e-4) }' || { echo "FAIL: empty shards diverge" >&2; exit 1; }
+
 # Rank 0 alone wrote: one metrics file, checkpoints only from rank 0 (names are per step, not rank).
 [ "$(grep -c '"event":"start"' "$tmp/w2/metrics.jsonl")" -eq 1 ] || { echo "FAIL: more than one writer" >&2; exit 1; }
 
