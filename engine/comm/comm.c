@@ -387,7 +387,22 @@ static mt_status handshake(mt_comm *c, const mt_comm_options *o) {
     mt_status st = MT_OK;
     if (n) st = mt_error(MT_ERR_CONFIG, "rendezvous refused (rank %d of %d): %.*s", c->rank, c->world, (int)n, (const char *)v);
     free(v);
-    return st;
+    if (st == MT_OK) return MT_OK;
+    /* A refusal: rank 0 keeps the store up until every rank has read it (or a short while). */
+    char msg[MT_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", mt_last_error());
+    if (c->rank != 0) {
+        snprintf(key, sizeof key, "ack/%d", c->rank);
+        mt_store_set(c->store, key, "", 0);
+    } else {
+        double wait = c->timeout_s < 10 ? c->timeout_s : 10;
+        for (int r = 1; r < c->world; r++) {
+            snprintf(key, sizeof key, "ack/%d", r);
+            if (mt_store_get(c->store, key, wait, &v, &n) != MT_OK) break;
+            free(v);
+        }
+    }
+    return mt_error(st, "%s", msg);
 }
 
 /* GPU ranks: rank 0's NCCL unique id through the store, then a nonblocking NCCL communicator. */
@@ -493,6 +508,7 @@ void mt_comm_free(mt_comm *c) {
         else pthread_join(c->th, NULL);
     }
     if (abandoned) return; /* its thread still uses it; the process is about to report the failure */
+    if (c->failed != MT_OK) mt_store_server_linger(c->server, c->timeout_s < 10 ? c->timeout_s : 10);
     if (c->store && c->failed == MT_OK) mt_store_close(c->store);
     else mt_store_drop(c->store);
     mt_gloo_free(c->gloo);

@@ -175,7 +175,20 @@ struct mt_store_server {
     int *state;         /* (world) RANK_* */
     double *last_beat;  /* (world) */
     char refusal[512];  /* the first refused HELLO: answered to every GET from then on */
+    atomic_int healthy; /* ranks > 0 connected with a fresh heartbeat (refreshed by the thread) */
 };
+
+/* Ranks > 0 whose main connection is open and whose heartbeat is fresh. Server thread only. */
+static int count_healthy(const mt_store_server *s) {
+    double t = now_s();
+    int n = 0;
+    for (int i = 0; i < s->n_conns; i++) {
+        const conn *c = &s->conns[i];
+        if (c->rank > 0 && !c->beat && s->state[c->rank] == RANK_UP && t - s->last_beat[c->rank] < 4 * HEARTBEAT_S + 1.0)
+            n++;
+    }
+    return n;
+}
 
 static void conn_send(conn *c, int op, const char *key, const void *val, size_t len) {
     size_t n;
@@ -341,7 +354,8 @@ static void *server_main(void *arg) {
         pf[1] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
         for (int i = 0; i < s->n_conns; i++) pf[i + 2] = (struct pollfd){.fd = s->conns[i].fd, .events = POLLIN};
         int nfd = s->n_conns + 2;
-        if (poll(pf, (nfds_t)nfd, 1000) < 0 && errno != EINTR) break;
+        atomic_store(&s->healthy, count_healthy(s));
+        if (poll(pf, (nfds_t)nfd, 200) < 0 && errno != EINTR) break;
         if (pf[1].revents) break;
         for (int i = nfd - 3; i >= 0; i--) {
             if (!pf[i + 2].revents) continue;
@@ -452,6 +466,15 @@ mt_status mt_store_server_start(const char *host, int port, int world, mt_store_
     }
     *out = s;
     return MT_OK;
+}
+
+void mt_store_server_linger(mt_store_server *s, double max_s) {
+    if (!s) return;
+    double end = now_s() + max_s;
+    while (atomic_load(&s->healthy) > 0 && now_s() < end) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 void mt_store_server_stop(mt_store_server *s) {

@@ -29,6 +29,9 @@ typedef struct mt_store mt_store;
  * is kept so that every rank can report it. */
 mt_status mt_store_server_start(const char *host, int port, int world, mt_store_server **out, int *port_out);
 void mt_store_server_stop(mt_store_server *s);
+/* After a failure: keeps serving (at most max_s seconds) while some rank > 0 is still connected
+ * and alive, so that the others can still ask the store who was lost before rank 0 goes. */
+void mt_store_server_linger(mt_store_server *s, double max_s);
 
 /* Connects rank `rank` of `world` to the store at host:port, retrying until deadline_s seconds have
  * passed (rank 0 may start later than the others). Starts the heartbeat (every 0.5 s). */
