@@ -20,6 +20,9 @@ wait_pid() {
   set +e; wait "$pid"; rc=$?; set -e
 }
 
+# sub A B: B - A (seconds from date +%s.%N).
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
 # The losses of a run's metrics.jsonl, one per line.
 losses() { python3 -c 'import json,sys
 for l in open(sys.argv[1]):

@@ -50,7 +50,7 @@ for sig in KILL STOP; do
   t0=$(date +%s.%N)
   wait_pid "$p0" $((T + 30))
   t1=$(date +%s.%N)
-  took=$(echo "$t1 - $t0" | bc)
+  took=$(sub "$t0" "$t1")
   echo "SIG$sig of rank 1: rank 0 exit $rc after $took s: $(grep -o 'failed: [^(]*' "$tmp/$name.0.log" | head -1)"
   [ "$rc" -eq 1 ] || { echo "FAIL: rank 0 exit $rc (want 1: mt-train's error)"; cat "$tmp/$name.0.log"; exit 1; } >&2
   awk -v t="$took" -v T=$T 'BEGIN { exit !(t <= T + 5) }' || { echo "FAIL: took $took s > $T + 5" >&2; exit 1; }

@@ -54,9 +54,9 @@ t0=$(date +%s.%N)
 wait_pid "$p0" 60; rc0=$rc; t1=$(date +%s.%N)
 wait_pid "$p1" 60; rc1=$rc; t2=$(date +%s.%N)
 for r in 0 1; do echo "link down: rank $r: $(grep -o 'failed: [^(]*' "$tmp/drop.$r.log" | head -1)"; done
-echo "rank 0 left after $(echo "$t1 - $t0" | bc) s, rank 1 after $(echo "$t2 - $t0" | bc) s"
+echo "rank 0 left after $(sub "$t0" "$t1") s, rank 1 after $(sub "$t0" "$t2") s"
 [ "$rc0" -eq 1 ] && [ "$rc1" -eq 1 ] || { echo "FAIL: exits $rc0/$rc1 (want 1/1)" >&2; cat "$tmp"/drop.*.log >&2; exit 1; }
-awk -v t="$(echo "$t2 - $t0" | bc)" -v T=$T 'BEGIN { exit !(t <= T + 5) }' || { echo "FAIL: too slow" >&2; exit 1; }
+awk -v t="$(sub "$t0" "$t2")" -v T=$T 'BEGIN { exit !(t <= T + 5) }' || { echo "FAIL: too slow" >&2; exit 1; }
 grep -q "rank 1 stopped answering" "$tmp/drop.0.log" || { echo "FAIL: rank 0 does not name rank 1" >&2; exit 1; }
 grep -q "rank 0 (the rendezvous host) does not answer" "$tmp/drop.1.log" || { echo "FAIL: rank 1 does not name rank 0" >&2; exit 1; }
 for f in "$tmp/drop/checkpoints"/*; do "$diffbin" "$f" || { echo "FAIL: $f" >&2; exit 1; }; done
