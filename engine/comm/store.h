@@ -54,6 +54,10 @@ int mt_store_diagnose(mt_store *s, char *msg, size_t cap);
  * library binds to, so that ranks on other hosts reach it. */
 mt_status mt_store_local_addr(const char *host, int port, char *addr, size_t cap);
 
+/* A TCP port of 127.0.0.1 that was free a moment ago (for local worlds: mt-train --ranks, tests,
+ * benchmarks); -1 when none could be had. */
+int mt_store_free_port(void);
+
 /* "host:port" -> host and port ([v6]:port allowed). */
 mt_status mt_store_parse_addr(const char *spec, char *host, size_t cap, int *port);
 

@@ -17,9 +17,6 @@
  * loopback port), each with threads / N kernel threads, and exits with the first failing rank's
  * status; a rank that fails makes the others fail within comm_timeout_s.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <errno.h>
@@ -30,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "comm/store.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "io/io.h"
@@ -144,23 +142,11 @@ static volatile sig_atomic_t g_forward_sig;
 
 static void on_parent_signal(int sig) { g_forward_sig = sig; }
 
-/* A loopback port that was free a moment ago. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &l) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
 /* --ranks N: runs this program N times as ranks 0..N-1 of a loopback world and waits for them. A rank
  * that fails makes the others fail within comm_timeout_s; the parent waits that long plus a margin,
  * then kills what is left. Returns the exit status. */
 static int spawn_ranks(int argc, char **argv, int n, int threads) {
-    int port = free_port();
+    int port = mt_store_free_port();
     if (port < 0) {
         fprintf(stderr, "mt-train: --ranks: no free loopback port\n");
         return 1;

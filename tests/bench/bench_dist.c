@@ -25,6 +25,7 @@
 #include "bench.h"
 #include "bench_model.h"
 #include "comm/comm.h"
+#include "comm/store.h"
 #include "core/error.h"
 #include "format/modelfile.h"
 #include "train/dist.h"
@@ -41,16 +42,6 @@ typedef struct rank_arg {
     const mt_seq_batch *b;
     const dist_opts *o;
 } rank_arg;
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Runs fn as ranks 0..world-1 in parallel children; results (and peak RSS) in out[rank]. */
 static int run_ranks(int (*fn)(void *, int), rank_arg *args, int world, mtb_child *out) {
@@ -272,7 +263,7 @@ int mt_bench_dist(int argc, char **argv) {
     double tcp = tcp_loopback_mb_s((size_t)2 << 30);
     rank_arg ra[2];
     mtb_child rc[2];
-    int port = free_port();
+    int port = mt_store_free_port();
     for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, o.bucket_mb, model, &b, &o};
     if (run_ranks(allreduce_rank, ra, 2, rc) != 0 || tcp <= 0) {
         fprintf(stderr, "mt-bench dist: the all-reduce run failed\n");
@@ -301,7 +292,7 @@ int mt_bench_dist(int argc, char **argv) {
     }
     mtb_child c2[2], c4[2];
     for (int k = 0; k < 2; k++) {
-        port = free_port();
+        port = mt_store_free_port();
         for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, k ? 4.0 : o.bucket_mb, model, &b, &o};
         if (run_ranks(train_rank, ra, 2, k ? c4 : c2) != 0) {
             fprintf(stderr, "mt-bench dist: the 2-rank run failed\n");

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "comm/store.h"
 #include "core/context.h"
 #include "core/tensor.h"
 #include "ops/ops.h"
@@ -36,17 +37,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* A port that was free a moment ago. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 typedef struct job {
@@ -156,7 +146,7 @@ static void rank_main(const job *j, int out) {
 
 /* Runs the ranks; outcomes in o[rank]. Children still alive after `limit` seconds are killed. */
 static void run_world(job *tmpl, int n, outcome *o, double limit) {
-    int port = free_port();
+    int port = mt_store_free_port();
     pid_t pid[MAXW];
     int fds[MAXW][2];
     for (int r = 0; r < n; r++) {
@@ -284,7 +274,7 @@ static void test_sigstop(void **state) {
 static void test_nccl(void **state) {
     (void)state;
     char rdv[64];
-    snprintf(rdv, sizeof rdv, "127.0.0.1:%d", free_port());
+    snprintf(rdv, sizeof rdv, "127.0.0.1:%d", mt_store_free_port());
     int n = 0;
     assert_int_equal(mt_device_count(&n), MT_OK);
     mt_comm_options o = {.timeout_s = 10, .use_nccl = 1, .device = 0};
