@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libdnnl-dev libopenblas0 libblis4 libjansson-dev libutf8proc-dev libzstd-dev zstd libssl-dev openssl
   libevent-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libcmocka-dev abigail-tools socat clang libclang-rt-14-dev
+  libgloo-dev gnuplot-nox iproute2
   python3 python3-pip python3-numpy python3-torch
 )
 PIP_PACKAGES=(sacrebleu safetensors tokenizers)

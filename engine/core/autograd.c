@@ -84,13 +84,15 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
     }
     for (int32_t i = root->node; i >= 0; i--) {
         mt_node *n = &ctx->tape[i];
-        if (!n->out->grad) continue;
-        mt_status st = n->backward(ctx, n);
-        if (st != MT_OK) {
-            if (ctx->status == MT_OK) ctx->status = st;
-            return mt_error_prefix(st, "backward of %s: ", n->op);
+        if (n->out->grad) {
+            mt_status st = n->backward(ctx, n);
+            if (st != MT_OK) {
+                if (ctx->status == MT_OK) ctx->status = st;
+                return mt_error_prefix(st, "backward of %s: ", n->op);
+            }
+            if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
         }
-        if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
+        if (ctx->backward_hook) MT_TRY(ctx->backward_hook(ctx, i, ctx->backward_hook_user));
     }
     return MT_OK;
 }

@@ -2,13 +2,24 @@
  * mt-train.c — offline training:
  *
  *   mt-train --config en-it.json [--key value ...] [--gpus 0] [--dump-split DIR] [-q]
+ *   mt-train --config en-it.json --world-size N --rank R --rendezvous HOST:PORT   (one rank of N)
+ *   mt-train --config en-it.json --ranks N                                       (N local ranks)
  *
  * Every config key (model and training, engine/train/README.md) can be overridden on the command line
  * (--d_model 512). A terminal gets one progress line updated in place (step, loss, tokens/s, ETA);
  * otherwise a line per log interval. out_dir/metrics.jsonl receives one JSON object per event. The
  * first Ctrl-C saves a checkpoint and exits (130); a second one exits at once. Exit status: 0 done,
  * 1 error, 2 usage, 130 interrupted.
+ *
+ * Data parallel (engine/train/dist.h): --world-size/--rank/--rendezvous (or MT_WORLD_SIZE, MT_RANK,
+ * MT_RENDEZVOUS, like torchrun's variables) make this process one rank; only rank 0 prints progress
+ * and writes files. --ranks N starts N such processes on this host itself (rendezvous on a free
+ * loopback port), each with threads / N kernel threads, and exits with the first failing rank's
+ * status; a rank that fails makes the others fail within comm_timeout_s.
  */
+#include <sys/wait.h>
+#include <time.h>
+#include <errno.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "comm/store.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "io/io.h"
@@ -38,6 +50,9 @@ static void usage(FILE *f) {
                "  --config FILE        the training config (JSON object of the keys below)\n"
                "  --gpus I             train on CUDA device I (the key 'device')\n"
                "  --dump-split DIR     write train/valid/test TSV of the split (and the tokenizer) and exit\n"
+               "  --world-size N --rank R --rendezvous HOST:PORT\n"
+               "                       be rank R of N data-parallel ranks (or MT_WORLD_SIZE, MT_RANK, MT_RENDEZVOUS)\n"
+               "  --ranks N            start N local ranks (processes), threads / N threads each\n"
                "  -q, --quiet          no progress output\n\nmodel keys:\n");
     mt_cfg_print_help(&mt_model_config_table, &mc, f);
     fprintf(f, "\ntraining keys:\n");
@@ -123,10 +138,106 @@ static void on_event(const char *json, void *user) {
     json_decref(e);
 }
 
+static volatile sig_atomic_t g_forward_sig;
+
+static void on_parent_signal(int sig) { g_forward_sig = sig; }
+
+/* --ranks N: runs this program N times as ranks 0..N-1 of a loopback world and waits for them. A rank
+ * that fails makes the others fail within comm_timeout_s; the parent waits that long plus a margin,
+ * then kills what is left. Returns the exit status. */
+static int spawn_ranks(int argc, char **argv, int n, int threads) {
+    int port = mt_store_free_port();
+    if (port < 0) {
+        fprintf(stderr, "mt-train: --ranks: no free loopback port\n");
+        return 1;
+    }
+    char ws[16], rdv[32], th[16];
+    snprintf(ws, sizeof ws, "%d", n);
+    snprintf(rdv, sizeof rdv, "127.0.0.1:%d", port);
+    snprintf(th, sizeof th, "%d", threads);
+    pid_t *pid = calloc((size_t)n, sizeof *pid);
+    char **args = calloc((size_t)argc + 12, sizeof *args);
+    if (!pid || !args) {
+        fprintf(stderr, "mt-train: out of memory\n");
+        return 1;
+    }
+    signal(SIGINT, on_parent_signal);
+    signal(SIGTERM, on_parent_signal);
+    for (int r = 0; r < n; r++) {
+        char rk[16];
+        snprintf(rk, sizeof rk, "%d", r);
+        int k = 0;
+        args[k++] = argv[0];
+        for (int i = 1; i < argc; i++) {
+            if (!strcmp(argv[i], "--ranks") || !strcmp(argv[i], "--threads")) {
+                i++;
+                continue;
+            }
+            args[k++] = argv[i];
+        }
+        args[k++] = "--world-size";
+        args[k++] = ws;
+        args[k++] = "--rank";
+        args[k++] = rk;
+        args[k++] = "--rendezvous";
+        args[k++] = rdv;
+        args[k++] = "--threads";
+        args[k++] = th;
+        args[k] = NULL;
+        pid[r] = fork();
+        if (pid[r] == 0) {
+            signal(SIGINT, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            execv("/proc/self/exe", args);
+            fprintf(stderr, "mt-train: exec: %s\n", strerror(errno));
+            _exit(1);
+        }
+        if (pid[r] < 0) {
+            fprintf(stderr, "mt-train: fork: %s\n", strerror(errno));
+            for (int q = 0; q < r; q++) kill(pid[q], SIGKILL);
+            n = r;
+            break;
+        }
+    }
+    int rc = 0, left = n, failed_at = 0;
+    time_t kill_at = 0;
+    while (left > 0) {
+        int status;
+        pid_t p = waitpid(-1, &status, WNOHANG);
+        if (p > 0) {
+            for (int r = 0; r < n; r++)
+                if (pid[r] == p) pid[r] = 0;
+            left--;
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (code != 0 && rc == 0) {
+                rc = code;
+                failed_at = 1;
+                /* The others leave within comm_timeout_s (default 60) of the failure. */
+                kill_at = time(NULL) + 120;
+            }
+            continue;
+        }
+        if (g_forward_sig) {
+            for (int r = 0; r < n; r++)
+                if (pid[r] > 0) kill(pid[r], g_forward_sig);
+            g_forward_sig = 0;
+        }
+        if (failed_at && time(NULL) > kill_at) {
+            for (int r = 0; r < n; r++)
+                if (pid[r] > 0) kill(pid[r], SIGKILL);
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    free(pid);
+    free(args);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *config = NULL, *dump = NULL;
-    const char **kv = calloc((size_t)argc * 2 + 2, sizeof *kv);
-    int n_kv = 0;
+    const char **kv = calloc((size_t)argc * 2 + 8, sizeof *kv);
+    int n_kv = 0, ranks = 0, threads = 0, have_world = 0, have_rank = 0, have_rdv = 0, rank = 0;
     char devbuf[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -148,6 +259,26 @@ int main(int argc, char **argv) {
         const char *v = argv[++i];
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--dump-split")) dump = v;
+        else if (!strcmp(a, "--ranks")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 256) {
+                fprintf(stderr, "mt-train: --ranks '%s': want 1..256\n", v);
+                free(kv);
+                return 2;
+            }
+            ranks = (int)n;
+        } else if (!strcmp(a, "--world-size") || !strcmp(a, "--rank") || !strcmp(a, "--rendezvous")) {
+            kv[2 * n_kv] = !strcmp(a, "--world-size") ? "world_size" : !strcmp(a, "--rank") ? "rank" : "rendezvous";
+            kv[2 * n_kv + 1] = v;
+            n_kv++;
+            have_world |= !strcmp(a, "--world-size");
+            have_rdv |= !strcmp(a, "--rendezvous");
+            if (!strcmp(a, "--rank")) {
+                have_rank = 1;
+                rank = atoi(v);
+            }
+        }
         else if (!strcmp(a, "--gpus")) {
             int dev;
             if (mt_device_single("mt-train", v, &dev) != MT_OK) {
@@ -160,11 +291,42 @@ int main(int argc, char **argv) {
             kv[2 * n_kv + 1] = devbuf;
             n_kv++;
         } else {
+            if (!strcmp(a, "--threads")) threads = atoi(v);
             kv[2 * n_kv] = a + 2;
             kv[2 * n_kv + 1] = v;
             n_kv++;
         }
     }
+    /* torchrun's variables, where the flags did not say. */
+    const char *env[3] = {getenv("MT_WORLD_SIZE"), getenv("MT_RANK"), getenv("MT_RENDEZVOUS")};
+    const char *keys[3] = {"world_size", "rank", "rendezvous"};
+    int have[3] = {have_world, have_rank, have_rdv};
+    for (int k = 0; k < 3 && !ranks; k++)
+        if (env[k] && env[k][0] && !have[k]) {
+            kv[2 * n_kv] = keys[k];
+            kv[2 * n_kv + 1] = env[k];
+            n_kv++;
+            if (k == 1) rank = atoi(env[k]);
+        }
+    if (ranks > 0) {
+        if (have_world || have_rank || have_rdv || dump) {
+            fprintf(stderr, "mt-train: --ranks starts the ranks itself; it takes no --world-size, --rank, "
+                            "--rendezvous or --dump-split\n");
+            free(kv);
+            return 2;
+        }
+        if (!config) {
+            usage(stderr);
+            free(kv);
+            return 2;
+        }
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int total = threads > 0 ? threads : (int)(cores > 0 ? cores : 1);
+        int per = total / ranks > 0 ? total / ranks : 1;
+        free(kv);
+        return spawn_ranks(argc, argv, ranks, per);
+    }
+    if (rank > 0) g_quiet = 1; /* rank 0 reports; the others print only their errors */
     if (!config) {
         usage(stderr);
         free(kv);

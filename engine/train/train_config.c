@@ -56,6 +56,12 @@ static const mt_cfg_key train_keys[] = {
     TK(device, MT_CFG_INT, -1, 4096, "-1: CPU, >= 0: CUDA device index"),
     {"precision", MT_CFG_ENUM, offsetof(mt_train_config, precision), 0, 0, precision_choices,
      "GEMM precision: auto (bf16 with f32 master weights on a GPU, f32 on the CPU), f32, tf32, bf16"},
+    /* data-parallel training (train/dist.h); mt-train sets the first three from its flags */
+    TK(world_size, MT_CFG_INT, 1, 1024, "data-parallel ranks (1: a single process)"),
+    TK(rank, MT_CFG_INT, 0, 1023, "this process' rank, 0 .. world_size-1"),
+    TK(rendezvous, MT_CFG_STRING, 0, 0, "HOST:PORT of rank 0's rendezvous store (world_size > 1)"),
+    TK(comm_timeout_s, MT_CFG_FLOAT, 1, 86400, "seconds a collective may take before its rank gives up"),
+    TK(bucket_mb, MT_CFG_FLOAT, 0.001, 4096, "gradient all-reduce bucket size in MB"),
 };
 #undef TK
 
@@ -91,6 +97,9 @@ void mt_train_config_default(mt_train_config *c) {
     c->max_checkpoint_failures = 3;
     snprintf(c->out_dir, sizeof c->out_dir, "run");
     c->device = -1;
+    c->world_size = 1;
+    c->comm_timeout_s = 60;
+    c->bucket_mb = 25;
 }
 
 mt_status mt_train_config_parse(const char *json, const char *const *kv, int n_kv, const char *where,
@@ -108,6 +117,12 @@ mt_status mt_train_config_parse(const char *json, const char *const *kv, int n_k
     if (tc->device < 0 && tc->precision >= 2)
         return mt_error(MT_ERR_CONFIG, "%s: config key 'precision' is '%s', which needs a CUDA device ('device' >= 0)",
                         where ? where : "config", precision_choices[tc->precision]);
+    if (tc->rank >= tc->world_size)
+        return mt_error(MT_ERR_CONFIG, "%s: config key 'rank' is %lld, outside world_size %lld", where ? where : "config",
+                        (long long)tc->rank, (long long)tc->world_size);
+    if (tc->world_size > 1 && !tc->rendezvous[0])
+        return mt_error(MT_ERR_CONFIG, "%s: config key 'rendezvous' is empty, but world_size is %lld",
+                        where ? where : "config", (long long)tc->world_size);
     return MT_OK;
 }
 

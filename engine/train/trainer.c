@@ -43,6 +43,7 @@
 #include "text/corpus.h"
 #include "text/metrics.h"
 #include "text/tokenizer.h"
+#include "train/dist.h"
 
 /* ---- the trainer --------------------------------------------------------------------------------- */
 
@@ -67,6 +68,8 @@ struct mt_trainer {
     mt_transformer *model;
     mt_optimizer *opt;
     mt_decode_ws *dws;
+    struct mt_dist *dist;       /* data parallel (world_size > 1): train/dist.h; rank 0 alone writes files */
+    int64_t resumed_world;      /* world_size of the run a resumed checkpoint came from */
     FILE *metrics;
     int out_fd, ckpt_fd;        /* out_dir and out_dir/checkpoints (see the top of this file) */
     /* progress (guarded by mu for readers in other threads) */
@@ -96,6 +99,7 @@ struct mt_trainer {
     double iv_loss;
     int64_t iv_steps, iv_tokens;
     double iv_start;
+    double iv_rank_tokens;      /* data parallel: this rank's shard tokens at the last log */
 };
 typedef struct mt_trainer mt_trainer;
 
@@ -387,11 +391,13 @@ static mt_status prepare_tokenizer(mt_trainer *tr, const char *ckpt_tok_json) {
             return st;
         }
         MT_TRY(mt_tok_trainer_finish(tt, &tr->tok));
-        if (c->tokenizer[0]) MT_TRY(mt_tok_save_file(tr->tok, c->tokenizer));
+        /* every rank trains the same one; rank 0 alone writes it */
+        if (c->tokenizer[0] && tr->tc.rank == 0) MT_TRY(mt_tok_save_file(tr->tok, c->tokenizer));
     }
     size_t tok_len = 0;
     MT_TRY(mt_tok_to_json(tr->tok, &tr->tok_json, &tok_len));
-    if (!(ckpt_tok_json && ckpt_tok_json[0]) && !c->tokenizer[0]) /* trained for the run: out_dir/tokenizer.json */
+    /* trained for the run: out_dir/tokenizer.json */
+    if (!(ckpt_tok_json && ckpt_tok_json[0]) && !c->tokenizer[0] && tr->tc.rank == 0)
         MT_TRY(mt_file_write_atomic_at(tr->out_fd, "tokenizer.json", tr->tok_json, tok_len));
     mt_tok_specials sp = mt_tok_get_specials(tr->tok);
     if (sp.pad < 0 || sp.sos < 0 || sp.eos < 0)
@@ -564,6 +570,10 @@ static void rotate_checkpoints(const mt_trainer *tr) {
 
 /* Writes a checkpoint to path (NULL: the checkpoint directory, rotated); the path written into out. */
 static mt_status save_checkpoint(mt_trainer *tr, const char *path, char out[PATH_MAX]) {
+    if (tr->tc.rank != 0) { /* data parallel: rank 0 alone writes */
+        out[0] = 0;
+        return MT_OK;
+    }
     char p[PATH_MAX], name[PATH_MAX];
     int rotate = !path || !path[0];
     int dirfd = tr->ckpt_fd, own = 0;
@@ -654,6 +664,8 @@ static mt_status restore(mt_trainer *tr, mt_modelfile *mf) {
         tr->bad_valids = (int64_t)json_integer_value(json_object_get(o, "bad_valids"));
         tr->elapsed = json_number_value(json_object_get(o, "elapsed_s"));
         tr->loss_ema = json_number_value(json_object_get(o, "loss_ema"));
+        json_t *w = json_object_get(json_object_get(o, "config"), "world_size");
+        tr->resumed_world = w ? (int64_t)json_integer_value(w) : 1;
         tr->step = mf->step;
         tr->opt->step = mf->step;
     }
@@ -741,7 +753,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
                           "out_dir: %s: %s", tr->ckpt_dir,
                           errno == ELOOP || errno == ENOTDIR ? "a symbolic link or not a directory" : strerror(errno));
     }
-    if (st == MT_OK) {
+    if (st == MT_OK && c->rank == 0) { /* rank 0 alone writes there */
         remove_stale_tmp(tr->out_fd, tr->out_dir);
         remove_stale_tmp(tr->ckpt_fd, tr->ckpt_dir);
     }
@@ -780,6 +792,9 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         tr->config = json_object();
         mt_cfg_to_object(&mt_model_config_table, &tr->mc, tr->config);
         mt_cfg_to_object(&mt_train_config_table, &tr->tc, tr->config);
+    }
+    if (st == MT_OK && c->world_size > 1) st = mt_dist_create(c, tr->config, tr->model, tr->ctx, &tr->dist);
+    if (st == MT_OK && c->rank == 0) {
         int fd = openat(tr->out_fd, "metrics.jsonl",
                         O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | nofollow(tr) | (ck[0] ? 0 : O_TRUNC), 0666);
         if (fd < 0)
@@ -797,6 +812,14 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     }
     json_t *ev = event("start", tr->step);
     json_object_set_new(ev, "resumed_from", ck[0] ? json_string(ck) : json_null());
+    json_object_set_new(ev, "world_size", json_integer(c->world_size));
+    if (ck[0] && tr->resumed_world != c->world_size) {
+        /* Allowed: the optimizer state is replicated, only the shards of each batch change. */
+        json_object_set_new(ev, "resumed_world_size", json_integer(tr->resumed_world));
+        mt_log(MT_LOG_WARN, "resuming a run of world size %lld with world size %lld: the steps from here differ from "
+               "an uninterrupted run only by the order of float additions", (long long)tr->resumed_world,
+               (long long)c->world_size);
+    }
     json_object_set_new(ev, "params", json_integer(mt_transformer_numel(tr->model)));
     json_object_set_new(ev, "train_pairs", json_integer((json_int_t)tr->train_ds->n));
     json_object_set_new(ev, "valid_pairs", json_integer((json_int_t)tr->valid->n));
@@ -814,6 +837,7 @@ void mt_training_free(mt_trainer *tr) {
     if (tr->metrics) fclose(tr->metrics);
     if (tr->out_fd >= 0) close(tr->out_fd);
     if (tr->ckpt_fd >= 0) close(tr->ckpt_fd);
+    mt_dist_free(tr->dist);
     mt_decode_ws_free(tr->dws);
     mt_optimizer_free(tr->opt);
     mt_transformer_free(tr->model);
@@ -854,6 +878,7 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     mt_status st = MT_OK;
     for (size_t i = 0; st == MT_OK && i < nb; i++) {
         st = mt_batcher_next(tr->valid_batcher, &b);
+        if (tr->dist && (int)(i % (size_t)mt_dist_world(tr->dist)) != mt_dist_rank(tr->dist)) continue; /* another rank's */
         if (st == MT_OK && b.B > 0) st = to_seq_batch(&b, &s);
         double l;
         int64_t t;
@@ -866,6 +891,12 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     mt_batch_free(&b);
     seq_batch_free(&s);
     MT_TRY(st);
+    if (tr->dist) {
+        double v[2] = {sum, (double)tokens};
+        MT_TRY(mt_dist_sum(tr->dist, v, 2));
+        sum = v[0];
+        tokens = (int64_t)v[1];
+    }
     double vloss = tokens ? sum / (double)tokens : 0.0;
     double bleu = -1, chrf = -1;
     size_t nv = tr->valid->n < (size_t)tr->tc.valid_sentences ? tr->valid->n : (size_t)tr->tc.valid_sentences;
@@ -916,7 +947,8 @@ static mt_status validate(mt_trainer *tr, int *improved) {
     }
     json_object_set_new(ev, "best", json_boolean(*improved));
     emit(tr, ev);
-    if (*improved) MT_TRY(mt_modelfile_save_at(tr->out_fd, "best.mt", tr->model, tr->ctx, tr->tok_json, NULL));
+    if (*improved && tr->tc.rank == 0)
+        MT_TRY(mt_modelfile_save_at(tr->out_fd, "best.mt", tr->model, tr->ctx, tr->tok_json, NULL));
     return MT_OK;
 }
 
@@ -937,7 +969,10 @@ static mt_status one_step(mt_trainer *tr, int *epoch_end) {
         tokens += tr->micro[i].src_tokens + tr->micro[i].tgt_tokens;
     }
     double loss, gnorm;
-    MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, &loss, &gnorm));
+    if (tr->dist)
+        MT_TRY(mt_dist_train_step(tr->dist, tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, tr->step + 1, &loss, &gnorm));
+    else
+        MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, &loss, &gnorm));
     pthread_mutex_lock(&tr->mu);
     tr->step++;
     tr->last_loss = loss;
@@ -949,6 +984,23 @@ static mt_status one_step(mt_trainer *tr, int *epoch_end) {
     tr->iv_tokens += tokens;
     (void)gnorm;
     return MT_OK;
+}
+
+/* Adds "rank_tokens_per_s": [r0, r1, ...] to a step event (a collective: every rank calls it at the
+ * same step; a failure surfaces at the next step's collective). */
+static void dist_rank_rates(mt_trainer *tr, json_t *ev, double dt) {
+    int W = mt_dist_world(tr->dist), R = mt_dist_rank(tr->dist);
+    double *v = mt_sys_calloc((size_t)W, sizeof *v);
+    if (!v) return;
+    double tok = mt_dist_get_stats(tr->dist).tokens;
+    v[R] = dt > 0 ? (tok - tr->iv_rank_tokens) / dt : 0.0;
+    tr->iv_rank_tokens = tok;
+    if (mt_dist_sum(tr->dist, v, W) == MT_OK) {
+        json_t *a = json_array();
+        for (int r = 0; r < W; r++) json_array_append_new(a, json_real(v[r]));
+        json_object_set_new(ev, "rank_tokens_per_s", a);
+    }
+    mt_sys_free(v);
 }
 
 static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, int64_t target_steps) {
@@ -968,6 +1020,7 @@ static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, in
     if (tr->tc.max_time > 0 && tr->tc.max_time - tr->elapsed < eta) eta = tr->tc.max_time - tr->elapsed;
     json_object_set_new(ev, "max_steps", json_integer(target_steps));
     json_object_set_new(ev, "eta_s", json_real(eta > 0 ? eta : 0));
+    if (tr->dist) dist_rank_rates(tr, ev, dt); /* tokens/s of every rank's shards */
     emit(tr, ev);
     tr->iv_loss = 0;
     tr->iv_steps = 0;
@@ -1059,7 +1112,12 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
     while (tr->step < target) {
         /* A cancel asked before the run started (a server's stop racing its start) counts too: it
          * stays pending until a run observes it here. */
-        if (atomic_exchange(&tr->cancel, 0)) {
+        int cancel_now = atomic_exchange(&tr->cancel, 0);
+        if (tr->dist) { /* every rank stops at the same step: rank 0's clock, anyone's cancel */
+            st = mt_dist_agree(tr->dist, &tr->elapsed, &cancel_now);
+            if (st != MT_OK) break;
+        }
+        if (cancel_now) {
             cancelled = 1;
             break;
         }
@@ -1106,9 +1164,10 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
         }
         if (st == MT_OK && (tr->tc.save_every == 0 || tr->step % tr->tc.save_every != 0 || cancelled))
             st = loop_checkpoint(tr);
-        if (st == MT_OK && full && !cancelled)
+        if (st == MT_OK && full && !cancelled && tr->tc.rank == 0)
             st = mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL);
     }
+    if (st == MT_OK && tr->dist) st = mt_dist_finish(tr->dist);
     serve_save(tr);
     if (st != MT_OK) {
         pthread_mutex_lock(&tr->mu);

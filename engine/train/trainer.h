@@ -51,6 +51,11 @@ typedef struct mt_train_config {
     int64_t threads;          /* CPU threads (0: all cores) */
     int64_t device;           /* -1 CPU, >= 0 a CUDA device */
     int precision;            /* 0 auto, 1 f32, 2 tf32, 3 bf16 (GEMMs; master weights stay f32) */
+    /* data parallel (train/dist.h) */
+    int64_t world_size, rank;
+    char rendezvous[MT_CFG_STR_MAX];  /* HOST:PORT of rank 0's store */
+    double comm_timeout_s;
+    double bucket_mb;
 } mt_train_config;
 
 extern const mt_cfg_table mt_train_config_table;

@@ -17,6 +17,7 @@ int mt_bench_tokenizer(int argc, char **argv) __attribute__((weak));
 int mt_bench_train(int argc, char **argv) __attribute__((weak));
 int mt_bench_decode(int argc, char **argv) __attribute__((weak));
 int mt_bench_serve(int argc, char **argv) __attribute__((weak));
+int mt_bench_dist(int argc, char **argv) __attribute__((weak));
 
 static inline double mt_bench_now(void) {
     struct timespec ts;

@@ -81,49 +81,6 @@ static int peak_child(void *arg, int fd) {
     return 0;
 }
 
-/* The synthetic token-budget batch (see the top of the file). */
-static mt_seq_batch make_batch(const mt_model_config *c, int L, int max_tokens) {
-    int64_t S = L, T = L + 2;
-    mt_seq_batch b = {.S = S, .T = T};
-    b.B = max_tokens / (S + T);
-    b.src = calloc((size_t)(b.B * S), sizeof(int32_t));
-    b.tgt_in = calloc((size_t)(b.B * T), sizeof(int32_t));
-    b.tgt_out = calloc((size_t)(b.B * T), sizeof(int32_t));
-    uint64_t s = 88172645463325252ull;
-    for (int64_t i = 0; i < b.B; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        int64_t ls = L - 1 - (int64_t)(s % 4), lt = L - 3 + (int64_t)((s >> 8) % 5); /* tokens before [EOS] */
-        for (int64_t j = 0; j < S; j++) {
-            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-            b.src[i * S + j] = (int32_t)(j < ls ? 4 + (int64_t)(s % (uint64_t)(c->vocab_size - 4))
-                                                : j == ls ? c->eos_id : c->pad_id);
-        }
-        int32_t prev = (int32_t)c->sos_id;
-        for (int64_t j = 0; j < T; j++) {
-            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-            int32_t y = (int32_t)(j < lt ? 4 + (int64_t)(s % (uint64_t)(c->vocab_size - 4)) : j == lt ? c->eos_id : c->pad_id);
-            b.tgt_in[i * T + j] = j <= lt ? prev : (int32_t)c->pad_id;
-            b.tgt_out[i * T + j] = y;
-            prev = y;
-        }
-        b.src_tokens += ls + 1;
-        b.tgt_tokens += lt + 1;
-    }
-    return b;
-}
-
-static int write_batch(const char *path, const mt_seq_batch *b) {
-    mt_st_tensor t[3] = {
-        {.name = "src", .dtype = MT_DTYPE_I32, .ndim = 2, .shape = {b->B, b->S}, .data = b->src,
-         .bytes = sizeof(int32_t) * (size_t)(b->B * b->S)},
-        {.name = "tgt_in", .dtype = MT_DTYPE_I32, .ndim = 2, .shape = {b->B, b->T}, .data = b->tgt_in,
-         .bytes = sizeof(int32_t) * (size_t)(b->B * b->T)},
-        {.name = "tgt_out", .dtype = MT_DTYPE_I32, .ndim = 2, .shape = {b->B, b->T}, .data = b->tgt_out,
-         .bytes = sizeof(int32_t) * (size_t)(b->B * b->T)},
-    };
-    return mt_st_write(path, t, 3, NULL, 0, 0) == MT_OK ? 0 : -1;
-}
-
 int mt_bench_train(int argc, char **argv) {
     train_opts o = {.threads = 2, .steps = 5, .warmup = 2, .rounds = 3, .len = 24, .max_tokens = 4096,
                     .attention = MT_ATTN_MLA, .torch = 1};
@@ -160,8 +117,8 @@ int mt_bench_train(int argc, char **argv) {
     }
     mt_transformer_free(m);
     mt_context_free(ctx);
-    mt_seq_batch b = make_batch(&c, o.len, o.max_tokens);
-    if (write_batch(batch, &b) != 0) return 1;
+    mt_seq_batch b = mtb_batch(&c, o.len, o.max_tokens);
+    if (mtb_write_batch(batch, &b) != 0) return 1;
     const char *py = o.torch ? mtb_python() : NULL;
     char script[700], steps[16], warm[16];
     mtb_script(script, sizeof script, "bench.py");

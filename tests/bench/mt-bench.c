@@ -1,5 +1,5 @@
 /*
- * mt-bench.c — `mt-bench <ops|tokenizer|train|decode|serve> [options]`: dispatches to a sub-benchmark.
+ * mt-bench.c — `mt-bench <ops|tokenizer|train|decode|serve|dist> [options]`: dispatches to a sub-benchmark.
  */
 #include <stdio.h>
 #include <string.h>
@@ -14,11 +14,12 @@ int main(int argc, char **argv) {
         bench_fn fn;
         const char *what;
     } benches[] = {
-        {"ops", mt_bench_ops, "matmul and elementwise/softmax/norm throughput vs cblas_sgemm and memcpy"},
+        {"ops", mt_bench_ops, "matmul and elementwise/softmax/norm throughput vs the fastest GEMM library and memcpy"},
         {"tokenizer", mt_bench_tokenizer, "BPE training time and encode MB/s"},
         {"train", mt_bench_train, "training tokens/s vs the PyTorch reference model"},
         {"decode", mt_bench_decode, "greedy/beam decoding tokens/s vs PyTorch decoding loops"},
         {"serve", mt_bench_serve, "load generator against a running mt-server"},
+        {"dist", mt_bench_dist, "data parallel: all-reduce vs raw TCP, 2 ranks vs 1, overlap, RSS vs PyTorch"},
     };
     int n = (int)(sizeof benches / sizeof benches[0]);
     if (argc >= 2) {
