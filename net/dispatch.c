@@ -87,7 +87,7 @@ static void handle_health(mt_conn *c, mt_frame *f) {
     r.model_generation = m ? m->generation : 0;
     r.uptime_s = (mt_now_us() - s->start_us) / 1000000u;
     int training = 0;
-    mt_train_gauges(s, &training, NULL, NULL, NULL);
+    mt_srv_train_gauges(s, &training, NULL, NULL, NULL);
     r.training = training;
     r.workers = s->n_workers;
     mt_frame out = MT__V1__FRAME__INIT;
@@ -116,7 +116,7 @@ static void handle_stats(mt_conn *c, mt_frame *f) {
                                              : 0;
     r.latency_p50_ms = mt_histo_quantile(&M->latency, 0.5) * 1e3;
     r.latency_p99_ms = mt_histo_quantile(&M->latency, 0.99) * 1e3;
-    mt_train_gauges(s, NULL, &r.train_step, &r.train_loss, NULL);
+    mt_srv_train_gauges(s, NULL, &r.train_step, &r.train_loss, NULL);
     mt_srv_model *m = mt_srv_model_get(s);
     r.model_generation = m ? m->generation : 0;
     mt_srv_model_put(s, m);
@@ -179,7 +179,7 @@ void mt_dispatch(mt_conn *c, mt_frame *f) {
                                "training and model control need the admin token");
             break;
         }
-        mt_train_handle(c, f);
+        mt_srv_train_handle(c, f);
         return;
     case MT__V1__FRAME__BODY_CLUSTER_JOIN:
     case MT__V1__FRAME__BODY_CLUSTER_ASSIGN:

@@ -44,7 +44,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     mt_server *s = arg;
     if (mt_now_us() >= s->drain_deadline_us) {
         MT_LOGW("drain: timed out after %u s with %llu requests in flight%s; leaving", s->opt->limits.drain_timeout_s,
-                (unsigned long long)s->inflight, mt_train_busy(s) ? " and training still running" : "");
+                (unsigned long long)s->inflight, mt_srv_train_busy(s) ? " and training still running" : "");
         _exit(1);
     }
     mt_drain_check(s);
@@ -67,7 +67,7 @@ void mt_drain_begin(mt_server *s, const char *why) {
             s->n_conns);
     if (s->listener) evconnlistener_disable(s->listener);
     mt_srv_batcher_set_flush(s->batcher, true);
-    mt_train_begin_drain(s);
+    mt_srv_train_begin_drain(s);
     s->drain_deadline_us = mt_now_us() + (uint64_t)s->opt->limits.drain_timeout_s * 1000000u;
     struct timeval tv = {0, 50000};
     event_add(s->drain_tick, &tv);
@@ -76,7 +76,7 @@ void mt_drain_begin(mt_server *s, const char *why) {
 
 void mt_drain_check(mt_server *s) {
     if (!s->draining || s->stopped) return;
-    if (s->inflight > 0 || mt_train_busy(s)) return;
+    if (s->inflight > 0 || mt_srv_train_busy(s)) return;
     /* Everything answered: close the connections once their output is flushed. */
     for (mt_conn *c = s->conns; c; c = c->next)
         if (!c->closing) mt_conn_close_after_flush(c);

@@ -39,7 +39,7 @@ void mt_metrics_gauges_fill(mt_server *s, mt_metrics_gauges *g) {
     g->model_generation = m ? m->generation : 0;
     mt_srv_model_put(s, m);
     g->draining = s->draining;
-    mt_train_gauges(s, &g->training, &g->train_step, &g->train_loss, &g->train_tokens_per_s);
+    mt_srv_train_gauges(s, &g->training, &g->train_step, &g->train_loss, &g->train_tokens_per_s);
     g->workers = s->n_workers;
     g->uptime_s = (double)(mt_now_us() - s->start_us) / 1e6;
 }

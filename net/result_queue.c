@@ -38,7 +38,7 @@ void mt_post_run(mt_server *s) {
         mt_post_msg *next = m->next;
         if (m->kind == MT_POST_BATCH) mt_translate_on_batch(s, m);
         else if (m->kind == MT_POST_PARTIAL) mt_translate_on_partial(s, m);
-        else mt_train_on_post(s, m);
+        else mt_srv_train_on_post(s, m);
         free(m->items);
         free(m->text);
         free(m);

@@ -104,7 +104,7 @@ static int setup(mt_server *s, char *err, size_t errlen) {
     }
     s->base = event_base_new();
     s->batcher = mt_srv_batcher_new(o->max_batch_tokens, o->max_batch_sentences, o->max_wait_ms);
-    if (!s->base || !s->batcher || mt_post_init(s) != 0 || mt_train_init(s) != 0 || mt_drain_init(s) != 0) {
+    if (!s->base || !s->batcher || mt_post_init(s) != 0 || mt_srv_train_init(s) != 0 || mt_drain_init(s) != 0) {
         snprintf(err, errlen, "out of memory setting up");
         return -1;
     }
@@ -144,9 +144,9 @@ static void teardown(mt_server *s) {
     mt_http_stop(s);
     if (s->base) mt_conn_free_all(s);
     if (s->batcher) mt_workers_stop(s);
-    mt_train_shutdown(s);
+    mt_srv_train_shutdown(s);
     if (s->post_ev) mt_post_run(s); /* results that came back after the loop ended */
-    mt_train_free(s);
+    mt_srv_train_free(s);
     pthread_mutex_lock(&s->model_mu);
     mt_srv_model *m = s->model;
     s->model = NULL;

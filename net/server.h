@@ -46,7 +46,7 @@ struct mt_http_conn;
 typedef struct mt_server mt_server;
 typedef struct mt_conn mt_conn;
 typedef struct mt_treq mt_treq;
-typedef struct mt_train_ctl mt_train_ctl;
+typedef struct mt_srv_train_ctl mt_srv_train_ctl;
 
 /* ---- the serving model ---- */
 
@@ -160,14 +160,14 @@ void mt_workers_stop(mt_server *s);        /* closes the batcher, joins */
 
 /* ---- training control ---- */
 
-int mt_train_init(mt_server *s);
-void mt_train_handle(mt_conn *c, mt_frame *f); /* takes f; admin role already checked */
-void mt_train_on_post(mt_server *s, mt_post_msg *m);
-void mt_train_begin_drain(mt_server *s);
-bool mt_train_busy(mt_server *s);          /* a trainer thread or an admin job is still running */
-void mt_train_shutdown(mt_server *s);      /* cancels and joins the trainer and admin threads */
-void mt_train_free(mt_server *s);          /* after the last mt_post_run */
-void mt_train_gauges(mt_server *s, int *training, int64_t *step, double *loss, double *tps);
+int mt_srv_train_init(mt_server *s);
+void mt_srv_train_handle(mt_conn *c, mt_frame *f); /* takes f; admin role already checked */
+void mt_srv_train_on_post(mt_server *s, mt_post_msg *m);
+void mt_srv_train_begin_drain(mt_server *s);
+bool mt_srv_train_busy(mt_server *s);          /* a trainer thread or an admin job is still running */
+void mt_srv_train_shutdown(mt_server *s);      /* cancels and joins the trainer and admin threads */
+void mt_srv_train_free(mt_server *s);          /* after the last mt_post_run */
+void mt_srv_train_gauges(mt_server *s, int *training, int64_t *step, double *loss, double *tps);
 int mt_map_engine_status(int st, bool config);
 
 /* ---- paths ---- */
@@ -235,7 +235,7 @@ struct mt_server {
     mt_post_msg *post_head, *post_tail;
     struct event *post_ev;
 
-    mt_train_ctl *train;
+    mt_srv_train_ctl *train;
 
     bool draining, stopped;
     struct event *sig_term, *sig_int, *drain_tick;

@@ -27,7 +27,7 @@ enum { PH_NONE = 0, PH_STARTING, PH_RUNNING, PH_ENDED };
 enum { JOB_SAVE = 0, JOB_PROMOTE };
 
 typedef struct mt_jobq {
-    struct mt_train_ctl *t;
+    struct mt_srv_train_ctl *t;
     pthread_t th;
     bool live;
     pthread_mutex_t mu;
@@ -49,7 +49,7 @@ typedef struct mt_job {
     mt_srv_model *model;
 } mt_job;
 
-struct mt_train_ctl {
+struct mt_srv_train_ctl {
     mt_server *s;
     /* loop thread */
     int phase;
@@ -109,7 +109,7 @@ static void json_escape(const char *in, char *out, size_t cap) {
 /* ---- the trainer thread ---- */
 
 static void progress_cb(const char *event_json, void *user) {
-    mt_train_ctl *t = user;
+    mt_srv_train_ctl *t = user;
     mt_post_msg *m = calloc(1, sizeof *m);
     if (m && !(m->text = strdup(event_json ? event_json : "{}"))) {
         free(m);
@@ -124,7 +124,7 @@ static void progress_cb(const char *event_json, void *user) {
 }
 
 static void *train_main(void *arg) {
-    mt_train_ctl *t = arg;
+    mt_srv_train_ctl *t = arg;
     mt_server *s = t->s;
     void *tr = NULL;
     mt_eng_err err = {0};
@@ -199,8 +199,8 @@ static void job_free(mt_job *j) {
     free(j);
 }
 
-int mt_train_init(mt_server *s) {
-    mt_train_ctl *t = calloc(1, sizeof *t);
+int mt_srv_train_init(mt_server *s) {
+    mt_srv_train_ctl *t = calloc(1, sizeof *t);
     if (!t) return -1;
     t->s = s;
     pthread_mutex_init(&t->mu, NULL);
@@ -218,7 +218,7 @@ int mt_train_init(mt_server *s) {
 
 /* ---- status and events ---- */
 
-static Mt__V1__TrainState snapshot(mt_train_ctl *t, Mt__V1__TrainStatus *st, char **json) {
+static Mt__V1__TrainState snapshot(mt_srv_train_ctl *t, Mt__V1__TrainStatus *st, char **json) {
     mt_server *s = t->s;
     *json = NULL;
     st->state = MT__V1__TRAIN_STATE__TRAIN_NONE;
@@ -291,8 +291,8 @@ static void fan_out_end(mt_server *s, const char *state, int status, const char 
     fan_out(s, buf, true);
 }
 
-void mt_train_gauges(mt_server *s, int *training, int64_t *step, double *loss, double *tps) {
-    mt_train_ctl *t = s->train;
+void mt_srv_train_gauges(mt_server *s, int *training, int64_t *step, double *loss, double *tps) {
+    mt_srv_train_ctl *t = s->train;
     if (training) *training = t && (t->phase == PH_STARTING || t->phase == PH_RUNNING);
     int st = 0;
     int64_t sp = 0;
@@ -321,7 +321,7 @@ static bool admit_async(mt_conn *c, mt_frame *f) {
     return true;
 }
 
-static void enqueue_job(mt_train_ctl *t, mt_job *j) {
+static void enqueue_job(mt_srv_train_ctl *t, mt_job *j) {
     mt_jobq *q = &t->jq[j->kind];
     t->jobs_pending++;
     pthread_mutex_lock(&q->mu);
@@ -334,7 +334,7 @@ static void enqueue_job(mt_train_ctl *t, mt_job *j) {
 
 static void handle_start(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
-    mt_train_ctl *t = s->train;
+    mt_srv_train_ctl *t = s->train;
     const char *cfg = f->train_start->config_json;
     if (s->draining) {
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_SHUTTING_DOWN, false, 0, "the server is shutting down");
@@ -388,7 +388,7 @@ static void handle_start(mt_conn *c, mt_frame *f) {
 
 static void handle_save(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
-    mt_train_ctl *t = s->train;
+    mt_srv_train_ctl *t = s->train;
     if (!t->trainer) {
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_TRAINING_STATE, false, 0,
                            t->phase == PH_STARTING ? "the trainer is still starting" : "no trainer: start training first");
@@ -425,7 +425,7 @@ static void handle_save(mt_conn *c, mt_frame *f) {
 
 static void handle_promote(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
-    mt_train_ctl *t = s->train;
+    mt_srv_train_ctl *t = s->train;
     const char *path = f->model_promote->path;
     char resolved[PATH_MAX], msg[512];
     if (s->draining) {
@@ -461,9 +461,9 @@ static void handle_promote(mt_conn *c, mt_frame *f) {
     enqueue_job(t, j);
 }
 
-void mt_train_handle(mt_conn *c, mt_frame *f) {
+void mt_srv_train_handle(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
-    mt_train_ctl *t = s->train;
+    mt_srv_train_ctl *t = s->train;
     switch (f->body_case) {
     case MT__V1__FRAME__BODY_TRAIN_START:
         mt_metric_inc(&s->metrics.requests[MT_REQ_TRAIN_START]);
@@ -509,7 +509,7 @@ void mt_train_handle(mt_conn *c, mt_frame *f) {
 /* ---- results from the trainer and admin threads ---- */
 
 static void on_job_done(mt_server *s, mt_job *j) {
-    mt_train_ctl *t = s->train;
+    mt_srv_train_ctl *t = s->train;
     t->jobs_pending--;
     mt_conn *c = mt_conn_find(s, j->serial);
     if (j->kind == JOB_SAVE) {
@@ -554,8 +554,8 @@ static void on_job_done(mt_server *s, mt_job *j) {
     job_free(j);
 }
 
-void mt_train_on_post(mt_server *s, mt_post_msg *m) {
-    mt_train_ctl *t = s->train;
+void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
+    mt_srv_train_ctl *t = s->train;
     switch (m->kind) {
     case MT_POST_TRAIN_CREATED: {
         mt_conn *c = mt_conn_find(s, t->start_serial);
@@ -610,8 +610,8 @@ void mt_train_on_post(mt_server *s, mt_post_msg *m) {
     if (s->draining) mt_drain_check(s);
 }
 
-void mt_train_begin_drain(mt_server *s) {
-    mt_train_ctl *t = s->train;
+void mt_srv_train_begin_drain(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
     if (!t || (t->phase != PH_STARTING && t->phase != PH_RUNNING)) return;
     MT_LOGI("training: asking the trainer to stop (it saves a checkpoint)");
     pthread_mutex_lock(&t->mu);
@@ -620,16 +620,16 @@ void mt_train_begin_drain(mt_server *s) {
     pthread_mutex_unlock(&t->mu);
 }
 
-bool mt_train_busy(mt_server *s) {
-    mt_train_ctl *t = s->train;
+bool mt_srv_train_busy(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
     return t && (t->thread_live || t->jobs_pending > 0);
 }
 
-void mt_train_shutdown(mt_server *s) {
-    mt_train_ctl *t = s->train;
+void mt_srv_train_shutdown(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
     if (!t) return;
     if (t->thread_live) {
-        mt_train_begin_drain(s);
+        mt_srv_train_begin_drain(s);
         pthread_join(t->th, NULL);
         t->thread_live = false;
     }
@@ -645,8 +645,8 @@ void mt_train_shutdown(mt_server *s) {
     }
 }
 
-void mt_train_free(mt_server *s) {
-    mt_train_ctl *t = s->train;
+void mt_srv_train_free(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
     if (!t) return;
     if (t->trainer) s->eng->trainer_free(t->trainer);
     free(t->config);

@@ -37,7 +37,7 @@ static struct mt_trainer *g_trainer;
 
 static void on_sigint(int sig) {
     (void)sig;
-    if (g_trainer) mt_training_cancel(g_trainer); /* an atomic store: async-signal-safe */
+    if (g_trainer) mt_trainer_cancel(g_trainer); /* an atomic store: async-signal-safe */
     signal(SIGINT, SIG_DFL);
 }
 
@@ -353,13 +353,13 @@ int main(int argc, char **argv) {
         st = mt_trainer_dump_split(tr, dump);
         if (st != MT_OK) fprintf(stderr, "mt-train: %s\n", mt_last_error());
         else if (!g_quiet) fprintf(stderr, "mt-train: split written to %s\n", dump);
-        mt_training_free(tr);
+        mt_trainer_free(tr);
         return st == MT_OK ? 0 : 1;
     }
-    mt_training_set_callback(tr, on_event, NULL);
+    mt_trainer_set_progress_callback(tr, on_event, NULL);
     g_trainer = tr;
     signal(SIGINT, on_sigint);
-    st = mt_training_loop(tr, 1, 0);
+    st = mt_trainer_loop(tr, 1, 0);
     signal(SIGINT, SIG_DFL);
     g_trainer = NULL;
     end_line();
@@ -370,6 +370,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mt-train: %s (%s)\n", mt_last_error(), mt_status_str(st));
         rc = 1;
     }
-    mt_training_free(tr);
+    mt_trainer_free(tr);
     return rc;
 }

@@ -710,7 +710,6 @@ static mt_status truncate_metrics(int fd, const char *path, int64_t step) {
 
 /* ---- creation ------------------------------------------------------------------------------------ */
 
-void mt_training_free(mt_trainer *tr);
 
 mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, const char *path_root, const char *where,
                          mt_trainer **out) {
@@ -807,7 +806,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     }
     mt_modelfile_clear(&mf);
     if (st != MT_OK) {
-        mt_training_free(tr);
+        mt_trainer_free(tr);
         return st;
     }
     json_t *ev = event("start", tr->step);
@@ -832,7 +831,7 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
     return MT_OK;
 }
 
-void mt_training_free(mt_trainer *tr) {
+void mt_trainer_free(mt_trainer_t *tr) {
     if (!tr) return;
     if (tr->metrics) fclose(tr->metrics);
     if (tr->out_fd >= 0) close(tr->out_fd);
@@ -1085,7 +1084,7 @@ static void set_state(mt_trainer *tr, mt_train_state s) {
 
 /* The loop. full: mt_trainer_run (to max_steps / time / epochs / early stopping, final save);
  * otherwise n steps (mt_trainer_step). */
-mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
+mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
     pthread_mutex_lock(&tr->mu);
     while (tr->saving) pthread_cond_wait(&tr->cv, &tr->mu); /* a save of the idle trainer finishes first */
     if (tr->state == MT_TRAIN_RUNNING) {
@@ -1177,7 +1176,7 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
         json_object_set_new(ev, "message", json_string(tr->error));
         /* Checkpoints kept failing but the weights are whole: write what can be written, the model
          * without the optimizer state (a third of a checkpoint). */
-        if (tr->failed_whole &&
+        if (tr->failed_whole && tr->tc.rank == 0 &&
             mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL) == MT_OK)
             json_object_set_new(ev, "model", json_string(tr->model_path));
         emit(tr, ev);
@@ -1208,16 +1207,23 @@ mt_status mt_training_loop(mt_trainer *tr, int full, int64_t n) {
 
 /* ---- the thread protocol ------------------------------------------------------------------------- */
 
-void mt_training_cancel(mt_trainer *tr) { atomic_store(&tr->cancel, 1); }
+/* Only an atomic store once tr is checked: mt-train calls it from its signal handler. */
+mt_status mt_trainer_cancel(mt_trainer_t *tr) {
+    if (!tr) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_cancel: trainer is NULL");
+    atomic_store(&tr->cancel, 1);
+    return MT_OK;
+}
 
-void mt_training_set_callback(mt_trainer *tr, mt_progress_fn fn, void *user) {
+mt_status mt_trainer_set_progress_callback(mt_trainer_t *tr, mt_progress_fn fn, void *user) {
+    if (!tr) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_set_progress_callback: trainer is NULL");
     pthread_mutex_lock(&tr->mu);
     tr->cb = fn;
     tr->cb_user = user;
     pthread_mutex_unlock(&tr->mu);
+    return MT_OK;
 }
 
-mt_status mt_training_save(mt_trainer *tr, const char *path, char *written, size_t cap) {
+mt_status mt_trainer_save(mt_trainer *tr, const char *path, char *written, size_t cap) {
     pthread_mutex_lock(&tr->mu);
     while (tr->saving) pthread_cond_wait(&tr->cv, &tr->mu);
     if (tr->state == MT_TRAIN_FAILED && !tr->failed_whole) {
@@ -1253,7 +1259,9 @@ mt_status mt_training_save(mt_trainer *tr, const char *path, char *written, size
     return st;
 }
 
-void mt_training_status(const mt_trainer *trc, mt_train_state *state, int64_t *step, double *loss, double *tps) {
+mt_status mt_trainer_status(const mt_trainer_t *trc, mt_train_state *state, int64_t *step, double *loss,
+                            double *tps) {
+    if (!trc) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_status: trainer is NULL");
     mt_trainer *tr = (mt_trainer *)trc;
     pthread_mutex_lock(&tr->mu);
     if (state) *state = tr->state;
@@ -1261,9 +1269,11 @@ void mt_training_status(const mt_trainer *trc, mt_train_state *state, int64_t *s
     if (loss) *loss = tr->loss_ema;
     if (tps) *tps = tr->tok_per_s;
     pthread_mutex_unlock(&tr->mu);
+    return MT_OK;
 }
 
-char *mt_training_status_json(const mt_trainer *trc) {
+mt_status mt_trainer_status_json(const mt_trainer_t *trc, char **out_json) {
+    if (!trc || !out_json) return mt_error(MT_ERR_INVALID_ARG, "mt_trainer_status_json: NULL argument");
     mt_trainer *tr = (mt_trainer *)trc;
     static const char *names[] = {"idle", "running", "done", "cancelled", "failed"};
     pthread_mutex_lock(&tr->mu);
@@ -1284,7 +1294,9 @@ char *mt_training_status_json(const mt_trainer *trc) {
     pthread_mutex_unlock(&tr->mu);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10) | JSON_PRESERVE_ORDER);
     json_decref(o);
-    return s;
+    if (!s) return mt_error(MT_ERR_NOMEM, "mt_trainer_status_json: out of memory");
+    *out_json = s;
+    return MT_OK;
 }
 
 /* ---- split dump ---------------------------------------------------------------------------------- */

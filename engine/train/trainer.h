@@ -77,18 +77,12 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
  * (corpus i of 'corpora' alone), tokenizer.json, and config.json (the resolved config). */
 mt_status mt_trainer_dump_split(struct mt_trainer *tr, const char *dir);
 
-/* The operations behind the ABI (engine/api/api_train.c), named apart from the public ones.
- * loop: full = 1 runs to the end (max_steps, max_time, max_epochs, early stopping) with the final
- * validation, checkpoint and model; full = 0 runs n steps. */
-mt_status mt_training_loop(struct mt_trainer *tr, int full, int64_t n);
-void mt_training_cancel(struct mt_trainer *tr);
-void mt_training_set_callback(struct mt_trainer *tr, mt_progress_fn fn, void *user);
-/* written (may be NULL) receives the path written. */
-mt_status mt_training_save(struct mt_trainer *tr, const char *path, char *written, size_t cap);
-void mt_training_status(const struct mt_trainer *tr, mt_train_state *state, int64_t *step, double *loss,
-                        double *tokens_per_s);
-/* malloc'd JSON text (NULL when out of memory). */
-char *mt_training_status_json(const struct mt_trainer *tr);
-void mt_training_free(struct mt_trainer *tr);
+/* The operations behind mt_trainer_run/step/save_checkpoint (engine/api/api_train.c checks their
+ * arguments). loop: full = 1 runs to the end (max_steps, max_time, max_epochs, early stopping) with the
+ * final validation, checkpoint and model; full = 0 runs n steps. save: written (may be NULL) receives
+ * the path written. mt_trainer_cancel, mt_trainer_set_progress_callback, mt_trainer_status,
+ * mt_trainer_status_json and mt_trainer_free are the ABI's own, defined in trainer.c. */
+mt_status mt_trainer_loop(struct mt_trainer *tr, int full, int64_t n);
+mt_status mt_trainer_save(struct mt_trainer *tr, const char *path, char *written, size_t cap);
 
 #endif
