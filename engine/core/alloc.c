@@ -136,3 +136,70 @@ void mt_arena_free(mt_arena *a) {
     }
     memset(a, 0, sizeof *a);
 }
+
+/* ---- pool ---- */
+
+void mt_pool_init(mt_pool *p, const mt_block_allocator *ba) {
+    memset(p, 0, sizeof *p);
+    p->ba = *ba;
+}
+
+void *mt_pool_alloc(mt_pool *p, size_t bytes) {
+    bytes = (bytes + 255) & ~(size_t)255;
+    size_t slack = bytes / 4 + 65536; /* a free block up to this much larger is taken */
+    int best = -1;
+    for (int i = 0; i < p->n; i++) {
+        mt_pool_block *b = &p->blocks[i];
+        if (!b->in_use && b->size >= bytes && b->size - bytes <= slack && (best < 0 || b->size < p->blocks[best].size))
+            best = i;
+    }
+    if (best < 0) {
+        if (p->n == p->cap) {
+            int cap = p->cap ? 2 * p->cap : 64;
+            mt_pool_block *nb = mt_sys_realloc(p->blocks, sizeof *nb * (size_t)cap);
+            if (!nb) return NULL;
+            p->blocks = nb;
+            p->cap = cap;
+        }
+        void *mem = p->ba.alloc(p->ba.user, bytes);
+        if (!mem) return NULL;
+        best = p->n++;
+        p->blocks[best] = (mt_pool_block){mem, bytes, 0};
+        p->total += bytes;
+    }
+    mt_pool_block *b = &p->blocks[best];
+    b->in_use = 1;
+    p->live += b->size;
+    if (p->live > p->peak_live) p->peak_live = p->live;
+    return b->mem;
+}
+
+void mt_pool_release(mt_pool *p, void *mem) {
+    if (!mem) return;
+    for (int i = p->n - 1; i >= 0; i--) {
+        if (p->blocks[i].mem == mem && p->blocks[i].in_use) {
+            p->blocks[i].in_use = 0;
+            p->live -= p->blocks[i].size;
+            return;
+        }
+    }
+}
+
+static void pool_give_back(mt_pool *p) {
+    for (int i = 0; i < p->n; i++) p->ba.free(p->ba.user, p->blocks[i].mem);
+    p->n = 0;
+    p->total = 0;
+}
+
+void mt_pool_reset(mt_pool *p) {
+    for (int i = 0; i < p->n; i++) p->blocks[i].in_use = 0;
+    if (p->total > 2 * p->peak_live) pool_give_back(p);
+    p->live = 0;
+    p->peak_live = 0;
+}
+
+void mt_pool_free(mt_pool *p) {
+    pool_give_back(p);
+    mt_sys_free(p->blocks);
+    memset(p, 0, sizeof *p);
+}

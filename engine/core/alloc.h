@@ -5,6 +5,12 @@
  * a training step after warm-up makes no system allocation. An arena hands out memory from large
  * blocks and is reset (not freed) after each step; on reset it merges its blocks into one block of the
  * high-water size, so the next step of the same shape fits without asking the system again.
+ *
+ * A pool holds blocks that are handed out and given back one by one within a step: the gradients of
+ * intermediate tensors, each needed only until the backward of the op that made the tensor has run.
+ * A request takes the smallest free block that fits with little waste, else a new block; a reset
+ * makes every block free again (and gives them all back to the system when the pool grew to more
+ * than twice the step's peak, as when batch shapes change), so steps of one shape allocate nothing.
  */
 #ifndef MT_CORE_ALLOC_H
 #define MT_CORE_ALLOC_H
@@ -51,5 +57,30 @@ void mt_arena_init(mt_arena *a, size_t min_block, const mt_block_allocator *ba);
 void *mt_arena_alloc(mt_arena *a, size_t bytes, size_t align);
 void mt_arena_reset(mt_arena *a);
 void mt_arena_free(mt_arena *a);
+
+typedef struct mt_pool_block {
+    void *mem;
+    size_t size;
+    int in_use;
+} mt_pool_block;
+
+typedef struct mt_pool {
+    mt_pool_block *blocks;
+    int n, cap;
+    size_t total;      /* bytes of all blocks */
+    size_t live;       /* bytes of blocks in use */
+    size_t peak_live;  /* largest `live` since the last reset */
+    mt_block_allocator ba;
+} mt_pool;
+
+/* ba is copied (the allocator of the memory the pool hands out). */
+void mt_pool_init(mt_pool *p, const mt_block_allocator *ba);
+/* A block of at least bytes; NULL when the allocator fails. */
+void *mt_pool_alloc(mt_pool *p, size_t bytes);
+/* Gives back a block from mt_pool_alloc (NULL: nothing). */
+void mt_pool_release(mt_pool *p, void *mem);
+/* Every block free; all given back to the allocator when the pool outgrew twice its peak. */
+void mt_pool_reset(mt_pool *p);
+void mt_pool_free(mt_pool *p);
 
 #endif

@@ -36,6 +36,14 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     if (t->flags & MT_TENSOR_PERSISTENT) {
         mt_status st = mt_tensor_new_persistent(t->device, MT_DTYPE_F32, t->ndim, t->shape, NULL, &g);
         if (st != MT_OK) return mt_fail_status(ctx, st);
+    } else if (t->node >= 0) { /* an op's result: its gradient is given back once that op's backward ran */
+        g = mt_view(ctx, t, t->ndim, t->shape); /* a struct of t's shape; its data is set just below */
+        if (!g) return NULL;
+        g->flags = 0;
+        g->dtype = MT_DTYPE_F32;
+        if (!(g->data = mt_pool_alloc(&ctx->grads, mt_tensor_bytes(g))))
+            return mt_fail(ctx, MT_ERR_NOMEM, "out of %s memory for a gradient (%zu bytes)", ctx->ex.backend->name,
+                           mt_tensor_bytes(g));
     } else {
         g = mt_new(ctx, MT_DTYPE_F32, t->ndim, t->shape);
         if (!g) return NULL;
@@ -68,10 +76,14 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
                         mt_shape_str(a, root->shape, root->ndim));
     }
     /* Each pass propagates only its own root's gradient: the gradients of non-leaf tensors left by an
-     * earlier pass over this tape are dropped (their arena memory is reclaimed at reset), otherwise a
+     * earlier pass over this tape are dropped (their memory goes back to the pool), otherwise a
      * second backward would push the first one's gradients through the graph again. Leaves keep
      * theirs: they accumulate across passes, as PyTorch's .grad does. */
-    for (int32_t i = 0; i < ctx->n_nodes; i++) ctx->tape[i].out->grad = NULL;
+    for (int32_t i = 0; i < ctx->n_nodes; i++) {
+        mt_tensor *o = ctx->tape[i].out;
+        if (o->grad) mt_pool_release(&ctx->grads, o->grad->data);
+        o->grad = NULL;
+    }
     const mt_backend *be = ctx->ex.backend;
     mt_tensor *g = mt_grad_of(ctx, root);
     if (!g) return ctx->status;
@@ -91,6 +103,10 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
                 return mt_error_prefix(st, "backward of %s: ", n->op);
             }
             if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
+            /* Nothing reads an op result's gradient after that op's backward: give the memory back, so
+             * the pass holds only the gradients still to be propagated (PyTorch frees them likewise). */
+            mt_pool_release(&ctx->grads, n->out->grad->data);
+            n->out->grad = NULL;
         }
         if (ctx->backward_hook) MT_TRY(ctx->backward_hook(ctx, i, ctx->backward_hook_user));
     }

@@ -46,6 +46,7 @@ mt_status mt_context_init(mt_context **out, int device, int n_threads) {
         mt_block_allocator ba = {device_block_alloc, device_block_free, ctx};
         mt_arena_init(&ctx->data, 1u << 24, &ba);
     }
+    mt_pool_init(&ctx->grads, &ctx->data.ba);
     ctx->grad_enabled = 1;
     ctx->seed = 0x5eed;
     *out = ctx;
@@ -58,6 +59,7 @@ void mt_context_free(mt_context *ctx) {
     if (!ctx) return;
     mt_arena_free(&ctx->host);
     mt_arena_free(&ctx->data);
+    mt_pool_free(&ctx->grads);
     mt_sys_free(ctx->tape);
     ctx->ex.backend->exec_free(&ctx->ex);
     mt_sys_free(ctx->ex.scratch);
@@ -70,6 +72,7 @@ mt_status mt_context_reset(mt_context *ctx) {
     mt_status st = ctx->ex.backend->sync(&ctx->ex);
     mt_arena_reset(&ctx->host);
     mt_arena_reset(&ctx->data);
+    mt_pool_reset(&ctx->grads);
     ctx->n_nodes = 0;
     ctx->status = MT_OK;
     ctx->epoch++;

@@ -3,7 +3,8 @@
  *
  * Every op takes a context. Its results (and their gradients) are allocated in the context's arenas
  * (host structs in `host`, element data in `data`, which is device memory for a GPU context) and live
- * until mt_context_reset(), which the training loop calls after each optimizer step. The tape records
+ * until mt_context_reset(), which the training loop calls after each optimizer step; the gradients of
+ * intermediate results live only until the reverse pass has used them. The tape records
  * one node per differentiable op while grad is enabled; backward walks it in reverse.
  *
  * Ops report failure by returning NULL: the first failure since the last reset is kept in
@@ -24,6 +25,8 @@ struct mt_context {
     mt_exec ex;                 /* backend + device state the kernels run on */
     mt_arena host;              /* tensor structs and other host-side step memory */
     mt_arena data;              /* tensor elements (device memory for a GPU context) */
+    mt_pool grads;              /* elements of intermediate tensors' gradients: each given back as soon
+                                 * as the backward of the op that made the tensor has run (autograd.c) */
     struct mt_node *tape;       /* nodes[0..n_nodes) in creation order */
     int32_t n_nodes, cap_nodes;
     int grad_enabled;           /* 0 inside a no_grad scope */

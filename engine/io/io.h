@@ -15,6 +15,11 @@
 
 #include "microtensor.h"
 
+/* Where the real corpora are: $MT_DATA_DIR, else "../shared/data" (beside the checkout, where the
+ * machines that build this project lay them; docs/ARCHITECTURE.md). A corpus path in a training config
+ * may start with "$MT_DATA_DIR/". Never NULL. */
+const char *mt_data_dir(void);
+
 /* True when path ends in ".zst" (the reader then decompresses, the writer compresses). */
 int mt_path_is_zst(const char *path);
 

@@ -32,6 +32,11 @@ struct mt_reader {
     uint64_t lineno;
 };
 
+const char *mt_data_dir(void) {
+    const char *d = getenv("MT_DATA_DIR");
+    return d && *d ? d : "../shared/data";
+}
+
 int mt_path_is_zst(const char *path) {
     size_t n = strlen(path);
     return n >= 4 && strcmp(path + n - 4, ".zst") == 0;

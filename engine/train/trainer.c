@@ -184,6 +184,13 @@ static mt_status resolve_spec(const mt_trainer *tr, const char *key, char *spec)
         size_t n = bar ? (size_t)(bar - p) : strlen(p);
         memcpy(part, p, n);
         part[n] = 0;
+        static const char var[] = "$MT_DATA_DIR/";
+        if (strncmp(part, var, sizeof var - 1) == 0) { /* the real corpora's directory (io.h) */
+            char full[MT_CFG_STR_MAX];
+            if (snprintf(full, sizeof full, "%s/%s", mt_data_dir(), part + sizeof var - 1) >= (int)sizeof full)
+                return mt_error(MT_ERR_CONFIG, "config key '%s': %s: path too long", key, part);
+            memcpy(part, full, strlen(full) + 1);
+        }
         MT_TRY(resolve_path(tr, key, part, sizeof part));
         if (strlen(out) + strlen(part) + 2 >= sizeof out) return mt_error(MT_ERR_CONFIG, "config key '%s': too long", key);
         strcat(out, part);

@@ -20,6 +20,7 @@
 
 #include "bench.h"
 #include "core/alloc.h"
+#include "io/io.h"
 #include "text/corpus.h"
 #include "text/tokenizer.h"
 #include "text/unicode.h"
@@ -116,8 +117,7 @@ static int hf_anchor(const char *py, const char *dir, const mt_pairs *p, size_t 
 }
 
 int mt_bench_tokenizer(int argc, char **argv) {
-    const char *data = getenv("MT_DATA_DIR");
-    if (!data || !*data) data = "../shared/data";
+    const char *data = mt_data_dir();
     size_t vocab = 16000;
     int use_hf = 1;
     for (int i = 1; i < argc; i++) {

@@ -25,6 +25,14 @@ grep -q "d_modle" "$tmp/err" || fail "the error does not name the key: $(cat "$t
 if "$bin/mt-train" --config "$tmp/cfg.json" --d_model 30 --heads 4 2> "$tmp/err"; then fail "d_model 30, 4 heads accepted"; fi
 grep -q "d_model (30) is not divisible by heads (4)" "$tmp/err" || fail "inconsistent values: $(cat "$tmp/err")"
 
+# A corpus path starting with $MT_DATA_DIR/ is under the real corpora's directory.
+MT_DATA_DIR="$src/deploy/demo" "$bin/mt-train" --config "$tmp/cfg.json" --corpora '$MT_DATA_DIR/corpus.tsv' \
+  --dump-split "$tmp/split" 2> "$tmp/err" || fail "a \$MT_DATA_DIR corpus: $(cat "$tmp/err")"
+[ -s "$tmp/split/train.tsv" ] || fail "no split of the \$MT_DATA_DIR corpus"
+if MT_DATA_DIR="$tmp/nowhere" "$bin/mt-train" --config "$tmp/cfg.json" --corpora '$MT_DATA_DIR/corpus.tsv' \
+  --dump-split "$tmp/split2" 2> "$tmp/err"; then fail "a missing \$MT_DATA_DIR corpus was accepted"; fi
+grep -q "$tmp/nowhere/corpus.tsv" "$tmp/err" || fail "the error does not name the expanded path: $(cat "$tmp/err")"
+
 "$bin/mt-train" --config "$tmp/cfg.json" 2> "$tmp/train.log" || { cat "$tmp/train.log"; fail "mt-train"; }
 grep -q "Finished after 30 steps" "$tmp/train.log" || fail "no summary: $(cat "$tmp/train.log")"
 [ -f "$tmp/run/model.mt" ] || fail "no model.mt"

@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "io/io.h"
+
 #define TT_SKIP 77
 
 /* A fresh directory under $TMPDIR (or /tmp); removed with its files by tt_rmdir. */
@@ -63,9 +65,7 @@ static inline int tt_system(const char *fmt, ...) {
 
 /* $MT_DATA_DIR/name when it exists, else NULL (the caller skips). */
 static inline const char *tt_data_file(const char *name, char *buf, size_t cap) {
-    const char *d = getenv("MT_DATA_DIR");
-    if (!d || !*d) d = "../shared/data";
-    snprintf(buf, cap, "%s/%s", d, name);
+    snprintf(buf, cap, "%s/%s", mt_data_dir(), name);
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
