@@ -225,6 +225,23 @@ typedef struct mt_backend {
     mt_status (*gemm_lowp)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
                            int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+    /* ---- appended: ordering between contexts (NULL: the backend's work is done when a call returns) ----
+     * A GPU context's kernels run later on its own stream, so a context that reads persistent tensors
+     * (weights) another context has just queued writes to must wait for them. publish marks how far
+     * the context's queued work has got; join makes the context's later work wait, on the device and
+     * not on the host, for the last publish of every other context of the same device. The context
+     * layer joins at creation and at every reset, and publishes at every reset and at the end of a
+     * training step (core/context.c, train/optim.c). */
+    mt_status (*publish)(mt_exec *ex);
+    mt_status (*join)(mt_exec *ex);
+
+    /* ---- appended: clipping on the device ---- */
+    /* adamw with grad_scale = mt_clip_scale(*ss, clip_norm) (core/numeric.h) read on the device from
+     * ss, the squared global norm (a device scalar sumsq wrote): no host read between the norm and
+     * the update. A non-finite norm leaves p, m, v untouched (the caller reads the norm later). */
+    mt_status (*adamw_clip)(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float wd, float bc1, float bc2, const float *ss, double clip_norm);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the CUDA backend when built and the device exists.

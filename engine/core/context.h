@@ -34,6 +34,12 @@ struct mt_context {
 };
 typedef struct mt_context mt_context;
 
+/* Ordering between contexts of one device (backend publish/join, see core/backend.h): publish marks
+ * the work this context has queued so far; join makes its later work wait for what every other
+ * context of the device published. No host wait; no-ops on the CPU. */
+mt_status mt_context_publish(mt_context *ctx);
+mt_status mt_context_join(mt_context *ctx);
+
 /* Internal creation with explicit thread count (0 = default). */
 mt_status mt_context_init(mt_context **out, int device, int n_threads);
 

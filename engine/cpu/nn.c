@@ -367,6 +367,13 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
     return MT_OK;
 }
 
+mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float wd, float bc1, float bc2, const float *ss, double clip_norm) {
+    float scale = mt_clip_scale(*ss, clip_norm);
+    if (isnan(scale)) return MT_OK;
+    return mt_cpu_adamw(ex, p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, scale);
+}
+
 mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                        float b2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     int nt = mt_cpu_threads(ex);
