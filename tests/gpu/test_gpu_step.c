@@ -20,6 +20,7 @@
 
 #include "core/context.h"
 #include "cuda/mt_cuda.h"
+#include "gpu_context.h"
 #include "model/testutil.h"
 #include "train/optim.h"
 
@@ -34,38 +35,10 @@ static int DEVICE = 0, EMU = 0;
         }                                 \
     } while (0)
 
-/* A context running the CUDA backend: on device 0, or (emulator) a CPU context whose backend is
- * swapped for the emulated one (its device memory is host memory). */
-static mt_context *gpu_context(void) {
-    mt_context *ctx = NULL;
-    if (!EMU) return mt_context_init(&ctx, DEVICE, 0) == MT_OK ? ctx : NULL;
-    if (mt_context_init(&ctx, MT_DEVICE_CPU, 0) != MT_OK) return NULL;
-    ctx->ex.backend->exec_free(&ctx->ex);
-    ctx->ex.backend = &mt_cuda_backend;
-    if (mt_cuda_backend.exec_init(&ctx->ex, 0) != MT_OK || mt_context_join(ctx) != MT_OK) {
-        mt_context_free(ctx);
-        return NULL;
-    }
-    return ctx;
-}
-
-static int model_device(void) { return EMU ? MT_DEVICE_CPU : DEVICE; }
-
-/* Before freeing tensors: under the emulator they are host memory, freed at once. */
-static void drain(mt_context *ctx) {
-    if (ctx) (void)ctx->ex.backend->sync(&ctx->ex);
-}
-
-/* A tiny model with seeded weights, initialised through ctx. */
+static mt_context *gpu_context(void) { return gpu_context_new(EMU, DEVICE); }
+static void drain(mt_context *ctx) { gpu_context_drain(ctx); }
 static mt_transformer *make_model(const mt_model_config *c, mt_context *ctx, uint64_t seed) {
-    mt_transformer *m = NULL;
-    if (mt_transformer_create(c, model_device(), &m) != MT_OK) return NULL;
-    mt_context_seed(ctx, seed);
-    if (mt_transformer_init_weights(m, ctx) != MT_OK) {
-        mt_transformer_free(m);
-        return NULL;
-    }
-    return m;
+    return gpu_model_new(c, ctx, EMU, DEVICE, seed);
 }
 
 /* Parameter i of m as host floats, read through ctx (malloc'd). */
