@@ -312,4 +312,7 @@ extern "C" const mt_backend mt_cuda_backend = {
     .publish = cuda_publish,
     .join = cuda_join,
     .adamw_clip = mt_cuda_adamw_clip,
+    .sumsq_multi = mt_cuda_sumsq_multi,
+    .adamw_multi = mt_cuda_adamw_multi,
+    .device_count = mt_cuda_probe,
 };

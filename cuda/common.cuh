@@ -315,6 +315,9 @@ mt_status mt_cuda_adamw(mt_exec *ex, float *p, const float *g, float *m, float *
 mt_status mt_cuda_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr,
                              float b1, float b2, float eps, float wd, float bc1, float bc2, const float *ss,
                              double clip_norm);
+mt_status mt_cuda_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate);
+mt_status mt_cuda_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
+                              float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad);
 }
 
 #endif

@@ -33,6 +33,14 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     if (t->grad) return t->grad;
     mt_tensor *g;
+    if (!(t->flags & MT_TENSOR_PERSISTENT) && t->node >= 0 && t->node < ctx->n_nodes && ctx->tape[t->node].out == t &&
+        ctx->tape[t->node].grad_mem) {
+        /* Reserved and already zeroed by mt_backward. */
+        g = mt_new_at(ctx, MT_DTYPE_F32, t->ndim, t->shape, ctx->tape[t->node].grad_mem);
+        if (!g) return NULL;
+        t->grad = g;
+        return g;
+    }
     if (t->flags & MT_TENSOR_PERSISTENT) {
         mt_status st = mt_tensor_new_persistent(t->device, MT_DTYPE_F32, t->ndim, t->shape, NULL, &g);
         if (st != MT_OK) return mt_fail_status(ctx, st);
@@ -48,6 +56,9 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     t->grad = g;
     return g;
 }
+
+/* Bytes of t's F32 gradient in the reserved region (arena alignment). */
+static size_t grad_bytes(const mt_tensor *t) { return ((size_t)t->numel * sizeof(float) + 255) & ~(size_t)255; }
 
 mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root) {
     if (ctx->status != MT_OK)
@@ -71,7 +82,23 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
      * earlier pass over this tape are dropped (their arena memory is reclaimed at reset), otherwise a
      * second backward would push the first one's gradients through the graph again. Leaves keep
      * theirs: they accumulate across passes, as PyTorch's .grad does. */
-    for (int32_t i = 0; i < ctx->n_nodes; i++) ctx->tape[i].out->grad = NULL;
+    for (int32_t i = 0; i < ctx->n_nodes; i++) {
+        ctx->tape[i].out->grad = NULL;
+        ctx->tape[i].grad_mem = NULL;
+    }
+    /* The gradients of every op output this pass may reach are reserved as one arena region and
+     * zeroed by one memset (on a GPU one launch instead of one per tensor). */
+    size_t total = 0;
+    for (int32_t i = 0; i <= root->node; i++) total += grad_bytes(ctx->tape[i].out);
+    if (total) {
+        unsigned char *mem = mt_ctx_alloc_data(ctx, total);
+        if (!mem) return ctx->status;
+        MT_TRY(ctx->ex.backend->zero(&ctx->ex, mem, total));
+        for (int32_t i = 0; i <= root->node; i++) {
+            ctx->tape[i].grad_mem = mem;
+            mem += grad_bytes(ctx->tape[i].out);
+        }
+    }
     const mt_backend *be = ctx->ex.backend;
     mt_tensor *g = mt_grad_of(ctx, root);
     if (!g) return ctx->status;

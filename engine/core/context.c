@@ -167,6 +167,15 @@ mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shap
     return t->data ? t : NULL;
 }
 
+mt_tensor *mt_new_at(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, void *data) {
+    int64_t numel;
+    mt_status st = mt_shape_check("tensor", ndim, shape, &numel);
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    mt_tensor *t = new_struct(ctx, dtype, ndim, shape, numel);
+    if (t) t->data = data;
+    return t;
+}
+
 mt_tensor *mt_new_like(mt_context *ctx, const mt_tensor *t) { return mt_new(ctx, t->dtype, t->ndim, t->shape); }
 
 mt_tensor *mt_view(mt_context *ctx, const mt_tensor *t, int ndim, const int64_t *shape) {

@@ -57,6 +57,8 @@ void *mt_ctx_alloc_data(mt_context *ctx, size_t bytes);
 
 /* A new arena tensor (uninitialised) of the context's device. NULL + failure recorded. */
 mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape);
+/* A tensor struct over existing arena memory `data` (at least the tensor's bytes). NULL + failure. */
+mt_tensor *mt_new_at(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, void *data);
 /* The same shape and dtype as t. */
 mt_tensor *mt_new_like(mt_context *ctx, const mt_tensor *t);
 /* A view of t (same data) with another shape of the same numel; no tape node (see mt_reshape). */

@@ -188,4 +188,6 @@ const mt_backend mt_cpu_backend = {
     .rope = mt_cpu_rope,
     .adamw = mt_cpu_adamw,
     .adamw_clip = mt_cpu_adamw_clip,
+    .sumsq_multi = mt_cpu_sumsq_multi,
+    .adamw_multi = mt_cpu_adamw_multi,
 };

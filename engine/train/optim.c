@@ -37,6 +37,7 @@ void mt_optimizer_free(mt_optimizer *o) {
     mt_sys_free(o->m);
     mt_sys_free(o->v);
     mt_sys_free(o->decay);
+    mt_sys_free(o->slots);
     mt_sys_free(o);
 }
 
@@ -48,7 +49,9 @@ mt_status mt_optimizer_create(const mt_transformer *model, mt_context *ctx, mt_o
     o->m = mt_sys_calloc((size_t)o->n, sizeof *o->m);
     o->v = mt_sys_calloc((size_t)o->n, sizeof *o->v);
     o->decay = mt_sys_calloc((size_t)o->n, sizeof *o->decay);
-    mt_status st = (!o->m || !o->v || !o->decay) ? mt_error(MT_ERR_NOMEM, "optimizer: out of memory") : MT_OK;
+    o->slots = mt_sys_calloc((size_t)o->n + 1, sizeof *o->slots);
+    mt_status st =
+        (!o->m || !o->v || !o->decay || !o->slots) ? mt_error(MT_ERR_NOMEM, "optimizer: out of memory") : MT_OK;
     for (int i = 0; st == MT_OK && i < o->n; i++) {
         const mt_tensor *p = model->params[i];
         o->decay[i] = p->ndim == 2;
@@ -87,36 +90,32 @@ mt_status mt_optimizer_read(mt_optimizer *o, mt_context *ctx, double *loss, doub
     return MT_OK;
 }
 
-/* The update without a host read: the global norm is summed into acc[0] on the device, the AdamW
- * kernels read it there (clipping on the device), and acc[2] collects it for the next read's check. */
-static mt_status optimizer_update(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h) {
+/* The update without a host read, every parameter together (multi-tensor kernels): the global norm is
+ * summed into acc[0] on the device, the AdamW kernel reads it there (clipping on the device), acc[2]
+ * collects it for the next read's check; with zero_grad the kernel also zeroes the gradients. */
+static mt_status optimizer_update(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h, int zero_grad) {
     const mt_backend *be = ctx->ex.backend;
     const mt_transformer *model = o->model;
     float *acc = mt_f32(o->acc);
-    int first = 1;
+    int k = 0;
     for (int i = 0; i < o->n; i++) {
-        const mt_tensor *g = model->params[i]->grad;
-        if (!g) continue;
-        MT_TRY(be->sumsq(&ctx->ex, acc, mt_f32(g), g->numel, !first));
-        first = 0;
+        mt_tensor *p = model->params[i];
+        if (!p->grad) continue;
+        o->slots[k++] = (mt_adamw_slot){.p = mt_f32(p), .g = mt_f32(p->grad), .m = mt_f32(o->m[i]),
+                                        .v = mt_f32(o->v[i]), .n = p->numel,
+                                        .wd = o->decay[i] ? (float)h->weight_decay : 0.0f};
     }
-    if (first) MT_TRY(be->zero(&ctx->ex, acc, sizeof(float)));
+    MT_TRY(be->sumsq_multi(&ctx->ex, acc, o->slots, k, 0));
     MT_TRY(be->scalar_bwd(&ctx->ex, MT_SCALAR_MUL, acc + 2, acc, NULL, 1.0f, 1)); /* acc[2] += acc[0] */
     o->step++;
     double lr = mt_lr_at(h, o->step);
     float bc1 = (float)(1.0 - pow(h->beta1, (double)o->step)), bc2 = (float)(1.0 - pow(h->beta2, (double)o->step));
-    for (int i = 0; i < o->n; i++) {
-        mt_tensor *p = model->params[i];
-        if (!p->grad) continue;
-        MT_TRY(be->adamw_clip(&ctx->ex, mt_f32(p), mt_f32(p->grad), mt_f32(o->m[i]), mt_f32(o->v[i]), p->numel,
-                              (float)lr, (float)h->beta1, (float)h->beta2, (float)h->eps,
-                              o->decay[i] ? (float)h->weight_decay : 0.0f, bc1, bc2, acc, h->clip_norm));
-    }
-    return MT_OK;
+    return be->adamw_multi(&ctx->ex, o->slots, k, (float)lr, (float)h->beta1, (float)h->beta2, (float)h->eps, bc1, bc2,
+                           acc, h->clip_norm, zero_grad);
 }
 
 mt_status mt_optimizer_step(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h, double *grad_norm) {
-    MT_TRY(optimizer_update(o, ctx, h));
+    MT_TRY(optimizer_update(o, ctx, h, 0));
     if (!grad_norm) return MT_OK;
     float acc[4];
     MT_TRY(mt_copy_to_host(ctx, o->acc, acc, sizeof acc));
@@ -145,8 +144,7 @@ mt_status mt_train_step(mt_context *ctx, mt_transformer *model, mt_optimizer *o,
         MT_TRY(mt_backward(ctx, l, gr));
     }
     MT_TRY(mt_context_reset(ctx));
-    MT_TRY(optimizer_update(o, ctx, h));
-    MT_TRY(mt_transformer_zero_grad(model, ctx));
+    MT_TRY(optimizer_update(o, ctx, h, 1)); /* also zeroes the gradients */
     o->unread++;
     /* The update is still queued on a GPU stream: contexts that read the weights next (a save, a
      * decoder) wait for it on the device through this publish (core/backend.h). */

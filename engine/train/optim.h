@@ -1,6 +1,6 @@
 /*
- * optim.h — AdamW over the backend's fused kernel, the learning-rate schedule (linear warm-up, then
- * inverse-square-root decay), gradient clipping by global norm (the backend's sumsq), and the
+ * optim.h — AdamW over the backend's multi-tensor kernels, the learning-rate schedule (linear warm-up, then
+ * inverse-square-root decay), gradient clipping by global norm (summed and applied on the device), and the
  * training step with gradient accumulation over micro-batches.
  *
  * Weight decay applies to matrices (embeddings and projections), not to norms and biases, as is
@@ -34,6 +34,7 @@ typedef struct mt_optimizer {
     mt_tensor *acc;       /* (4) device scalars: [0] this step's squared global norm, [1] the sum of the
                            * unread steps' losses, [2] the sum of their squared norms (a check), [3] spare */
     int64_t unread;       /* steps since the last mt_optimizer_read */
+    mt_adamw_slot *slots; /* (n) host table of the multi-tensor kernels, rebuilt every step */
 } mt_optimizer;
 
 mt_status mt_optimizer_create(const mt_transformer *model, mt_context *ctx, mt_optimizer **out);

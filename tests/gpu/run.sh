@@ -58,6 +58,11 @@ quick=""
 bench_rc=$?
 grep -v '^{' "$out/bench_gpu.log"
 grep '^{' "$out/bench_gpu.log" >"$out/bench_gpu.json" || true
+echo "== launches and host waits per training step"
+"$build/bin/mt-bench-gpu" --count >"$out/bench_count.log" 2>&1
+count_rc=$?
+grep '^count:' "$out/bench_count.log"
+[ $count_rc != 0 ] && [ $count_rc != 77 ] && bench_rc=1
 # HOOK: training tokens/s (bf16) and beam-4 decoding tokens/s against the PyTorch reference on the
 # same device. `mt-bench train|decode` answer 2 while they are not part of the build (model issue).
 for b in train decode; do
