@@ -2,9 +2,24 @@
  * adamw.cu — the fused AdamW update of one parameter: one pass reads p, g, m, v and writes p, m, v,
  * with the element formula the CPU backend uses (mt_adamw_elem, core/numeric.h: PyTorch's order of float
  * operations).
- * The master weights, moments and gradients are f32 in every precision mode.
+ * The master weights, moments and gradients are f32 in every precision mode. adamw_clip reads the
+ * clipping scale's input (the squared global norm) from device memory, so the host never waits for it.
+ *
+ * Multi-tensor step (sumsq_multi, adamw_multi): every parameter together, in chunks of MT_CHUNK
+ * elements; a block takes one chunk. The table of slots and chunks is built on the host, copied once
+ * per call through the staging ring (one async copy), and read by the kernels; the norm is summed per
+ * chunk in double and the chunk sums added in chunk order (no atomics: the same bits every run).
  */
+#include <string.h>
+
 #include "common.cuh"
+
+#define MT_CHUNK 32768
+
+typedef struct mt_chunk {
+    int32_t slot, pad;
+    int64_t start;
+} mt_chunk;
 
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
                              float eps, float wd, float step_size, float sqrt_bc2, float grad_scale) {
@@ -19,6 +34,139 @@ extern "C" mt_status mt_cuda_adamw(mt_exec *ex, float *p, const float *g, float 
     if (n <= 0) return MT_OK;
     adamw_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(p, g, m, v, n, lr, b1, b2, eps, wd, lr / bc1,
                                                                           sqrtf(bc2), grad_scale);
+    MT_LAUNCHED();
+    return MT_OK;
+}
+
+__global__ void adamw_clip_kernel(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                                  float b2, float eps, float wd, float step_size, float sqrt_bc2, const float *ss,
+                                  double clip) {
+    float scale = mt_clip_scale(*ss, clip);
+    if (isnan(scale)) return; /* non-finite norm: no update */
+    MT_GRID_STRIDE(i, n) {
+        mt_adamw_elem(&p[i], g[i], &m[i], &v[i], lr, b1, b2, eps, wd, step_size, sqrt_bc2, scale);
+    }
+}
+
+extern "C" mt_status mt_cuda_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
+                                        float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
+                                        const float *ss, double clip_norm) {
+    MT_CUDA_ENTER(ex, cx);
+    if (n <= 0) return MT_OK;
+    adamw_clip_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(p, g, m, v, n, lr, b1, b2, eps, wd,
+                                                                               lr / bc1, sqrtf(bc2), ss, clip_norm);
+    MT_LAUNCHED();
+    return MT_OK;
+}
+
+__global__ void sumsq_chunks_kernel(double *partial, const mt_adamw_slot *slots, const mt_chunk *chunks) {
+    __shared__ double sh[32];
+    mt_chunk c = chunks[blockIdx.x];
+    const mt_adamw_slot s = slots[c.slot];
+    int64_t end = c.start + MT_CHUNK < s.n ? c.start + MT_CHUNK : s.n;
+    double acc = 0.0;
+    for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x) acc += (double)s.g[i] * (double)s.g[i];
+    acc = mt_warp_sum_d(acc);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) sh[w] = acc;
+    __syncthreads();
+    if (w == 0) {
+        acc = lane < nw ? sh[lane] : 0.0;
+        acc = mt_warp_sum_d(acc);
+        if (lane == 0) partial[blockIdx.x] = acc;
+    }
+}
+
+/* One block: out[0] (= or +=) the sum of the n chunk sums, each thread a fixed stride of them. */
+__global__ void sumsq_total_kernel(float *out, const double *partial, int n, int accumulate) {
+    __shared__ double sh[32];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+    acc = mt_warp_sum_d(acc);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) sh[w] = acc;
+    __syncthreads();
+    if (w == 0) {
+        acc = lane < nw ? sh[lane] : 0.0;
+        acc = mt_warp_sum_d(acc);
+        if (lane == 0) out[0] = accumulate ? out[0] + (float)acc : (float)acc;
+    }
+}
+
+__global__ void adamw_multi_kernel(const mt_adamw_slot *slots, const mt_chunk *chunks, float lr, float b1, float b2,
+                                   float eps, float step_size, float sqrt_bc2, const float *ss, double clip,
+                                   int zero_grad) {
+    float scale = mt_clip_scale(*ss, clip);
+    bool update = !isnan(scale); /* a non-finite norm: no update */
+    mt_chunk c = chunks[blockIdx.x];
+    const mt_adamw_slot s = slots[c.slot];
+    int64_t end = c.start + MT_CHUNK < s.n ? c.start + MT_CHUNK : s.n;
+    for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x) {
+        if (update) mt_adamw_elem(&s.p[i], s.g[i], &s.m[i], &s.v[i], lr, b1, b2, eps, s.wd, step_size, sqrt_bc2, scale);
+        if (zero_grad) s.g[i] = 0.0f;
+    }
+}
+
+/* The slot and chunk table in device scratch (extra bytes after it for the caller), copied from a host
+ * table built in the context's host scratch. *n_chunks 0: nothing to do. */
+static mt_status upload_table(mt_exec *ex, mt_cuda_exec *cx, const mt_adamw_slot *slots, int n_slots, size_t extra_per_chunk,
+                              mt_adamw_slot **dslots, mt_chunk **dchunks, void **dextra, int64_t *n_chunks) {
+    int64_t nc = 0;
+    for (int i = 0; i < n_slots; i++) nc += (slots[i].n + MT_CHUNK - 1) / MT_CHUNK;
+    *n_chunks = nc;
+    if (nc == 0) return MT_OK;
+    if (nc > 0x7fffffffLL) return mt_error(MT_ERR_UNSUPPORTED, "cuda multi-tensor step: %lld chunks", (long long)nc);
+    size_t sb = (size_t)n_slots * sizeof(mt_adamw_slot), cb = (size_t)nc * sizeof(mt_chunk);
+    unsigned char *host = (unsigned char *)mt_exec_scratch(ex, sb + cb);
+    if (!host) return mt_error(MT_ERR_NOMEM, "cuda multi-tensor step: out of host memory for %d slots", n_slots);
+    memcpy(host, slots, sb);
+    mt_chunk *hc = (mt_chunk *)(host + sb);
+    int64_t k = 0;
+    for (int i = 0; i < n_slots; i++)
+        for (int64_t st = 0; st < slots[i].n; st += MT_CHUNK) {
+            hc[k].slot = i;
+            hc[k].pad = 0;
+            hc[k].start = st;
+            k++;
+        }
+    void *dev = NULL;
+    MT_TRY(mt_cuda_scratch(cx, sb + cb + (size_t)nc * extra_per_chunk, &dev));
+    MT_TRY(ex->backend->to_device(ex, dev, host, sb + cb));
+    *dslots = (mt_adamw_slot *)dev;
+    *dchunks = (mt_chunk *)((unsigned char *)dev + sb);
+    *dextra = (unsigned char *)dev + sb + cb;
+    return MT_OK;
+}
+
+extern "C" mt_status mt_cuda_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots,
+                                         int accumulate) {
+    MT_CUDA_ENTER(ex, cx);
+    mt_adamw_slot *ds = NULL;
+    mt_chunk *dc = NULL;
+    void *partial = NULL;
+    int64_t nc = 0;
+    MT_TRY(upload_table(ex, cx, slots, n_slots, sizeof(double), &ds, &dc, &partial, &nc));
+    if (nc > 0) {
+        sumsq_chunks_kernel<<<(unsigned)nc, MT_THREADS, 0, cx->stream>>>((double *)partial, ds, dc);
+        MT_LAUNCHED();
+    }
+    sumsq_total_kernel<<<1, MT_THREADS, 0, cx->stream>>>(out, (const double *)partial, (int)nc, accumulate);
+    MT_LAUNCHED();
+    return MT_OK;
+}
+
+extern "C" mt_status mt_cuda_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1,
+                                         float b2, float eps, float bc1, float bc2, const float *ss, double clip_norm,
+                                         int zero_grad) {
+    MT_CUDA_ENTER(ex, cx);
+    mt_adamw_slot *ds = NULL;
+    mt_chunk *dc = NULL;
+    void *unused = NULL;
+    int64_t nc = 0;
+    MT_TRY(upload_table(ex, cx, slots, n_slots, 0, &ds, &dc, &unused, &nc));
+    if (nc == 0) return MT_OK;
+    adamw_multi_kernel<<<(unsigned)nc, MT_THREADS, 0, cx->stream>>>(ds, dc, lr, b1, b2, eps, lr / bc1, sqrtf(bc2), ss,
+                                                                    clip_norm, zero_grad);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -12,11 +12,13 @@
  * 12.5% waste) and served from an exact free list of that size; larger ones are rounded to 2 MiB and
  * served best-fit from one list of large blocks (within 12.5% of the request).
  *
- * Streams: a freed block may still be read by kernels queued on the stream that used it, and another
- * context (another stream) may ask for memory next. So a freed block first goes to a pending list; it
- * becomes reusable only after a device synchronisation, done lazily when an allocation finds nothing
- * reusable but pending blocks exist. In steady state (the step arenas keep their blocks) nothing is
- * freed and nothing waits.
+ * Streams: a freed block may still be read by kernels queued on any live context's stream (a weight
+ * is read by every context that uses the model), and another context may ask for memory next. So a
+ * freed block goes to a pending list with an event recorded on the stream of every live context of
+ * the device; it becomes reusable once all its events have fired (cudaEventQuery: the host never
+ * waits for that). An allocation that finds nothing reusable takes new memory; only when the device
+ * is out of memory does the allocator synchronise the device (counted in n_sync_reuse), settle every
+ * pending block and retry. In steady state (the step arenas keep their blocks) nothing is freed.
  *
  * One mutex guards all pools: allocations are rare after warm-up.
  */
@@ -30,6 +32,7 @@
 #define LARGE_MIN ((size_t)64 << 20)
 #define LARGE_ROUND ((size_t)2 << 20)
 #define N_CLASSES (64 * 9)
+#define MAX_FREE_EVENTS 32 /* live streams a pending block tracks; beyond, it waits for a device sync */
 
 enum { BLK_FREE = 0, BLK_USED = 1, BLK_PENDING = 2 };
 
@@ -39,6 +42,8 @@ typedef struct blk {
     int state;
     struct blk *next;    /* free list / pending list link */
     struct blk *all;     /* every block of the pool */
+    int n_ev;            /* pending: events to wait for (-1: wait for a device synchronisation) */
+    cudaEvent_t ev[MAX_FREE_EVENTS];
 } blk;
 
 typedef struct pool {
@@ -49,6 +54,8 @@ typedef struct pool {
     blk *all;
     blk **table; /* open addressing, ptr -> blk */
     size_t table_cap, table_n;
+    cudaEvent_t *ev_free; /* spare events for pending blocks */
+    int ev_n, ev_cap;
     mt_cuda_alloc_stats st;
 } pool;
 
@@ -152,24 +159,58 @@ static blk *take_free(pool *pl, size_t rs) {
     return b;
 }
 
-/* Pending blocks become free after the device has finished everything queued so far. */
-static mt_status settle_pending(pool *pl) {
+static void event_put(pool *pl, cudaEvent_t e) {
+    if (pl->ev_n == pl->ev_cap) {
+        int cap = pl->ev_cap ? pl->ev_cap * 2 : 64;
+        cudaEvent_t *n = (cudaEvent_t *)mt_sys_malloc((size_t)cap * sizeof *n);
+        if (!n) {
+            (void)cudaEventDestroy(e);
+            return;
+        }
+        if (pl->ev_n) memcpy(n, pl->ev_free, (size_t)pl->ev_n * sizeof *n);
+        mt_sys_free(pl->ev_free);
+        pl->ev_free = n;
+        pl->ev_cap = cap;
+    }
+    pl->ev_free[pl->ev_n++] = e;
+}
+
+/* Pending blocks whose events have all fired become free; with wait, the device is synchronised
+ * first so every pending block does. */
+static mt_status settle_pending(pool *pl, int wait) {
     if (!pl->pending) return MT_OK;
-    MT_CK(cudaDeviceSynchronize());
-    pl->st.n_sync_reuse++;
-    blk *b = pl->pending;
-    pl->pending = NULL;
-    while (b) {
-        blk *n = b->next;
+    if (wait) {
+        MT_CK(mt_cuda_host_wait(cudaDeviceSynchronize()));
+        pl->st.n_sync_reuse++;
+    }
+    blk **pp = &pl->pending;
+    while (*pp) {
+        blk *b = *pp;
+        int ready = wait || b->n_ev >= 0;
+        for (int i = 0; ready && !wait && i < b->n_ev; i++) {
+            cudaError_t q = cudaEventQuery(b->ev[i]);
+            if (q == cudaErrorNotReady) {
+                (void)cudaGetLastError();
+                ready = 0;
+            } else {
+                MT_CK(q);
+            }
+        }
+        if (!ready) {
+            pp = &b->next;
+            continue;
+        }
+        for (int i = 0; i < b->n_ev; i++) event_put(pl, b->ev[i]);
+        b->n_ev = 0;
+        *pp = b->next;
         push_free(pl, b);
-        b = n;
     }
     return MT_OK;
 }
 
 /* cudaFree of every free block (pending ones settled first). cudaFree waits for the device. */
 static mt_status release_free(pool *pl) {
-    MT_TRY(settle_pending(pl));
+    MT_TRY(settle_pending(pl, 1));
     blk **pp = &pl->all;
     size_t released = 0;
     while (*pp) {
@@ -197,7 +238,7 @@ static mt_status pool_alloc(int device, pool *pl, void **ptr, size_t bytes) {
     size_t rs = round_size(bytes ? bytes : 1);
     blk *b = take_free(pl, rs);
     if (!b && pl->pending) {
-        MT_TRY(settle_pending(pl));
+        MT_TRY(settle_pending(pl, 0));
         b = take_free(pl, rs);
     }
     if (b) {
@@ -255,6 +296,10 @@ extern "C" mt_status mt_cuda_malloc(int device, void **ptr, size_t bytes) {
 
 extern "C" void mt_cuda_free(int device, void *ptr) {
     if (!ptr || device < 0 || device >= MT_MAX_DEVICES) return;
+    cudaStream_t streams[MAX_FREE_EVENTS + 1];
+    int ns = mt_cuda_live_streams(device, streams, MAX_FREE_EVENTS + 1);
+    int prev = -1;
+    int switched = mt_cuda_set_device(device, &prev) == MT_OK;
     pthread_mutex_lock(&g_lock);
     pool *pl = &g_pools[device];
     blk *b = table_get(pl, ptr);
@@ -262,13 +307,30 @@ extern "C" void mt_cuda_free(int device, void *ptr) {
         pthread_mutex_unlock(&g_lock);
         mt_log(MT_LOG_ERROR, "cuda:%d: free of %p: %s (ignored)", device, ptr,
                b ? "already freed" : "not allocated by the caching allocator");
+        if (switched && prev >= 0 && prev != device) (void)cudaSetDevice(prev);
         return;
     }
     pl->st.bytes_in_use -= b->size;
     b->state = BLK_PENDING;
+    b->n_ev = 0;
+    for (int i = 0; i < ns && b->n_ev >= 0; i++) {
+        cudaEvent_t e = NULL;
+        if (ns > MAX_FREE_EVENTS || !switched ||
+            (pl->ev_n ? (e = pl->ev_free[--pl->ev_n], false)
+                      : cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) ||
+            cudaEventRecord(e, streams[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            if (e) event_put(pl, e);
+            for (int j = 0; j < b->n_ev; j++) event_put(pl, b->ev[j]);
+            b->n_ev = -1; /* reusable after a device synchronisation only */
+            break;
+        }
+        b->ev[b->n_ev++] = e;
+    }
     b->next = pl->pending;
     pl->pending = b;
     pthread_mutex_unlock(&g_lock);
+    if (switched && prev >= 0 && prev != device) (void)cudaSetDevice(prev);
 }
 
 extern "C" mt_status mt_cuda_release_cache(int device) {

@@ -8,7 +8,12 @@
  * the host goes on preparing the next batch while the GPU works. A ring region is reused only after
  * the event recorded behind its copy has fired. Larger copies go straight from pageable memory.
  * to_host waits for the stream (it is one of the two synchronising entry points, with sync).
+ *
+ * Ordering between contexts: the live contexts form a list; publish records the context's event on
+ * its stream, join makes its stream wait for the last published event of every other live context of
+ * the device (cudaStreamWaitEvent: the device waits, the host does not).
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "common.cuh"
@@ -17,8 +22,32 @@
 #define MT_STAGE_MAX ((size_t)4 << 20)  /* largest copy staged through the pinned ring */
 #define MT_STAGE_CAP ((size_t)16 << 20) /* ring size */
 
+static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static mt_cuda_exec *g_live;
+
+static void live_remove(mt_cuda_exec *cx) {
+    pthread_mutex_lock(&g_live_lock);
+    for (mt_cuda_exec **pp = &g_live; *pp; pp = &(*pp)->live_next)
+        if (*pp == cx) {
+            *pp = cx->live_next;
+            break;
+        }
+    pthread_mutex_unlock(&g_live_lock);
+}
+
+int mt_cuda_live_streams(int device, cudaStream_t *out, int cap) {
+    int n = 0;
+    pthread_mutex_lock(&g_live_lock);
+    for (mt_cuda_exec *c = g_live; c && n < cap; c = c->live_next)
+        if (c->device == device) out[n++] = c->stream;
+    pthread_mutex_unlock(&g_live_lock);
+    return n;
+}
+
 static void exec_release(mt_cuda_exec *cx) {
-    if (cx->stream) (void)cudaStreamSynchronize(cx->stream);
+    live_remove(cx);
+    if (cx->stream) (void)mt_cuda_host_wait(cudaStreamSynchronize(cx->stream));
+    if (cx->published) (void)cudaEventDestroy(cx->published);
     for (int i = 0; i < MT_STAGE_SLOTS; i++)
         if (cx->slots[i].done) (void)cudaEventDestroy(cx->slots[i].done);
     if (cx->blas) (void)cublasDestroy(cx->blas);
@@ -44,6 +73,7 @@ static mt_status exec_setup(mt_cuda_exec *cx) {
     MT_CK(cublasSetWorkspace(cx->blas, cx->blas_ws, cx->blas_ws_bytes));
     MT_CK(cublasSetPointerMode(cx->blas, CUBLAS_POINTER_MODE_HOST));
     for (int i = 0; i < MT_STAGE_SLOTS; i++) MT_CK(cudaEventCreateWithFlags(&cx->slots[i].done, cudaEventDisableTiming));
+    MT_CK(cudaEventCreateWithFlags(&cx->published, cudaEventDisableTiming));
     void *stage = NULL;
     MT_TRY(mt_cuda_host_alloc(&stage, MT_STAGE_CAP));
     cx->stage = (unsigned char *)stage;
@@ -63,6 +93,10 @@ static mt_status cuda_exec_init(mt_exec *ex, int device) {
         exec_release(cx);
         return mt_error_prefix(st, "cuda:%d: creating the execution state: ", device);
     }
+    pthread_mutex_lock(&g_live_lock);
+    cx->live_next = g_live;
+    g_live = cx;
+    pthread_mutex_unlock(&g_live_lock);
     ex->priv = cx;
     ex->device = device;
     return MT_OK;
@@ -125,12 +159,12 @@ static mt_status stage_reserve(mt_cuda_exec *cx, size_t n, size_t *start) {
             }
         }
         if (clash >= 0) {
-            MT_CK(cudaEventSynchronize(cx->slots[clash].done));
+            MT_CK(mt_cuda_host_wait(cudaEventSynchronize(cx->slots[clash].done)));
             cx->slots[clash].live = 0;
             continue;
         }
         if (free_slot < 0) { /* every slot in flight: wait for one */
-            MT_CK(cudaEventSynchronize(cx->slots[oldest].done));
+            MT_CK(mt_cuda_host_wait(cudaEventSynchronize(cx->slots[oldest].done)));
             cx->slots[oldest].live = 0;
             continue;
         }
@@ -161,10 +195,12 @@ static mt_status cuda_to_device(mt_exec *ex, void *dst, const void *src, size_t 
         MT_TRY(stage_reserve(cx, bytes, &s));
         memcpy(cx->stage + s, src, bytes);
         MT_CK(cudaMemcpyAsync(dst, cx->stage + s, bytes, cudaMemcpyHostToDevice, cx->stream));
+        mt_cuda_count_launches(1);
         return stage_commit(cx, s, bytes);
     }
     /* Pageable source: the runtime has consumed it when the call returns. */
     MT_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cx->stream));
+    mt_cuda_count_launches(1);
     return MT_OK;
 }
 
@@ -174,12 +210,12 @@ static mt_status cuda_to_host(mt_exec *ex, void *dst, const void *src, size_t by
         size_t s;
         MT_TRY(stage_reserve(cx, bytes, &s));
         MT_CK(cudaMemcpyAsync(cx->stage + s, src, bytes, cudaMemcpyDeviceToHost, cx->stream));
-        MT_CK(cudaStreamSynchronize(cx->stream));
+        MT_CK(mt_cuda_host_wait(cudaStreamSynchronize(cx->stream)));
         memcpy(dst, cx->stage + s, bytes);
         return MT_OK;
     }
     MT_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cx->stream));
-    MT_CK(cudaStreamSynchronize(cx->stream));
+    MT_CK(mt_cuda_host_wait(cudaStreamSynchronize(cx->stream)));
     return MT_OK;
 }
 
@@ -187,6 +223,7 @@ static mt_status cuda_copy(mt_exec *ex, void *dst, const void *src, size_t bytes
     MT_CUDA_ENTER(ex, cx);
     if (!bytes || dst == src) return MT_OK;
     MT_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx->stream));
+    mt_cuda_count_launches(1);
     return MT_OK;
 }
 
@@ -194,12 +231,35 @@ static mt_status cuda_zero(mt_exec *ex, void *dst, size_t bytes) {
     MT_CUDA_ENTER(ex, cx);
     if (!bytes) return MT_OK;
     MT_CK(cudaMemsetAsync(dst, 0, bytes, cx->stream));
+    mt_cuda_count_launches(1);
     return MT_OK;
 }
 
 static mt_status cuda_sync(mt_exec *ex) {
     MT_CUDA_ENTER(ex, cx);
-    MT_CK(cudaStreamSynchronize(cx->stream));
+    MT_CK(mt_cuda_host_wait(cudaStreamSynchronize(cx->stream)));
+    return MT_OK;
+}
+
+static mt_status cuda_publish(mt_exec *ex) {
+    MT_CUDA_ENTER(ex, cx);
+    pthread_mutex_lock(&g_live_lock);
+    cudaError_t e = cudaEventRecord(cx->published, cx->stream);
+    if (e == cudaSuccess) cx->has_published = 1;
+    pthread_mutex_unlock(&g_live_lock);
+    MT_CK(e);
+    return MT_OK;
+}
+
+static mt_status cuda_join(mt_exec *ex) {
+    MT_CUDA_ENTER(ex, cx);
+    cudaError_t e = cudaSuccess;
+    pthread_mutex_lock(&g_live_lock);
+    for (mt_cuda_exec *o = g_live; o && e == cudaSuccess; o = o->live_next)
+        if (o != cx && o->device == cx->device && o->has_published)
+            e = cudaStreamWaitEvent(cx->stream, o->published, 0);
+    pthread_mutex_unlock(&g_live_lock);
+    MT_CK(e);
     return MT_OK;
 }
 
@@ -249,4 +309,10 @@ extern "C" const mt_backend mt_cuda_backend = {
     .rope = mt_cuda_rope,
     .adamw = mt_cuda_adamw,
     .gemm_lowp = mt_cuda_gemm_lowp,
+    .publish = cuda_publish,
+    .join = cuda_join,
+    .adamw_clip = mt_cuda_adamw_clip,
+    .sumsq_multi = mt_cuda_sumsq_multi,
+    .adamw_multi = mt_cuda_adamw_multi,
+    .device_count = mt_cuda_probe,
 };

@@ -41,8 +41,23 @@ mt_status mt_cuda_fail(cublasStatus_t s, const char *call, const char *file, int
         if (!mt_cuda_ok(mt_ck_s_)) return mt_cuda_fail(mt_ck_s_, #call, __FILE__, __LINE__); \
     } while (0)
 
-/* After a kernel launch: a bad configuration shows up in cudaGetLastError. */
-#define MT_LAUNCHED() MT_CK(cudaGetLastError())
+/* Process-wide counters (mt_cuda_counters_get): every launch the backend makes (kernels, cuBLAS
+ * calls, device memsets and copies) and every host wait (stream/event/device synchronisation). */
+void mt_cuda_count_launches(uint64_t n);
+void mt_cuda_count_host_waits(uint64_t n);
+/* Wraps a synchronising call: counts it, returns its status. */
+template <typename E>
+static inline E mt_cuda_host_wait(E e) {
+    mt_cuda_count_host_waits(1);
+    return e;
+}
+
+/* After a kernel launch: counted; a bad configuration shows up in cudaGetLastError. */
+#define MT_LAUNCHED()              \
+    do {                           \
+        mt_cuda_count_launches(1); \
+        MT_CK(cudaGetLastError()); \
+    } while (0)
 
 /* ---------------------------------------------------------------------------------------------
  * Execution state (mt_exec.priv) of a CUDA context.
@@ -70,7 +85,14 @@ typedef struct mt_cuda_exec {
     int n_sm;               /* streaming multiprocessors */
     size_t smem_optin;      /* largest dynamic shared memory a block may opt in to */
     int cc_major;           /* compute capability */
+    cudaEvent_t published;  /* recorded by publish: how far this context's queued work has got */
+    int has_published;
+    struct mt_cuda_exec *live_next; /* the live contexts (backend_cuda.cu), guarded by its lock */
 } mt_cuda_exec;
+
+/* The streams of the live contexts of device (at most cap); the allocator records an event on each
+ * when a block is freed (any of them may still use it). Called with no lock held. */
+int mt_cuda_live_streams(int device, cudaStream_t *out, int cap);
 
 /* The context's state with its device made current on this thread; MT_ERR_NO_DEVICE when the exec has
  * none (no GPU, or exec_init failed). fn names the caller in the message. */
@@ -290,6 +312,12 @@ mt_status mt_cuda_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64
 /* adamw.cu */
 mt_status mt_cuda_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                         float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
+mt_status mt_cuda_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                             float b1, float b2, float eps, float wd, float bc1, float bc2, const float *ss,
+                             double clip_norm);
+mt_status mt_cuda_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate);
+mt_status mt_cuda_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
+                              float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad);
 }
 
 #endif

@@ -255,7 +255,8 @@ struct strided_args {
     int64_t shape[MT_MAX_DIMS], ostr[MT_MAX_DIMS], istr[MT_MAX_DIMS];
 };
 
-/* mode: 0 copy, 1 accumulate (F32), 2 accumulate with atomics (output elements may coincide). */
+/* mode: 0 copy, 1 accumulate (F32). (Accumulation where output elements coincide is
+ * copy_strided_sum_kernel's.) */
 template <typename T, typename I>
 __global__ void copy_strided_kernel(T *out, const T *in, strided_args s, I n, int mode) {
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
@@ -267,13 +268,34 @@ __global__ void copy_strided_kernel(T *out, const T *in, strided_args s, I n, in
             oo += idx * (I)s.ostr[d];
             io += idx * (I)s.istr[d];
         }
-        if (mode == 0) {
-            out[oo] = in[io];
-        } else if (mode == 1) {
-            ((float *)out)[oo] += ((const float *)in)[io];
-        } else {
-            atomicAdd((float *)out + oo, ((const float *)in)[io]);
+        if (mode == 0) out[oo] = in[io];
+        else ((float *)out)[oo] += ((const float *)in)[io];
+    }
+}
+
+/* Accumulation over the axes whose output stride is 0 (the backward of a broadcast): a thread per
+ * output element sums its inputs in index order and adds the sum once. No atomics, so the result
+ * does not depend on scheduling. kept: the axes with an output stride; red: the others. */
+__global__ void copy_strided_sum_kernel(float *out, const float *in, strided_args kept, strided_args red,
+                                        int64_t n_kept, int64_t n_red) {
+    MT_GRID_STRIDE(i, n_kept) {
+        int64_t r = i, oo = 0, io = 0;
+        for (int d = kept.ndim - 1; d >= 0; d--) {
+            int64_t idx = r % kept.shape[d];
+            r /= kept.shape[d];
+            oo += idx * kept.ostr[d];
+            io += idx * kept.istr[d];
         }
+        float acc = 0.0f;
+        for (int64_t q = 0; q < n_red; q++) {
+            int64_t rr = q, ii = io;
+            for (int d = red.ndim - 1; d >= 0; d--) {
+                ii += (rr % red.shape[d]) * red.istr[d];
+                rr /= red.shape[d];
+            }
+            acc += in[ii];
+        }
+        out[oo] += acc;
     }
 }
 
@@ -318,7 +340,10 @@ extern "C" mt_status mt_cuda_cast(mt_exec *ex, void *out, mt_dtype to, const voi
     if (n <= 0) return MT_OK;
     if (from == to) {
         size_t es = to == MT_DTYPE_I8 ? 1 : (to == MT_DTYPE_BF16 || to == MT_DTYPE_F16) ? 2 : 4;
-        if (out != in) MT_CK(cudaMemcpyAsync(out, in, (size_t)n * es, cudaMemcpyDeviceToDevice, cx->stream));
+        if (out != in) {
+            MT_CK(cudaMemcpyAsync(out, in, (size_t)n * es, cudaMemcpyDeviceToDevice, cx->stream));
+            mt_cuda_count_launches(1);
+        }
         return MT_OK;
     }
     if (from == MT_DTYPE_F32 && to == MT_DTYPE_BF16) /* the mixed-precision hot path */
@@ -550,9 +575,29 @@ extern "C" mt_status mt_cuda_copy_strided(mt_exec *ex, void *out, const int64_t 
     if (n <= 0) return MT_OK;
     if (contig && !accumulate) {
         MT_CK(cudaMemcpyAsync(out, in, (size_t)n * elem_size, cudaMemcpyDeviceToDevice, cx->stream));
+        mt_cuda_count_launches(1);
         return MT_OK;
     }
-    int mode = accumulate ? (collide ? 2 : 1) : 0;
+    if (accumulate && collide) {
+        strided_args kept, red;
+        memset(&kept, 0, sizeof kept);
+        memset(&red, 0, sizeof red);
+        int64_t n_kept = 1, n_red = 1;
+        for (int d = 0; d < s.ndim; d++) {
+            strided_args *t = s.ostr[d] == 0 ? &red : &kept;
+            t->shape[t->ndim] = s.shape[d];
+            t->ostr[t->ndim] = s.ostr[d];
+            t->istr[t->ndim] = s.istr[d];
+            t->ndim++;
+            if (s.ostr[d] == 0) n_red *= s.shape[d];
+            else n_kept *= s.shape[d];
+        }
+        copy_strided_sum_kernel<<<mt_blocks(n_kept, MT_THREADS), MT_THREADS, 0, cx->stream>>>(
+            (float *)out, (const float *)in, kept, red, n_kept, n_red);
+        MT_LAUNCHED();
+        return MT_OK;
+    }
+    int mode = accumulate ? 1 : 0;
     unsigned g = mt_blocks(n, MT_THREADS);
     bool small = n < MT_IDX32_LIMIT && max_o < MT_IDX32_LIMIT && max_i < MT_IDX32_LIMIT;
     if (elem_size == 4) {

@@ -27,6 +27,7 @@ static mt_status gemm_any(mt_cuda_exec *cx, cudaDataType_t ab_type, cublasComput
                         (long long)M, (long long)N, (long long)K, (long long)batch);
     if (K <= 0) return mt_error(MT_ERR_INTERNAL, "cuda gemm: K = %lld", (long long)K);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    mt_cuda_count_launches(1);
     if (batch == 1) {
         MT_CK(cublasGemmEx(cx->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab_type, (int)ldb, A, ab_type,
                            (int)lda, &beta, C, CUDA_R_32F, (int)ldc, compute, CUBLAS_GEMM_DEFAULT));

@@ -28,13 +28,23 @@ typedef struct mt_cuda_alloc_stats {
     uint64_t n_malloc;       /* cudaMalloc calls made (each also counted by mt_sys_alloc_count) */
     uint64_t n_free;         /* cudaFree calls made (cache releases only) */
     uint64_t n_reuse;        /* allocations served from the cache */
-    uint64_t n_sync_reuse;   /* device synchronisations made to reuse blocks freed on other streams */
+    uint64_t n_sync_reuse;   /* device synchronisations made to settle freed blocks (out of memory only) */
     uint64_t bytes_reserved; /* held from the driver (in use + cached) */
     uint64_t bytes_in_use;   /* handed out and not freed */
 } mt_cuda_alloc_stats;
 mt_status mt_cuda_alloc_stats_get(int device, mt_cuda_alloc_stats *out);
 /* Returns every cached (free) block of the device to the driver (waits for the device first). */
 mt_status mt_cuda_release_cache(int device);
+
+/* What the backend has asked of the GPU since the process started (all devices): launches counts
+ * kernels, cuBLAS calls and device memsets/copies; host_waits counts the calls that made the host
+ * wait for the device (stream, event or device synchronisation). mt-bench-gpu --count divides them
+ * by the training steps run. */
+typedef struct mt_cuda_counters {
+    uint64_t launches;
+    uint64_t host_waits;
+} mt_cuda_counters;
+void mt_cuda_counters_get(mt_cuda_counters *out);
 
 #ifdef __cplusplus
 }

@@ -30,10 +30,6 @@ mt_status mt_set_num_threads(int n) {
 
 mt_status mt_device_count(int *out_count) {
     if (!out_count) return mt_error(MT_ERR_INVALID_ARG, "mt_device_count: out_count is NULL");
-#ifdef MT_WITH_CUDA
-    *out_count = mt_cuda_device_count();
-#else
-    *out_count = 0;
-#endif
+    *out_count = mt_device_backend_count(NULL, 0);
     return MT_OK;
 }

@@ -33,17 +33,27 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     if (t->grad) return t->grad;
     mt_tensor *g;
+    int op_result = !(t->flags & MT_TENSOR_PERSISTENT) && t->node >= 0 && t->node < ctx->n_nodes &&
+                    ctx->tape[t->node].out == t;
+    if (op_result && ctx->tape[t->node].grad_mem) {
+        /* Reserved and already zeroed by mt_backward (GPU). */
+        g = mt_new_at(ctx, MT_DTYPE_F32, t->ndim, t->shape, ctx->tape[t->node].grad_mem);
+        if (!g) return NULL;
+        t->grad = g;
+        return g;
+    }
     if (t->flags & MT_TENSOR_PERSISTENT) {
         mt_status st = mt_tensor_new_persistent(t->device, MT_DTYPE_F32, t->ndim, t->shape, NULL, &g);
         if (st != MT_OK) return mt_fail_status(ctx, st);
-    } else if (t->node >= 0) { /* an op's result: its gradient is given back once that op's backward ran */
-        g = mt_view(ctx, t, t->ndim, t->shape); /* a struct of t's shape; its data is set just below */
-        if (!g) return NULL;
-        g->flags = 0;
-        g->dtype = MT_DTYPE_F32;
-        if (!(g->data = mt_pool_alloc(&ctx->grads, mt_tensor_bytes(g))))
-            return mt_fail(ctx, MT_ERR_NOMEM, "out of %s memory for a gradient (%zu bytes)", ctx->ex.backend->name,
-                           mt_tensor_bytes(g));
+    } else if (op_result) { /* CPU: from the pool, given back once the op's backward has run */
+        size_t bytes = (size_t)t->numel * sizeof(float);
+        void *mem = mt_pool_alloc(&ctx->grads, bytes);
+        if (!mem)
+            return mt_fail(ctx, MT_ERR_NOMEM, "out of %s memory for a gradient (%zu bytes)", ctx->ex.backend->name, bytes);
+        if (!(g = mt_new_at(ctx, MT_DTYPE_F32, t->ndim, t->shape, mem))) {
+            mt_pool_release(&ctx->grads, mem);
+            return NULL;
+        }
     } else {
         g = mt_new(ctx, MT_DTYPE_F32, t->ndim, t->shape);
         if (!g) return NULL;
@@ -56,6 +66,9 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     t->grad = g;
     return g;
 }
+
+/* Bytes of t's F32 gradient in the reserved region (arena alignment). */
+static size_t grad_bytes(const mt_tensor *t) { return ((size_t)t->numel * sizeof(float) + 255) & ~(size_t)255; }
 
 mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root) {
     if (ctx->status != MT_OK)
@@ -80,9 +93,26 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
      * second backward would push the first one's gradients through the graph again. Leaves keep
      * theirs: they accumulate across passes, as PyTorch's .grad does. */
     for (int32_t i = 0; i < ctx->n_nodes; i++) {
-        mt_tensor *o = ctx->tape[i].out;
-        if (o->grad) mt_pool_release(&ctx->grads, o->grad->data);
-        o->grad = NULL;
+        mt_node *n = &ctx->tape[i];
+        if (n->out->grad && !n->grad_mem) mt_pool_release(&ctx->grads, n->out->grad->data);
+        n->out->grad = NULL;
+        n->grad_mem = NULL;
+    }
+    /* Where the gradients of op results live. On a GPU, every one this pass may reach is reserved as
+     * one arena region, zeroed by one memset: one launch instead of one per tensor, and device memory
+     * is not what limits there. On the CPU each is taken from the pool when first needed and given
+     * back as soon as the op's backward has run (below), so the pass holds only the gradients still
+     * to be propagated: the peak memory of a training step is what limits there. */
+    size_t total = 0;
+    for (int32_t i = 0; ctx->device != MT_DEVICE_CPU && i <= root->node; i++) total += grad_bytes(ctx->tape[i].out);
+    if (total) {
+        unsigned char *mem = mt_ctx_alloc_data(ctx, total);
+        if (!mem) return ctx->status;
+        MT_TRY(ctx->ex.backend->zero(&ctx->ex, mem, total));
+        for (int32_t i = 0; i <= root->node; i++) {
+            ctx->tape[i].grad_mem = mem;
+            mem += grad_bytes(ctx->tape[i].out);
+        }
     }
     const mt_backend *be = ctx->ex.backend;
     mt_tensor *g = mt_grad_of(ctx, root);
@@ -103,9 +133,9 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
                 return mt_error_prefix(st, "backward of %s: ", n->op);
             }
             if (ctx->status != MT_OK) return mt_error_prefix(ctx->status, "backward of %s: ", n->op);
-            /* Nothing reads an op result's gradient after that op's backward: give the memory back, so
-             * the pass holds only the gradients still to be propagated (PyTorch frees them likewise). */
-            mt_pool_release(&ctx->grads, n->out->grad->data);
+            /* Nothing reads an op result's gradient after that op's backward (PyTorch frees them
+             * likewise): a pooled one goes back to the pool. */
+            if (!n->grad_mem) mt_pool_release(&ctx->grads, n->out->grad->data);
             n->out->grad = NULL;
         }
         if (ctx->backward_hook) MT_TRY(ctx->backward_hook(ctx, i, ctx->backward_hook_user));

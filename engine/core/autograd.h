@@ -28,6 +28,7 @@ struct mt_node {
     float f[4];                       /* scalar arguments */
     int64_t i[8];                     /* integer arguments */
     const void *p;                    /* op-specific descriptor in the host arena (mt_bcast, ...) */
+    void *grad_mem;                   /* out's gradient memory, reserved and zeroed by mt_backward */
 };
 
 /* True when an op over these inputs must be recorded (grad enabled and an input requires grad).

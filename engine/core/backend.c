@@ -4,10 +4,26 @@
 #include "core/backend.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+
+const mt_backend *mt_device_backend(void) {
+    for (int i = 0; mt_backends[i]; i++)
+        if (mt_backends[i]->device_count) return mt_backends[i];
+    return NULL;
+}
+
+int mt_device_backend_count(char *why, size_t cap) {
+    const mt_backend *be = mt_device_backend();
+    if (!be) {
+        if (why && cap) snprintf(why, cap, "this build of MicroTensor has no CUDA backend");
+        return 0;
+    }
+    return be->device_count(why, cap);
+}
 
 mt_status mt_backend_get(int device, const mt_backend **out) {
     if (device == MT_DEVICE_CPU) {
@@ -15,19 +31,18 @@ mt_status mt_backend_get(int device, const mt_backend **out) {
         return MT_OK;
     }
     if (device < 0) return mt_error(MT_ERR_DEVICE, "device %d: not a device id (-1 is the CPU)", device);
-#ifdef MT_WITH_CUDA
+    const mt_backend *be = mt_device_backend();
+    if (!be) return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: this build of MicroTensor has no CUDA backend", device);
     char why[160];
-    int n = mt_cuda_probe(why, sizeof why);
+    int n = be->device_count(why, sizeof why);
     if (n == 0)
-        return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no CUDA device is present (cudaGetDeviceCount: %s)", device, why);
+        return mt_error(MT_ERR_NO_DEVICE, "%s:%d: no CUDA device is present (cudaGetDeviceCount: %s)", be->name, device,
+                        why);
     if (device >= n)
-        return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: no such device (%d CUDA device%s present)", device, n,
+        return mt_error(MT_ERR_NO_DEVICE, "%s:%d: no such device (%d CUDA device%s present)", be->name, device, n,
                         n == 1 ? "" : "s");
-    *out = &mt_cuda_backend;
+    *out = be;
     return MT_OK;
-#else
-    return mt_error(MT_ERR_NO_DEVICE, "cuda:%d: this build of MicroTensor has no CUDA backend", device);
-#endif
 }
 
 void *mt_exec_scratch(mt_exec *ex, size_t bytes) {

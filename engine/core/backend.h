@@ -100,6 +100,13 @@ typedef enum mt_scalar_op {
 
 typedef enum mt_random_dist { MT_RANDOM_UNIFORM = 0, MT_RANDOM_NORMAL = 1 } mt_random_dist;
 
+/* One parameter of a multi-tensor optimizer step (sumsq_multi, adamw_multi): every pointer (n) F32. */
+typedef struct mt_adamw_slot {
+    float *p, *g, *m, *v; /* parameter, gradient, first and second moments */
+    int64_t n;
+    float wd;             /* this parameter's weight decay */
+} mt_adamw_slot;
+
 typedef struct mt_backend {
     const char *name;
 
@@ -228,19 +235,56 @@ typedef struct mt_backend {
     mt_status (*gemm_lowp)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
                            int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+    /* ---- appended: ordering between contexts (NULL: the backend's work is done when a call returns) ----
+     * A GPU context's kernels run later on its own stream, so a context that reads persistent tensors
+     * (weights) another context has just queued writes to must wait for them. publish marks how far
+     * the context's queued work has got; join makes the context's later work wait, on the device and
+     * not on the host, for the last publish of every other context of the same device. The context
+     * layer joins at creation and at every reset, and publishes at every reset and at the end of a
+     * training step (core/context.c, train/optim.c). */
+    mt_status (*publish)(mt_exec *ex);
+    mt_status (*join)(mt_exec *ex);
+
+    /* ---- appended: clipping on the device ---- */
+    /* adamw with grad_scale = mt_clip_scale(*ss, clip_norm) (core/numeric.h) read on the device from
+     * ss, the squared global norm (a device scalar sumsq wrote): no host read between the norm and
+     * the update. A non-finite norm leaves p, m, v untouched (the caller reads the norm later). */
+    mt_status (*adamw_clip)(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float wd, float bc1, float bc2, const float *ss, double clip_norm);
+
+    /* ---- appended: multi-tensor optimizer step (a few launches for every parameter together) ---- */
+    /* out[0] (= or +=) the sum over every slot's gradient of g^2 (the squared global norm), summed in
+     * an order that does not depend on scheduling. slots is host memory. */
+    mt_status (*sumsq_multi)(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate);
+    /* adamw_clip over every slot (each with its own wd); with zero_grad each gradient is zeroed after
+     * use (also when a non-finite norm skips the update), which replaces a zero launch per parameter. */
+    mt_status (*adamw_multi)(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
+                             float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad);
+
+    /* ---- appended: devices ---- */
+    /* A device backend (NULL for the CPU's): the number of its devices, 0 without any (never fails);
+     * why (may be NULL) receives the reason in words (the driver's status), for error messages. */
+    int (*device_count)(char *why, size_t cap);
 } mt_backend;
 
-/* The backend of a device: the CPU backend, or the CUDA backend when built and the device exists.
- * MT_ERR_NO_DEVICE (with a message) otherwise. */
+/* The backend of a device: the CPU backend, or the device backend of the build's table when the
+ * device exists. MT_ERR_NO_DEVICE (with a message) otherwise. */
 mt_status mt_backend_get(int device, const mt_backend **out);
+
+/* The backends this build has, NULL-terminated: the CPU's first, then the device backend if any
+ * (engine/core/backends_cpu.c or cuda/backends.c). The engine reaches devices only through it. */
+extern const mt_backend *const mt_backends[];
+/* The device backend of the build (NULL without one) and its device count (0 without a device or
+ * backend); why (may be NULL) receives the reason. */
+const mt_backend *mt_device_backend(void);
+int mt_device_backend_count(char *why, size_t cap);
 
 extern const mt_backend mt_cpu_backend;
 #ifdef MT_WITH_CUDA
-/* Defined in cuda/; NULL-free: the table is complete. mt_cuda_device_count() never fails (0 without a
- * GPU: it checks cudaGetDeviceCount's status). */
+/* Defined in cuda/ (the tests and benchmarks use it directly); NULL-free: the table is complete. */
 extern const mt_backend mt_cuda_backend;
 int mt_cuda_device_count(void);
-/* The same count; why (may be NULL) receives cudaGetDeviceCount's status, for error messages. */
 int mt_cuda_probe(char *why, size_t cap);
 #endif
 

@@ -49,14 +49,29 @@ mt_status mt_context_init(mt_context **out, int device, int n_threads) {
     mt_pool_init(&ctx->grads, &ctx->data.ba);
     ctx->grad_enabled = 1;
     ctx->seed = 0x5eed;
+    st = mt_context_join(ctx); /* weights other contexts are still writing */
+    if (st != MT_OK) {
+        mt_context_free(ctx);
+        return st;
+    }
     *out = ctx;
     return MT_OK;
+}
+
+mt_status mt_context_publish(mt_context *ctx) {
+    return ctx->ex.backend->publish ? ctx->ex.backend->publish(&ctx->ex) : MT_OK;
+}
+
+mt_status mt_context_join(mt_context *ctx) {
+    return ctx->ex.backend->join ? ctx->ex.backend->join(&ctx->ex) : MT_OK;
 }
 
 mt_status mt_context_create(int device, mt_context_t **out) { return mt_context_init(out, device, 0); }
 
 void mt_context_free(mt_context *ctx) {
     if (!ctx) return;
+    /* Work still queued on a GPU stream may write the arenas: let it finish before they go. */
+    (void)ctx->ex.backend->sync(&ctx->ex);
     mt_arena_free(&ctx->host);
     mt_arena_free(&ctx->data);
     mt_pool_free(&ctx->grads);
@@ -68,8 +83,15 @@ void mt_context_free(mt_context *ctx) {
 
 mt_status mt_context_reset(mt_context *ctx) {
     if (!ctx) return mt_error(MT_ERR_INVALID_ARG, "mt_context_reset: ctx is NULL");
-    /* Kernels may still be running on a GPU stream over arena memory: wait before handing it out again. */
-    mt_status st = ctx->ex.backend->sync(&ctx->ex);
+    /* No host wait: kernels still queued on a GPU stream over arena memory run before anything the
+     * next step queues on the same stream, and the host never touches device arena memory. What this
+     * context queued is published to the other contexts of the device, and what they published is
+     * waited for (on the device) before this context's next step. */
+    mt_status st = mt_context_publish(ctx);
+    if (st == MT_OK) st = mt_context_join(ctx);
+    /* Except when the arena is about to replace its blocks by one (warm-up: the step grew): the old
+     * blocks are freed, and a backend whose block allocator frees at once needs the work done. */
+    if (st == MT_OK && ctx->data.head && ctx->data.head->next) st = ctx->ex.backend->sync(&ctx->ex);
     mt_arena_reset(&ctx->host);
     mt_arena_reset(&ctx->data);
     mt_pool_reset(&ctx->grads);
@@ -146,6 +168,15 @@ mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shap
     if (!t) return NULL;
     t->data = mt_ctx_alloc_data(ctx, mt_tensor_bytes(t));
     return t->data ? t : NULL;
+}
+
+mt_tensor *mt_new_at(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, void *data) {
+    int64_t numel;
+    mt_status st = mt_shape_check("tensor", ndim, shape, &numel);
+    if (st != MT_OK) return mt_fail_status(ctx, st);
+    mt_tensor *t = new_struct(ctx, dtype, ndim, shape, numel);
+    if (t) t->data = data;
+    return t;
 }
 
 mt_tensor *mt_new_like(mt_context *ctx, const mt_tensor *t) { return mt_new(ctx, t->dtype, t->ndim, t->shape); }

@@ -41,6 +41,12 @@ struct mt_context {
 };
 typedef struct mt_context mt_context;
 
+/* Ordering between contexts of one device (backend publish/join, see core/backend.h): publish marks
+ * the work this context has queued so far; join makes its later work wait for what every other
+ * context of the device published. No host wait; no-ops on the CPU. */
+mt_status mt_context_publish(mt_context *ctx);
+mt_status mt_context_join(mt_context *ctx);
+
 /* Internal creation with explicit thread count (0 = default). */
 mt_status mt_context_init(mt_context **out, int device, int n_threads);
 
@@ -58,6 +64,8 @@ void *mt_ctx_alloc_data(mt_context *ctx, size_t bytes);
 
 /* A new arena tensor (uninitialised) of the context's device. NULL + failure recorded. */
 mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape);
+/* A tensor struct over existing arena memory `data` (at least the tensor's bytes). NULL + failure. */
+mt_tensor *mt_new_at(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, void *data);
 /* The same shape and dtype as t. */
 mt_tensor *mt_new_like(mt_context *ctx, const mt_tensor *t);
 /* A view of t (same data) with another shape of the same numel; no tape node (see mt_reshape). */

@@ -35,23 +35,18 @@ mt_status mt_devices_parse(const char *spec, int *ids, int cap, int *n) {
         if (*p != ',') return mt_error(MT_ERR_INVALID_ARG, "--gpus '%s': unexpected '%c' (use commas: 0,1)", spec, *p);
         p++;
     }
-    int present = 0;
-#ifdef MT_WITH_CUDA
     char why[160];
-    present = mt_cuda_probe(why, sizeof why);
-#endif
+    int present = mt_device_backend_count(why, sizeof why);
     for (int i = 0; i < count; i++) {
         if (ids[i] < present) continue;
-#ifdef MT_WITH_CUDA
+        if (!mt_device_backend())
+            return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d asked for, but this build of MicroTensor has no "
+                            "CUDA backend", spec, ids[i]);
         if (present == 0)
             return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d asked for, but no CUDA device is present "
                             "(cudaGetDeviceCount: %s)", spec, ids[i], why);
         return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d does not exist (%d CUDA device%s present: 0..%d)", spec,
                         ids[i], present, present == 1 ? "" : "s", present - 1);
-#else
-        return mt_error(MT_ERR_NO_DEVICE, "--gpus '%s': cuda:%d asked for, but this build of MicroTensor has no CUDA "
-                        "backend", spec, ids[i]);
-#endif
     }
     *n = count;
     return MT_OK;

@@ -108,4 +108,15 @@ MT_HD void mt_adamw_elem(float *p, float g, float *m, float *v, float lr, float 
     *p = pi - step_size * (mi / (sqrtf(vi) / sqrt_bc2 + eps));
 }
 
+/* The gradient scale of clipping by global norm from the squared norm ss (torch.nn.utils.
+ * clip_grad_norm_: clip / (norm + 1e-6) clamped to 1; 1 when clip <= 0), in double like the host
+ * computed it before it moved to the device. NaN when the norm is not finite: the update is skipped. */
+MT_HD float mt_clip_scale(float ss, double clip) {
+    double norm = sqrt((double)ss);
+    if (!isfinite(norm)) return NAN;
+    if (clip <= 0) return 1.0f;
+    double coef = clip / (norm + 1e-6);
+    return coef < 1.0 ? (float)coef : 1.0f;
+}
+
 #endif

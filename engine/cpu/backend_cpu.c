@@ -187,4 +187,7 @@ const mt_backend mt_cpu_backend = {
     .attention_bwd = mt_cpu_attention_bwd,
     .rope = mt_cpu_rope,
     .adamw = mt_cpu_adamw,
+    .adamw_clip = mt_cpu_adamw_clip,
+    .sumsq_multi = mt_cpu_sumsq_multi,
+    .adamw_multi = mt_cpu_adamw_multi,
 };

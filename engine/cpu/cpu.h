@@ -179,6 +179,11 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
                       float base, float sign);
 mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                        float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
+mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float wd, float bc1, float bc2, const float *ss, double clip_norm);
+mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate);
+mt_status mt_cpu_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
+                             float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad);
 /* attention.c */
 mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
                                const mt_attn_desc *ad);

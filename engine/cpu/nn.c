@@ -4,6 +4,8 @@
  * reductions: that lets gcc vectorise them (8 partial sums) without -ffast-math's licence to reorder
  * everything else.
  */
+#include <string.h>
+
 #include "core/error.h"
 #include "core/numeric.h"
 #include "cpu/cpu.h"
@@ -363,6 +365,31 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
                 op[2 * i + 1] = x0 * s + x1 * c;
             }
         }
+    }
+    return MT_OK;
+}
+
+mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float wd, float bc1, float bc2, const float *ss, double clip_norm) {
+    float scale = mt_clip_scale(*ss, clip_norm);
+    if (isnan(scale)) return MT_OK;
+    return mt_cpu_adamw(ex, p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, scale);
+}
+
+mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate) {
+    if (!accumulate) *out = 0.0f;
+    for (int i = 0; i < n_slots; i++) MT_TRY(mt_cpu_sumsq(ex, out, slots[i].g, slots[i].n, 1));
+    return MT_OK;
+}
+
+mt_status mt_cpu_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
+                             float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad) {
+    float scale = mt_clip_scale(*ss, clip_norm);
+    for (int i = 0; i < n_slots; i++) {
+        const mt_adamw_slot *s = &slots[i];
+        if (!isnan(scale))
+            MT_TRY(mt_cpu_adamw(ex, s->p, s->g, s->m, s->v, s->n, lr, b1, b2, eps, s->wd, bc1, bc2, scale));
+        if (zero_grad) memset(s->g, 0, sizeof(float) * (size_t)s->n);
     }
     return MT_OK;
 }

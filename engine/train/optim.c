@@ -37,6 +37,7 @@ void mt_optimizer_free(mt_optimizer *o) {
     mt_sys_free(o->m);
     mt_sys_free(o->v);
     mt_sys_free(o->decay);
+    mt_sys_free(o->slots);
     mt_sys_free(o);
 }
 
@@ -48,7 +49,9 @@ mt_status mt_optimizer_create(const mt_transformer *model, mt_context *ctx, mt_o
     o->m = mt_sys_calloc((size_t)o->n, sizeof *o->m);
     o->v = mt_sys_calloc((size_t)o->n, sizeof *o->v);
     o->decay = mt_sys_calloc((size_t)o->n, sizeof *o->decay);
-    mt_status st = (!o->m || !o->v || !o->decay) ? mt_error(MT_ERR_NOMEM, "optimizer: out of memory") : MT_OK;
+    o->slots = mt_sys_calloc((size_t)o->n + 1, sizeof *o->slots);
+    mt_status st =
+        (!o->m || !o->v || !o->decay || !o->slots) ? mt_error(MT_ERR_NOMEM, "optimizer: out of memory") : MT_OK;
     for (int i = 0; st == MT_OK && i < o->n; i++) {
         const mt_tensor *p = model->params[i];
         o->decay[i] = p->ndim == 2;
@@ -57,8 +60,9 @@ mt_status mt_optimizer_create(const mt_transformer *model, mt_context *ctx, mt_o
         if (st == MT_OK) st = mt_fill(ctx, o->m[i], 0.0f);
         if (st == MT_OK) st = mt_fill(ctx, o->v[i], 0.0f);
     }
-    int64_t one = 1;
-    if (st == MT_OK) st = mt_tensor_new_persistent(model->device, MT_DTYPE_F32, 1, &one, NULL, &o->acc);
+    int64_t four = 4;
+    if (st == MT_OK) st = mt_tensor_new_persistent(model->device, MT_DTYPE_F32, 1, &four, NULL, &o->acc);
+    if (st == MT_OK) st = mt_fill(ctx, o->acc, 0.0f);
     if (st != MT_OK) {
         mt_optimizer_free(o);
         return st;
@@ -67,40 +71,59 @@ mt_status mt_optimizer_create(const mt_transformer *model, mt_context *ctx, mt_o
     return MT_OK;
 }
 
-mt_status mt_optimizer_step(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h, double *grad_norm) {
+mt_status mt_optimizer_read(mt_optimizer *o, mt_context *ctx, double *loss, double *grad_norm) {
+    float acc[4];
+    MT_TRY(mt_copy_to_host(ctx, o->acc, acc, sizeof acc));
+    int64_t steps = o->unread;
+    double norm = sqrt((double)acc[0]);
+    if (grad_norm) *grad_norm = norm;
+    if (loss) *loss = steps > 0 ? (double)acc[1] / (double)steps : 0.0;
+    o->unread = 0;
+    MT_TRY(ctx->ex.backend->zero(&ctx->ex, mt_f32(o->acc) + 1, 3 * sizeof(float)));
+    if (!isfinite(acc[1]))
+        return mt_error(MT_ERR_STATE, "training: the loss is %g over the last %lld steps (diverged)", (double)acc[1],
+                        (long long)steps);
+    if (!isfinite(acc[2]) || !isfinite(norm))
+        return mt_error(MT_ERR_STATE, "training: the gradient norm was not finite in the last %lld steps (the loss "
+                        "diverged; those steps did not update the weights); lower lr or enable clip_norm",
+                        (long long)(steps > 0 ? steps : 1));
+    return MT_OK;
+}
+
+/* The update without a host read, every parameter together (multi-tensor kernels): the global norm is
+ * summed into acc[0] on the device, the AdamW kernel reads it there (clipping on the device), acc[2]
+ * collects it for the next read's check; with zero_grad the kernel also zeroes the gradients. */
+static mt_status optimizer_update(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h, int zero_grad) {
     const mt_backend *be = ctx->ex.backend;
     const mt_transformer *model = o->model;
-    /* Global norm: one device accumulator over every gradient, then one host copy. */
-    int first = 1;
-    for (int i = 0; i < o->n; i++) {
-        const mt_tensor *g = model->params[i]->grad;
-        if (!g) continue;
-        MT_TRY(be->sumsq(&ctx->ex, mt_f32(o->acc), mt_f32(g), g->numel, !first));
-        first = 0;
-    }
-    float ss = 0.0f;
-    if (!first) MT_TRY(mt_copy_to_host(ctx, o->acc, &ss, sizeof ss));
-    double norm = sqrt((double)ss);
-    if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm))
-        return mt_error(MT_ERR_STATE, "training: the gradient norm is %g (the loss diverged); lower lr or enable "
-                        "clip_norm", norm);
-    /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1. */
-    float scale = 1.0f;
-    if (h->clip_norm > 0) {
-        double coef = h->clip_norm / (norm + 1e-6);
-        if (coef < 1.0) scale = (float)coef;
-    }
-    o->step++;
-    double lr = mt_lr_at(h, o->step);
-    float bc1 = (float)(1.0 - pow(h->beta1, (double)o->step)), bc2 = (float)(1.0 - pow(h->beta2, (double)o->step));
+    float *acc = mt_f32(o->acc);
+    int k = 0;
     for (int i = 0; i < o->n; i++) {
         mt_tensor *p = model->params[i];
         if (!p->grad) continue;
-        MT_TRY(be->adamw(&ctx->ex, mt_f32(p), mt_f32(p->grad), mt_f32(o->m[i]), mt_f32(o->v[i]), p->numel, (float)lr,
-                         (float)h->beta1, (float)h->beta2, (float)h->eps, o->decay[i] ? (float)h->weight_decay : 0.0f,
-                         bc1, bc2, scale));
+        o->slots[k++] = (mt_adamw_slot){.p = mt_f32(p), .g = mt_f32(p->grad), .m = mt_f32(o->m[i]),
+                                        .v = mt_f32(o->v[i]), .n = p->numel,
+                                        .wd = o->decay[i] ? (float)h->weight_decay : 0.0f};
     }
+    MT_TRY(be->sumsq_multi(&ctx->ex, acc, o->slots, k, 0));
+    MT_TRY(be->scalar_bwd(&ctx->ex, MT_SCALAR_MUL, acc + 2, acc, NULL, 1.0f, 1)); /* acc[2] += acc[0] */
+    o->step++;
+    double lr = mt_lr_at(h, o->step);
+    float bc1 = (float)(1.0 - pow(h->beta1, (double)o->step)), bc2 = (float)(1.0 - pow(h->beta2, (double)o->step));
+    return be->adamw_multi(&ctx->ex, o->slots, k, (float)lr, (float)h->beta1, (float)h->beta2, (float)h->eps, bc1, bc2,
+                           acc, h->clip_norm, zero_grad);
+}
+
+mt_status mt_optimizer_step(mt_optimizer *o, mt_context *ctx, const mt_adamw_hparams *h, double *grad_norm) {
+    MT_TRY(optimizer_update(o, ctx, h, 0));
+    if (!grad_norm) return MT_OK;
+    float acc[4];
+    MT_TRY(mt_copy_to_host(ctx, o->acc, acc, sizeof acc));
+    double norm = sqrt((double)acc[0]);
+    *grad_norm = norm;
+    if (!isfinite(norm))
+        return mt_error(MT_ERR_STATE, "training: the gradient norm is %g (the loss diverged; the weights were not "
+                        "updated); lower lr or enable clip_norm", norm);
     return MT_OK;
 }
 
@@ -109,23 +132,25 @@ mt_status mt_train_step(mt_context *ctx, mt_transformer *model, mt_optimizer *o,
     int64_t total = 0;
     for (int i = 0; i < n_micro; i++) total += micro[i].tgt_tokens;
     if (total <= 0) return mt_error(MT_ERR_INVALID_ARG, "training step: no target tokens");
-    double sum = 0.0;
+    const mt_backend *be = ctx->ex.backend;
     for (int i = 0; i < n_micro; i++) {
         MT_TRY(mt_context_reset(ctx));
         float w = (float)((double)micro[i].tgt_tokens / (double)total);
         mt_tensor *l = mt_transformer_loss(ctx, model, &micro[i], (float)h->label_smoothing, 1, NULL);
         mt_tensor *gr = mt_full(ctx, 0, NULL, w);
         if (ctx->status != MT_OK || !l || !gr) return ctx->status != MT_OK ? ctx->status : MT_ERR_INTERNAL;
-        float lv = 0.0f;
-        MT_TRY(mt_copy_to_host(ctx, l, &lv, sizeof lv));
-        sum += (double)lv * (double)w;
+        /* The loss stays on the device: acc[1] += w * loss (read by mt_optimizer_read). */
+        MT_TRY(be->scalar_bwd(&ctx->ex, MT_SCALAR_MUL, mt_f32(o->acc) + 1, mt_f32(l), NULL, w, 1));
         MT_TRY(mt_backward(ctx, l, gr));
     }
     MT_TRY(mt_context_reset(ctx));
-    if (loss) *loss = sum;
-    if (!isfinite(sum)) return mt_error(MT_ERR_STATE, "training: the loss is %g (diverged)", sum);
-    MT_TRY(mt_optimizer_step(o, ctx, h, grad_norm));
-    return mt_transformer_zero_grad(model, ctx);
+    MT_TRY(optimizer_update(o, ctx, h, 1)); /* also zeroes the gradients */
+    o->unread++;
+    /* The update is still queued on a GPU stream: contexts that read the weights next (a save, a
+     * decoder) wait for it on the device through this publish (core/backend.h). */
+    MT_TRY(mt_context_publish(ctx));
+    if (loss || grad_norm) return mt_optimizer_read(o, ctx, loss, grad_norm);
+    return MT_OK;
 }
 
 mt_status mt_eval_loss(mt_context *ctx, const mt_transformer *model, const mt_seq_batch *batches, int n, float ls,

@@ -974,21 +974,20 @@ static mt_status one_step(mt_trainer *tr, int *epoch_end) {
         MT_TRY(to_seq_batch(&tr->bb[i], &tr->micro[i]));
         tokens += tr->micro[i].src_tokens + tr->micro[i].tgt_tokens;
     }
-    double loss, gnorm;
-    if (tr->dist)
-        MT_TRY(mt_dist_train_step(tr->dist, tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, tr->step + 1, &loss, &gnorm));
-    else
-        MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, &loss, &gnorm));
+    if (tr->dist) { /* data parallel: the loss is agreed across the ranks on the host every step */
+        double loss, gnorm;
+        MT_TRY(mt_dist_train_step(tr->dist, tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, tr->step + 1, &loss,
+                                  &gnorm));
+        tr->iv_loss += loss;
+    } else { /* not read: the loss stays on the device until the interval is logged (no host wait per step) */
+        MT_TRY(mt_train_step(tr->ctx, tr->model, tr->opt, &tr->hp, tr->micro, a, NULL, NULL));
+    }
     pthread_mutex_lock(&tr->mu);
     tr->step++;
-    tr->last_loss = loss;
-    tr->loss_ema = tr->step == 1 || tr->loss_ema == 0 ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
     tr->lr_now = mt_lr_at(&tr->hp, tr->step);
     pthread_mutex_unlock(&tr->mu);
-    tr->iv_loss += loss;
     tr->iv_steps++;
     tr->iv_tokens += tokens;
-    (void)gnorm;
     return MT_OK;
 }
 
@@ -1009,14 +1008,24 @@ static void dist_rank_rates(mt_trainer *tr, json_t *ev, double dt) {
     mt_sys_free(v);
 }
 
-static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, int64_t target_steps) {
+/* Reads the interval's mean loss (on one device: from the device, the one host wait of the interval;
+ * data parallel: the mean of the agreed per-step losses) and logs it; last_loss and loss_ema follow the
+ * logged steps. A diverged loss is reported here. */
+static mt_status log_interval(mt_trainer *tr, double run_start, int64_t run_steps, int64_t target_steps) {
+    double loss;
+    if (tr->dist) loss = tr->iv_steps > 0 ? tr->iv_loss / (double)tr->iv_steps : 0.0;
+    else MT_TRY(mt_optimizer_read(tr->opt, tr->ctx, &loss, NULL));
+    pthread_mutex_lock(&tr->mu);
+    tr->last_loss = loss;
+    tr->loss_ema = tr->loss_ema == 0 ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
+    pthread_mutex_unlock(&tr->mu);
     double t = now_s(), dt = t - tr->iv_start;
     double tps = dt > 0 ? (double)tr->iv_tokens / dt : 0.0;
     pthread_mutex_lock(&tr->mu);
     tr->tok_per_s = tps;
     pthread_mutex_unlock(&tr->mu);
     json_t *ev = event("step", tr->step);
-    json_object_set_new(ev, "loss", json_real(tr->iv_loss / (double)tr->iv_steps));
+    json_object_set_new(ev, "loss", json_real(loss));
     json_object_set_new(ev, "lr", json_real(tr->lr_now));
     json_object_set_new(ev, "tokens_per_s", json_real(tps));
     json_object_set_new(ev, "epoch", json_integer((json_int_t)mt_batcher_tell(tr->batcher).epoch));
@@ -1032,6 +1041,7 @@ static void log_interval(mt_trainer *tr, double run_start, int64_t run_steps, in
     tr->iv_steps = 0;
     tr->iv_tokens = 0;
     tr->iv_start = t;
+    return MT_OK;
 }
 
 /* A checkpoint into the checkpoint directory, in the loop. A failure (disk full, permission) is
@@ -1142,7 +1152,10 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
         tr->elapsed += t - last;
         last = t;
         run_steps++;
-        if (tr->step % tr->tc.log_every == 0) log_interval(tr, run_start, run_steps, target);
+        if (tr->step % tr->tc.log_every == 0) {
+            st = log_interval(tr, run_start, run_steps, target);
+            if (st != MT_OK) break;
+        }
         int stop = 0;
         if (tr->tc.valid_every > 0 && tr->step % tr->tc.valid_every == 0) {
             int improved;
@@ -1162,7 +1175,7 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
         serve_save(tr);
         if (stop) break;
     }
-    if (tr->iv_steps > 0 && st == MT_OK) log_interval(tr, run_start, run_steps, target);
+    if (tr->iv_steps > 0 && st == MT_OK) st = log_interval(tr, run_start, run_steps, target);
     if (st == MT_OK && (cancelled || full)) {
         if (full && !cancelled && (tr->tc.valid_every == 0 || tr->step % tr->tc.valid_every != 0) && tr->valid_batcher) {
             int improved;

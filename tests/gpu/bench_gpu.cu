@@ -13,6 +13,8 @@
  * warm-up, each repetition closed by a stream synchronisation on both sides.
  *
  *   mt-bench-gpu [gemm|attention|all] [--quick]
+ *   mt-bench-gpu --count [--layers E,D] [--mha] [--micro N]   launches and host waits per training
+ *                                                            step (bench_count.c)
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -275,8 +277,20 @@ static void bench_attention(mt_context *ctx, cublasHandle_t h, cudaStream_t s) {
            "ratio = anchor / fused forward)\n");
 }
 
+extern "C" int mtb_gpu_count(int emu, int argc, char **argv);
+
 int main(int argc, char **argv) {
     const char *what = "all";
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--count") == 0) {
+            char why[160];
+            if (mt_cuda_probe(why, sizeof why) == 0) {
+                printf("mt-bench-gpu --count: no CUDA device (cudaGetDeviceCount: %s); mt-bench-gpu-emu --count "
+                       "counts on the CPU emulator\n", why);
+                return 77;
+            }
+            return mtb_gpu_count(0, argc, argv);
+        }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) g_quick = 1;
         else what = argv[i];

@@ -34,13 +34,13 @@ echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
 
 echo "== ctest -L gpu"
-# The two device tests run directly below (their per-op lines go to the table); ctest runs the rest.
-ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops)$' -j4 --output-on-failure --timeout 900 \
+# The device tests run directly below (their lines go to the table); ctest runs the rest.
+ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops|test_gpu_step)$' -j4 --output-on-failure --timeout 900 \
   >"$out/ctest.log" 2>&1
 test_rc=$?
 skipped=0
 grep -E "^ *[0-9]+/[0-9]+ Test" "$out/ctest.log" | sed -E 's/ +/ /g'
-for t in test_gpu_backend test_gpu_ops; do
+for t in test_gpu_backend test_gpu_ops test_gpu_step; do
   if [ -x "$build/tests/$t" ]; then
     (cd "$here" && timeout 900 "$build/tests/$t") >"$out/$t.log" 2>&1
     rc=$?
@@ -58,6 +58,11 @@ quick=""
 bench_rc=$?
 grep -v '^{' "$out/bench_gpu.log"
 grep '^{' "$out/bench_gpu.log" >"$out/bench_gpu.json" || true
+echo "== launches and host waits per training step"
+"$build/bin/mt-bench-gpu" --count >"$out/bench_count.log" 2>&1
+count_rc=$?
+grep '^count:' "$out/bench_count.log"
+[ $count_rc != 0 ] && [ $count_rc != 77 ] && bench_rc=1
 # HOOK: training tokens/s (bf16) and beam-4 decoding tokens/s against the PyTorch reference on the
 # same device. `mt-bench train|decode` answer 2 while they are not part of the build (model issue).
 for b in train decode; do
@@ -75,6 +80,9 @@ verdict=PASSED
 printf "%-34s %s\n" "gpu tests" "$verdict"
 if [ -f "$out/test_gpu_backend.log" ]; then
   printf "%-34s %s\n" "  kernels vs CPU" "$(tail -1 "$out/test_gpu_backend.log")"
+fi
+if [ -f "$out/test_gpu_step.log" ]; then
+  printf "%-34s %s\n" "  step: contexts, repeatable, waits" "$(tail -1 "$out/test_gpu_step.log")"
 fi
 if [ -f "$out/test_gpu_ops.log" ]; then
   printf "%-34s %s\n" "  op layer vs CPU, warm-up, curve" "$(tail -1 "$out/test_gpu_ops.log")"

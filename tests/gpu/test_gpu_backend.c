@@ -770,6 +770,32 @@ static void t_copy_strided(void) {
             }
         }
     }
+    /* Accumulation where output elements coincide (a stride-0 output axis: a broadcast's backward),
+     * summed per output element without atomics: (4, 37, 5) into (4, 5), and (300, 2) into (2). */
+    static const struct {
+        int ndim;
+        int64_t shape[3], ostr[3], n_out;
+    } red[] = {{3, {4, 37, 5}, {5, 0, 1}, 20}, {2, {300, 2}, {0, 1}, 2}};
+    for (size_t ci = 0; ci < sizeof red / sizeof red[0]; ci++) {
+        char what[96];
+        snprintf(what, sizeof what, "copy_strided accumulate onto a stride-0 axis, case#%zu", ci);
+        g_case = what;
+        int64_t n = 1, istr[3];
+        for (int d = red[ci].ndim - 1; d >= 0; d--) {
+            istr[d] = n;
+            n *= red[ci].shape[d];
+        }
+        int64_t no = red[ci].n_out;
+        float *x = hrand(n, -1, 1), *y = hrand(no, -1, 1), *y0 = hcopy(y, no), *got = xmalloc(4 * (size_t)no);
+        OK(CPU->copy_strided(&CEX, y, red[ci].ostr, x, istr, red[ci].shape, red[ci].ndim, 4, 1));
+        dbuf dx = dput(x, 4 * (size_t)n), dy = dput(y0, 4 * (size_t)no);
+        OK(DEV->copy_strided(&DEX, dy.p, red[ci].ostr, dx.p, istr, red[ci].shape, red[ci].ndim, 4, 1));
+        dget(&dy, got, what);
+        cmp_f32(what, got, y, no, 1e-5, 1e-5);
+        dfree(&dx);
+        dfree(&dy);
+        free(x), free(y), free(y0), free(got);
+    }
 }
 
 /* GEMM cases: M, N, K, batch, ta, tb, shared-B. */

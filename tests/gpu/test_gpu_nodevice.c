@@ -159,6 +159,13 @@ static void test_table_without_exec(void **state) {
     NODEV(be->attention_bwd(&ex, f, f, f, f, f, f, f, f, f, &ad));
     NODEV(be->rope(&ex, f, f, 1, 1, 4, 0, 10000, 1));
     NODEV(be->adamw(&ex, f, f, f, f, 4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1, 1, 1));
+    NODEV(be->publish(&ex));
+    NODEV(be->join(&ex));
+    NODEV(be->adamw_clip(&ex, f, f, f, f, 4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1, 1, f, 1.0));
+    mt_adamw_slot slot = {.p = f, .g = f, .m = f, .v = f, .n = 4, .wd = 0};
+    NODEV(be->sumsq_multi(&ex, f, &slot, 1, 0));
+    NODEV(be->adamw_multi(&ex, &slot, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, 1, 1, f, 1.0, 1));
+    assert_int_equal(be->device_count(NULL, 0), mt_cuda_device_count()); /* the table counts the same devices */
     printf("entry without a device: %s\n", mt_last_error());
     be->exec_free(&ex); /* no-op, no crash */
 

@@ -106,6 +106,8 @@ static int net_init(net *n, int device) {
 }
 
 static void net_free(net *n) {
+    /* Under the emulator the tensors are host memory freed at once: the queued work must end first. */
+    if (n->ctx) (void)n->ctx->ex.backend->sync(&n->ctx->ex);
     for (int i = 0; i < NP; i++) {
         mt_tensor_free(n->p[i]);
         mt_tensor_free(n->m[i]);

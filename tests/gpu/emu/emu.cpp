@@ -1,6 +1,7 @@
 /*
  * emu.cpp — the CUDA execution-model emulator behind emu.h: the block scheduler (fibers, barriers,
- * warp collectives), a synchronous runtime and a reference cuBLAS. Test-only.
+ * warp collectives, blocks in a shuffled order), a lazy asynchronous runtime (streams are queues run
+ * only when something waits for them) and a reference cuBLAS. Test-only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,9 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
+#include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -229,43 +233,123 @@ int emu_warp_any(int pred) {
 
 void *emu_dynamic_smem(void) { return g_smem.data(); }
 
-cudaError_t emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+cudaError_t emu_check_config(dim3 grid, dim3 block, size_t smem) {
     unsigned nthreads = block.x * block.y * block.z;
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 ||
-        nthreads == 0 || nthreads > 1024 || smem > 227 * 1024) {
-        g_last = cudaErrorInvalidConfiguration;
-        return g_last;
-    }
+        nthreads == 0 || nthreads > 1024 || smem > 227 * 1024)
+        return g_last = cudaErrorInvalidConfiguration;
+    return cudaSuccess;
+}
+
+/* Blocks run in a shuffled order (a new permutation per launch, from a fixed seed so a failure
+ * reproduces): a GPU gives no order, and a kernel whose result depends on it (float atomics adding
+ * in block order) gives different bits from launch to launch here too. */
+static uint64_t g_shuffle = 0x9e3779b97f4a7c15ULL;
+
+cudaError_t emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    if (emu_check_config(grid, block, smem) != cudaSuccess) return g_last;
+    unsigned nthreads = block.x * block.y * block.z;
     std::lock_guard<std::mutex> guard(g_lock);
     dim3 saved_grid = gridDim, saved_block = blockDim;
     gridDim = grid;
     blockDim = block;
     g_body = &body;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx.x = x;
-                blockIdx.y = y;
-                blockIdx.z = z;
-                g_smem.assign(smem ? smem : 1, 0xff); /* NaN bytes: a read before a write shows */
-                if (!run_block(nthreads)) {
-                    g_last = cudaErrorLaunchFailure;
-                    gridDim = saved_grid;
-                    blockDim = saved_block;
-                    return g_last;
-                }
-            }
+    uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
+    std::vector<uint64_t> order(nb);
+    for (uint64_t i = 0; i < nb; i++) order[i] = i;
+    for (uint64_t i = nb; i > 1; i--) {
+        g_shuffle ^= g_shuffle << 13;
+        g_shuffle ^= g_shuffle >> 7;
+        g_shuffle ^= g_shuffle << 17;
+        std::swap(order[i - 1], order[g_shuffle % i]);
+    }
+    for (uint64_t o : order) {
+        blockIdx.x = (unsigned)(o % grid.x);
+        blockIdx.y = (unsigned)(o / grid.x % grid.y);
+        blockIdx.z = (unsigned)(o / ((uint64_t)grid.x * grid.y));
+        g_smem.assign(smem ? smem : 1, 0xff); /* NaN bytes: a read before a write shows */
+        if (!run_block(nthreads)) {
+            gridDim = saved_grid;
+            blockDim = saved_block;
+            return cudaErrorLaunchFailure;
+        }
+    }
     gridDim = saved_grid;
     blockDim = saved_block;
     return cudaSuccess;
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Runtime (synchronous; one device)
+ * Runtime (one device). Streams are lazy: a launch, copy or memset is queued on its stream and runs
+ * only when the host waits for it (stream/event/device synchronisation, a copy to pageable host
+ * memory, cudaFree) or when a stream that waits for it (cudaStreamWaitEvent) runs. So work queued on
+ * one stream is NOT visible to another stream that did not wait for it: a missing cross-stream wait
+ * reads stale data here every time, where a GPU would do so only sometimes. The legacy default
+ * stream (0) runs everything queued, then the call, at once.
  * ------------------------------------------------------------------------------------------- */
 
 static std::unordered_map<void *, size_t> g_allocs;
+static std::map<uintptr_t, size_t> g_pinned; /* cudaHostAlloc'd ranges: copies read/write them when run */
 static int g_device = 0;
+static std::recursive_mutex g_q;             /* the stream queues */
+static cudaError_t g_sticky = cudaSuccess;   /* first failure of queued work, returned by the waits */
+
+struct emu_stream {
+    std::deque<std::function<cudaError_t()>> q;
+    uint64_t enq = 0, done = 0; /* operations queued / run so far */
+};
+struct emu_event {
+    emu_stream *s = nullptr; /* the stream of the last record (null: complete) */
+    uint64_t seq = 0;        /* complete once s->done >= seq */
+};
+static std::vector<emu_stream *> g_streams;
+
+static bool live_stream(emu_stream *s) {
+    for (emu_stream *x : g_streams)
+        if (x == s) return true;
+    return false;
+}
+
+/* Runs the operations of s up to number upto. */
+static cudaError_t drain(emu_stream *s, uint64_t upto) {
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    if (!s || !live_stream(s)) return g_sticky;
+    while (s->done < upto && !s->q.empty()) {
+        std::function<cudaError_t()> op = std::move(s->q.front());
+        s->q.pop_front();
+        s->done++;
+        cudaError_t e = op();
+        if (e != cudaSuccess && g_sticky == cudaSuccess) g_sticky = e;
+    }
+    return g_sticky;
+}
+
+static cudaError_t drain_all(void) {
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    for (size_t i = 0; i < g_streams.size(); i++) drain(g_streams[i], g_streams[i]->enq);
+    return g_sticky;
+}
+
+cudaError_t emu_enqueue(cudaStream_t s, std::function<cudaError_t()> op) {
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    if (!s || !live_stream(s)) {
+        drain_all();
+        cudaError_t e = op();
+        if (e != cudaSuccess && g_sticky == cudaSuccess) g_sticky = e;
+        return cudaSuccess;
+    }
+    s->q.push_back(std::move(op));
+    s->enq++;
+    return cudaSuccess;
+}
+
+static bool pinned(const void *p) {
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    auto it = g_pinned.upper_bound((uintptr_t)p);
+    if (it == g_pinned.begin()) return false;
+    --it;
+    return (uintptr_t)p < it->first + it->second;
+}
 
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = 1;
@@ -284,6 +368,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaError(emu)";
     }
 }
@@ -320,6 +405,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
+    drain_all(); /* cudaFree waits for the device */
     std::lock_guard<std::mutex> guard(g_lock);
     auto it = g_allocs.find(p);
     if (it == g_allocs.end()) return g_last = cudaErrorInvalidValue;
@@ -330,40 +416,64 @@ cudaError_t cudaFree(void *p) {
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags) {
     (void)flags;
     *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : (g_last = cudaErrorMemoryAllocation);
+    if (!*p) return g_last = cudaErrorMemoryAllocation;
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    g_pinned[(uintptr_t)*p] = bytes ? bytes : 1;
+    return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    drain_all();
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    g_pinned.erase((uintptr_t)p);
     free(p);
     return cudaSuccess;
 }
+/* A copy to the device runs the stream's queued work, then copies at once (the engine's emulated
+ * contexts are CPU contexts whose tensors the op layer may read on the host right after the copy).
+ * A copy to pageable host memory waits for the stream (as on a GPU); one to pinned memory, or from
+ * device to device, is queued. */
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-    (void)kind, (void)s;
-    if (bytes) memmove(dst, src, bytes);
-    return cudaSuccess;
+    if (!bytes) return cudaSuccess;
+    if (kind == cudaMemcpyHostToDevice || (kind == cudaMemcpyDeviceToHost && !pinned(dst))) {
+        cudaError_t e = s ? drain(s, s->enq) : drain_all();
+        if (e != cudaSuccess) return e;
+        memmove(dst, src, bytes);
+        return cudaSuccess;
+    }
+    return emu_enqueue(s, [=]() {
+        memmove(dst, src, bytes);
+        return cudaSuccess;
+    });
 }
 cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t s) {
-    (void)s;
-    memset(dst, v, bytes);
-    return cudaSuccess;
+    return emu_enqueue(s, [=]() {
+        memset(dst, v, bytes);
+        return cudaSuccess;
+    });
 }
-struct emu_stream {
-    int unused;
-};
-struct emu_event {
-    int unused;
-};
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     (void)flags;
+    std::lock_guard<std::recursive_mutex> guard(g_q);
     *s = new emu_stream();
+    g_streams.push_back(*s);
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    drain(s, s->enq); /* queued work still runs, as on a GPU */
+    for (size_t i = 0; i < g_streams.size(); i++)
+        if (g_streams[i] == s) g_streams.erase(g_streams.begin() + (long)i);
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { return s ? drain(s, s->enq) : drain_all(); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    (void)flags;
+    emu_stream *es = e->s;
+    uint64_t seq = e->seq; /* the record in effect now, as on a GPU */
+    if (!es) return cudaSuccess;
+    return emu_enqueue(s, [=]() { return drain(es, seq); });
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
     (void)flags;
@@ -375,18 +485,26 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)e, (void)s;
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    if (!s || !live_stream(s)) {
+        drain_all();
+        e->s = nullptr;
+        return cudaSuccess;
+    }
+    e->s = s;
+    e->seq = s->enq;
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-    (void)e;
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    if (e->s && live_stream(e->s) && e->s->done < e->seq) return cudaErrorNotReady;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
+    std::lock_guard<std::recursive_mutex> guard(g_q);
+    return e->s ? drain(e->s, e->seq) : g_sticky;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return drain_all(); }
 cudaError_t cudaFuncSetAttribute(const void *f, cudaFuncAttribute a, int v) {
     (void)f, (void)a;
     return v > 227 * 1024 ? (g_last = cudaErrorInvalidValue) : cudaSuccess;
@@ -397,7 +515,7 @@ cudaError_t cudaFuncSetAttribute(const void *f, cudaFuncAttribute a, int v) {
  * ------------------------------------------------------------------------------------------- */
 
 struct emu_blas {
-    int unused;
+    cudaStream_t stream = nullptr;
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
@@ -409,7 +527,7 @@ cublasStatus_t cublasDestroy(cublasHandle_t h) {
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
-    (void)h, (void)s;
+    h->stream = s;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes) {
@@ -444,16 +562,10 @@ static float round_for(float f, cublasComputeType_t c) {
 
 static size_t tsize(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
-cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                                          int k, const void *alpha, const void *A, cudaDataType_t at, int lda,
-                                          long long sa, const void *B, cudaDataType_t bt, int ldb, long long sb,
-                                          const void *beta, void *C, cudaDataType_t ct, int ldc, long long sc,
-                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
-    (void)h, (void)algo;
-    if (ct != CUDA_R_32F || at != bt || m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
-        return CUBLAS_STATUS_INVALID_VALUE;
-    float al = *(const float *)alpha, be = *(const float *)beta;
+/* The product itself, run when the stream gets to it. */
+static void gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
+                     cudaDataType_t at, int lda, long long sa, const void *B, cudaDataType_t bt, int ldb,
+                     long long sb, float be, void *C, int ldc, long long sc, int batch, cublasComputeType_t compute) {
     std::vector<float> a((size_t)m * k), b((size_t)k * n);
     for (int bi = 0; bi < batch; bi++) {
         const char *Ab = (const char *)A + (size_t)(bi * sa) * tsize(at);
@@ -478,6 +590,22 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
             }
         }
     }
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType_t at, int lda,
+                                          long long sa, const void *B, cudaDataType_t bt, int ldb, long long sb,
+                                          const void *beta, void *C, cudaDataType_t ct, int ldc, long long sc,
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    (void)h, (void)algo;
+    if (ct != CUDA_R_32F || at != bt || m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta; /* host pointers: read now */
+    emu_enqueue(h->stream, [=]() {
+        gemm_run(ta, tb, m, n, k, al, A, at, lda, sa, B, bt, ldb, sb, be, C, ldc, sc, batch, compute);
+        return cudaSuccess;
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -11,9 +11,11 @@
  * on, so missing barriers in the wrong place, wrong shuffle partners, index arithmetic, shared-memory
  * layouts and launch geometry are all exercised. Blocks run one after another, so __shared__ variables
  * are plain statics; dynamic shared memory is filled with NaN bytes before each block (a read before a
- * write shows up). The runtime is synchronous (streams and events are always complete); cuBLAS is a
- * plain triple loop. What it cannot show: data races between threads (they run interleaved only at
- * sync points), the memory model, performance.
+ * write shows up); blocks run in a shuffled order. The runtime is lazy: work queued on a stream runs
+ * only when the host or another stream waits for it (emu.cpp), so a missing cross-stream wait reads
+ * stale data every time. cuBLAS is a plain triple loop, queued like a kernel. What it cannot show:
+ * data races between threads of a block (they run interleaved only at sync points), the memory
+ * model, performance.
  */
 #ifndef MT_EMU_H
 #define MT_EMU_H
@@ -24,6 +26,7 @@
 #include <string.h>
 
 #include <functional>
+#include <memory>
 #include <tuple>
 #include <utility>
 
@@ -105,6 +108,7 @@ cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t s);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
@@ -159,14 +163,20 @@ static inline int __any_sync(unsigned mask, int pred) {
 /* ---- launching ---- */
 /* Runs body (one call per CUDA thread) over the grid, block by block; smem: dynamic shared bytes. */
 cudaError_t emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+/* A bad launch configuration is reported at launch (cudaGetLastError), as on a GPU. */
+cudaError_t emu_check_config(dim3 grid, dim3 block, size_t smem);
+/* Queues op on stream s (0: runs everything queued, then op, now). */
+cudaError_t emu_enqueue(cudaStream_t s, std::function<cudaError_t()> op);
 void *emu_dynamic_smem(void);
 
+/* The arguments are copied when the kernel is launched (as a GPU copies them into its parameter
+ * buffer); the grid runs when the stream gets to it. */
 template <typename... P, typename... A>
 static inline void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                               A &&...args) {
-    (void)s;
-    std::tuple<P...> params(std::forward<A>(args)...);
-    emu_run_grid(grid, block, smem, [&]() { std::apply(kernel, params); });
+    if (emu_check_config(grid, block, smem) != cudaSuccess) return;
+    auto params = std::make_shared<std::tuple<P...>>(std::forward<A>(args)...);
+    emu_enqueue(s, [=]() { return emu_run_grid(grid, block, smem, [&]() { std::apply(kernel, *params); }); });
 }
 
 #endif
