@@ -10,7 +10,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
-  libopenblas-dev libjansson-dev libutf8proc-dev libzstd-dev zstd libssl-dev openssl
+  libdnnl-dev libopenblas0 libblis4 libjansson-dev libutf8proc-dev libzstd-dev zstd libssl-dev openssl
   libevent-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libcmocka-dev abigail-tools socat clang libclang-rt-14-dev
   python3 python3-pip python3-numpy python3-torch

@@ -41,6 +41,9 @@ typedef struct mt_exec {
     void *scratch;       /* reusable host scratch for kernels that need it (attention scores) */
     size_t scratch_bytes;
     mt_precision precision; /* GEMM precision (0 = F32 in a zeroed context) */
+    uint64_t flops;      /* multiply-add work issued through GEMMs and fused attention, 2 per
+                          * multiply-add (ops/precision.c, ops/attention.c): what benchmarks call
+                          * model FLOPs; never reset by the engine */
 } mt_exec;
 
 /* The process-wide default thread count of new CPU contexts (0 = OpenMP's default); set by

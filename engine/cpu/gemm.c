@@ -1,16 +1,23 @@
 /*
- * gemm.c — CPU matrix products through OpenBLAS cblas_sgemm (row-major).
+ * gemm.c — CPU matrix products through oneDNN's dnnl_sgemm (row-major).
  *
- * Threads: one pool only. OpenBLAS is set to one thread and a product is split across the context's
- * OpenMP threads (over batch items, else over rows or columns of C, in slices of whole kernel tiles),
- * each slice one single-threaded sgemm. Letting OpenBLAS run its own pthreads beside our OpenMP team
- * oversubscribes the cores: the idle OpenMP worker spin-waits through every GEMM while OpenBLAS's
- * workers want the same cores (on 2 cores a training step ran 4-5x slower that way). The split is a
- * function of the shapes and the thread count, so results are deterministic for a thread count.
+ * Why oneDNN: its GEMM is JIT-compiled for the instruction set the CPU reports (SSE4.1, AVX2,
+ * AVX-512, AMX), so it is fast on any x86-64 processor without being told the model. OpenBLAS picks
+ * its kernels from a table of known CPU models: Debian's 0.3.21 falls back to SSE3 on an Intel Xeon
+ * it does not know (family 6, model 207), at a fifth of the speed. The figures that decided it, per
+ * shape against OpenBLAS and BLIS, are in engine/cpu/README.md (`mt-bench ops` prints them).
+ *
+ * Threads: one pool only, the context's OpenMP team. A product is split across the team (over batch
+ * items, else over rows or columns of C, in slices of whole kernel tiles), each slice one
+ * single-threaded dnnl_sgemm: called inside an active OpenMP region, oneDNN runs on the calling
+ * thread. Outside one, it would use omp_get_max_threads() threads, so a one-thread product pins that
+ * to one. The split is a function of the shapes and the thread count, and never splits K, so results
+ * are deterministic for a thread count.
  */
-#include <cblas.h>
-#include <pthread.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
+#include "core/error.h"
 #include "cpu/cpu.h"
 
 /* Below this many multiply-adds a product runs on one thread. */
@@ -18,37 +25,56 @@
 /* Row / column slices are multiples of this (the sgemm kernels' tile sizes divide it). */
 #define GEMM_ALIGN 32
 
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static void blas_single_thread(void) { openblas_set_num_threads(1); }
+static inline dnnl_status_t sgemm1(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    return dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
-static inline void sgemm1(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
-                (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+/* One product on the calling thread alone. */
+static dnnl_status_t sgemm_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (omp_in_parallel()) return sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t s = sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(saved);
+    return s;
+}
+
+static mt_status gemm_error(dnnl_status_t s, int ta, int tb, int64_t M, int64_t N, int64_t K) {
+    return mt_error(s == dnnl_out_of_memory ? MT_ERR_NOMEM : MT_ERR_INTERNAL,
+                    "gemm: dnnl_sgemm(%c%c, M=%lld, N=%lld, K=%lld) failed with oneDNN status %d", ta ? 'T' : 'N',
+                    tb ? 'T' : 'N', (long long)M, (long long)N, (long long)K, (int)s);
 }
 
 mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
-    pthread_once(&blas_once, blas_single_thread);
     int nt = mt_cpu_threads(ex);
     if (nt > 1 && batch * M * N * K < GEMM_PAR_MIN) nt = 1;
+    dnnl_status_t err = dnnl_success; /* the last failure of any slice */
     if (nt > 1 && batch >= nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < batch; i++)
-            sgemm1(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
-        return MT_OK;
+        for (int64_t i = 0; i < batch; i++) {
+            dnnl_status_t s = sgemm1(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+                                     C + i * stride_c, ldc);
+            if (s != dnnl_success) {
+#pragma omp atomic write
+                err = s;
+            }
+        }
+        return err == dnnl_success ? MT_OK : gemm_error(err, ta, tb, M, N, K);
     }
     /* Split the larger of M and N into nt slices of whole tiles (when there are enough of them). */
     int by_rows = M >= N;
     int64_t dim = by_rows ? M : N;
     int64_t tiles = (dim + GEMM_ALIGN - 1) / GEMM_ALIGN;
     if (tiles < nt) nt = tiles > 1 ? (int)tiles : 1;
-    for (int64_t i = 0; i < batch; i++) {
+    for (int64_t i = 0; i < batch && err == dnnl_success; i++) {
         const float *Ai = A + i * stride_a, *Bi = B + i * stride_b;
         float *Ci = C + i * stride_c;
         if (nt <= 1) {
-            sgemm1(ta, tb, M, N, K, alpha, Ai, lda, Bi, ldb, beta, Ci, ldc);
+            err = sgemm_serial(ta, tb, M, N, K, alpha, Ai, lda, Bi, ldb, beta, Ci, ldc);
             continue;
         }
 #pragma omp parallel num_threads(nt)
@@ -56,15 +82,20 @@ mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t
             int t = omp_get_thread_num(), n = omp_get_num_threads();
             int64_t t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
             int64_t s0 = t0 * GEMM_ALIGN, s1 = t1 * GEMM_ALIGN > dim ? dim : t1 * GEMM_ALIGN;
+            dnnl_status_t s = dnnl_success;
             if (s1 > s0) {
                 if (by_rows) /* rows s0..s1 of op(A) and of C */
-                    sgemm1(ta, tb, s1 - s0, N, K, alpha, ta ? Ai + s0 : Ai + s0 * lda, lda, Bi, ldb, beta,
-                           Ci + s0 * ldc, ldc);
+                    s = sgemm1(ta, tb, s1 - s0, N, K, alpha, ta ? Ai + s0 : Ai + s0 * lda, lda, Bi, ldb, beta,
+                               Ci + s0 * ldc, ldc);
                 else         /* columns s0..s1 of op(B) and of C */
-                    sgemm1(ta, tb, M, s1 - s0, K, alpha, Ai, lda, tb ? Bi + s0 * ldb : Bi + s0, ldb, beta, Ci + s0,
-                           ldc);
+                    s = sgemm1(ta, tb, M, s1 - s0, K, alpha, Ai, lda, tb ? Bi + s0 * ldb : Bi + s0, ldb, beta,
+                               Ci + s0, ldc);
+            }
+            if (s != dnnl_success) {
+#pragma omp atomic write
+                err = s;
             }
         }
     }
-    return MT_OK;
+    return err == dnnl_success ? MT_OK : gemm_error(err, ta, tb, M, N, K);
 }

@@ -3,6 +3,12 @@
  */
 #include "ops/ops_internal.h"
 
+/* Forward FLOPs: scores q k^T (2 D per query-key pair) and the weighted sum of values (2 Dv). The
+ * backward does twice that (dq, dk from the score gradients; dv, and the score gradients from dout). */
+static uint64_t attention_flops(const mt_attn_desc *ad) {
+    return 2 * (uint64_t)ad->B * (uint64_t)ad->H * (uint64_t)ad->Tq * (uint64_t)ad->Tk * (uint64_t)(ad->D + ad->Dv);
+}
+
 static mt_status attention_backward(mt_context *ctx, mt_node *n) {
     mt_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2], *g;
     float *dq = NULL, *dk = NULL, *dv = NULL;
@@ -18,6 +24,7 @@ static mt_status attention_backward(mt_context *ctx, mt_node *n) {
         if (!(g = mt_grad_of(ctx, v))) return ctx->status;
         dv = mt_f32(g);
     }
+    ctx->ex.flops += 2 * attention_flops((const mt_attn_desc *)n->p);
     return MT_BE(ctx)->attention_bwd(&ctx->ex, dq, dk, dv, mt_f32(n->out->grad), mt_f32(n->out), mt_f32(n->saved[0]),
                                      mt_f32(q), mt_f32(k), mt_f32(v), (const mt_attn_desc *)n->p);
 }
@@ -60,6 +67,7 @@ mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *
     int64_t oshape[4] = {ad.B, ad.H, ad.Tq, ad.Dv}, lshape[3] = {ad.B, ad.H, ad.Tq};
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, 4, oshape), *lse = mt_new(ctx, MT_DTYPE_F32, 3, lshape);
     if (!y || !lse) return NULL;
+    ctx->ex.flops += attention_flops(&ad);
     MT_KERNEL(ctx, MT_BE(ctx)->attention_fwd(&ctx->ex, mt_f32(y), mt_f32(lse), mt_f32(q), mt_f32(k), mt_f32(v), &ad));
     mt_tensor *in[3] = {q, k, v};
     if (mt_needs_grad(ctx, in, 3)) {

@@ -70,6 +70,7 @@ mt_status mt_gemm_run(mt_context *ctx, mt_dtype dt, int ta, int tb, int64_t M, i
                       const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
                       float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
     const mt_backend *be = MT_BE(ctx);
+    ctx->ex.flops += 2 * (uint64_t)M * (uint64_t)N * (uint64_t)K * (uint64_t)batch;
     if (dt == MT_DTYPE_F32)
         return be->gemm(&ctx->ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
                         batch);

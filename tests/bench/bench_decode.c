@@ -13,7 +13,6 @@
  *
  *   mt-bench decode [--threads 2] [--batch 32] [--len 20] [--rounds 2] [--no-torch] [--nice N]
  */
-#include <cblas.h>
 #include <omp.h>
 
 #include "bench.h"
@@ -33,7 +32,6 @@ typedef struct dec_arg {
 
 static int engine_decode(void *argp, int fd) {
     dec_arg *a = argp;
-    openblas_set_num_threads(a->o->threads);
     omp_set_num_threads(a->o->threads);
     mt_modelfile mf;
     mt_absorbed *abs = NULL;

@@ -1,9 +1,13 @@
 /*
  * bench_ops.c — `mt-bench ops`: the op layer's throughput against anchors measured in the same run.
  *
- *   matmul  GFLOP/s of mt_matmul (op layer: checks, arena result, one backend GEMM) vs cblas_sgemm
- *           called directly on preallocated buffers, same shapes and BLAS threads; ratio = engine /
- *           direct. Shapes M x N x K (C (M,N) = A (M,K) @ B (K,N)), and one batched product.
+ *   matmul  GFLOP/s of mt_matmul (op layer: checks, arena result, one backend GEMM) vs every GEMM
+ *           library of the machine (gemm_libs.c: oneDNN, OpenBLAS, BLIS when installed) called
+ *           directly on preallocated buffers with its own threads, as many as the engine's; the anchor
+ *           of a shape is the fastest of them, named; ratio = engine / anchor. Shapes M x N x K
+ *           (C (M,N) = op(A) (M,K) @ op(B) (K,N)): square, the training step's products (forward,
+ *           and the weight gradients' transposed ones), decoding's small-M products against a
+ *           (N,K) weight, and one batched product. Also the machine's GEMM peak (gemm_libs.h).
  *   memory  GB/s of elementwise add/mul/gelu and softmax/layer_norm, forward and backward, over 16M
  *           floats, vs memcpy of the same 64 MB buffer; ratio = op GB/s / memcpy GB/s. Bytes are the
  *           compulsory traffic of the op (every operand read once, every output written once; a
@@ -18,7 +22,6 @@
  * threads (ratio_T), the like-for-like anchor. Options: --quick (fewer repetitions, for smoke tests),
  * --reps N, --only matmul|memory (one section; the JSON then carries only its figures).
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -27,16 +30,20 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "gemm_libs.h"
 #include "core/autograd.h"
 #include "ops/ops.h"
 
 typedef struct mm_case {
     const char *name;
     int64_t batch, M, N, K;
+    int ta, tb;
 } mm_case;
 
 typedef struct mm_result {
-    double engine, direct; /* GFLOP/s */
+    double engine;                     /* GFLOP/s */
+    double lib[MTB_GEMM_LIBS_MAX];     /* each library called directly */
+    int best;                          /* the fastest library: the anchor */
 } mm_result;
 
 static int g_reps = 7;
@@ -77,27 +84,25 @@ typedef struct mm_arg {
     mt_tensor *a, *b; /* engine operands */
     float *A, *B, *C; /* direct operands */
     const mm_case *c;
+    int lib;          /* mm_direct: which library */
 } mm_arg;
 
 static void mm_engine(void *p) {
     mm_arg *m = p;
     mt_context_reset(m->ctx);
-    if (!mt_matmul(m->ctx, m->a, m->b, 0, 0)) die("mt_matmul");
+    if (!mt_matmul(m->ctx, m->a, m->b, m->c->ta, m->c->tb)) die("mt_matmul");
 }
 
-/* The anchor is OpenBLAS as people call it: its own threads, as many as the engine's OpenMP team.
- * (The engine runs OpenBLAS single-threaded and splits products over its team: engine/cpu/gemm.c.) */
-static int g_anchor_threads = 1;
+/* The engine's OpenMP team size; each library runs with as many threads of its own. */
+static int g_threads = 1;
 
 static void mm_direct(void *p) {
     mm_arg *m = p;
     const mm_case *c = m->c;
-    openblas_set_num_threads(g_anchor_threads);
+    int64_t lda = c->ta ? c->M : c->K, ldb = c->tb ? c->K : c->N;
     for (int64_t i = 0; i < c->batch; i++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)c->M, (blasint)c->N, (blasint)c->K, 1.0f,
-                    m->A + i * c->M * c->K, (blasint)c->K, m->B + i * c->K * c->N, (blasint)c->N, 0.0f,
-                    m->C + i * c->M * c->N, (blasint)c->N);
-    openblas_set_num_threads(1);
+        mtb_gemm_lib_run(m->lib, g_threads, c->ta, c->tb, c->M, c->N, c->K, m->A + i * c->M * c->K, lda,
+                         m->B + i * c->K * c->N, ldb, m->C + i * c->M * c->N, c->N);
 }
 
 static mm_result bench_matmul(const mm_case *c) {
@@ -106,12 +111,13 @@ static mm_result bench_matmul(const mm_case *c) {
     if (mt_context_init(&ctx, MT_DEVICE_CPU, 0) != MT_OK) die("context");
     mt_context_set_grad_enabled(ctx, 0);
     mt_tensor *a, *b;
+    int64_t ar = c->ta ? c->K : c->M, ac = c->ta ? c->M : c->K, br = c->tb ? c->N : c->K, bc = c->tb ? c->K : c->N;
     if (c->batch > 1) {
-        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, c->M, c->K), "a", &a);
-        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, c->K, c->N), "b", &b);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, ar, ac), "a", &a);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->batch, br, bc), "b", &b);
     } else {
-        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->M, c->K), "a", &a);
-        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(c->K, c->N), "b", &b);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(ar, ac), "a", &a);
+        mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, MT_DIMS(br, bc), "b", &b);
     }
     if (!a || !b) die("persistent operands");
     mt_fill_uniform(ctx, a, -1.0f, 1.0f);
@@ -122,15 +128,24 @@ static mm_result bench_matmul(const mm_case *c) {
     memcpy(A, a->data, sizeof(float) * (size_t)(c->batch * c->M * c->K));
     memcpy(B, b->data, sizeof(float) * (size_t)(c->batch * c->K * c->N));
     memset(C, 0, sizeof(float) * (size_t)(c->batch * c->M * c->N));
-    mm_arg arg = {ctx, a, b, A, B, C, c};
-    bench_fn fns[2] = {mm_engine, mm_direct};
-    void *args[2] = {&arg, &arg};
-    double best[2];
-    fastest(2, fns, args, best);
-    double te = best[0], td = best[1];
+    int k = mtb_gemm_libs();
+    mm_arg args_v[1 + MTB_GEMM_LIBS_MAX];
+    bench_fn fns[1 + MTB_GEMM_LIBS_MAX];
+    void *args[1 + MTB_GEMM_LIBS_MAX];
+    for (int i = 0; i <= k; i++) {
+        args_v[i] = (mm_arg){ctx, a, b, A, B, C, c, i - 1};
+        fns[i] = i ? mm_direct : mm_engine;
+        args[i] = &args_v[i];
+    }
+    double best[1 + MTB_GEMM_LIBS_MAX];
+    fastest(1 + k, fns, args, best);
     double flop = 2.0 * (double)c->batch * (double)c->M * (double)c->N * (double)c->K;
-    r.engine = flop / te * 1e-9;
-    r.direct = flop / td * 1e-9;
+    r.engine = flop / best[0] * 1e-9;
+    r.best = 0;
+    for (int i = 0; i < k; i++) {
+        r.lib[i] = flop / best[1 + i] * 1e-9;
+        if (r.lib[i] > r.lib[r.best]) r.best = i;
+    }
     free(A);
     free(B);
     free(C);
@@ -289,31 +304,47 @@ int mt_bench_ops(int argc, char **argv) {
         }
     }
     int threads = omp_get_max_threads();
-    g_anchor_threads = threads;
-    const char *cfg = openblas_get_config();
-    const char *coretype = getenv("OPENBLAS_CORETYPE");
-    printf("mt-bench ops: engine %d OpenMP threads (OpenBLAS single-threaded inside); anchor cblas_sgemm with "
-           "OpenBLAS's own %d threads (%s)%s%s; OMP_WAIT_POLICY=%s; best of %d\n", threads, g_anchor_threads, cfg,
-           coretype ? ", OPENBLAS_CORETYPE=" : "", coretype ? coretype : "", getenv("OMP_WAIT_POLICY"), g_reps);
+    g_threads = threads;
+    int n_libs = mtb_gemm_libs();
+    printf("mt-bench ops: engine %d OpenMP threads; OMP_WAIT_POLICY=%s; best of %d\n", threads,
+           getenv("OMP_WAIT_POLICY"), g_reps);
+    printf("GEMM libraries called directly, each with %d threads of its own (the anchor of a shape is the fastest):\n",
+           threads);
+    for (int i = 0; i < n_libs; i++) printf("  [%d] %s\n", i, mtb_gemm_lib_name(i));
 
     static const mm_case mm_cases[] = {
-        {"512x512x512", 1, 512, 512, 512},
-        {"4096x512x512", 1, 4096, 512, 512},
-        {"4096x2048x512", 1, 4096, 2048, 512},
-        {"8x(350x64)x(64x350)", 8, 350, 350, 64},
+        {"512x512x512", 1, 512, 512, 512, 0, 0},
+        {"4096x512x512", 1, 4096, 512, 512, 0, 0},
+        {"4096x2048x512", 1, 4096, 2048, 512, 0, 0},
+        {"train 4096x1024x256", 1, 4096, 1024, 256, 0, 1},    /* x @ W^T, feed-forward up */
+        {"train 4096x256x1024", 1, 4096, 256, 1024, 0, 1},    /* feed-forward down */
+        {"train 4096x8000x256", 1, 4096, 8000, 256, 0, 1},    /* output projection */
+        {"train dW 1024x256x4096", 1, 1024, 256, 4096, 1, 0}, /* weight gradient dY^T X */
+        {"train dX 4096x256x8000", 1, 4096, 256, 8000, 0, 0}, /* input gradient dY W */
+        {"decode 32x8000x256", 1, 32, 8000, 256, 0, 1},       /* output projection, batch 32 */
+        {"decode 32x256x256", 1, 32, 256, 256, 0, 1},
+        {"decode 1x8000x256", 1, 1, 8000, 256, 0, 1},         /* batch 1 */
+        {"8x(350x64)x(64x350)", 8, 350, 350, 64, 0, 0},
     };
     const int n_mm = g_do_matmul ? (int)(sizeof mm_cases / sizeof mm_cases[0]) : 0;
-    mm_result mm[8];
-    double min_mm = 0;
+    mm_result mm[sizeof mm_cases / sizeof mm_cases[0]];
+    double min_mm = 0, peak = 0;
+    int peak_lib = 0;
     if (n_mm) {
-        printf("\n%-22s %14s %14s %8s\n", "matmul (MxNxK)", "engine GF/s", "cblas GF/s", "ratio");
+        peak = mtb_gemm_peak(threads, g_reps * 0.5, &peak_lib);
+        printf("GEMM peak (2048^3, %d threads): %.1f GF/s by [%d]\n", threads, peak, peak_lib);
+        printf("\n%-24s %11s", "matmul (MxNxK)", "engine GF/s");
+        for (int i = 0; i < n_libs; i++) printf("   [%d] GF/s", i);
+        printf(" %7s %8s\n", "anchor", "ratio");
         min_mm = 1e9;
     }
     for (int i = 0; i < n_mm; i++) {
         mm[i] = bench_matmul(&mm_cases[i]);
-        double ratio = mm[i].engine / mm[i].direct;
+        double ratio = mm[i].engine / mm[i].lib[mm[i].best];
         if (ratio < min_mm) min_mm = ratio;
-        printf("%-22s %14.1f %14.1f %8.3f\n", mm_cases[i].name, mm[i].engine, mm[i].direct, ratio);
+        printf("%-24s %11.1f", mm_cases[i].name, mm[i].engine);
+        for (int l = 0; l < n_libs; l++) printf(" %11.1f", mm[i].lib[l]);
+        printf(" %7s %8.3f\n", mtb_gemm_lib_key(mm[i].best), ratio);
     }
 
     const int n_mem = g_do_memory ? 5 : 0;
@@ -348,17 +379,21 @@ int mt_bench_ops(int argc, char **argv) {
         }
     }
     printf("\n");
-    if (n_mm) printf("matmul: min ratio %.3f (target >= 0.9)\n", min_mm);
+    if (n_mm) printf("matmul: min ratio %.3f against the fastest library of each shape (target >= 0.9)\n", min_mm);
     if (n_mem)
         printf("elementwise add/mul/gelu fwd+bwd: min ratio %.3f (goal >= 0.5), ratio_T %.3f; softmax/layer_norm "
                "fwd+bwd: min ratio %.3f, ratio_T %.3f\n",
                min_ew, min_ew_t, min_norm, min_norm_t);
 
     /* The final JSON line. */
-    printf("{\"bench\":\"ops\",\"threads\":%d,\"anchor_blas_threads\":%d,\"matmul\":[", threads, g_anchor_threads);
-    for (int i = 0; i < n_mm; i++)
-        printf("%s{\"shape\":\"%s\",\"engine_gflops\":%.2f,\"blas_gflops\":%.2f,\"ratio\":%.4f}", i ? "," : "",
-               mm_cases[i].name, mm[i].engine, mm[i].direct, mm[i].engine / mm[i].direct);
+    printf("{\"bench\":\"ops\",\"threads\":%d,\"gemm_peak_gflops\":%.2f,\"gemm_peak_lib\":\"%s\",\"matmul\":[",
+           threads, peak, n_mm ? mtb_gemm_lib_key(peak_lib) : "");
+    for (int i = 0; i < n_mm; i++) {
+        printf("%s{\"shape\":\"%s\",\"engine_gflops\":%.2f", i ? "," : "", mm_cases[i].name, mm[i].engine);
+        for (int l = 0; l < n_libs; l++) printf(",\"%s_gflops\":%.2f", mtb_gemm_lib_key(l), mm[i].lib[l]);
+        printf(",\"anchor\":\"%s\",\"ratio\":%.4f}", mtb_gemm_lib_key(mm[i].best),
+               mm[i].engine / mm[i].lib[mm[i].best]);
+    }
     printf("],\"memcpy_gbs\":%.3f,\"memcpy_threads_gbs\":%.3f,\"memory_ops\":[", memcpy_gbs, memcpy_t_gbs);
     for (int op = 0; op < n_mem; op++)
         printf("%s{\"op\":\"%s\",\"fwd_gbs\":%.3f,\"fwd_ratio\":%.4f,\"fwd_ratio_t\":%.4f,\"bwd_gbs\":%.3f,"

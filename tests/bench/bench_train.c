@@ -3,7 +3,11 @@
  * not counted) of the engine against the PyTorch reference (tests/reference/model.py, same weights
  * loaded from the engine's .mt file), same config (d_model 256, 4 heads, 3+3 layers, d_ff 1024, 8k
  * vocabulary, MLA, dropout 0.1, label smoothing 0.1, AdamW, clipping), the same batch, the same
- * thread count (default 2) for both (OpenMP and OpenBLAS). Peak RSS of each side is reported.
+ * thread count (default 2) for both. Peak RSS of each side is reported. The anchor is the PyTorch of
+ * the benchmark venv (tests/bench/venv.sh: PyTorch 2.x from PyPI) when it exists, else Debian's 1.13;
+ * its version is printed. Also the FLOPs per token the engine issues (GEMMs and fused attention,
+ * counted by its context: core/backend.h) and the engine's share of the machine's GEMM peak
+ * (gemm_libs.h), both measured in this run.
  *
  * The batch has the shape the token-budget batcher gives: pairs of similar length (sources of L-3..L
  * tokens with [EOS], decoder inputs of L-4..L+2 with [SOS]), as many as fit max_tokens with padding.
@@ -13,13 +17,13 @@
  *   mt-bench train [--threads 2] [--steps 5] [--warmup 2] [--rounds 3] [--len 24] [--max-tokens 4096]
  *                  [--attention mla|mha] [--no-torch] [--nice N]
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <time.h>
 
 #include "bench.h"
 #include "bench_model.h"
+#include "gemm_libs.h"
 #include "format/modelfile.h"
 #include "train/optim.h"
 
@@ -35,7 +39,6 @@ typedef struct engine_arg {
 
 static int engine_train(void *argp, int fd) {
     engine_arg *a = argp;
-    openblas_set_num_threads(a->o->threads);
     omp_set_num_threads(a->o->threads);
     mt_modelfile mf;
     mt_context *ctx;
@@ -56,12 +59,25 @@ static int engine_train(void *argp, int fd) {
             return 1;
         }
     }
+    uint64_t f0 = ctx->ex.flops;
     double t0 = mt_bench_now();
     for (int i = 0; i < a->o->steps; i++) mt_train_step(ctx, mf.model, opt, &h, a->b, 1, &loss, NULL);
     double dt = (mt_bench_now() - t0) / a->o->steps;
+    double flops = (double)(ctx->ex.flops - f0) / a->o->steps;
     double tokens = (double)(a->b->src_tokens + a->b->tgt_tokens);
-    dprintf(fd, "{\"tokens_per_s\": %.3f, \"step_s\": %.6f, \"loss\": %.6f, \"tokens\": %.0f}\n", tokens / dt, dt, loss,
-            tokens);
+    dprintf(fd, "{\"tokens_per_s\": %.3f, \"step_s\": %.6f, \"loss\": %.6f, \"tokens\": %.0f, \"flops_per_step\": %.0f}\n",
+            tokens / dt, dt, loss, tokens, flops);
+    return 0;
+}
+
+static int peak_child(void *arg, int fd) {
+    int lib, threads = *(int *)arg;
+    double gflops = mtb_gemm_peak(threads, 2.0, &lib);
+    json_t *j = json_pack("{s:f, s:s}", "gflops", gflops, "lib", mtb_gemm_lib_name(lib));
+    char *txt = json_dumps(j, JSON_COMPACT);
+    dprintf(fd, "%s\n", txt);
+    free(txt);
+    json_decref(j);
     return 0;
 }
 
@@ -158,7 +174,15 @@ int mt_bench_train(int argc, char **argv) {
            (long long)b.B, (long long)b.S, (long long)b.T, (long long)(b.src_tokens + b.tgt_tokens),
            100.0 * (1.0 - (double)(b.src_tokens + b.tgt_tokens) / (double)(b.B * (b.S + b.T))), o.threads);
     mtb_print_conditions();
-    double best_e = 0, best_t = 0, rss_e = 0, rss_t = 0, loss_e = 0, loss_t = 0;
+    /* In a child of its own: threads started here would not survive the forks of the engine runs. */
+    mtb_child pk = mtb_fork(peak_child, &o.threads);
+    double peak = mtb_num(&pk, "gflops");
+    const char *peak_lib = pk.result ? json_string_value(json_object_get(pk.result, "lib")) : NULL;
+    printf("  GEMM peak of this machine (2048^3 f32, %d threads): %.1f GFLOP/s by %s\n", o.threads, peak,
+           peak_lib ? peak_lib : "?");
+    if (pk.result) json_decref(pk.result);
+    double best_e = 0, best_t = 0, rss_e = 0, rss_t = 0, loss_e = 0, loss_t = 0, flops_step = 0;
+    char torch_ver[64] = "PyTorch";
     for (int r = 0; r < o.rounds; r++) {
         engine_arg ea = {model, &b, &o};
         mtb_child e = mtb_fork(engine_train, &ea);
@@ -169,7 +193,7 @@ int mt_bench_train(int argc, char **argv) {
         double te = mtb_num(&e, "tokens_per_s");
         printf("  round %d: engine  %8.0f tokens/s  (%.3f s/step, loss %.4f, peak RSS %.0f MB)\n", r + 1, te,
                mtb_num(&e, "step_s"), mtb_num(&e, "loss"), e.maxrss_mb);
-        if (te > best_e) best_e = te, loss_e = mtb_num(&e, "loss");
+        if (te > best_e) best_e = te, loss_e = mtb_num(&e, "loss"), flops_step = mtb_num(&e, "flops_per_step");
         if (e.maxrss_mb > rss_e) rss_e = e.maxrss_mb;
         json_decref(e.result);
         if (!py) continue;
@@ -184,19 +208,28 @@ int mt_bench_train(int argc, char **argv) {
         printf("  round %d: PyTorch %8.0f tokens/s  (%.3f s/step, loss %.4f, peak RSS %.0f MB)\n", r + 1, tt,
                mtb_num(&t, "step_s"), mtb_num(&t, "loss"), t.maxrss_mb);
         if (tt > best_t) best_t = tt, loss_t = mtb_num(&t, "loss");
+        const char *tv = json_string_value(json_object_get(t.result, "torch"));
+        if (tv) snprintf(torch_ver, sizeof torch_ver, "PyTorch %s", tv);
         if (t.maxrss_mb > rss_t) rss_t = t.maxrss_mb;
         json_decref(t.result);
     }
-    printf("\n  %-24s %14s %14s\n", "", "engine", "PyTorch 1.13");
-    printf("  %-24s %14.0f %14.0f\n", "tokens/s (best round)", best_e, best_t);
-    printf("  %-24s %14.0f %14.0f\n", "peak RSS (MB)", rss_e, rss_t);
-    if (py) printf("  ratio engine / PyTorch: %.2fx (target >= 1.5x)\n", best_e / best_t);
+    double tokens = (double)(b.src_tokens + b.tgt_tokens), flops_tok = flops_step / tokens;
+    double share = best_e * flops_tok * 1e-9 / peak;
+    printf("\n  %-24s %14s %18s\n", "", "engine", torch_ver);
+    printf("  %-24s %14.0f %18.0f\n", "tokens/s (best round)", best_e, best_t);
+    printf("  %-24s %14.0f %18.0f\n", "peak RSS (MB)", rss_e, rss_t);
+    if (py) printf("  ratio engine / %s: %.2fx (target >= 1.5x); peak RSS ratio %.2f (target <= 1)\n", torch_ver,
+                   best_e / best_t, rss_e / rss_t);
     else printf("  PyTorch not available: no ratio\n");
+    printf("  FLOPs per token issued by the engine (GEMMs + attention, forward + backward): %.3f MFLOP; at %.0f tokens/s "
+           "that is %.1f GFLOP/s = %.1f%% of the GEMM peak (target >= 70%%)\n",
+           flops_tok * 1e-6, best_e, best_e * flops_tok * 1e-9, 100.0 * share);
     printf("{\"bench\": \"train\", \"attention\": \"%s\", \"threads\": %d, \"batch_pairs\": %lld, \"batch_tokens\": %lld, "
            "\"engine_tokens_per_s\": %.1f, \"torch_tokens_per_s\": %.1f, \"ratio\": %.3f, \"engine_peak_rss_mb\": %.0f, "
-           "\"torch_peak_rss_mb\": %.0f, \"engine_loss\": %.4f, \"torch_loss\": %.4f}\n",
+           "\"torch_peak_rss_mb\": %.0f, \"engine_loss\": %.4f, \"torch_loss\": %.4f, \"torch\": \"%s\", "
+           "\"flops_per_token\": %.0f, \"gemm_peak_gflops\": %.2f, \"gemm_peak_share\": %.4f}\n",
            o.attention == MT_ATTN_MLA ? "mla" : "mha", o.threads, (long long)b.B, (long long)(b.src_tokens + b.tgt_tokens),
-           best_e, best_t, py ? best_e / best_t : 0.0, rss_e, rss_t, loss_e, loss_t);
+           best_e, best_t, py ? best_e / best_t : 0.0, rss_e, rss_t, loss_e, loss_t, torch_ver, flops_tok, peak, share);
     free(b.src);
     free(b.tgt_in);
     free(b.tgt_out);

@@ -55,7 +55,7 @@ def cmd_train(a):
         loss = step()
     dt = (time.perf_counter() - t0) / a.steps
     print(json.dumps({"tokens_per_s": tokens / dt, "step_s": dt, "loss": loss, "tokens": tokens,
-                      "peak_rss_mb": peak_rss_mb()}))
+                      "peak_rss_mb": peak_rss_mb(), "torch": torch.__version__}))
     return 0
 
 
@@ -197,7 +197,8 @@ def cmd_decode(a):
         tokens = fn(m, src, src_len, a.max_len_ratio)
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
-    print(json.dumps({"tokens": tokens, "seconds": best, "tokens_per_s": tokens / best, "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"tokens": tokens, "seconds": best, "tokens_per_s": tokens / best, "peak_rss_mb": peak_rss_mb(),
+                      "torch": torch.__version__}))
     return 0
 
 
