@@ -19,6 +19,7 @@
 #include "microtensor.h"
 
 struct mt_backend;
+struct mt_qweight;
 
 /* The precision of a context's matrix products (mt_context_set_precision). F32 is exact f32; TF32
  * lets the backend use TF32 tensor cores (f32 storage, 10-bit mantissa products); BF16 / F16 are mixed
@@ -228,6 +229,13 @@ typedef struct mt_backend {
     mt_status (*gemm_lowp)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
                            int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+    /* ---- appended: int8 inference (may be NULL: the backend has no int8 GEMM) ---- */
+    /* y (R, w->n) = x (R, w->k) W^T (+ bias): each row of x quantized to int8 on the fly (core/quant.h),
+     * int8 products accumulated in int32, rescaled by the row's and the output channel's scales. work:
+     * MT_QLINEAR_WORK(R, n, k) bytes of scratch on the device, 64-byte aligned. */
+    mt_status (*qlinear)(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
+                         float *y, void *work);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the CUDA backend when built and the device exists.

@@ -187,4 +187,5 @@ const mt_backend mt_cpu_backend = {
     .attention_bwd = mt_cpu_attention_bwd,
     .rope = mt_cpu_rope,
     .adamw = mt_cpu_adamw,
+    .qlinear = mt_cpu_qlinear,
 };
