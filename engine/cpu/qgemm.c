@@ -13,9 +13,11 @@
  * at 32767 (255 * 127 * 2 would overflow). There the activations use 7 bits (qmax 63, off 64, so a
  * pair is at most 127 * 127 * 2 = 32258): exact again, at the cost of one bit of activation precision.
  *
- * Threads: oneDNN threads the product itself with the context's thread count (as gemm.c's serial
- * case, the OpenMP default is set around the call); the quantization and rescaling loops are split
- * over rows. Deterministic for a thread count (int32 sums are exact).
+ * Threads: one OpenMP region per product (each region costs a fork/join, dear on a busy machine):
+ * the rows are quantized first on the calling thread (R x K, small next to the product), then each
+ * thread multiplies and rescales a slice of whole tiles of output columns with a single-threaded
+ * oneDNN call (inside a parallel region oneDNN runs on the calling thread). Exact int32 sums: the
+ * result does not depend on the thread count.
  */
 #include <math.h>
 #include <omp.h>
@@ -39,6 +41,27 @@ static int act_qmax(void) {
 
 int mt_cpu_qlinear_act_qmax(void) { return act_qmax(); }
 
+/* Below this many multiply-adds a product runs on one thread; column slices are multiples of this. */
+#define QGEMM_PAR_MIN (1 << 18)
+#define QGEMM_ALIGN 64
+
+/* Output columns n0..n1 of y: the int8 product on the calling thread, then the rescaling. */
+static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
+                                  const float *sx, const mt_qweight *w, const float *bias, int32_t *c, int32_t *co,
+                                  float *y) {
+    int64_t n = n1 - n0;
+    dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, n, K, 1.0f, u, K, 0, w->q + n0 * K, K, 0, 0.0f, c + n0, N,
+                                        co + n0);
+    if (s != dnnl_success) return s;
+    for (int64_t r = 0; r < R; r++) {
+        float a = sx[r];
+        const int32_t *cr = c + r * N;
+        float *yr = y + r * N;
+        for (int64_t i = n0; i < n1; i++) yr[i] = (float)cr[i] * a * w->scale[i] + (bias ? bias[i] : 0.0f);
+    }
+    return dnnl_success;
+}
+
 mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweight *w, const float *bias, float *y,
                          void *work) {
     int64_t N = w->n, K = w->k;
@@ -46,31 +69,42 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweigh
     uint8_t *u = work;
     float *sx = (float *)((char *)work + (((size_t)(R * K) + 63) & ~(size_t)63));
     int32_t *c = (int32_t *)(sx + R), *co = c + R * N;
-    int nt = mt_cpu_threads(ex);
-    if (nt > 1 && R * K < MT_CPU_PAR_MIN) nt = 1;
-#pragma omp parallel for num_threads(nt) schedule(static)
+    /* The rows' quantization (R x K, small next to the product) on this thread. */
     for (int64_t r = 0; r < R; r++) {
         int8_t *q = (int8_t *)(u + r * K);
         sx[r] = mt_quantize_row(x + r * K, K, qmax, q);
         for (int64_t j = 0; j < K; j++) u[r * K + j] = (uint8_t)(q[j] + off);
     }
     for (int64_t i = 0; i < N; i++) co[i] = -off * w->qsum[i];
-    int saved = omp_get_max_threads(), tt = mt_cpu_threads(ex);
-    if (!omp_in_parallel()) omp_set_num_threads(tt);
-    dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, N, K, 1.0f, u, K, 0, w->q, K, 0, 0.0f, c, N, co);
-    if (!omp_in_parallel()) omp_set_num_threads(saved);
-    if (s != dnnl_success)
-        return mt_error(s == dnnl_out_of_memory ? MT_ERR_NOMEM : MT_ERR_INTERNAL,
-                        "qlinear: dnnl_gemm_u8s8s32(M=%lld, N=%lld, K=%lld) failed with oneDNN status %d",
-                        (long long)R, (long long)N, (long long)K, (int)s);
-    nt = mt_cpu_threads(ex);
-    if (nt > 1 && R * N < MT_CPU_PAR_MIN) nt = 1;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < R; r++) {
-        float a = sx[r];
-        const int32_t *cr = c + r * N;
-        float *yr = y + r * N;
-        for (int64_t i = 0; i < N; i++) yr[i] = (float)cr[i] * a * w->scale[i] + (bias ? bias[i] : 0.0f);
+    /* One parallel region: each thread a slice of whole tiles of output columns (as gemm.c). */
+    int nt = mt_cpu_threads(ex);
+    int64_t tiles = (N + QGEMM_ALIGN - 1) / QGEMM_ALIGN;
+    if (R * N * K < QGEMM_PAR_MIN) nt = 1;
+    if (tiles < nt) nt = (int)tiles;
+    dnnl_status_t err = dnnl_success;
+    if (nt <= 1 && !omp_in_parallel()) {
+        int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        err = qlinear_cols(R, K, N, 0, N, u, sx, w, bias, c, co, y);
+        omp_set_num_threads(saved);
+    } else if (nt <= 1) {
+        err = qlinear_cols(R, K, N, 0, N, u, sx, w, bias, c, co, y);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), n = omp_get_num_threads();
+            int64_t n0 = tiles * t / n * QGEMM_ALIGN, n1 = tiles * (t + 1) / n * QGEMM_ALIGN;
+            if (n1 > N) n1 = N;
+            dnnl_status_t s = n1 > n0 ? qlinear_cols(R, K, N, n0, n1, u, sx, w, bias, c, co, y) : dnnl_success;
+            if (s != dnnl_success) {
+#pragma omp atomic write
+                err = s;
+            }
+        }
     }
+    if (err != dnnl_success)
+        return mt_error(err == dnnl_out_of_memory ? MT_ERR_NOMEM : MT_ERR_INTERNAL,
+                        "qlinear: dnnl_gemm_u8s8s32(M=%lld, N=%lld, K=%lld) failed with oneDNN status %d",
+                        (long long)R, (long long)N, (long long)K, (int)err);
     return MT_OK;
 }
