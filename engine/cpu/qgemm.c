@@ -9,6 +9,9 @@
  * oneDNN's int8 GEMM takes unsigned activations: it gets u = qx + off (off = 128), and the offset
  * comes back out through its per-column C offset, -off * sum_j qw[i, j] (qweight.qsum).
  *
+ * At most QGEMV_MAX_ROWS rows (decoding at batch 1) on a CPU with AVX-512 VNNI, gemv_vnni replaces
+ * oneDNN (same exact int32 sums, without oneDNN's per-call packing of the weight).
+ *
  * Saturation: without VNNI, x86 multiplies u8 x s8 pairs with VPMADDUBSW, which saturates a pair sum
  * at 32767 (255 * 127 * 2 would overflow). There the activations use 7 bits (qmax 63, off 64, so a
  * pair is at most 127 * 127 * 2 = 32258): exact again, at the cost of one bit of activation precision.
@@ -20,6 +23,7 @@
  * result does not depend on the thread count.
  */
 #include <math.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 
@@ -45,14 +49,59 @@ int mt_cpu_qlinear_act_qmax(void) { return act_qmax(); }
 #define QGEMM_PAR_MIN (1 << 18)
 #define QGEMM_ALIGN 64
 
+/* Up to this many rows, a CPU with AVX-512 VNNI runs the product in gemv_vnni below. */
+#define QGEMV_MAX_ROWS 4
+
+static int has_avx512_vnni(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vnni");
+    }
+    return v;
+}
+
+/* c[r, i] = sum_j u[r, j] q[i, j] + co[i] for rows r < R <= QGEMV_MAX_ROWS and columns n0..n1: each
+ * weight row is read once from memory and used for every activation row (VPDPBUSD, 64 bytes a step,
+ * the tail of K masked). oneDNN's int8 GEMM packs the whole weight into its own layout on every call,
+ * which is most of the time of a decoding step's small-M products (the output projection at batch 1:
+ * 8000 x 256 bytes packed to produce 8000 numbers). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void gemv_vnni(int64_t R, int64_t K, int64_t N,
+                                                                             int64_t n0, int64_t n1,
+                                                                             const uint8_t *u, const int8_t *q,
+                                                                             const int32_t *co, int32_t *c) {
+    __mmask64 tail = (K % 64) ? (~(__mmask64)0 >> (64 - K % 64)) : ~(__mmask64)0;
+    int64_t kfull = K - (K % 64 ? K % 64 : 64);
+    for (int64_t i = n0; i < n1; i++) {
+        const int8_t *w = q + i * K;
+        __m512i acc[QGEMV_MAX_ROWS];
+        for (int64_t r = 0; r < R; r++) acc[r] = _mm512_setzero_si512();
+        for (int64_t j = 0; j < kfull; j += 64) {
+            __m512i wv = _mm512_loadu_si512((const void *)(w + j));
+            for (int64_t r = 0; r < R; r++)
+                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_loadu_si512((const void *)(u + r * K + j)), wv);
+        }
+        __m512i wv = _mm512_maskz_loadu_epi8(tail, w + kfull);
+        for (int64_t r = 0; r < R; r++) {
+            acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_maskz_loadu_epi8(tail, u + r * K + kfull), wv);
+            c[r * N + i] = _mm512_reduce_add_epi32(acc[r]) + co[i];
+        }
+    }
+}
+
 /* Output columns n0..n1 of y: the int8 product on the calling thread, then the rescaling. */
 static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
                                   const float *sx, const mt_qweight *w, const float *bias, int32_t *c, int32_t *co,
                                   float *y) {
     int64_t n = n1 - n0;
-    dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, n, K, 1.0f, u, K, 0, w->q + n0 * K, K, 0, 0.0f, c + n0, N,
-                                        co + n0);
-    if (s != dnnl_success) return s;
+    if (R <= QGEMV_MAX_ROWS && has_avx512_vnni()) {
+        gemv_vnni(R, K, N, n0, n1, u, w->q, co, c);
+    } else {
+        dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, n, K, 1.0f, u, K, 0, w->q + n0 * K, K, 0, 0.0f, c + n0,
+                                            N, co + n0);
+        if (s != dnnl_success) return s;
+    }
     for (int64_t r = 0; r < R; r++) {
         float a = sx[r];
         const int32_t *cr = c + r * N;

@@ -79,7 +79,8 @@ static double check_linear(const float *x, int64_t R, const float *w, int64_t N,
 
 static void test_gemm_bound(void **state) {
     (void)state;
-    static const int64_t shapes[][3] = {{1, 40, 96}, {7, 40, 96}, {33, 257, 64}, {64, 1024, 256}};
+    static const int64_t shapes[][3] = {{1, 40, 96},  {7, 40, 96},     {33, 257, 64}, {64, 1024, 256},
+                                        {3, 33, 200}, {4, 17, 64},     {2, 130, 1}};
     uint64_t s = 88172645463325252ull;
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int64_t R = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
@@ -97,6 +98,37 @@ static void test_gemm_bound(void **state) {
         free(w);
         free(b);
     }
+}
+
+/* Few rows (the VNNI GEMV of qgemm.c where the CPU has it) and many rows (oneDNN) give the same
+ * bits: the int32 sums are exact either way. */
+static void test_paths_agree(void **state) {
+    (void)state;
+    enum { R = 9, N = 77, K = 200 };
+    float *x = malloc(sizeof(float) * R * K), *w = malloc(sizeof(float) * N * K);
+    uint64_t s = 12345;
+    for (int i = 0; i < R * K; i++) x[i] = frand(&s);
+    for (int i = 0; i < N * K; i++) w[i] = frand(&s);
+    mt_context *ctx;
+    mt_tensor *wt;
+    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 2), MT_OK);
+    ctx->grad_enabled = 0;
+    assert_int_equal(mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, 2, (const int64_t[]){N, K}, "w", &wt),
+                     MT_OK);
+    memcpy(wt->data, w, sizeof(float) * N * K);
+    assert_int_equal(mt_weight_quantize(wt), MT_OK);
+    mt_tensor *all = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){R, K}, x), wt, NULL);
+    assert_non_null(all);
+    for (int r = 0; r < R; r++) {
+        mt_tensor *one = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){1, K}, x + r * K), wt,
+                                      NULL);
+        assert_non_null(one);
+        assert_memory_equal(one->data, mt_f32(all) + r * N, sizeof(float) * N);
+    }
+    mt_tensor_free(wt);
+    mt_context_free(ctx);
+    free(x);
+    free(w);
 }
 
 static void test_adversarial(void **state) {
@@ -387,6 +419,7 @@ static void test_mla_decodes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_bound),
+        cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_adversarial),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_reference_translations),
