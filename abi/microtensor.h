@@ -167,12 +167,14 @@ typedef struct mt_model mt_model_t;
  * the message says which), MT_ERR_CHECKSUM, MT_ERR_CONFIG, MT_ERR_NO_DEVICE, MT_ERR_CUDA, MT_ERR_NOMEM. */
 MT_API mt_status mt_model_load(const char *path, int device, mt_model_t **out);
 
+/* mt_model_load reads int8 models (mt-quantize) too: they translate like any model (int8 matrix
+ * products on the CPU) and cannot be trained from. */
 /* Saves the model's weights, config and tokenizer (.mt; .mt.zst compresses), atomically.
  * Thread-safe with translation on the same model. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_IO. */
 MT_API mt_status mt_model_save(const mt_model_t *model, const char *path);
 
-/* The model's config as JSON text (mt_free it): hyper-parameters, vocab size, parameter count, device.
- * Thread-safe. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_NOMEM. */
+/* The model's config as JSON text (mt_free it): hyper-parameters, vocab size, parameter count, device,
+ * "quantization" ("int8" for a model written by mt-quantize, else "none"). Thread-safe. Returns MT_OK, MT_ERR_INVALID_ARG, MT_ERR_NOMEM. */
 MT_API mt_status mt_model_info_json(const mt_model_t *model, char **out_json);
 
 /* The model's tokenizer, owned by the model (do not free; valid while the model lives). Thread-safe. */

@@ -315,4 +315,5 @@ extern "C" const mt_backend mt_cuda_backend = {
     .sumsq_multi = mt_cuda_sumsq_multi,
     .adamw_multi = mt_cuda_adamw_multi,
     .device_count = mt_cuda_probe,
+    .qlinear = NULL, /* an int8 model runs its dequantized f32 weights on a GPU */
 };

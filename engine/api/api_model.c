@@ -62,6 +62,7 @@ mt_status mt_model_info_json(const mt_model_t *m, char **out_json) {
     json_object_set_new(o, "kv_cache_bytes_per_token",
                         json_integer(4 * mt_model_cache_floats_per_token(c) * c->layers_dec));
     json_object_set_new(o, "tokenizer", json_boolean(m->tok != NULL));
+    json_object_set_new(o, "quantization", json_string(m->tf->int8 ? "int8" : "none"));
     char *s = st == MT_OK ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     if (st != MT_OK) return st;

@@ -19,6 +19,7 @@
 #include "microtensor.h"
 
 struct mt_backend;
+struct mt_qweight;
 
 /* The precision of a context's matrix products (mt_context_set_precision). F32 is exact f32; TF32
  * lets the backend use TF32 tensor cores (f32 storage, 10-bit mantissa products); BF16 / F16 are mixed
@@ -266,6 +267,13 @@ typedef struct mt_backend {
     /* A device backend (NULL for the CPU's): the number of its devices, 0 without any (never fails);
      * why (may be NULL) receives the reason in words (the driver's status), for error messages. */
     int (*device_count)(char *why, size_t cap);
+
+    /* ---- appended: int8 inference (may be NULL: the backend has no int8 GEMM) ---- */
+    /* y (R, w->n) = x (R, w->k) W^T (+ bias): each row of x quantized to int8 on the fly (core/quant.h),
+     * int8 products accumulated in int32, rescaled by the row's and the output channel's scales. work:
+     * MT_QLINEAR_WORK(R, n, k) bytes of scratch on the device, 64-byte aligned. */
+    mt_status (*qlinear)(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
+                         float *y, void *work);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the device backend of the build's table when the

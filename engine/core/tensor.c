@@ -95,5 +95,6 @@ void mt_tensor_free(mt_tensor *t) {
         if (!(t->flags & MT_TENSOR_VIEW)) be->free(t->device, t->data);
     }
     mt_tensor_free(t->grad);
+    mt_sys_free(t->qw);
     mt_sys_free(t);
 }

@@ -37,6 +37,8 @@ struct mt_tensor {
     uint32_t flags;                /* MT_TENSOR_* */
     int32_t node;                  /* index of the producing node on ctx's tape; -1 for a leaf */
     uint64_t epoch;                /* ctx->epoch when made: detects use after mt_context_reset */
+    struct mt_qweight *qw;         /* a weight's int8 form (core/quant.h) when the model is quantized, used
+                                      by inference's linear layers; owned (freed with the tensor); or NULL */
     char name[64];                 /* parameters: their name in the model file */
 };
 typedef struct mt_tensor mt_tensor;

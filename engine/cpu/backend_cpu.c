@@ -190,4 +190,5 @@ const mt_backend mt_cpu_backend = {
     .adamw_clip = mt_cpu_adamw_clip,
     .sumsq_multi = mt_cpu_sumsq_multi,
     .adamw_multi = mt_cpu_adamw_multi,
+    .qlinear = mt_cpu_qlinear,
 };

@@ -156,6 +156,11 @@ mt_status mt_cpu_sumsq(mt_exec *ex, float *out, const float *x, int64_t n, int a
 mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+/* qgemm.c */
+mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
+                         float *y, void *work);
+/* The activations' qmax on this CPU (127 with VNNI, else 63; see qgemm.c). */
+int mt_cpu_qlinear_act_qmax(void);
 /* nn.c */
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
 mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log);

@@ -8,6 +8,9 @@
  *   "tokenizer"       the tokenizer.json text ("" when the model has none, e.g. in tests)
  *   "sha256"          SHA-256 of the payload, checked on load
  * and whose tensors are the model's parameters under their state_dict names (nn/model.h).
+ * An int8 model (mt-quantize; model.int8) adds "quantization": "int8" and stores every linear weight
+ * (mt_param_is_linear) as I8 plus F32 scales per output channel; it loads as its dequantized f32
+ * weights plus, on the CPU, their int8 forms exactly as stored (inference only: no checkpoint).
  * A checkpoint adds "step", "trainer" (the trainer's JSON state: data position, random generator,
  * schedule, early-stopping counters, its config) and the AdamW moments as tensors
  * "optimizer.m.<param>" and "optimizer.v.<param>". A checkpoint loads as a model anywhere a model path
@@ -21,6 +24,9 @@
 
 #define MT_MODELFILE_FORMAT "microtensor"
 #define MT_MODELFILE_VERSION 1
+/* An int8 model's linear weight "<name>" is I8 (n, k) with its per-output-channel F32 scales (n) in
+ * "<name>" MT_MODELFILE_SCALE_SUFFIX, and __metadata__.quantization is "int8". */
+#define MT_MODELFILE_SCALE_SUFFIX "_scale"
 
 /* Checkpoint extras for saving (optional). */
 typedef struct mt_ckpt_save {

@@ -62,6 +62,13 @@ mt_status mt_absorbed_create(const mt_transformer *m, mt_absorbed **out) {
         st = absorb_one(ctx, &m->cfg, &m->dec[l].self_attn, &a->self_attn[l]);
         if (st == MT_OK) st = absorb_one(ctx, &m->cfg, &m->dec[l].cross_attn, &a->cross_attn[l]);
         if (st == MT_OK) st = mt_context_reset(ctx);
+        /* an int8 model's absorbed projections are linear weights too */
+        if (st == MT_OK && m->int8 && m->device == MT_DEVICE_CPU) {
+            st = mt_weight_quantize(a->self_attn[l].aq);
+            if (st == MT_OK) st = mt_weight_quantize(a->self_attn[l].ao);
+            if (st == MT_OK) st = mt_weight_quantize(a->cross_attn[l].aq);
+            if (st == MT_OK) st = mt_weight_quantize(a->cross_attn[l].ao);
+        }
     }
     mt_context_free(ctx);
     if (st != MT_OK) {

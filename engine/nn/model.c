@@ -203,6 +203,7 @@ mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, con
 }
 
 mt_tensor *mt_layer_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *b) {
+    if (w && w->qw) return mt_linear_q8(ctx, x, w, b);
     return mt_linear(ctx, x, w, b);
 }
 

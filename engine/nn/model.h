@@ -83,6 +83,7 @@ typedef struct mt_transformer {
     mt_layer_params *enc;    /* (layers_enc) */
     mt_layer_params *dec;    /* (layers_dec) */
     mt_norm_params enc_norm, dec_norm;
+    int int8;                /* linear weights are int8 (nn/quant.c): inference only */
 } mt_transformer;
 
 /* Allocates every parameter on device (uninitialised). cfg must validate with a vocab size. */
@@ -175,11 +176,23 @@ static inline mt_tensor *mt_transformer_out_weight(const mt_transformer *m) {
 mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
                                int training, mt_tensor **all_logits);
 
-/* Every projection of the layers goes through this one function (x (..., in) W^T + b), so that a
- * quantized matrix can plug in at one place. */
+/* Every projection of the layers goes through this one function (x (..., in) W^T + b): a weight
+ * with an int8 form (w->qw, set by mt_transformer_quantize) runs mt_linear_q8, any other mt_linear. */
 mt_tensor *mt_layer_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *b);
 /* The feed-forward block of h (..., d). */
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h);
+
+/* Dynamic int8 quantization (nn/quant.c). The linear weights are the 2-D parameters other than the
+ * embedding (attention and MLA projections, feed-forward, an untied output projection); embeddings,
+ * norms and biases stay f32. */
+int mt_param_is_linear(const mt_transformer *m, const mt_tensor *p);
+/* Marks m int8 (inference only) and, on the CPU, gives every linear weight its int8 form, and the
+ * embedding too when it is the (tied) output projection: the lookup keeps reading the f32 table, the
+ * logits use the int8 copy. Weights quantize idempotently: quantizing W ~ s q again gives s and q. On
+ * a GPU the model runs its (dequantized) f32 weights. */
+mt_status mt_transformer_quantize(mt_transformer *m);
+/* Gives one CPU weight (n, k) its int8 form (replacing any it had). */
+mt_status mt_weight_quantize(mt_tensor *w);
 
 /* RMS norm epsilon of the MLA latents (as DeepSeek-V2). */
 #define MT_LATENT_NORM_EPS 1e-6f

@@ -11,6 +11,7 @@
  * are cast once in the forward and kept on the tape (saved[0], saved[1]); the backward casts the
  * output gradient once for both of its products.
  */
+#include "core/quant.h"
 #include "ops/ops_internal.h"
 
 typedef struct mm_plan {
@@ -209,6 +210,36 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
         MT_TRY(be->reduce_fwd(&ctx->ex, MT_REDUCE_SUM, mt_f32(g), NULL, dy, &rd, 1));
     }
     return MT_OK;
+}
+
+mt_tensor *mt_linear_q8(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {
+    if (!mt_check_f32(ctx, "linear_q8", x) || (bias && !mt_check_f32(ctx, "linear_q8", bias))) return NULL;
+    char sx[MT_SHAPE_STR], sw[MT_SHAPE_STR];
+    const mt_qweight *q = w->qw;
+    if (!q || w->ndim != 2 || q->n != w->shape[0] || q->k != w->shape[1])
+        return mt_fail(ctx, MT_ERR_INVALID_ARG, "linear_q8: weight '%s' %s has no int8 form", w->name,
+                       mt_shape_str(sw, w->shape, w->ndim));
+    if (!MT_BE(ctx)->qlinear)
+        return mt_fail(ctx, MT_ERR_UNSUPPORTED, "linear_q8: the %s backend has no int8 GEMM", MT_BE(ctx)->name);
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != q->k)
+        return mt_fail(ctx, MT_ERR_SHAPE, "linear_q8: x %s @ w^T with w %s: need x (..., K) and w (N, K)",
+                       mt_shape_str(sx, x->shape, x->ndim), mt_shape_str(sw, w->shape, w->ndim));
+    int64_t K = q->k, N = q->n, R = x->numel / K;
+    if (bias && (bias->ndim != 1 || bias->shape[0] != N))
+        return mt_fail(ctx, MT_ERR_SHAPE, "linear_q8: bias %s does not match w %s (want (%lld))",
+                       mt_shape_str(sx, bias->shape, bias->ndim), mt_shape_str(sw, w->shape, w->ndim), (long long)N);
+    mt_tensor *in[3] = {x, w, bias};
+    if (mt_needs_grad(ctx, in, 3))
+        return mt_fail(ctx, MT_ERR_UNSUPPORTED, "linear_q8: weight '%s' is int8 (inference only): no gradient",
+                       w->name);
+    int64_t oshape[MT_MAX_DIMS];
+    memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    oshape[x->ndim - 1] = N;
+    mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
+    void *work = mt_ctx_alloc_data(ctx, MT_QLINEAR_WORK(R, N, K));
+    if (!y || !work) return NULL;
+    MT_KERNEL(ctx, MT_BE(ctx)->qlinear(&ctx->ex, R, mt_f32(x), q, bias ? mt_f32(bias) : NULL, mt_f32(y), work));
+    return y;
 }
 
 mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {

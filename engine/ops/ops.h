@@ -80,6 +80,10 @@ mt_tensor *mt_argmax(mt_context *ctx, mt_tensor *x, int axis, int keepdim);
 mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, int trans_b);
 /* x (..., K) @ w^T (N, K) + bias (N) (bias may be NULL): the nn.Linear layout. */
 mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias);
+/* As mt_linear with w's int8 form w->qw (core/quant.h): rows of x quantized per row at run time,
+ * int32 accumulation (the backend's qlinear). Inference only: no gradient (MT_ERR_UNSUPPORTED when
+ * one is needed, or on a backend without int8 GEMM). */
+mt_tensor *mt_linear_q8(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias);
 
 /* ---- layout ---- */
 mt_tensor *mt_reshape(mt_context *ctx, mt_tensor *x, int ndim, const int64_t *shape); /* one dim may be -1 */

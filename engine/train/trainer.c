@@ -772,6 +772,9 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         if (strcmp(c->resume, "auto") == 0) latest_checkpoint(tr, ck);
         else if (c->resume[0]) snprintf(ck, sizeof ck, "%s", c->resume);
         if (ck[0]) st = mt_modelfile_load(ck, (int)c->device, 1, &mf);
+        if (st == MT_OK && ck[0] && mf.model->int8)
+            st = mt_error(MT_ERR_UNSUPPORTED, "resume %s: an int8 model (mt-quantize) is for inference only; "
+                          "training needs an f32 checkpoint", ck);
         if (st == MT_OK && ck[0] && !mf.is_checkpoint)
             st = mt_error(MT_ERR_FORMAT, "resume %s: a model file, not a checkpoint (no optimizer state)", ck);
     }

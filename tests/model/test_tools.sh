@@ -2,7 +2,8 @@
 # test_tools.sh — mt-train and mt-translate from the command line: help, config errors naming the key,
 # a short training on the demo corpus (model, checkpoints, metrics lines), Ctrl-C saving a checkpoint
 # (exit 130) and --resume auto continuing from it, translation of a file with an empty line and with
-# --ref (BLEU/chrF on stderr), and a missing or corrupt model file as a clear error.
+# --ref (BLEU/chrF on stderr), mt-quantize (an int8 model translates; training from it is refused),
+# and a missing or corrupt model file as a clear error.
 set -euo pipefail
 bin="$MT_BUILD_DIR/bin"
 src="$MT_SOURCE_DIR"
@@ -71,6 +72,18 @@ grep -q "BLEU = .*chrF = " "$tmp/tr.log" || fail "no BLEU/chrF: $(cat "$tmp/tr.l
 # A compressed copy of a checkpoint is a model path too.
 zstd -q -o "$tmp/ck.mt.zst" "$tmp/run/checkpoints/$(ls "$tmp/run/checkpoints" | tail -1)"
 "$bin/mt-translate" --model "$tmp/ck.mt.zst" -q < "$tmp/in.txt" > /dev/null || fail "a .mt.zst checkpoint"
+
+# mt-quantize: an int8 model translates through the same tools (line for line) and is smaller; training
+# from it is refused, naming the file.
+"$bin/mt-quantize" "$tmp/run/model.mt" "$tmp/q8.mt" > "$tmp/q.log" || fail "mt-quantize: $(cat "$tmp/q.log")"
+[ "$(stat -c %s "$tmp/q8.mt")" -lt "$(stat -c %s "$tmp/run/model.mt")" ] || fail "the int8 file is not smaller"
+"$bin/mt-translate" --model "$tmp/q8.mt" -q < "$tmp/in.txt" > "$tmp/q8.txt" || fail "mt-translate of an int8 model"
+[ "$(wc -l < "$tmp/q8.txt")" = 4 ] || fail "int8: expected 4 output lines"
+if "$bin/mt-train" --config "$tmp/cfg.json" --out_dir "$tmp/q8run" --resume "$tmp/q8.mt" 2> "$tmp/err"; then
+  fail "training from an int8 model was accepted"; fi
+grep -q "MT_ERR_UNSUPPORTED.*$tmp/q8.mt.*int8\|$tmp/q8.mt.*int8.*inference only" "$tmp/err" || fail "int8 training: $(cat "$tmp/err")"
+if "$bin/mt-quantize" "$tmp/none.mt" "$tmp/q9.mt" 2> "$tmp/err"; then fail "mt-quantize of a missing file"; fi
+[ ! -e "$tmp/q9.mt" ] || fail "mt-quantize left a file behind"
 
 # Bad model files are errors that say which.
 if "$bin/mt-translate" --model "$tmp/none.mt" < "$tmp/in.txt" 2> "$tmp/err"; then fail "missing model accepted"; fi

@@ -4,10 +4,13 @@
   train  --model M.mt --batch B.safetensors --threads 2 --steps 6 --warmup 2 [--label-smoothing 0.1]
          AdamW training steps (dropout as the config says, clipping 1.0) on the batch; prints one JSON
          line {"tokens_per_s", "step_s", "loss", "peak_rss_mb"}.
-  decode --model M.mt --src S.safetensors --threads 2 --mode recompute|kvcache [--max-len-ratio 1.5]
+  decode --model M.mt --src S.safetensors --threads 2 --mode recompute|kvcache [--max-len-ratio 1.5] [--int8]
          greedy decoding of the sources (int32 "src" (B, S) padded, "src_len" (B)):
            recompute  the whole prefix through the decoder at every step (the original MicroTensor loop)
            kvcache    keys/values of every layer cached, one position per step
+         --int8: PyTorch's dynamic quantization first (torch.ao.quantization.quantize_dynamic of every
+           nn.Linear to qint8: the original design's way; the tied output projection is a matmul with the
+           embedding, not an nn.Linear, so it stays f32)
          prints {"tokens", "seconds", "tokens_per_s", "peak_rss_mb"}.
 The model comes from the engine's .mt file (model.py), so both sides run the same weights.
 """
@@ -186,6 +189,8 @@ def greedy_kvcache(m, src, src_len, ratio):
 def cmd_decode(a):
     m, cfg, _ = M.build(a.model)
     m.train(False)
+    if a.int8:
+        m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
     d = load_file(a.src)
     src = d["src"].long()
     src_len = d["src_len"].tolist()
@@ -219,6 +224,7 @@ def main():
     d.add_argument("--mode", choices=["recompute", "kvcache"], required=True)
     d.add_argument("--max-len-ratio", type=float, default=1.5)
     d.add_argument("--repeat", type=int, default=1)
+    d.add_argument("--int8", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     return {"train": cmd_train, "decode": cmd_decode}[a.cmd](a)
