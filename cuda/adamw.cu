@@ -66,31 +66,8 @@ __global__ void sumsq_chunks_kernel(double *partial, const mt_adamw_slot *slots,
     int64_t end = c.start + MT_CHUNK < s.n ? c.start + MT_CHUNK : s.n;
     double acc = 0.0;
     for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x) acc += (double)s.g[i] * (double)s.g[i];
-    acc = mt_warp_sum_d(acc);
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    if (lane == 0) sh[w] = acc;
-    __syncthreads();
-    if (w == 0) {
-        acc = lane < nw ? sh[lane] : 0.0;
-        acc = mt_warp_sum_d(acc);
-        if (lane == 0) partial[blockIdx.x] = acc;
-    }
-}
-
-/* One block: out[0] (= or +=) the sum of the n chunk sums, each thread a fixed stride of them. */
-__global__ void sumsq_total_kernel(float *out, const double *partial, int n, int accumulate) {
-    __shared__ double sh[32];
-    double acc = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
-    acc = mt_warp_sum_d(acc);
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    if (lane == 0) sh[w] = acc;
-    __syncthreads();
-    if (w == 0) {
-        acc = lane < nw ? sh[lane] : 0.0;
-        acc = mt_warp_sum_d(acc);
-        if (lane == 0) out[0] = accumulate ? out[0] + (float)acc : (float)acc;
-    }
+    acc = mt_block_sum_d(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
 __global__ void adamw_multi_kernel(const mt_adamw_slot *slots, const mt_chunk *chunks, float lr, float b1, float b2,
@@ -150,8 +127,7 @@ extern "C" mt_status mt_cuda_sumsq_multi(mt_exec *ex, float *out, const mt_adamw
         sumsq_chunks_kernel<<<(unsigned)nc, MT_THREADS, 0, cx->stream>>>((double *)partial, ds, dc);
         MT_LAUNCHED();
     }
-    sumsq_total_kernel<<<1, MT_THREADS, 0, cx->stream>>>(out, (const double *)partial, (int)nc, accumulate);
-    MT_LAUNCHED();
+    MT_TRY(mt_cuda_sum_partials(cx, out, (const double *)partial, (int)nc, accumulate));
     return MT_OK;
 }
 

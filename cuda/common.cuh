@@ -104,6 +104,9 @@ mt_status mt_cuda_enter(mt_exec *ex, mt_cuda_exec **out, const char *fn);
 /* Device scratch of at least bytes (grown through the caching allocator; the old buffer is released
  * stream-safely). Valid until the next call on the same context. */
 mt_status mt_cuda_scratch(mt_cuda_exec *cx, size_t bytes, void **out);
+/* out[0] (= or, with accumulate, +=) the sum of the n doubles of part, by one block on cx's stream: the
+ * second pass of the sums of squares (reduce.cu; adamw.cu's multi-tensor norm). Defined in reduce.cu. */
+mt_status mt_cuda_sum_partials(mt_cuda_exec *cx, float *out, const double *part, int n, int accumulate);
 
 /* Makes device current on this thread, returning the previous one in *prev (-1 if none). */
 mt_status mt_cuda_set_device(int device, int *prev);
@@ -146,6 +149,22 @@ __device__ __forceinline__ float mt_warp_sum(float v) {
 __device__ __forceinline__ double mt_warp_sum_d(double v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The sum of v over the block (blockDim.x a multiple of 32, at most 1024), in double, summed in an
+ * order that does not depend on scheduling; the result is valid in thread 0. sh is the kernel's
+ * __shared__ double[32]. Every thread of the block calls it (it synchronises the block). */
+__device__ __forceinline__ double mt_block_sum_d(double v, double *sh) {
+    v = mt_warp_sum_d(v);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = 0.0;
+    if (w == 0) {
+        v = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
+        v = mt_warp_sum_d(v);
+    }
     return v;
 }
 

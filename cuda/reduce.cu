@@ -263,30 +263,16 @@ __global__ void sumsq_partial_kernel(double *part, const float *x, int64_t n) {
     __shared__ double sh[32];
     double acc = 0.0;
     MT_GRID_STRIDE(i, n) acc += (double)x[i] * (double)x[i];
-    acc = mt_warp_sum_d(acc);
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) sh[w] = acc;
-    __syncthreads();
-    if (w == 0) {
-        acc = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
-        acc = mt_warp_sum_d(acc);
-        if (lane == 0) part[blockIdx.x] = acc;
-    }
+    acc = mt_block_sum_d(acc, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
 __global__ void sumsq_final_kernel(float *out, const double *part, int n, int accumulate) {
     __shared__ double sh[32];
     double acc = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) acc += part[i];
-    acc = mt_warp_sum_d(acc);
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) sh[w] = acc;
-    __syncthreads();
-    if (w == 0) {
-        acc = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
-        acc = mt_warp_sum_d(acc);
-        if (lane == 0) out[0] = accumulate ? out[0] + (float)acc : (float)acc;
-    }
+    acc = mt_block_sum_d(acc, sh);
+    if (threadIdx.x == 0) out[0] = accumulate ? out[0] + (float)acc : (float)acc;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -443,7 +429,11 @@ extern "C" mt_status mt_cuda_sumsq(mt_exec *ex, float *out, const float *x, int6
     } else {
         blocks = 0;
     }
-    sumsq_final_kernel<<<1, MT_THREADS, 0, cx->stream>>>(out, (const double *)scr, blocks, accumulate);
+    return mt_cuda_sum_partials(cx, out, (const double *)scr, blocks, accumulate);
+}
+
+mt_status mt_cuda_sum_partials(mt_cuda_exec *cx, float *out, const double *part, int n, int accumulate) {
+    sumsq_final_kernel<<<1, MT_THREADS, 0, cx->stream>>>(out, part, n, accumulate);
     MT_LAUNCHED();
     return MT_OK;
 }
