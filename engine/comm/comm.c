@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "comm/gloo_shim.h"
 #include "comm/nccl.h"
 #include "comm/store.h"
@@ -68,12 +69,6 @@ struct mt_comm {
     uint32_t seq;
     double busy_s;             /* seconds spent inside operations */
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void abs_deadline(struct timespec *ts, double from_now) {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -185,10 +180,10 @@ static void *comm_main(void *arg) {
         } else {
             c->busy = 1;
             pthread_mutex_unlock(&c->mu);
-            double t0 = now_s();
+            double t0 = mt_now_s();
             run_work(c, w);
             pthread_mutex_lock(&c->mu);
-            c->busy_s += now_s() - t0;
+            c->busy_s += mt_now_s() - t0;
             c->busy = 0;
             if (w->st != MT_OK && c->failed == MT_OK) {
                 c->failed = w->st;
@@ -288,9 +283,9 @@ mt_status mt_comm_test(mt_comm_work *w, int *done) {
 mt_status mt_comm_wait(mt_comm_work *w) {
     mt_comm *c = w->c;
     /* Gloo bounds each op by timeout_s; the ops queued before this one add theirs. */
-    double limit = now_s() + 2 * c->timeout_s + 10.0;
+    double limit = mt_now_s() + 2 * c->timeout_s + 10.0;
     pthread_mutex_lock(&c->mu);
-    while (!w->done && now_s() < limit) {
+    while (!w->done && mt_now_s() < limit) {
         struct timespec ts;
         abs_deadline(&ts, 0.5);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
@@ -496,8 +491,8 @@ void mt_comm_free(mt_comm *c) {
         pthread_mutex_lock(&c->mu);
         c->stopping = 1;
         pthread_cond_broadcast(&c->cv);
-        double limit = now_s() + c->timeout_s + 5.0;
-        while ((c->busy || c->head) && now_s() < limit) {
+        double limit = mt_now_s() + c->timeout_s + 5.0;
+        while ((c->busy || c->head) && mt_now_s() < limit) {
             struct timespec ts;
             abs_deadline(&ts, 0.5);
             pthread_cond_timedwait(&c->cv, &c->mu, &ts);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 enum { OP_HELLO = 1, OP_SET = 2, OP_GET = 3, OP_BEAT = 4, OP_STATUS = 5, OP_BYE = 6, OP_OK = 10, OP_VAL = 11,
@@ -29,12 +30,6 @@ enum { RANK_UNKNOWN = 0, RANK_UP = 1, RANK_LOST = 2, RANK_BYE = 3 };
 
 #define HEARTBEAT_S 0.5
 #define HDR 13 /* u32 len, u8 op, u32 rank, u32 keylen */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void put32(uint8_t *p, uint32_t v) {
     v = htonl(v);
@@ -72,7 +67,7 @@ static int write_all(int fd, const uint8_t *buf, size_t n, double deadline) {
             continue;
         }
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-        double left = deadline - now_s();
+        double left = deadline - mt_now_s();
         if (left <= 0) {
             errno = ETIMEDOUT;
             return -1;
@@ -86,7 +81,7 @@ static int write_all(int fd, const uint8_t *buf, size_t n, double deadline) {
 /* Reads exactly n bytes before the deadline. 0 ok, -1 error/timeout, 1 clean EOF. */
 static int read_all(int fd, uint8_t *buf, size_t n, double deadline) {
     while (n) {
-        double left = deadline - now_s();
+        double left = deadline - mt_now_s();
         if (left <= 0) {
             errno = ETIMEDOUT;
             return -1;
@@ -191,7 +186,7 @@ struct mt_store_server {
 
 /* Ranks > 0 whose main connection is open and whose heartbeat is fresh. Server thread only. */
 static int count_healthy(const mt_store_server *s) {
-    double t = now_s();
+    double t = mt_now_s();
     int n = 0;
     for (int i = 0; i < s->n_conns; i++) {
         const conn *c = &s->conns[i];
@@ -206,7 +201,7 @@ static void conn_send(conn *c, int op, const char *key, const void *val, size_t 
     uint8_t *b = frame(op, 0, key, val, len, &n);
     if (!b) return;
     /* A bounded write: a client that does not read is dropped at its next poll. */
-    write_all(c->fd, b, n, now_s() + 5.0);
+    write_all(c->fd, b, n, mt_now_s() + 5.0);
     free(b);
 }
 
@@ -274,7 +269,7 @@ static int handle(mt_store_server *s, conn *c, const uint8_t *f, size_t n) {
             s->state[rank] = RANK_UP;
         }
         c->rank = (int)rank;
-        s->last_beat[rank] = now_s();
+        s->last_beat[rank] = mt_now_s();
         conn_send(c, OP_OK, NULL, NULL, 0);
         return 0;
     }
@@ -318,7 +313,7 @@ static int handle(mt_store_server *s, conn *c, const uint8_t *f, size_t n) {
         return 0;
     }
     if (op == OP_BEAT) {
-        s->last_beat[c->rank] = now_s();
+        s->last_beat[c->rank] = mt_now_s();
         return 0;
     }
     if (op == OP_BYE) {
@@ -328,7 +323,7 @@ static int handle(mt_store_server *s, conn *c, const uint8_t *f, size_t n) {
     if (op == OP_STATUS) {
         uint8_t *st = malloc((size_t)s->world * 5);
         if (!st) return -1;
-        double t = now_s();
+        double t = mt_now_s();
         for (int r = 0; r < s->world; r++) {
             st[5 * r] = (uint8_t)s->state[r];
             double age = s->state[r] == RANK_UNKNOWN ? 0 : t - s->last_beat[r];
@@ -481,8 +476,8 @@ mt_status mt_store_server_start(const char *host, int port, int world, mt_store_
 
 void mt_store_server_linger(mt_store_server *s, double max_s) {
     if (!s) return;
-    double end = now_s() + max_s;
-    while (atomic_load(&s->healthy) > 0 && now_s() < end) {
+    double end = mt_now_s() + max_s;
+    while (atomic_load(&s->healthy) > 0 && mt_now_s() < end) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -531,7 +526,7 @@ static mt_status request(mt_store *s, int fd, int op, const char *key, const voi
     size_t n;
     uint8_t *b = frame(op, s->rank, key, val, len, &n);
     if (!b) return mt_error(MT_ERR_NOMEM, "rendezvous: out of memory");
-    double deadline = now_s() + timeout_s;
+    double deadline = mt_now_s() + timeout_s;
     int w = write_all(fd, b, n, deadline);
     free(b);
     if (w != 0)
@@ -581,7 +576,7 @@ static mt_status connect_one(mt_store *s, double deadline, int beat, int *fd_out
             int rop;
             uint8_t *rv = NULL;
             size_t rl;
-            double left = deadline - now_s();
+            double left = deadline - mt_now_s();
             mt_status st = request(s, fd, OP_HELLO, NULL, hello, sizeof hello, left > 5 ? left : 5, &rop, &rv, &rl, "hello");
             if (st == MT_OK && rop != OP_OK)
                 st = mt_error(MT_ERR_CONFIG, "rendezvous refused rank %d: %s", s->rank, rv ? (char *)rv : "?");
@@ -594,7 +589,7 @@ static mt_status connect_one(mt_store *s, double deadline, int beat, int *fd_out
             return MT_OK;
         }
         if (fd >= 0) close(fd);
-        if (now_s() >= deadline)
+        if (mt_now_s() >= deadline)
             return mt_error(MT_ERR_NETWORK, "rendezvous: rank %d cannot reach rank 0 at %s:%d before the deadline: %s",
                             s->rank, s->host, s->port, strerror(last_err));
         usleep(100000);
@@ -621,7 +616,7 @@ mt_status mt_store_connect(const char *host, int port, int rank, int world, doub
     s->port = port;
     snprintf(s->host, sizeof s->host, "%s", host);
     pthread_mutex_init(&s->mu, NULL);
-    double deadline = now_s() + deadline_s;
+    double deadline = mt_now_s() + deadline_s;
     mt_status st = connect_one(s, deadline, 0, &s->fd);
     if (st == MT_OK) st = connect_one(s, deadline, 1, &s->beat_fd);
     if (st == MT_OK && pipe2(s->beat_pipe, O_CLOEXEC) != 0) st = mt_error(MT_ERR_INTERNAL, "rendezvous: pipe failed");

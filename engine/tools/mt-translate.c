@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/backend.h"
 #include "microtensor.h"
 
@@ -44,12 +45,6 @@ static void usage(FILE *f) {
             "  -i FILE, -o FILE      input / output file instead of stdin / stdout\n"
             "  -q, --quiet           no progress on stderr\n",
             DEFAULT_BEAM, lp, ratio);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct lines {
@@ -226,7 +221,7 @@ int main(int argc, char **argv) {
             rc = 1;
         }
         int progress = !quiet && src.n > (size_t)batch, tty = isatty(fileno(stderr));
-        double t0 = now_s(), last = t0;
+        double t0 = mt_now_s(), last = t0;
         for (size_t i = 0; rc == 0 && i < src.n; i += (size_t)batch) {
             size_t n = src.n - i < (size_t)batch ? src.n - i : (size_t)batch;
             char **o = NULL;
@@ -242,7 +237,7 @@ int main(int argc, char **argv) {
                 if (ref_path && lines_push(&hyps, strdup(o[j])) != 0) rc = 1;
             }
             mt_free(o);
-            double t = now_s();
+            double t = mt_now_s();
             /* A terminal gets one line updated in place; a log gets a line every 10 s and at the end. */
             if (progress && (t - last > (tty ? 0.5 : 10.0) || i + n == src.n)) {
                 double rate = (double)(i + n) / (t - t0);

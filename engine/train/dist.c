@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "comm/comm.h"
 #include "core/alloc.h"
 #include "core/autograd.h"
@@ -41,12 +42,6 @@ struct mt_dist {
     mt_seq_batch shard;
     mt_dist_stats stats;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- handshake ----------------------------------------------------------------------------------- */
 
@@ -397,20 +392,20 @@ mt_status mt_dist_train_step(mt_dist *d, mt_context *ctx, mt_transformer *m, mt_
             ctx->backward_hook = backward_hook;
             ctx->backward_hook_user = d;
         }
-        double t0 = now_s();
+        double t0 = mt_now_s();
         st = mt_backward(ctx, l, gr);
         ctx->backward_hook = NULL;
         ctx->backward_hook_user = NULL;
-        if (i == last) d->stats.backward_s += now_s() - t0;
+        if (i == last) d->stats.backward_s += mt_now_s() - t0;
     }
     /* Whatever was not launched during the pass (or everything, for a rank without rows). */
     while (st == MT_OK && d->next < d->n_buckets) st = launch(d, d->next++);
-    double t0 = now_s();
+    double t0 = mt_now_s();
     mt_status ws = wait_all(d);
     if (st == MT_OK) st = ws;
     d->meta[m->n_params] = sum;
     if (st == MT_OK) st = mt_comm_allgather(d->comm, d->meta, d->meta_all, sizeof(double) * ((size_t)m->n_params + 1), NULL);
-    d->stats.exposed_s += now_s() - t0;
+    d->stats.exposed_s += mt_now_s() - t0;
     if (st == MT_OK) st = mt_context_reset(ctx);
     MT_TRY(st);
     /* Gradients back, for every parameter some rank has a gradient of. */

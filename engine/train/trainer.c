@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -109,12 +110,6 @@ static mt_precision training_precision(const mt_train_config *c) {
     static const mt_precision map[] = {MT_PRECISION_F32, MT_PRECISION_F32, MT_PRECISION_TF32, MT_PRECISION_BF16};
     if (c->precision == 0) return c->device >= 0 ? MT_PRECISION_BF16 : MT_PRECISION_F32;
     return map[c->precision];
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* snprintf into a path buffer; MT_ERR_INVALID_ARG when it does not fit. */
@@ -1022,7 +1017,7 @@ static mt_status log_interval(mt_trainer *tr, double run_start, int64_t run_step
     tr->last_loss = loss;
     tr->loss_ema = tr->loss_ema == 0 ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
     pthread_mutex_unlock(&tr->mu);
-    double t = now_s(), dt = t - tr->iv_start;
+    double t = mt_now_s(), dt = t - tr->iv_start;
     double tps = dt > 0 ? (double)tr->iv_tokens / dt : 0.0;
     pthread_mutex_lock(&tr->mu);
     tr->tok_per_s = tps;
@@ -1120,7 +1115,7 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
     emit(tr, tr->start_ev);
     tr->start_ev = NULL;
     int64_t target = full ? tr->tc.max_steps : tr->step + n;
-    double run_start = now_s(), last = run_start;
+    double run_start = mt_now_s(), last = run_start;
     int64_t run_steps = 0;
     tr->iv_start = run_start;
     tr->iv_loss = 0;
@@ -1151,7 +1146,7 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
             reason = "max_epochs";
             break;
         }
-        double t = now_s();
+        double t = mt_now_s();
         tr->elapsed += t - last;
         last = t;
         run_steps++;
@@ -1168,12 +1163,12 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
                 reason = "early_stopping";
                 stop = 1;
             }
-            last = now_s(); /* validation time is not training time */
+            last = mt_now_s(); /* validation time is not training time */
         }
         if (tr->tc.save_every > 0 && tr->step % tr->tc.save_every == 0) {
             st = loop_checkpoint(tr);
             if (st != MT_OK) break;
-            last = now_s();
+            last = mt_now_s();
         }
         serve_save(tr);
         if (stop) break;
