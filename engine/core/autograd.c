@@ -98,13 +98,14 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         n->out->grad = NULL;
         n->grad_mem = NULL;
     }
-    /* Where the gradients of op results live. On a GPU, every one this pass may reach is reserved as
+    /* Where the gradients of op results live. On a GPU backend, every one this pass may reach is reserved as
      * one arena region, zeroed by one memset: one launch instead of one per tensor, and device memory
      * is not what limits there. On the CPU each is taken from the pool when first needed and given
      * back as soon as the op's backward has run (below), so the pass holds only the gradients still
      * to be propagated: the peak memory of a training step is what limits there. */
     size_t total = 0;
-    for (int32_t i = 0; ctx->device != MT_DEVICE_CPU && i <= root->node; i++) total += grad_bytes(ctx->tape[i].out);
+    int one_region = ctx->ex.backend != &mt_cpu_backend; /* the backend decides (the emulator runs CUDA's) */
+    for (int32_t i = 0; one_region && i <= root->node; i++) total += grad_bytes(ctx->tape[i].out);
     if (total) {
         unsigned char *mem = mt_ctx_alloc_data(ctx, total);
         if (!mem) return ctx->status;
