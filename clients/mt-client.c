@@ -47,6 +47,7 @@ typedef struct opts {
     int quiet;
     const char *file;
     const char *config;
+    uint32_t min_nodes;        /* train start: a cluster job over this many nodes (0: the server alone) */
 } opts;
 
 static void usage(FILE *to) {
@@ -56,7 +57,9 @@ static void usage(FILE *to) {
             "commands:\n"
             "  translate TEXT...             translate the texts (one output line each)\n"
             "  translate [-f FILE]           translate FILE (default stdin) line by line, in order\n"
-            "  train start --config FILE     start training on the server with FILE's JSON config\n"
+            "  train start --config FILE [--min-nodes N]\n"
+            "                                start training on the server with FILE's JSON config; with\n"
+            "                                --min-nodes, over every node of its cluster once N joined\n"
             "  train status | stop | watch   training state; ask it to stop; stream its progress\n"
             "  train save [PATH]             write a checkpoint (PATH inside the server's --data-root)\n"
             "  train promote PATH            serve the model/checkpoint at PATH (inside --data-root)\n"
@@ -510,6 +513,17 @@ static void print_train_status(const Mt__V1__TrainStatus *s) {
     printf("state: %s\nstep: %" PRId64 "\nloss: %.4f\ntokens_per_s: %.1f\n",
            enum_name(&mt__v1__train_state__descriptor, s->state), s->step, s->loss, s->tokens_per_s);
     if (*s->status_json) printf("status: %s\n", s->status_json);
+    if (*s->cluster_state || s->n_nodes)
+        printf("cluster: %s (world %u, %u restart%s)\n", s->cluster_state, s->world_size, s->restarts,
+               s->restarts == 1 ? "" : "s");
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const Mt__V1__ClusterNode *n = s->nodes[i];
+        printf("node %s %s ranks ", n->name, n->address);
+        for (size_t r = 0; r < n->n_ranks; r++) printf("%s%u", r ? "," : "", n->ranks[r]);
+        printf("%s state %s step %" PRId64 " tokens_per_s %.1f heartbeat_age_s %.1f weights %s%s%s\n",
+               n->n_ranks ? "" : "-", n->state, n->step, n->tokens_per_s, n->heartbeat_age_s,
+               *n->weights_sha256 ? n->weights_sha256 : "-", *n->message ? " message " : "", n->message);
+    }
 }
 
 static char *read_file(const char *path) {
@@ -550,6 +564,7 @@ static int cmd_train(const opts *o, int argc, char **argv) {
         config = read_file(o->config);
         if (!config) return die(EXIT_USAGE, "cannot read %s: %s", o->config, strerror(errno));
         start.config_json = config;
+        start.min_nodes = o->min_nodes;
         f.body_case = MT__V1__FRAME__BODY_TRAIN_START;
         f.train_start = &start;
     } else if (!strcmp(sub, "status")) {
@@ -722,6 +737,10 @@ int main(int argc, char **argv) {
             if (!(o.file = VAL())) goto bad;
         } else if (!strcmp(a, "--config")) {
             if (!(o.config = VAL())) goto bad;
+        } else if (!strcmp(a, "--min-nodes")) {
+            const char *v = VAL();
+            if (!v || atoi(v) < 1 || atoi(v) > 1025) goto bad;
+            o.min_nodes = (uint32_t)atoi(v);
         } else {
             fprintf(stderr, "mt-client: unknown option %s (see --help)\n", a);
             goto bad;

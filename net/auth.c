@@ -66,15 +66,29 @@ int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_fil
     return 0;
 }
 
+int mt_auth_load_cluster(mt_auth *a, const char *cluster_token_file, uint64_t max_hello_bytes, char *err,
+                         size_t errlen) {
+    if (load_one(cluster_token_file, max_hello_bytes, a->cluster, &a->has_cluster, err, errlen) != 0) return -1;
+    if (a->has_cluster && ((a->has_user && CRYPTO_memcmp(a->cluster, a->user, 32) == 0) ||
+                           (a->has_admin && CRYPTO_memcmp(a->cluster, a->admin, 32) == 0))) {
+        snprintf(err, errlen, "token file %s: the cluster token must differ from the translate and admin tokens",
+                 cluster_token_file);
+        return -1;
+    }
+    return 0;
+}
+
 Mt__V1__Role mt_auth_check(const mt_auth *a, const char *token) {
-    if (!mt_auth_enabled(a)) return MT__V1__ROLE__ROLE_ADMIN;
     unsigned char d[32];
     SHA256((const unsigned char *)(token ? token : ""), token ? strlen(token) : 0, d);
-    /* Both compares always run. */
+    /* Every compare always runs. */
     int admin_eq = CRYPTO_memcmp(d, a->admin, 32) == 0;
     int user_eq = CRYPTO_memcmp(d, a->user, 32) == 0;
+    int cluster_eq = CRYPTO_memcmp(d, a->cluster, 32) == 0;
     int empty = !token || !*token;
     OPENSSL_cleanse(d, sizeof d);
+    if (!empty && a->has_cluster && cluster_eq) return MT__V1__ROLE__ROLE_CLUSTER;
+    if (!mt_auth_enabled(a)) return MT__V1__ROLE__ROLE_ADMIN;
     if (empty) return MT__V1__ROLE__ROLE_NONE;
     if (a->has_admin && admin_eq) return MT__V1__ROLE__ROLE_ADMIN;
     if (a->has_user && user_eq) return MT__V1__ROLE__ROLE_USER;

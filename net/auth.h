@@ -1,6 +1,6 @@
 /*
  * auth.h — bearer tokens. The translate token and the admin token are read from files at startup and
- * kept only as SHA-256 digests; a Hello's token is hashed and compared with CRYPTO_memcmp against
+ * kept only as SHA-256 digests (and the cluster token of cluster mode); a Hello's token is hashed and compared with CRYPTO_memcmp against
  * both, always, so neither the match nor the token's length shows in the timing.
  */
 #ifndef MT_NET_AUTH_H
@@ -13,8 +13,8 @@
 #include "microtensor.pb-c.h"
 
 typedef struct mt_auth {
-    bool has_user, has_admin;
-    unsigned char user[32], admin[32];
+    bool has_user, has_admin, has_cluster;
+    unsigned char user[32], admin[32], cluster[32];
 } mt_auth;
 
 /* Loads the token files (either may be NULL), read by mt_token_file_read (token_file.h). Warns when a file is readable by group or others.
@@ -23,11 +23,16 @@ typedef struct mt_auth {
 int mt_auth_load(mt_auth *a, const char *token_file, const char *admin_token_file, uint64_t max_hello_bytes,
                  char *err, size_t errlen);
 
-/* Tokens are configured: every Hello must carry one. */
+/* The cluster token (--cluster-token-file; NULL: none): it grants ROLE_CLUSTER, cluster frames only,
+ * and must differ from the other two. Returns 0 or -1 (err filled). */
+int mt_auth_load_cluster(mt_auth *a, const char *cluster_token_file, uint64_t max_hello_bytes, char *err,
+                         size_t errlen);
+
+/* Translate or admin tokens are configured: every Hello must carry one. */
 static inline bool mt_auth_enabled(const mt_auth *a) { return a->has_user || a->has_admin; }
 
 /* The role a Hello token grants: ROLE_ADMIN (admin token, or no tokens configured at all),
- * ROLE_USER (translate token), ROLE_NONE (refused). Constant time in the token's content. */
+ * ROLE_USER (translate token), ROLE_CLUSTER (cluster token), ROLE_NONE (refused). Constant time in the token's content. */
 Mt__V1__Role mt_auth_check(const mt_auth *a, const char *token);
 
 #endif

@@ -13,6 +13,7 @@
  * (or the linger timer expires), so no caller ever touches a freed connection.
  */
 #include "server.h"
+#include "cluster.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -119,6 +120,7 @@ static void conn_free(mt_conn *c) {
     mt_server *s = c->srv;
     MT_LOGD("conn %llu: closed %s", (unsigned long long)c->serial, c->peer);
     mt_translate_orphan(c);
+    if (c->role == MT__V1__ROLE__ROLE_CLUSTER) mt_cluster_conn_closed(c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;

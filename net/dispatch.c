@@ -4,13 +4,15 @@
  * Before Hello only Hello is accepted (anything else: ERR_NOT_AUTHENTICATED, fatal). Hello checks
  * the protocol version and the token (auth.c) and answers HelloOk with the connection's role and
  * limits. After it: translate (translate.c), health, stats, bye, training and model control
- * (train.c, admin role only) and the cluster bodies (not in this build: ERR_UNSUPPORTED).
+ * (train.c, admin role only) and the cluster bodies (cluster_coord.c; a connection with the cluster
+ * token's role may send nothing else).
  */
 #include "server.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "log.h"
 
 static void send_hello_ok(mt_conn *c, uint64_t id) {
@@ -19,11 +21,12 @@ static void send_hello_ok(mt_conn *c, uint64_t id) {
     char version[160];
     snprintf(version, sizeof version, "mt-server %s (engine %s: %s)", MT_NET_VERSION,
              s->eng->name, s->eng->version ? s->eng->version() : "?");
-    char *caps[4];
+    char *caps[5];
     size_t ncaps = 0;
     caps[ncaps++] = "translate";
     caps[ncaps++] = "train";
     if (s->ssl) caps[ncaps++] = "tls";
+    if (mt_cluster_accepts_joins(s)) caps[ncaps++] = "cluster";
     Mt__V1__Limits lim = MT__V1__LIMITS__INIT;
     lim.max_frame_bytes = L->max_frame_bytes;
     lim.max_inflight = L->max_inflight;
@@ -66,7 +69,7 @@ static void handle_hello(mt_conn *c, mt_frame *f) {
     c->role = role;
     mt_conn_hello_done(c);
     MT_LOGD("conn %llu (%s): hello from '%s', role %s", (unsigned long long)c->serial, c->peer, h->client,
-            role == MT__V1__ROLE__ROLE_ADMIN ? "admin" : "user");
+            role == MT__V1__ROLE__ROLE_ADMIN ? "admin" : role == MT__V1__ROLE__ROLE_CLUSTER ? "cluster" : "user");
     send_hello_ok(c, f->id);
 }
 
@@ -148,6 +151,14 @@ void mt_dispatch(mt_conn *c, mt_frame *f) {
         mt_frame_free(f);
         return;
     }
+    if (c->role == MT__V1__ROLE__ROLE_CLUSTER && f->body_case != MT__V1__FRAME__BODY_BYE &&
+        f->body_case != MT__V1__FRAME__BODY_CLUSTER_JOIN && f->body_case != MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT &&
+        f->body_case != MT__V1__FRAME__BODY_CLUSTER_FETCH && f->body_case != MT__V1__FRAME__BODY_HELLO) {
+        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_PERMISSION_DENIED, false, 0,
+                           "the cluster token grants cluster frames only");
+        mt_frame_free(f);
+        return;
+    }
     switch (f->body_case) {
     case MT__V1__FRAME__BODY_HELLO:
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_BAD_FRAME, true, 0, "Hello twice");
@@ -182,13 +193,10 @@ void mt_dispatch(mt_conn *c, mt_frame *f) {
         mt_srv_train_handle(c, f);
         return;
     case MT__V1__FRAME__BODY_CLUSTER_JOIN:
-    case MT__V1__FRAME__BODY_CLUSTER_ASSIGN:
     case MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT:
-    case MT__V1__FRAME__BODY_CHECKPOINT_CHUNK:
-        mt_metric_inc(&s->metrics.requests[MT_REQ_CLUSTER]);
-        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_UNSUPPORTED, false, 0,
-                           "this server does not run in cluster mode");
-        break;
+    case MT__V1__FRAME__BODY_CLUSTER_FETCH:
+        mt_cluster_handle(c, f);
+        return;
     default:
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_BAD_FRAME, true, 0, "unexpected body");
         break;

@@ -7,6 +7,7 @@
  * waits for threads that may be deep in a batch or a training step.
  */
 #include "server.h"
+#include "cluster.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -76,7 +77,7 @@ void mt_drain_begin(mt_server *s, const char *why) {
 
 void mt_drain_check(mt_server *s) {
     if (!s->draining || s->stopped) return;
-    if (s->inflight > 0 || mt_srv_train_busy(s)) return;
+    if (s->inflight > 0 || mt_srv_train_busy(s) || mt_cluster_busy(s)) return;
     /* Everything answered: close the connections once their output is flushed. */
     for (mt_conn *c = s->conns; c; c = c->next)
         if (!c->closing) mt_conn_close_after_flush(c);

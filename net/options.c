@@ -48,6 +48,15 @@ static const optdesc g_opts[] = {
     {"insecure", T_BOOL, OFF(insecure), 0, 0, NULL, "allow a non-loopback listener without a token"},
     {"log-level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL", "debug | info | warn | error"},
     {"port-file", T_STR, OFF(port_file), 0, 0, "FILE", "write the bound addresses here once listening"},
+    {"cluster-token-file", T_STR, OFF(cluster_token_file), 0, 0, "FILE",
+     "cluster mode: the token worker nodes join with (it grants nothing else)"},
+    {"join", T_STR, OFF(join), 0, 0, "HOST:PORT", "be a worker node of the coordinator at HOST:PORT (needs --cluster-token-file)"},
+    {"node-name", T_STR, OFF(node_name), 0, 0, "NAME", "this node's name in the cluster (default: the host name)"},
+    {"max-nodes", T_U32, OFF(max_nodes), 1, 1024, "N", "coordinator: worker nodes that may join"},
+    {"heartbeat-s", T_U32, OFF(heartbeat_s), 1, 3600, "S", "cluster heartbeat period; a node is lost after 3 missed"},
+    {"join-timeout-s", T_U32, OFF(join_timeout_s), 1, 86400, "S", "coordinator: how long train start waits for --min-nodes"},
+    {"cluster-port", T_U32, OFF(cluster_port), 0, 65535, "PORT",
+     "coordinator: port of rank 0's rendezvous store (0: a free one per job)"},
     {"max-frame-bytes", T_BYTES, LIM(max_frame_bytes), 64, 1ull << 31, "BYTES", "frame length limit"},
     {"max-discard-bytes", T_BYTES, LIM(max_discard_bytes), 0, 1ull << 40, "BYTES",
      "oversized frames up to this are skipped, larger ones close the connection"},
@@ -82,6 +91,9 @@ void mt_srv_options_init(mt_srv_options *o) {
     o->max_batch_sentences = 256;
     o->max_wait_ms = 5;
     o->log_level = MT_NLOG_INFO;
+    o->max_nodes = 16;
+    o->heartbeat_s = 2;
+    o->join_timeout_s = 60;
     mt_srv_limits *l = &o->limits;
     l->max_frame_bytes = 16u << 20;
     l->max_discard_bytes = 256u << 20;
@@ -364,6 +376,10 @@ int mt_srv_options_check(const mt_srv_options *o, char *err, size_t errlen) {
     }
     if ((o->tls_cert && *o->tls_cert) != (o->tls_key && *o->tls_key)) {
         snprintf(err, errlen, "options 'tls-cert' and 'tls-key' go together");
+        return -1;
+    }
+    if (o->join && *o->join && !(o->cluster_token_file && *o->cluster_token_file)) {
+        snprintf(err, errlen, "option 'join' needs 'cluster-token-file' (the token the coordinator accepts)");
         return -1;
     }
     if (o->limits.max_hello_bytes > o->limits.max_frame_bytes) {

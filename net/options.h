@@ -48,6 +48,14 @@ typedef struct mt_srv_options {
     bool insecure;            /* allow a non-loopback listener without a token */
     int log_level;            /* MT_NLOG_* (info) */
     char *port_file;          /* written once listening: "listen=HOST:PORT\nhttp=HOST:PORT\n" */
+    /* cluster mode (cluster.h) */
+    char *cluster_token_file; /* the token of worker nodes' links (coordinator and worker) */
+    char *join;               /* worker: the coordinator's host:port */
+    char *node_name;          /* this node's name (default: the host name) */
+    uint32_t max_nodes;       /* coordinator: worker nodes joined at once (16) */
+    uint32_t heartbeat_s;     /* heartbeat period (2 s); a node is lost after 3 missed */
+    uint32_t join_timeout_s;  /* coordinator: train start waits this long for --min-nodes (60 s) */
+    uint32_t cluster_port;    /* coordinator: rank 0's rendezvous port (0: a free one per job) */
     mt_srv_limits limits;
 } mt_srv_options;
 

@@ -4,6 +4,7 @@
  * takes the whole list at once, so a burst of batches costs one wake-up.
  */
 #include "server.h"
+#include "cluster.h"
 
 #include <stdlib.h>
 
@@ -38,6 +39,7 @@ void mt_post_run(mt_server *s) {
         mt_post_msg *next = m->next;
         if (m->kind == MT_POST_BATCH) mt_translate_on_batch(s, m);
         else if (m->kind == MT_POST_PARTIAL) mt_translate_on_partial(s, m);
+        else if (m->kind == MT_POST_RANK_ENDED) mt_cluster_on_post(s, m);
         else mt_srv_train_on_post(s, m);
         free(m->items);
         free(m->text);

@@ -4,6 +4,7 @@
  * allocation freed (the tests run it under LeakSanitizer).
  */
 #include "server.h"
+#include "cluster.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -128,6 +129,7 @@ static int setup(mt_server *s, char *err, size_t errlen) {
     }
     if (mt_listen_start(s, err, errlen) != 0) return -1;
     if (mt_http_start(s, err, errlen) != 0) return -1;
+    if (mt_cluster_init(s, err, errlen) != 0) return -1;
     if (mt_workers_start(s) != 0) {
         snprintf(err, errlen, "cannot start the engine workers");
         return -1;
@@ -145,8 +147,10 @@ static void teardown(mt_server *s) {
     if (s->base) mt_conn_free_all(s);
     if (s->batcher) mt_workers_stop(s);
     mt_srv_train_shutdown(s);
+    mt_cluster_shutdown(s);
     if (s->post_ev) mt_post_run(s); /* results that came back after the loop ended */
     mt_srv_train_free(s);
+    mt_cluster_free(s);
     pthread_mutex_lock(&s->model_mu);
     mt_srv_model *m = s->model;
     s->model = NULL;

@@ -14,6 +14,7 @@
  *   paths.c     --data-root confinement of client-named paths
  *   http.c      /healthz and /metrics (a small HTTP/1.x responder with a deadline and a connection limit)
  *   drain.c     SIGTERM/SIGINT: the drain
+ *   cluster*.c  cluster mode: worker nodes, the distributed training job, file shipping (cluster.h)
  *
  * Threads: the loop thread owns every connection and request; workers touch only batch items and
  * the model under model_mu; the trainer and admin threads talk to the loop only through result_queue.c.
@@ -47,6 +48,7 @@ typedef struct mt_server mt_server;
 typedef struct mt_conn mt_conn;
 typedef struct mt_treq mt_treq;
 typedef struct mt_srv_train_ctl mt_srv_train_ctl;
+typedef struct mt_cluster mt_cluster;
 
 /* ---- the serving model ---- */
 
@@ -118,7 +120,8 @@ typedef enum mt_post_kind {
     MT_POST_TRAIN_EVENT,
     MT_POST_TRAIN_ENDED,
     MT_POST_JOB_DONE,
-    MT_POST_PARTIAL
+    MT_POST_PARTIAL,
+    MT_POST_RANK_ENDED      /* cluster.h: a rank trainer thread of this node ended (ptr: its mt_rank_run) */
 } mt_post_kind;
 
 typedef struct mt_post_msg {
@@ -169,6 +172,15 @@ void mt_srv_train_shutdown(mt_server *s);      /* cancels and joins the trainer 
 void mt_srv_train_free(mt_server *s);          /* after the last mt_post_run */
 void mt_srv_train_gauges(mt_server *s, int *training, int64_t *step, double *loss, double *tps);
 int mt_map_engine_status(int st, bool config);
+/* For cluster mode's job controller (cluster_coord.c): start rank 0's trainer with config (no
+ * request to answer; returns 0 or -1), mark a job that waits for nodes as starting, send a progress
+ * event, end the job for good. */
+int mt_srv_train_launch(mt_server *s, const char *config);
+void mt_srv_train_set_starting(mt_server *s);
+void mt_srv_train_event(mt_server *s, const char *event_json);
+void mt_srv_train_finish(mt_server *s, int status, const char *msg);
+/* The last status JSON of train.c's trainer (malloc'd), or NULL. */
+char *mt_srv_train_status_json(mt_server *s);
 
 /* ---- paths ---- */
 
@@ -236,6 +248,7 @@ struct mt_server {
     struct event *post_ev;
 
     mt_srv_train_ctl *train;
+    mt_cluster *cluster;     /* cluster mode (cluster.h); NULL without --cluster-token-file */
 
     bool draining, stopped;
     struct event *sig_term, *sig_int, *drain_tick;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "log.h"
 
 enum { PH_NONE = 0, PH_STARTING, PH_RUNNING, PH_ENDED };
@@ -224,12 +225,14 @@ static Mt__V1__TrainState snapshot(mt_srv_train_ctl *t, Mt__V1__TrainStatus *st,
     st->state = MT__V1__TRAIN_STATE__TRAIN_NONE;
     if (t->phase == PH_NONE) return st->state;
     if (t->phase == PH_STARTING || !t->trainer) {
-        st->state = t->phase == PH_STARTING ? MT__V1__TRAIN_STATE__TRAIN_STARTING : MT__V1__TRAIN_STATE__TRAIN_FAILED;
+        st->state = t->phase == PH_STARTING              ? MT__V1__TRAIN_STATE__TRAIN_STARTING
+                    : t->end_status == MT_ERR_CANCELLED ? MT__V1__TRAIN_STATE__TRAIN_CANCELLED
+                                                        : MT__V1__TRAIN_STATE__TRAIN_FAILED;
         if (t->phase != PH_STARTING) {
             char esc[600], buf[800];
             json_escape(t->end_msg, esc, sizeof esc);
-            snprintf(buf, sizeof buf, "{\"state\":\"failed\",\"status\":\"%s\",\"error\":\"%s\"}",
-                     status_name(s, t->end_status), esc);
+            snprintf(buf, sizeof buf, "{\"state\":\"%s\",\"status\":\"%s\",\"error\":\"%s\"}",
+                     t->end_status == MT_ERR_CANCELLED ? "cancelled" : "failed", status_name(s, t->end_status), esc);
             *json = strdup(buf);
         }
         return st->state;
@@ -257,6 +260,7 @@ static void send_status(mt_conn *c, uint64_t id) {
     char *json = NULL;
     snapshot(c->srv->train, &st, &json);
     st.status_json = json ? json : "";
+    mt_cluster_status_fill(c->srv, &st);
     mt_frame f = MT__V1__FRAME__INIT;
     f.id = id;
     f.body_case = MT__V1__FRAME__BODY_TRAIN_STATUS_OK;
@@ -332,10 +336,56 @@ static void enqueue_job(mt_srv_train_ctl *t, mt_job *j) {
     pthread_mutex_unlock(&q->mu);
 }
 
+/* Starts the trainer thread on config (taken); answered to (serial, id) when the trainer exists
+ * (serial 0: nobody to answer). Returns 0, or -1 when out of memory or no thread (config freed). */
+static int launch(mt_srv_train_ctl *t, char *config, uint64_t serial, uint64_t id) {
+    mt_server *s = t->s;
+    free(t->created_msg);
+    free(t->ended_msg);
+    t->created_msg = calloc(1, sizeof *t->created_msg);
+    t->ended_msg = calloc(1, sizeof *t->ended_msg);
+    if (!t->created_msg || !t->ended_msg || !config) {
+        free(config);
+        return -1;
+    }
+    if (t->trainer) s->eng->trainer_free(t->trainer);
+    t->trainer = NULL;
+    free(t->config);
+    t->config = config;
+    t->stop_requested = false;
+    t->shared_tr = NULL;
+    t->end_msg[0] = 0;
+    t->end_status = 0;
+    t->phase = PH_STARTING;
+    t->start_serial = serial;
+    t->start_id = id;
+    if (mt_srv_thread_start(&t->th, train_main, t) != 0) {
+        t->phase = PH_NONE;
+        return -1;
+    }
+    t->thread_live = true;
+    return 0;
+}
+
+int mt_srv_train_launch(mt_server *s, const char *config) {
+    return launch(s->train, strdup(config), 0, 0);
+}
+
+void mt_srv_train_set_starting(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
+    if (t->trainer) s->eng->trainer_free(t->trainer);
+    t->trainer = NULL;
+    t->end_msg[0] = 0;
+    t->end_status = 0;
+    t->stop_requested = false;
+    t->phase = PH_STARTING;
+}
+
 static void handle_start(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
     mt_srv_train_ctl *t = s->train;
     const char *cfg = f->train_start->config_json;
+    uint32_t min_nodes = f->train_start->min_nodes;
     if (s->draining) {
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_SHUTTING_DOWN, false, 0, "the server is shutting down");
         return;
@@ -354,34 +404,26 @@ static void handle_start(mt_conn *c, mt_frame *f) {
         mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false, 0, "config_json is empty");
         return;
     }
+    if (min_nodes > 0) { /* a cluster job: the job controller starts rank 0 when the nodes are ready */
+        char msg[600];
+        int code = mt_cluster_train_start(s, cfg, min_nodes, msg, sizeof msg);
+        if (code) {
+            mt_conn_send_error(c, f->id, code, false, 0, "%s", msg);
+            return;
+        }
+        mt_srv_train_set_starting(s);
+        MT_LOGI("training: cluster job asked by conn %llu (%s), %u nodes", (unsigned long long)c->serial, c->peer,
+                min_nodes);
+        send_status(c, f->id);
+        fan_out(s, "{\"event\":\"cluster_waiting\"}", false);
+        mt_coord_tick(s->cluster);
+        return;
+    }
     if (!admit_async(c, f)) return;
-    free(t->created_msg);
-    free(t->ended_msg);
-    t->created_msg = calloc(1, sizeof *t->created_msg);
-    t->ended_msg = calloc(1, sizeof *t->ended_msg);
-    char *config = strdup(cfg);
-    if (!t->created_msg || !t->ended_msg || !config) {
-        free(config);
-        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "out of memory");
+    if (launch(t, strdup(cfg), c->serial, f->id) != 0) {
+        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "cannot start the trainer (out of memory)");
         return;
     }
-    if (t->trainer) s->eng->trainer_free(t->trainer);
-    t->trainer = NULL;
-    free(t->config);
-    t->config = config;
-    t->stop_requested = false;
-    t->shared_tr = NULL;
-    t->end_msg[0] = 0;
-    t->end_status = 0;
-    t->phase = PH_STARTING;
-    t->start_serial = c->serial;
-    t->start_id = f->id;
-    if (mt_srv_thread_start(&t->th, train_main, t) != 0) {
-        t->phase = PH_NONE;
-        mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "cannot start the trainer thread");
-        return;
-    }
-    t->thread_live = true;
     mt_conn_add_pending(c, f->id);
     MT_LOGI("training: starting (asked by conn %llu, %s)", (unsigned long long)c->serial, c->peer);
 }
@@ -479,11 +521,13 @@ void mt_srv_train_handle(mt_conn *c, mt_frame *f) {
             mt_conn_send_error(c, f->id, MT__V1__ERROR_CODE__ERR_TRAINING_STATE, false, 0, "no training is running");
             break;
         }
-        pthread_mutex_lock(&t->mu);
-        t->stop_requested = true;
-        if (t->shared_tr) s->eng->trainer_cancel(t->shared_tr);
-        pthread_mutex_unlock(&t->mu);
         MT_LOGI("training: stop asked by conn %llu", (unsigned long long)c->serial);
+        if (!mt_cluster_stop(s, "stopped by train stop")) {
+            pthread_mutex_lock(&t->mu);
+            t->stop_requested = true;
+            if (t->shared_tr) s->eng->trainer_cancel(t->shared_tr);
+            pthread_mutex_unlock(&t->mu);
+        }
         send_status(c, f->id);
         break;
     case MT__V1__FRAME__BODY_TRAIN_SAVE:
@@ -566,6 +610,7 @@ void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
             t->end_status = m->status;
             snprintf(t->end_msg, sizeof t->end_msg, "%s", m->text ? m->text : "");
             MT_LOGW("training: cannot start: %s: %s", status_name(s, m->status), t->end_msg);
+            mt_cluster_rank0_create_failed(s, t->end_msg);
             if (c)
                 mt_conn_send_error(c, t->start_id, mt_map_engine_status(m->status, true), false, m->status,
                                    "cannot start training: %s", t->end_msg);
@@ -580,10 +625,13 @@ void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
         if (c) mt_conn_request_done(c, t->start_id);
         break;
     }
-    case MT_POST_TRAIN_EVENT:
+    case MT_POST_TRAIN_EVENT: {
         mt_metric_inc(&s->metrics.train_events);
-        fan_out(s, m->text ? m->text : "{}", false);
+        char *dec = m->text ? mt_cluster_decorate_event(s, m->text) : NULL; /* every node's tokens/s */
+        fan_out(s, dec ? dec : m->text ? m->text : "{}", false);
+        free(dec);
         break;
+    }
     case MT_POST_TRAIN_ENDED: {
         if (t->thread_live) pthread_join(t->th, NULL);
         t->thread_live = false;
@@ -593,6 +641,10 @@ void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
         t->phase = PH_ENDED;
         t->end_status = m->status;
         snprintf(t->end_msg, sizeof t->end_msg, "%s", m->text ? m->text : "");
+        if (mt_cluster_rank0_ended(s, m->status, t->end_msg, NULL)) { /* the cluster job restarts */
+            if (t->phase == PH_ENDED) t->phase = PH_STARTING;
+            break;
+        }
         const char *state = m->status == MT_OK ? "done" : m->status == MT_ERR_CANCELLED ? "cancelled" : "failed";
         if (m->status == MT_OK || m->status == MT_ERR_CANCELLED)
             MT_LOGI("training: %s", state);
@@ -612,6 +664,7 @@ void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
 
 void mt_srv_train_begin_drain(mt_server *s) {
     mt_srv_train_ctl *t = s->train;
+    mt_cluster_begin_drain(s);
     if (!t || (t->phase != PH_STARTING && t->phase != PH_RUNNING)) return;
     MT_LOGI("training: asking the trainer to stop (it saves a checkpoint)");
     pthread_mutex_lock(&t->mu);
@@ -659,4 +712,23 @@ void mt_srv_train_free(mt_server *s) {
     }
     free(t);
     s->train = NULL;
+}
+
+/* ---- for cluster mode's job controller ---- */
+
+void mt_srv_train_event(mt_server *s, const char *event_json) { fan_out(s, event_json, false); }
+
+void mt_srv_train_finish(mt_server *s, int status, const char *msg) {
+    mt_srv_train_ctl *t = s->train;
+    if (t->thread_live) return; /* the trainer's own end will be final */
+    t->phase = PH_ENDED;
+    t->end_status = status;
+    snprintf(t->end_msg, sizeof t->end_msg, "%s", msg ? msg : "");
+    fan_out_end(s, status == MT_OK ? "done" : status == MT_ERR_CANCELLED ? "cancelled" : "failed", status, t->end_msg);
+    if (s->draining) mt_drain_check(s);
+}
+
+char *mt_srv_train_status_json(mt_server *s) {
+    mt_srv_train_ctl *t = s->train;
+    return t && t->trainer ? s->eng->trainer_status_json(t->trainer) : NULL;
 }

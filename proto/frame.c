@@ -256,9 +256,8 @@ bool mt_frame_client_body(int c) {
     case MT__V1__FRAME__BODY_MODEL_PROMOTE:
     case MT__V1__FRAME__BODY_TRAIN_SUBSCRIBE:
     case MT__V1__FRAME__BODY_CLUSTER_JOIN:
-    case MT__V1__FRAME__BODY_CLUSTER_ASSIGN:
     case MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT:
-    case MT__V1__FRAME__BODY_CHECKPOINT_CHUNK:
+    case MT__V1__FRAME__BODY_CLUSTER_FETCH:
         return true;
     default:
         return false;

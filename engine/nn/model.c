@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/io.h"
 
 /* ---- parameters ---------------------------------------------------------------------------------- */
 
@@ -432,4 +433,24 @@ mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const m
     mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, tg);
     mt_tensor *hs = mt_embedding(ctx, mt_reshape(ctx, h, 2, (const int64_t[]){B * T, d}), idx); /* (n, d) */
     return mt_cross_entropy(ctx, mt_transformer_logits(ctx, m, hs), targets, label_smoothing, pad);
+}
+
+mt_status mt_transformer_weights_sha256(const mt_transformer *m, mt_context *ctx, char hex[65]) {
+    mt_sha256_ctx *h;
+    MT_TRY(mt_sha256_init(&h));
+    mt_status st = MT_OK;
+    for (int i = 0; st == MT_OK && i < m->n_params; i++) {
+        const mt_tensor *p = m->params[i];
+        size_t bytes = mt_tensor_bytes(p);
+        void *buf = mt_sys_malloc(bytes ? bytes : 1);
+        if (!buf) st = mt_error(MT_ERR_NOMEM, "weights sha256: out of memory");
+        if (st == MT_OK) st = mt_copy_to_host(ctx, p, buf, bytes);
+        if (st == MT_OK) st = mt_sha256_update(h, buf, bytes);
+        mt_sys_free(buf);
+    }
+    uint8_t d[MT_SHA256_LEN];
+    if (st == MT_OK) st = mt_sha256_final(h, d); /* frees h */
+    else mt_sha256_free(h);
+    if (st == MT_OK) mt_sha256_hex(d, hex);
+    return st;
 }

@@ -92,6 +92,9 @@ void mt_transformer_free(mt_transformer *m);
 /* Xavier-uniform matrices and embeddings, ones for norm weights, zeros for biases, drawn from ctx's
  * generator (seed it first). */
 mt_status mt_transformer_init_weights(mt_transformer *m, mt_context *ctx);
+/* SHA-256 (hex, NUL-terminated) of every parameter's bytes in parameter order: equal weights, equal
+ * text (the data-parallel handshake and the final weights of a run's ranks are compared by it). */
+mt_status mt_transformer_weights_sha256(const mt_transformer *m, mt_context *ctx, char hex[65]);
 /* The parameter of that name, or NULL. */
 mt_tensor *mt_transformer_param(const mt_transformer *m, const char *name);
 int64_t mt_transformer_numel(const mt_transformer *m);

@@ -45,8 +45,10 @@ struct mt_dist {
 
 /* ---- handshake ----------------------------------------------------------------------------------- */
 
-/* Keys that differ between the ranks of one run. */
-static const char *const per_rank_keys[] = {"rank", "rendezvous", "threads", "device", NULL};
+/* Keys that may differ between the ranks of one run: the per-rank ones, and the paths, which each
+ * host resolves under its own root (the content they name is compared instead: "data", "weights"). */
+static const char *const per_rank_keys[] = {"rank", "rendezvous", "threads", "device", "corpora", "valid",
+                                            "test", "tokenizer", "out_dir", "resume", NULL};
 
 static void diff_handshake(const char *mine, const char *rank0, char *msg, size_t cap) {
     json_t *a = json_loads(mine, 0, NULL), *b = json_loads(rank0, 0, NULL);
@@ -76,33 +78,20 @@ static void diff_handshake(const char *mine, const char *rank0, char *msg, size_
                 break;
             }
         }
+        const char *da = json_string_value(json_object_get(a, "data"));
+        const char *db = json_string_value(json_object_get(b, "data"));
         const char *wa = json_string_value(json_object_get(a, "weights"));
         const char *wb = json_string_value(json_object_get(b, "weights"));
+        if (!found && da && db && strcmp(da, db) != 0) {
+            snprintf(msg, cap, "the training data differ (tokenizer and encoded pairs: sha256 %.16s... here, "
+                     "%.16s... on rank 0)", da, db);
+            found = 1;
+        }
         if (!found && wa && wb && strcmp(wa, wb) != 0)
             snprintf(msg, cap, "the starting weights differ (sha256 %.16s... here, %.16s... on rank 0)", wa, wb);
     }
     json_decref(a);
     json_decref(b);
-}
-
-static mt_status weights_hash(const mt_transformer *m, mt_context *ctx, char hex[MT_SHA256_HEX_LEN]) {
-    mt_sha256_ctx *h;
-    MT_TRY(mt_sha256_init(&h));
-    mt_status st = MT_OK;
-    for (int i = 0; st == MT_OK && i < m->n_params; i++) {
-        const mt_tensor *p = m->params[i];
-        size_t bytes = mt_tensor_bytes(p);
-        void *buf = mt_sys_malloc(bytes ? bytes : 1);
-        if (!buf) st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
-        if (st == MT_OK) st = mt_copy_to_host(ctx, p, buf, bytes);
-        if (st == MT_OK) st = mt_sha256_update(h, buf, bytes);
-        mt_sys_free(buf);
-    }
-    uint8_t d[MT_SHA256_LEN];
-    if (st == MT_OK) st = mt_sha256_final(h, d); /* frees h */
-    else mt_sha256_free(h);
-    if (st == MT_OK) mt_sha256_hex(d, hex);
-    return st;
 }
 
 /* ---- creation ------------------------------------------------------------------------------------ */
@@ -112,8 +101,8 @@ static int cmp_ptr(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const mt_transformer *m, mt_context *ctx,
-                         mt_dist **out) {
+mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const char *data_sha,
+                         const mt_transformer *m, mt_context *ctx, mt_dist **out) {
     if (m->device >= 0)
         return mt_error(MT_ERR_UNSUPPORTED, "data parallel: world_size %lld on CUDA device %d: the trainer's GPU "
                         "ranks need the NCCL communicator, which this build does not wire into training",
@@ -164,9 +153,9 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
             for (int j = 0; j < n; j++)
                 if (d->sorted[i] == m->params[j]) d->sorted_idx[i] = j;
     }
-    /* The handshake: config without the per-rank keys, and the starting weights. */
+    /* The handshake: config without the per-rank keys and paths, the data, the starting weights. */
     char hex[MT_SHA256_HEX_LEN];
-    if (st == MT_OK) st = weights_hash(m, ctx, hex);
+    if (st == MT_OK) st = mt_transformer_weights_sha256(m, ctx, hex);
     char *hs = NULL;
     if (st == MT_OK) {
         json_t *c = json_deep_copy(config);
@@ -174,6 +163,7 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
         json_t *o = json_object();
         json_object_set_new(o, "config", c);
         json_object_set_new(o, "weights", json_string(hex));
+        json_object_set_new(o, "data", json_string(data_sha));
         hs = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
         json_decref(o);
         if (!hs) st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");

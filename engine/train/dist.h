@@ -30,11 +30,12 @@ typedef struct mt_dist_stats {
 } mt_dist_stats;
 
 /* Joins the world of tc (world_size, rank, rendezvous, comm_timeout_s, bucket_mb) with the model's
- * starting weights: the handshake carries the config (without the per-rank keys) and a SHA-256 of
- * the weights, and a rank that differs from rank 0 is refused naming the config key or the weights.
- * config: the resolved config. */
-mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const mt_transformer *m, mt_context *ctx,
-                         mt_dist **out);
+ * starting weights: the handshake carries the config (without the per-rank keys and the paths, which
+ * each host resolves under its own root), data_sha (a SHA-256 of the training data as the trainer
+ * encoded it) and a SHA-256 of the weights; a rank that differs from rank 0 is refused naming the
+ * config key, the data or the weights. config: the resolved config. */
+mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const char *data_sha,
+                         const mt_transformer *m, mt_context *ctx, mt_dist **out);
 void mt_dist_free(mt_dist *d);
 int mt_dist_rank(const mt_dist *d);
 int mt_dist_world(const mt_dist *d);

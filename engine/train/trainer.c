@@ -83,6 +83,7 @@ struct mt_trainer {
     int64_t bad_valids;
     int have_valid;
     char last_ckpt[PATH_MAX];
+    char weights_sha[MT_SHA256_HEX_LEN]; /* SHA-256 of the weights at the end of the last run ("" before) */
     char error[MT_ERROR_MAX];
     int saving;                 /* a save outside a run reads the weights: a run starting waits for it */
     int64_t ckpt_failures;      /* periodic checkpoints failed in a row */
@@ -455,6 +456,26 @@ static mt_status prepare_batches(mt_trainer *tr) {
     return MT_OK;
 }
 
+/* The training data as encoded (tokenizer, then every kept pair's token ids): ranks on hosts whose
+ * corpora paths differ compare this instead of the paths. */
+static mt_status data_sha256(const mt_trainer *tr, char hex[MT_SHA256_HEX_LEN]) {
+    mt_sha256_ctx *h;
+    MT_TRY(mt_sha256_init(&h));
+    const mt_dataset *ds = tr->train_ds;
+    uint64_t n = ds->n;
+    mt_status st = mt_sha256_update(h, tr->tok_json, strlen(tr->tok_json));
+    if (st == MT_OK) st = mt_sha256_update(h, &n, sizeof n);
+    for (size_t i = 0; st == MT_OK && i < ds->n; i++) {
+        st = mt_sha256_update(h, ds->ids + ds->src_off[i], sizeof *ds->ids * ds->src_len[i]);
+        if (st == MT_OK) st = mt_sha256_update(h, ds->ids + ds->tgt_off[i], sizeof *ds->ids * ds->tgt_len[i]);
+    }
+    uint8_t d[MT_SHA256_LEN];
+    if (st == MT_OK) st = mt_sha256_final(h, d); /* frees h */
+    else mt_sha256_free(h);
+    if (st == MT_OK) mt_sha256_hex(d, hex);
+    return st;
+}
+
 /* Batcher output -> model batch: the decoder reads tgt[:, :-1] and predicts tgt[:, 1:]. */
 static mt_status to_seq_batch(const mt_batch *b, mt_seq_batch *s) {
     int64_t B = b->B, S = b->S, T = b->T - 1;
@@ -797,7 +818,10 @@ mt_status mt_trainer_new(const char *json, const char *const *kv, int n_kv, cons
         mt_cfg_to_object(&mt_model_config_table, &tr->mc, tr->config);
         mt_cfg_to_object(&mt_train_config_table, &tr->tc, tr->config);
     }
-    if (st == MT_OK && c->world_size > 1) st = mt_dist_create(c, tr->config, tr->model, tr->ctx, &tr->dist);
+    char data_sha[MT_SHA256_HEX_LEN];
+    if (st == MT_OK && c->world_size > 1) st = data_sha256(tr, data_sha);
+    if (st == MT_OK && c->world_size > 1)
+        st = mt_dist_create(c, tr->config, data_sha, tr->model, tr->ctx, &tr->dist);
     if (st == MT_OK && c->rank == 0) {
         int fd = openat(tr->out_fd, "metrics.jsonl",
                         O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | nofollow(tr) | (ck[0] ? 0 : O_TRUNC), 0666);
@@ -1185,6 +1209,13 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
             st = mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL);
     }
     if (st == MT_OK && tr->dist) st = mt_dist_finish(tr->dist);
+    if (st == MT_OK) { /* the weights this rank ends with: the ranks of a data-parallel run compare them */
+        char hex[MT_SHA256_HEX_LEN];
+        mt_status hs = mt_transformer_weights_sha256(tr->model, tr->ctx, hex);
+        pthread_mutex_lock(&tr->mu);
+        snprintf(tr->weights_sha, sizeof tr->weights_sha, "%s", hs == MT_OK ? hex : "");
+        pthread_mutex_unlock(&tr->mu);
+    }
     serve_save(tr);
     if (st != MT_OK) {
         pthread_mutex_lock(&tr->mu);
@@ -1212,6 +1243,7 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
     }
     json_object_set_new(ev, "elapsed_s", json_real(tr->elapsed));
     json_object_set_new(ev, "checkpoint", json_string(tr->last_ckpt));
+    json_object_set_new(ev, "weights_sha256", json_string(tr->weights_sha));
     if (full && !cancelled) {
         json_object_set_new(ev, "model", json_string(tr->model_path));
         if (tr->have_valid) json_object_set_new(ev, "best_model", json_string(tr->best_path));
@@ -1309,6 +1341,7 @@ mt_status mt_trainer_status_json(const mt_trainer_t *trc, char **out_json) {
     json_object_set_new(o, "last_checkpoint", tr->last_ckpt[0] ? json_string(tr->last_ckpt) : json_null());
     json_object_set_new(o, "out_dir", json_string(tr->out_dir));
     json_object_set_new(o, "error", tr->error[0] ? json_string(tr->error) : json_null());
+    json_object_set_new(o, "weights_sha256", tr->weights_sha[0] ? json_string(tr->weights_sha) : json_null());
     pthread_mutex_unlock(&tr->mu);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10) | JSON_PRESERVE_ORDER);
     json_decref(o);

@@ -178,7 +178,7 @@ static int train_rank(void *argp, int fd) {
         tc.bucket_mb = a->bucket_mb;
         snprintf(tc.rendezvous, sizeof tc.rendezvous, "127.0.0.1:%d", a->port);
         json_t *cfg = json_object();
-        mt_status st = mt_dist_create(&tc, cfg, mf.model, ctx, &d);
+        mt_status st = mt_dist_create(&tc, cfg, "bench: every rank loads the same model file", mf.model, ctx, &d);
         json_decref(cfg);
         if (st != MT_OK) {
             fprintf(stderr, "rank %d: %s\n", a->rank, mt_last_error());
