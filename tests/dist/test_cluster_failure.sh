@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# test_cluster_failure.sh — a node lost mid-run. Three nodes train (--min-nodes 2); kill -9 of a
+# worker: the job restarts on the two that remain from the newest checkpoint and finishes. Then a
+# SIGSTOPped worker: found lost after three missed heartbeats, the same restart once the ranks' collectives
+# time out (comm_timeout_s). Translation requests sent to the coordinator all the while are all
+# answered. Prints the time from each loss to the first step of the restarted job.
+set -euo pipefail
+source "$(dirname "$0")/cluster_common.sh"
+"$bin/mt-train" --config deploy/demo/config.json --corpora "$tmp/coord/demo/corpus.tsv" --out_dir "$tmp/coord/serve" \
+  --max_steps 10 --max_time 0 --threads 1 -q
+start_coord --model "$tmp/coord/serve/model.mt"
+start_worker w1 -
+start_worker w2 -; p2=$wpid
+wait_nodes 3
+# Translations throughout: every answer must come back.
+( ok=0; bad=0
+  while [ ! -e "$tmp/stop-translate" ]; do
+    if "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admin.tok" --timeout 30 translate "hello" > /dev/null 2>>"$tmp/translate.err"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    sleep 0.2
+  done
+  echo "$ok $bad" > "$tmp/translate.count" ) &
+tpid=$!
+
+watch_run() { # NAME: train watch with a timestamp per line, in the background
+  ( timeout 400 "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admin.tok" train watch 2>/dev/null |
+      while IFS= read -r l; do echo "$(date +%s.%N) $l"; done > "$tmp/$1.watch" ) &
+  wapid=$!
+}
+wait_step() { # STEP SECONDS: until rank 0 passed STEP
+  for _ in $(seq $(($2 * 5))); do
+    s=$(client train status | sed -n 's/^step: //p'); [ "${s:-0}" -ge "$1" ] && return 0; sleep 0.2
+  done
+  echo "FAIL: step $1 not reached" >&2; client train status >&2; exit 1
+}
+# since LOSS_TIME WATCHFILE: seconds from the loss to the first step event after the restart event.
+since() {
+  awk -v t0="$1" '/"event":"restart"/ { r = 1 } r && /"event":"step"/ { printf "%.1f", $1 - t0; exit }' "$2"
+}
+
+cluster_config "$tmp/coord/cfg.json" 60
+watch_run kill
+client train start --config "$tmp/coord/cfg.json" --min-nodes 2 > /dev/null
+wait_step 15 120
+t_kill=$(date +%s.%N); kill -KILL "$p2"
+wait "$wapid" || true
+grep -q '"event":"restart","lost":"w2"' "$tmp/kill.watch" || { echo "FAIL: no restart without w2" >&2; tail -n 30 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
+grep -q '"event":"end","state":"done"' "$tmp/kill.watch" || { echo "FAIL: the restarted job did not finish" >&2; tail -n 20 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
+client train status | grep -q '^cluster: .*(world 2, 1 restart)' || { echo "FAIL: not restarted on 2 ranks" >&2; client train status >&2; exit 1; }
+grep -q '"from_checkpoint":"run/checkpoints/step-000000[0-9]0.mt"' "$tmp/kill.watch" || { echo "FAIL: not restarted from a checkpoint" >&2; exit 1; }
+echo "kill -9 of a worker: restarted on 2 nodes and finished; loss -> first step of the restarted job $(since "$t_kill" "$tmp/kill.watch") s"
+
+start_worker w3 -; p3=$wpid
+wait_nodes 3
+cluster_config "$tmp/coord/cfg2.json" 60 "dict(out_dir='run2')"
+watch_run stop
+client train start --config "$tmp/coord/cfg2.json" --min-nodes 2 > /dev/null
+wait_step 15 120
+t_stop=$(date +%s.%N); kill -STOP "$p3"
+wait "$wapid" || true
+kill -KILL "$p3"
+grep -q '"event":"node_lost","node":"w3","why":"no heartbeat' "$tmp/stop.watch" || { echo "FAIL: the stopped node was not found lost" >&2; tail -n 30 "$tmp/stop.watch" >&2; exit 1; }
+grep -q '"event":"end","state":"done"' "$tmp/stop.watch" || { echo "FAIL: the job did not finish after SIGSTOP" >&2; tail -n 20 "$tmp/stop.watch" "$tmp/coord.log" >&2; exit 1; }
+echo "SIGSTOP of a worker: found lost, restarted and finished; loss -> first step of the restarted job $(since "$t_stop" "$tmp/stop.watch") s"
+
+touch "$tmp/stop-translate"; wait "$tpid"
+read -r ok bad < "$tmp/translate.count"
+echo "translations during the runs: $ok answered, $bad failed"
+[ "$bad" -eq 0 ] && [ "$ok" -gt 10 ] || { echo "FAIL: translations failed" >&2; cat "$tmp/translate.err" >&2; exit 1; }
+echo "test_cluster_failure: ok"
