@@ -29,7 +29,7 @@ PY
 HB=1
 # start_coord [extra mt-server args]: the coordinator on a free port ($cport), log $tmp/coord.log.
 start_coord() {
-  "$bin/mt-server" --listen 127.0.0.1:0 --http off --port-file "$tmp/coord.port" --data-root "$tmp/coord" \
+  ${COORD_EXEC:-} "$bin/mt-server" --listen "${COORD_LISTEN:-127.0.0.1:0}" --http off --port-file "$tmp/coord.port" --data-root "$tmp/coord" \
     --cluster-token-file "$tmp/cluster.tok" --admin-token-file "$tmp/admin.tok" --node-name coord \
     --heartbeat-s $HB --join-timeout-s 60 "$@" > "$tmp/coord.log" 2>&1 &
   cpid=$!; pids+=("$cpid"); disown "$cpid"
@@ -47,7 +47,7 @@ start_worker() {
     --cluster-token-file "$tok" --node-name "$name" "$@" > "$tmp/$name.log" 2>&1 &
   wpid=$!; pids+=("$wpid"); disown "$wpid"
 }
-client() { "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admin.tok" --timeout 60 "$@"; }
+client() { ${COORD_EXEC:-} "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admin.tok" --timeout 60 "$@"; }
 # wait_nodes N: until N nodes (the coordinator counted) are joined and alive, at most 30 s.
 wait_nodes() {
   for _ in $(seq 150); do

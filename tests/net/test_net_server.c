@@ -500,6 +500,95 @@ static void test_cluster_unsupported(void **state) {
     mtc_close(c);
 }
 
+/* A coordinator's refusals (the cluster tests of tests/dist run the real joins): cluster frames need
+ * the cluster token, the cluster token grants nothing else, and a join with another protocol or
+ * engine version, a device that does not exist, or beyond --max-nodes is refused saying which;
+ * a ClusterFetch naming a path outside the data root or a file of no job is refused. */
+#define CLUSTER_TOKEN "cluster-secret-token"
+static mt_frame *join_frame(mtc_conn *c, uint64_t id, const char *name, uint32_t proto, const char *engine,
+                            int32_t *gpus, size_t n_gpus, uint32_t device_count) {
+    Mt__V1__ClusterJoin j = MT__V1__CLUSTER_JOIN__INIT;
+    j.node_name = (char *)name;
+    j.protocol_version = proto;
+    j.engine_version = (char *)engine;
+    j.gpus = gpus;
+    j.n_gpus = n_gpus;
+    j.device_count = device_count;
+    assert_int_equal(th_send_body(c, id, MT__V1__FRAME__BODY_CLUSTER_JOIN, &j), MTC_OK);
+    return th_recv(c);
+}
+
+static void expect_refusal(mt_frame *f, int code, const char *words) {
+    assert_non_null(f);
+    assert_int_equal(f->body_case, MT__V1__FRAME__BODY_ERROR);
+    if (f->error->code != (Mt__V1__ErrorCode)code || !strstr(f->error->message, words))
+        fail_msg("want %s '%s', got %s '%s'", mt_error_code_name(code), words, mt_error_code_name(f->error->code),
+                 f->error->message);
+    mt_frame_free(f);
+}
+
+static void test_cluster_refusals(void **state) {
+    (void)state;
+    fx f;
+    fx_init(&f, "C:");
+    const char *ct = fx_path(&f, "cluster-token");
+    th_write_file(ct, CLUSTER_TOKEN "\n");
+    chmod(ct, 0600);
+    const char *args[] = {"--cluster-token-file", ct, "--max-nodes", "1", NULL};
+    fx_start(&f, true, args);
+    /* The translate and admin tokens cannot join. */
+    for (int k = 0; k < 2; k++) {
+        mtc_conn *c = th_connect(&f.s, k ? ADMIN_TOKEN : USER_TOKEN);
+        expect_refusal(join_frame(c, 2, "n1", MT_PROTOCOL_VERSION, "fake-1", NULL, 0, 0),
+                       MT__V1__ERROR_CODE__ERR_PERMISSION_DENIED, "cluster token");
+        mtc_close(c);
+    }
+    /* The cluster token cannot translate. */
+    mtc_conn *c = th_connect(&f.s, CLUSTER_TOKEN);
+    const char *one[] = {"x"};
+    assert_int_equal(th_send_translate(c, 2, one, 1, 0), MTC_OK);
+    th_expect_error(c, 2, MT__V1__ERROR_CODE__ERR_PERMISSION_DENIED, false);
+    /* A fetch before joining; then versions and devices (each refusal closes the link). */
+    Mt__V1__ClusterFetch q = MT__V1__CLUSTER_FETCH__INIT;
+    q.name = "demo/corpus.tsv";
+    assert_int_equal(th_send_body(c, 3, MT__V1__FRAME__BODY_CLUSTER_FETCH, &q), MTC_OK);
+    th_expect_error(c, 3, MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, false);
+    expect_refusal(join_frame(c, 4, "n1", MT_PROTOCOL_VERSION + 1, "fake-1", NULL, 0, 0),
+                   MT__V1__ERROR_CODE__ERR_VERSION_UNSUPPORTED, "protocol_version 2");
+    mtc_close(c);
+    c = th_connect(&f.s, CLUSTER_TOKEN);
+    expect_refusal(join_frame(c, 2, "n1", MT_PROTOCOL_VERSION, "fake-0", NULL, 0, 0),
+                   MT__V1__ERROR_CODE__ERR_VERSION_UNSUPPORTED, "engine version 'fake-0'");
+    mtc_close(c);
+    c = th_connect(&f.s, CLUSTER_TOKEN);
+    int32_t gpus[] = {0, 3};
+    expect_refusal(join_frame(c, 2, "n1", MT_PROTOCOL_VERSION, "fake-1", gpus, 2, 2),
+                   MT__V1__ERROR_CODE__ERR_INVALID_ARGUMENT, "device 3 does not exist");
+    mtc_close(c);
+    /* A good join, then fetches outside the root or of no job. */
+    c = th_connect(&f.s, CLUSTER_TOKEN);
+    mt_frame *ack = join_frame(c, 2, "n1", MT_PROTOCOL_VERSION, "fake-1", NULL, 0, 0);
+    assert_int_equal(ack->body_case, MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT);
+    assert_true(ack->cluster_heartbeat->interval_s > 0);
+    mt_frame_free(ack);
+    const char *bad[] = {"../token", "/etc/passwd", "ck/../../x", "a//b", "."};
+    for (int i = 0; i < 5; i++) {
+        q.name = (char *)bad[i];
+        assert_int_equal(th_send_body(c, 10 + (uint64_t)i, MT__V1__FRAME__BODY_CLUSTER_FETCH, &q), MTC_OK);
+        th_expect_error(c, 10 + (uint64_t)i, MT__V1__ERROR_CODE__ERR_PATH_OUTSIDE_ROOT, false);
+    }
+    q.name = "token"; /* inside the root, but no job's file */
+    assert_int_equal(th_send_body(c, 20, MT__V1__FRAME__BODY_CLUSTER_FETCH, &q), MTC_OK);
+    th_expect_error(c, 20, MT__V1__ERROR_CODE__ERR_NOT_FOUND, false);
+    /* --max-nodes 1: a second node is refused. */
+    mtc_conn *c2 = th_connect(&f.s, CLUSTER_TOKEN);
+    expect_refusal(join_frame(c2, 2, "n2", MT_PROTOCOL_VERSION, "fake-1", NULL, 0, 0),
+                   MT__V1__ERROR_CODE__ERR_TOO_MANY_CONNECTIONS, "--max-nodes 1");
+    mtc_close(c2);
+    mtc_close(c);
+    fx_stop(&f);
+}
+
 static void test_bye_and_half_close(void **state) {
     (void)state;
     /* Bye after a request: the answer still comes, then the server closes. */
@@ -1499,6 +1588,7 @@ int main(void) {
         cmocka_unit_test(test_fair_service_under_bulk),
         cmocka_unit_test(test_http_deadline_and_limit),
         cmocka_unit_test(test_overlong_sources_counted),
+        cmocka_unit_test(test_cluster_refusals),
     };
     signal(SIGPIPE, SIG_IGN);
     int failed = 0;
