@@ -42,6 +42,7 @@ typedef struct mt_ship_rx {
     char part[MT_CLUSTER_NAME_MAX + 96];
     int attempts;             /* whole-file verifications failed */
     uint64_t received, corrupt; /* chunk counts */
+    uint64_t wire;            /* compressed bytes received (the zstd ratio: size / wire) */
 } mt_ship_rx;
 
 /* Seconds on the monotonic clock of batcher.h. */

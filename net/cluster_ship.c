@@ -394,6 +394,7 @@ int mt_ship_rx_chunk(mt_ship_rx *rx, const Mt__V1__CheckpointChunk *ch, char *ms
     }
     rx->offset += n;
     rx->received++;
+    rx->wire += ch->data.len;
     if (rx->offset == rx->size) return finish(rx, base_of(rx->name), msg, cap);
     if (rx->offset >= rx->window_end) {
         next_window(rx);

@@ -205,9 +205,9 @@ static void on_chunk(mt_cluster *cl, const Mt__V1__CheckpointChunk *ch) {
         send_fetch(cl);
         break;
     case MT_SHIP_DONE:
-        MT_LOGI("cluster: received %s (%llu bytes, %llu chunks, %llu corrupt ones sent again), sha256 verified",
-                cl->rx.name, (unsigned long long)cl->rx.size, (unsigned long long)cl->rx.received,
-                (unsigned long long)cl->rx.corrupt);
+        MT_LOGI("cluster: received %s (%llu bytes, %llu on the wire, %llu chunks, %llu corrupt ones sent again), "
+                "sha256 verified", cl->rx.name, (unsigned long long)cl->rx.size, (unsigned long long)cl->rx.wire,
+                (unsigned long long)cl->rx.received, (unsigned long long)cl->rx.corrupt);
         cl->w_file++;
         next_file(cl);
         break;

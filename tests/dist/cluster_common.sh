@@ -61,3 +61,13 @@ wait_state() {
   for _ in $(seq $(($2 * 5))); do client train status | grep -q "^state: TRAIN_$1" && return 0; sleep 0.2; done
   echo "FAIL: no TRAIN_$1 within $2 s" >&2; client train status >&2; tail -n 30 "$tmp"/*.log >&2; exit 1
 }
+# wait_weights N: until N nodes report the SHA-256 of the weights their ranks ended with (rank 0 can
+# finish before the others' last heartbeat), at most 30 s; the status in $tmp/status.txt.
+wait_weights() {
+  for _ in $(seq 150); do
+    client train status > "$tmp/status.txt"
+    [ "$(grep -c '^node .* weights [0-9a-f]\{64\}' "$tmp/status.txt")" -ge "$1" ] && return 0
+    sleep 0.2
+  done
+  echo "FAIL: $1 nodes did not report their final weights" >&2; cat "$tmp/status.txt" >&2; exit 1
+}

@@ -19,7 +19,7 @@ timeout 300 "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admi
 client train status | grep -q '^cluster: .*(world 3, 0 restarts)' || { echo "FAIL: not a 3-rank job" >&2; exit 1; }
 grep '"event":"step"' "$tmp/watch.log" | grep '"node_tokens_per_s":{' | grep '"coord":' | grep '"w1":' | grep -q '"w2":' || {
   echo "FAIL: step events lack every node's tokens/s" >&2; grep step "$tmp/watch.log" | head -3 >&2; exit 1; }
-client train status > "$tmp/status.txt"
+wait_weights 3
 cat "$tmp/status.txt" | grep '^node'
 shas=$(sed -n 's/^node .* weights \([0-9a-f]\{64\}\).*/\1/p' "$tmp/status.txt" | sort -u)
 [ "$(sed -n 's/^node .* weights \([0-9a-f]\{64\}\).*/\1/p' "$tmp/status.txt" | wc -l)" -eq 3 ] && [ "$(echo "$shas" | wc -l)" -eq 1 ] || {

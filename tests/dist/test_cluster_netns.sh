@@ -37,7 +37,7 @@ wait_nodes 3
 client train status | grep '^node'
 client train start --config "$tmp/coord/cfg.json" --min-nodes 3 > /dev/null
 wait_state DONE 300
-client train status > "$tmp/status.txt"
+wait_weights 3
 grep -q '^node w1 10.214.7.2:' "$tmp/status.txt" && grep -q '^node w2 10.214.7.3:' "$tmp/status.txt" || {
   echo "FAIL: the workers did not come over the namespaces' interfaces" >&2; cat "$tmp/status.txt" >&2; exit 1; }
 grep -q 'rendezvous 10.214.7.1:' "$tmp/coord.log" || { echo "FAIL: the rendezvous is not on the bridge address" >&2; exit 1; }
