@@ -36,8 +36,10 @@ typedef struct mt_ship_rx {
     char sha256[65];
     uint64_t size;
     uint64_t offset;          /* bytes of the .part file known good */
-    uint64_t window_end;      /* the end of the window asked for */
+    uint64_t asked_end;       /* the end of the bytes asked for so far */
+    uint64_t ask_off, ask_len; /* MT_SHIP_ASK: the ClusterFetch to send */
     int fd;                   /* the .part file */
+    void *md;                 /* EVP_MD_CTX: SHA-256 of the bytes [0, offset) written so far */
     int dir_fd;               /* its directory */
     char part[MT_CLUSTER_NAME_MAX + 96];
     int attempts;             /* whole-file verifications failed */
@@ -219,8 +221,9 @@ enum { MT_SHIP_MORE = 0, MT_SHIP_ASK, MT_SHIP_DONE, MT_SHIP_FAILED };
 /* Opens (or resumes) the .part file; MT_SHIP_DONE when root/name already has the wanted SHA-256. */
 int mt_ship_rx_begin(mt_ship_rx *rx, const char *root, const char *name, const char *sha256, uint64_t size, char *msg,
                      size_t cap);
-/* One chunk: MT_SHIP_MORE (keep reading), MT_SHIP_ASK (send a ClusterFetch from rx->offset: the
- * window is done, or a chunk was corrupt), MT_SHIP_DONE (verified and renamed into place),
+/* One chunk: MT_SHIP_MORE (keep reading), MT_SHIP_ASK (send a ClusterFetch of rx->ask_len bytes from
+ * rx->ask_off: the next window, asked for when half of the last one is in so that the two sides
+ * overlap, or the window again from a chunk that was corrupt), MT_SHIP_DONE (verified and renamed into place),
  * MT_SHIP_FAILED (msg says why). */
 int mt_ship_rx_chunk(mt_ship_rx *rx, const Mt__V1__CheckpointChunk *ch, char *msg, size_t cap);
 void mt_ship_rx_close(mt_ship_rx *rx);

@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -92,20 +93,18 @@ static int open_parent(const char *root, const char *name, bool create, const ch
     return fd;
 }
 
-static int sha256_fd(int fd, char hex[65], uint64_t *size, char *msg, size_t cap) {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+/* Adds the first len bytes of fd (len UINT64_MAX: all of it) to md; *total receives the count. */
+static int hash_fd(EVP_MD_CTX *md, int fd, uint64_t len, uint64_t *total, char *msg, size_t cap) {
     unsigned char *buf = malloc(1 << 20);
-    if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(md);
-        free(buf);
+    if (!buf) {
         snprintf(msg, cap, "sha256: out of memory");
         return -1;
     }
-    uint64_t total = 0;
-    off_t off = 0;
+    uint64_t off = 0;
     int rc = 0;
-    for (;;) {
-        ssize_t n = pread(fd, buf, 1 << 20, off);
+    while (off < len) {
+        size_t want = len - off < (1u << 20) ? (size_t)(len - off) : (1u << 20);
+        ssize_t n = pread(fd, buf, want, (off_t)off);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             snprintf(msg, cap, "read: %s", strerror(errno));
@@ -114,20 +113,30 @@ static int sha256_fd(int fd, char hex[65], uint64_t *size, char *msg, size_t cap
         }
         if (n == 0) break;
         EVP_DigestUpdate(md, buf, (size_t)n);
-        off += n;
-        total += (uint64_t)n;
+        off += (uint64_t)n;
     }
+    free(buf);
+    if (total) *total = off;
+    return rc;
+}
+
+static void hex_final(EVP_MD_CTX *md, char hex[65]) {
     unsigned char d[32];
     unsigned int dl = 0;
-    if (rc == 0 && EVP_DigestFinal_ex(md, d, &dl) == 1) {
-        for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-        if (size) *size = total;
-    } else if (rc == 0) {
-        snprintf(msg, cap, "sha256 failed");
-        rc = -1;
+    EVP_DigestFinal_ex(md, d, &dl);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+static int sha256_fd(int fd, char hex[65], uint64_t *size, char *msg, size_t cap) {
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        snprintf(msg, cap, "sha256: out of memory");
+        return -1;
     }
+    int rc = hash_fd(md, fd, UINT64_MAX, size, msg, cap);
+    if (rc == 0) hex_final(md, hex);
     EVP_MD_CTX_free(md);
-    free(buf);
     return rc;
 }
 
@@ -274,22 +283,30 @@ out:
 /* ---- receiver (worker) ---- */
 
 void mt_ship_rx_close(mt_ship_rx *rx) {
+    EVP_MD_CTX_free(rx->md);
+    rx->md = NULL;
     if (rx->fd >= 0) close(rx->fd);
     if (rx->dir_fd >= 0) close(rx->dir_fd);
     rx->fd = rx->dir_fd = -1;
 }
 
-static void next_window(mt_ship_rx *rx) {
-    rx->window_end = rx->offset + MT_CLUSTER_WINDOW_BYTES < rx->size ? rx->offset + MT_CLUSTER_WINDOW_BYTES : rx->size;
+/* Asks for a window from off (the end of the file caps it). */
+static int ask(mt_ship_rx *rx, uint64_t off) {
+    rx->ask_off = off;
+    rx->ask_len = off + MT_CLUSTER_WINDOW_BYTES < rx->size ? MT_CLUSTER_WINDOW_BYTES : rx->size - off;
+    rx->asked_end = off + rx->ask_len;
+    return MT_SHIP_ASK;
 }
 
-/* The part is whole: verify, rename into place. */
+/* The part is whole: verify (the SHA-256 of what was written, summed as it was), rename into place. */
 static int finish(mt_ship_rx *rx, const char *base, char *msg, size_t cap) {
     char hex[65];
-    if (fsync(rx->fd) != 0 || sha256_fd(rx->fd, hex, NULL, msg, cap) != 0) {
-        if (!msg[0]) snprintf(msg, cap, "%s: fsync: %s", rx->name, strerror(errno));
+    if (fsync(rx->fd) != 0) {
+        snprintf(msg, cap, "%s: fsync: %s", rx->name, strerror(errno));
         return MT_SHIP_FAILED;
     }
+    hex_final(rx->md, hex);
+    EVP_DigestInit_ex(rx->md, EVP_sha256(), NULL);
     if (strcmp(hex, rx->sha256) != 0) {
         rx->attempts++;
         MT_LOGW("cluster: %s: sha256 %.16s... after the transfer, want %.16s... (attempt %d of 3)", rx->name, hex,
@@ -300,8 +317,7 @@ static int finish(mt_ship_rx *rx, const char *base, char *msg, size_t cap) {
             return MT_SHIP_FAILED;
         }
         rx->offset = 0;
-        next_window(rx);
-        return MT_SHIP_ASK;
+        return ask(rx, 0);
     }
     if (renameat(rx->dir_fd, rx->part, rx->dir_fd, base) != 0 || fsync(rx->dir_fd) != 0) {
         snprintf(msg, cap, "%s: rename into place: %s", rx->name, strerror(errno));
@@ -351,14 +367,20 @@ int mt_ship_rx_begin(mt_ship_rx *rx, const char *root, const char *name, const c
         mt_ship_rx_close(rx);
         return MT_SHIP_FAILED;
     }
+    rx->md = EVP_MD_CTX_new();
+    if (!rx->md || EVP_DigestInit_ex(rx->md, EVP_sha256(), NULL) != 1 ||
+        hash_fd(rx->md, rx->fd, rx->offset, NULL, msg, cap) != 0) { /* the part already there */
+        if (!msg[0]) snprintf(msg, cap, "sha256: out of memory");
+        mt_ship_rx_close(rx);
+        return MT_SHIP_FAILED;
+    }
     if (rx->offset) MT_LOGI("cluster: %s: resuming at byte %llu of %llu", name, (unsigned long long)rx->offset,
                             (unsigned long long)size);
     if (rx->offset == size && size > 0) {
         int r = finish(rx, base, msg, cap);
         if (r != MT_SHIP_ASK) return r;
     }
-    next_window(rx);
-    return MT_SHIP_ASK;
+    return ask(rx, rx->offset);
 }
 
 int mt_ship_rx_chunk(mt_ship_rx *rx, const Mt__V1__CheckpointChunk *ch, char *msg, size_t cap) {
@@ -383,10 +405,10 @@ int mt_ship_rx_chunk(mt_ship_rx *rx, const Mt__V1__CheckpointChunk *ch, char *ms
         rx->corrupt++;
         MT_LOGW("cluster: %s: chunk at byte %llu is corrupt (%s); asking for it again", rx->name,
                 (unsigned long long)ch->offset, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-        next_window(rx);
-        return MT_SHIP_ASK;
+        return ask(rx, rx->offset); /* chunks already on their way are stale now: dropped */
     }
     ssize_t w = n ? pwrite(rx->fd, raw, n, (off_t)rx->offset) : 0;
+    if (w > 0) EVP_DigestUpdate(rx->md, raw, (size_t)w);
     free(raw);
     if (w < 0 || (size_t)w != n) {
         snprintf(msg, cap, "%s: write: %s", rx->part, w < 0 ? strerror(errno) : "short write");
@@ -396,9 +418,7 @@ int mt_ship_rx_chunk(mt_ship_rx *rx, const Mt__V1__CheckpointChunk *ch, char *ms
     rx->received++;
     rx->wire += ch->data.len;
     if (rx->offset == rx->size) return finish(rx, base_of(rx->name), msg, cap);
-    if (rx->offset >= rx->window_end) {
-        next_window(rx);
-        return MT_SHIP_ASK;
-    }
+    if (rx->asked_end < rx->size && rx->asked_end - rx->offset <= MT_CLUSTER_WINDOW_BYTES / 2)
+        return ask(rx, rx->asked_end);
     return MT_SHIP_MORE;
 }

@@ -82,8 +82,8 @@ static void fail_assign(mt_cluster *cl, const char *msg) {
 static void send_fetch(mt_cluster *cl) {
     Mt__V1__ClusterFetch q = MT__V1__CLUSTER_FETCH__INIT;
     q.name = cl->rx.name;
-    q.offset = cl->rx.offset;
-    q.length = cl->rx.window_end - cl->rx.offset;
+    q.offset = cl->rx.ask_off;
+    q.length = cl->rx.ask_len;
     mt_frame f = MT__V1__FRAME__INIT;
     f.body_case = MT__V1__FRAME__BODY_CLUSTER_FETCH;
     f.cluster_fetch = &q;
@@ -234,18 +234,18 @@ static void on_control(mt_cluster *cl, const Mt__V1__ClusterControl *c) {
 
 void mt_worker_rank_ended(mt_cluster *cl, mt_rank_run *r) {
     int st = r->status;
-    if (st == 0) snprintf(cl->w_weights, sizeof cl->w_weights, "%s", r->weights_sha);
-    if (st != 0 && st != MT_ERR_CANCELLED) {
-        MT_LOGW("cluster: rank %d of job %llu failed: %s", r->rank, (unsigned long long)r->job, r->msg);
-        set_state(cl, "failed", r->msg);
-    }
+    uint64_t job = r->job;
+    bool current = job == cl->w_job; /* else a rank of an earlier job, cancelled by a newer assignment */
+    if (st != 0 && st != MT_ERR_CANCELLED)
+        MT_LOGW("cluster: rank %d of job %llu failed: %s", r->rank, (unsigned long long)job, r->msg);
+    if (current && st == 0) snprintf(cl->w_weights, sizeof cl->w_weights, "%s", r->weights_sha);
+    if (current && st != 0 && st != MT_ERR_CANCELLED) set_state(cl, "failed", r->msg);
     mt_rank_run_join(r);
-    if (!mt_cluster_ranks_live(cl)) {
-        if (strcmp(cl->w_state, "failed") != 0) set_state(cl, st == 0 ? "done" : "idle", "");
-        MT_LOGI("cluster: job %llu: this node's ranks ended (%s)", (unsigned long long)r->job, cl->w_state);
-        send_heartbeat(cl);
-        maybe_start(cl);
-    }
+    if (mt_cluster_ranks_live(cl)) return;
+    if (current && strcmp(cl->w_state, "training") == 0) set_state(cl, st == 0 ? "done" : "idle", "");
+    MT_LOGI("cluster: job %llu: this node's ranks ended (%s)", (unsigned long long)job, current ? cl->w_state : "replaced");
+    send_heartbeat(cl);
+    maybe_start(cl);
 }
 
 /* ---- the link ---- */
