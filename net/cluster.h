@@ -106,6 +106,7 @@ typedef struct mt_cluster {
     char rendezvous[128];
     double deadline;              /* WAITING/PREPARING/RECOVERING: when to give up */
     bool rank0_ended;             /* RECOVERING: train.c's trainer is gone */
+    bool stop_asked;              /* train stop or a drain here: a cancelled rank 0 ends the job */
     char lost[256];               /* names of the nodes lost by the current job */
     double lost_at;               /* when the first of them was found lost */
     char state_text[160];

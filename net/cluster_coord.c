@@ -689,7 +689,11 @@ void mt_coord_tick(mt_cluster *cl) {
             char *js = mt_srv_train_status_json(s);
             json_t *o = js ? json_loads(js, 0, NULL) : NULL;
             const char *e = json_string_value(json_object_get(o, "error"));
-            fail_job(cl, MT_ERR_NETWORK, "rank 0 failed with every node alive: %s", e ? e : "?");
+            const char *st = json_string_value(json_object_get(o, "state"));
+            if (st && !strcmp(st, "cancelled"))
+                fail_job(cl, MT_ERR_CANCELLED, "the ranks of a node stopped the job, and every node is still here");
+            else
+                fail_job(cl, MT_ERR_NETWORK, "rank 0 failed with every node alive: %s", e ? e : "?");
             json_decref(o);
             free(js);
         }
@@ -749,6 +753,7 @@ int mt_cluster_train_start(mt_server *s, const char *config_json, uint32_t min_n
     cl->config = copy;
     snprintf(cl->resume, sizeof cl->resume, "%s", name);
     cl->min_nodes = min_nodes;
+    cl->stop_asked = false;
     cl->restarts = 0;
     cl->lost[0] = 0;
     cl->lost_at = 0;
@@ -766,12 +771,15 @@ bool mt_cluster_rank0_ended(mt_server *s, int status, const char *msg, const cha
         if (cl && cl->coordinator && cl->phase == MT_JOB_ENDED) abort_job(cl, "the job ended");
         return false;
     }
-    if (status == MT_OK || status == MT_ERR_CANCELLED) {
+    if (status == MT_OK || (status == MT_ERR_CANCELLED && cl->stop_asked)) {
         if (status == MT_ERR_CANCELLED) abort_job(cl, "the job was stopped");
         end_job(cl);
         return false;
     }
-    MT_LOGW("cluster: job %llu: rank 0 failed: %s", (unsigned long long)cl->job, msg ? msg : "?");
+    /* Failed, or cancelled by another node's ranks (the ranks agree on any rank's cancel: a worker
+     * shutting down): a lost node is looked for, as after a failure. */
+    MT_LOGW("cluster: job %llu: rank 0 %s: %s", (unsigned long long)cl->job,
+            status == MT_ERR_CANCELLED ? "stopped by another node's ranks" : "failed", msg ? msg : "?");
     cl->rank0_ended = true;
     if (cl->phase == MT_JOB_RUNNING) {
         cl->phase = MT_JOB_RECOVERING;
@@ -794,6 +802,7 @@ void mt_cluster_rank0_create_failed(mt_server *s, const char *msg) {
 bool mt_cluster_stop(mt_server *s, const char *why) {
     mt_cluster *cl = s->cluster;
     if (!cl || !cl->coordinator) return false;
+    cl->stop_asked = true;
     switch (cl->phase) {
     case MT_JOB_WAITING:
     case MT_JOB_PREPARING:

@@ -2,7 +2,8 @@
 # test_cluster_failure.sh — a node lost mid-run. Three nodes train (--min-nodes 2); kill -9 of a
 # worker: the job restarts on the two that remain from the newest checkpoint and finishes. Then a
 # SIGSTOPped worker: found lost after three missed heartbeats, the same restart once the ranks' collectives
-# time out (comm_timeout_s). Translation requests sent to the coordinator all the while are all
+# time out (comm_timeout_s). A worker shut down (SIGTERM): its ranks stop every rank at a step with a
+# checkpoint, and the job goes on without it. Translation requests sent to the coordinator all the while are all
 # answered. Prints the time from each loss to the first step of the restarted job.
 set -euo pipefail
 source "$(dirname "$0")/cluster_common.sh"
@@ -61,6 +62,18 @@ kill -KILL "$p3"
 grep -q '"event":"node_lost","node":"w3","why":"no heartbeat' "$tmp/stop.watch" || { echo "FAIL: the stopped node was not found lost" >&2; tail -n 30 "$tmp/stop.watch" >&2; exit 1; }
 grep -q '"event":"end","state":"done"' "$tmp/stop.watch" || { echo "FAIL: the job did not finish after SIGSTOP" >&2; tail -n 20 "$tmp/stop.watch" "$tmp/coord.log" >&2; exit 1; }
 echo "SIGSTOP of a worker: found lost, restarted and finished; loss -> first step of the restarted job $(since "$t_stop" "$tmp/stop.watch") s"
+
+start_worker w4 -; p4=$wpid
+wait_nodes 3
+cluster_config "$tmp/coord/cfg3.json" 60 "dict(out_dir='run3')"
+watch_run term
+client train start --config "$tmp/coord/cfg3.json" --min-nodes 2 > /dev/null
+wait_step 15 120
+kill -TERM "$p4"
+wait "$wapid" || true
+grep -q '"event":"restart","lost":"w4"' "$tmp/term.watch" || { echo "FAIL: no restart after a worker's SIGTERM" >&2; tail -n 20 "$tmp/term.watch" "$tmp/coord.log" >&2; exit 1; }
+grep -q '"event":"end","state":"done"' "$tmp/term.watch" || { echo "FAIL: the job did not finish after SIGTERM" >&2; exit 1; }
+echo "SIGTERM of a worker: its ranks stopped the job at a checkpoint, which restarted without it and finished"
 
 touch "$tmp/stop-translate"; wait "$tpid"
 read -r ok bad < "$tmp/translate.count"
