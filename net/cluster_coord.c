@@ -135,11 +135,13 @@ static json_t *corpus_spec(mt_cluster *cl, const char *key, const char *spec, ch
     return json_string(out);
 }
 
-/* The newest step-*.mt of root/out_dir/checkpoints, as a name relative to the root; "" if none. */
+/* The newest step-*.mt of out_dir/checkpoints (out_dir relative to the data root, or absolute inside
+ * it), as a name relative to the root; "" if none. */
 static void newest_checkpoint(mt_cluster *cl, const char *out_dir, char *name, size_t cap) {
     name[0] = 0;
     char dir[PATH_MAX + MT_CLUSTER_NAME_MAX];
-    snprintf(dir, sizeof dir, "%s/%s/checkpoints", cl->s->data_root, out_dir);
+    if (out_dir[0] == '/') snprintf(dir, sizeof dir, "%s/checkpoints", out_dir);
+    else snprintf(dir, sizeof dir, "%s/%s/checkpoints", cl->s->data_root, out_dir);
     DIR *d = opendir(dir);
     if (!d) return;
     char best[256] = "";
@@ -151,7 +153,18 @@ static void newest_checkpoint(mt_cluster *cl, const char *out_dir, char *name, s
             snprintf(best, sizeof best, "%s", e->d_name);
     }
     closedir(d);
-    if (best[0]) snprintf(name, cap, "%s/checkpoints/%s", out_dir, best);
+    char path[sizeof dir + 256], msg[300];
+    if (best[0] && snprintf(path, sizeof path, "%s/%s", dir, best) < (int)sizeof path &&
+        mt_ship_relative(cl->s->data_root, path, name, cap, msg, sizeof msg) != 0)
+        name[0] = 0;
+}
+
+/* Sends a progress event built as JSON (names and paths escaped); takes o. */
+static void send_event(mt_cluster *cl, json_t *o) {
+    char *t = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (t) mt_srv_train_event(cl->s, t);
+    free(t);
+    json_decref(o);
 }
 
 static const char *config_out_dir(json_t *cfg) {
@@ -374,18 +387,14 @@ static void start_job(mt_cluster *cl) {
     cl->phase = MT_JOB_RUNNING;
     snprintf(cl->state_text, sizeof cl->state_text, "job %llu: training on %u ranks", (unsigned long long)cl->job,
              cl->world);
-    char ev[600];
-    int o = snprintf(ev, sizeof ev, "{\"event\":\"cluster_start\",\"job\":%llu,\"world_size\":%u,\"restarts\":%u,\"nodes\":[",
-                     (unsigned long long)cl->job, cl->world, cl->restarts);
-    for (uint32_t i = 0, k = 0; i < cl->n_nodes && o < (int)sizeof ev - 80; i++)
-        if (cl->nodes[i].in_job) o += snprintf(ev + o, sizeof ev - (size_t)o, "%s\"%s\"", k++ ? "," : "", cl->nodes[i].name);
-    if (o < (int)sizeof ev - 40) {
-        if (cl->lost_at > 0)
-            o += snprintf(ev + o, sizeof ev - (size_t)o, "],\"since_node_lost_s\":%.2f}", mt_cluster_now() - cl->lost_at);
-        else
-            o += snprintf(ev + o, sizeof ev - (size_t)o, "]}");
-        mt_srv_train_event(s, ev);
-    }
+    json_t *ev = json_pack("{s:s, s:I, s:i, s:i}", "event", "cluster_start", "job", (json_int_t)cl->job, "world_size",
+                           (int)cl->world, "restarts", (int)cl->restarts);
+    json_t *names = json_array();
+    for (uint32_t i = 0; i < cl->n_nodes; i++)
+        if (cl->nodes[i].in_job) json_array_append_new(names, json_string(cl->nodes[i].name));
+    json_object_set_new(ev, "nodes", names);
+    if (cl->lost_at > 0) json_object_set_new(ev, "since_node_lost_s", json_real(mt_cluster_now() - cl->lost_at));
+    send_event(cl, ev);
     MT_LOGI("cluster: job %llu started (%u ranks)", (unsigned long long)cl->job, cl->world);
 }
 
@@ -402,10 +411,8 @@ static void restart(mt_cluster *cl) {
         return;
     }
     cl->restarts++;
-    char ev[1600];
-    snprintf(ev, sizeof ev, "{\"event\":\"restart\",\"lost\":\"%s\",\"nodes\":%d,\"from_checkpoint\":\"%s\",\"restarts\":%u}",
-             cl->lost, alive, cl->resume, cl->restarts);
-    mt_srv_train_event(s, ev);
+    send_event(cl, json_pack("{s:s, s:s, s:i, s:s, s:i}", "event", "restart", "lost", cl->lost, "nodes", alive,
+                             "from_checkpoint", cl->resume, "restarts", (int)cl->restarts));
     MT_LOGW("cluster: restarting the job on %d nodes without %s, from %s", alive, cl->lost,
             cl->resume[0] ? cl->resume : "fresh weights (no checkpoint yet)");
     cl->lost[0] = 0;
@@ -425,9 +432,7 @@ static void node_lost(mt_cluster *cl, mt_node *n, const char *why) {
     size_t l = strlen(cl->lost);
     snprintf(cl->lost + l, sizeof cl->lost - l, "%s%s", l ? "," : "", n->name);
     if (cl->lost_at == 0) cl->lost_at = mt_cluster_now();
-    char ev[400];
-    snprintf(ev, sizeof ev, "{\"event\":\"node_lost\",\"node\":\"%s\",\"why\":\"%s\"}", n->name, why);
-    mt_srv_train_event(cl->s, ev);
+    send_event(cl, json_pack("{s:s, s:s, s:s}", "event", "node_lost", "node", n->name, "why", why));
     switch (cl->phase) {
     case MT_JOB_PREPARING:
         abort_job(cl, "a node was lost");

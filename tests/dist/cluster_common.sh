@@ -51,14 +51,14 @@ client() { ${COORD_EXEC:-} "$bin/mt-client" --server "127.0.0.1:$cport" --token-
 # wait_nodes N: until N nodes (the coordinator counted) are joined and alive, at most 30 s.
 wait_nodes() {
   for _ in $(seq 150); do
-    [ "$(client train status | grep -c '^node .* state \(idle\|done\|ready\|training\|fetching\|failed\)')" -ge "$1" ] && return 0
+    [ "$(grep -c '^node .* state \(idle\|done\|ready\|training\|fetching\|failed\)' <<< "$(client train status)")" -ge "$1" ] && return 0
     sleep 0.2
   done
   echo "FAIL: $1 nodes did not join" >&2; client train status >&2; cat "$tmp"/*.log >&2; exit 1
 }
 # wait_state STATE SECONDS: until train status says TRAIN_STATE.
 wait_state() {
-  for _ in $(seq $(($2 * 5))); do client train status | grep -q "^state: TRAIN_$1" && return 0; sleep 0.2; done
+  for _ in $(seq $(($2 * 5))); do grep -q "^state: TRAIN_$1" <<< "$(client train status)" && return 0; sleep 0.2; done
   echo "FAIL: no TRAIN_$1 within $2 s" >&2; client train status >&2; tail -n 30 "$tmp"/*.log >&2; exit 1
 }
 # wait_weights N: until N nodes report the SHA-256 of the weights their ranks ended with (rank 0 can

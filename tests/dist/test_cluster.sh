@@ -13,11 +13,11 @@ start_coord --token-file "$tmp/user.tok"
 start_worker w1 -
 start_worker w2 -
 wait_nodes 3
-client train start --config "$tmp/coord/cfg.json" --min-nodes 3 | grep -q '^state: TRAIN_STARTING'
+grep -q '^state: TRAIN_STARTING' <<< "$(client train start --config "$tmp/coord/cfg.json" --min-nodes 3)"
 timeout 300 "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/admin.tok" train watch > "$tmp/watch.log" || {
   echo "FAIL: the cluster run did not end done" >&2; tail -n 20 "$tmp/watch.log" "$tmp"/*.log >&2; exit 1; }
-client train status | grep -q '^cluster: .*(world 3, 0 restarts)' || { echo "FAIL: not a 3-rank job" >&2; exit 1; }
-grep '"event":"step"' "$tmp/watch.log" | grep '"node_tokens_per_s":{' | grep '"coord":' | grep '"w1":' | grep -q '"w2":' || {
+grep -q '^cluster: .*(world 3, 0 restarts)' <<< "$(client train status)" || { echo "FAIL: not a 3-rank job" >&2; exit 1; }
+grep '"event":"step"' "$tmp/watch.log" | grep '"node_tokens_per_s":{' | grep '"coord":' | grep '"w1":' | grep '"w2":' > /dev/null || {
   echo "FAIL: step events lack every node's tokens/s" >&2; grep step "$tmp/watch.log" | head -3 >&2; exit 1; }
 wait_weights 3
 cat "$tmp/status.txt" | grep '^node'
@@ -34,7 +34,7 @@ d=$("$diffbin" "$tmp/ref/model.mt" "$tmp/coord/run/model.mt")
 echo "cluster (3 nodes) vs mt-train --ranks 3: $d"
 awk -v d="$(echo "$d" | cut -d' ' -f2)" 'BEGIN { exit !(d <= 2e-4) }' || { echo "FAIL: weights differ" >&2; exit 1; }
 # The finished model is served after a promote.
-client train promote run/model.mt | grep -q model_generation
+grep -q model_generation <<< "$(client train promote run/model.mt)"
 "$bin/mt-client" --server "127.0.0.1:$cport" --token-file "$tmp/user.tok" translate "hello" > /dev/null
 
 # Refusals: a wrong token, the translate token, a name already joined.
@@ -50,6 +50,6 @@ done
 grep -q 'ERR_AUTH_FAILED: the token is not valid' "$tmp/bad.log" || { echo "FAIL: wrong token not refused" >&2; cat "$tmp/bad.log" >&2; exit 1; }
 grep -q 'did not grant the cluster role' "$tmp/usr.log" || { echo "FAIL: translate token not refused" >&2; cat "$tmp/usr.log" >&2; exit 1; }
 grep -q "a node named 'w1' is already joined" "$tmp/w1.log" || { echo "FAIL: duplicate name not refused" >&2; exit 1; }
-client train status | grep -q '^node bad\|^node usr' && { echo "FAIL: a refused node is listed" >&2; exit 1; }
+grep -q '^node bad\|^node usr' <<< "$(client train status)" && { echo "FAIL: a refused node is listed" >&2; exit 1; }
 echo "refused: wrong token, translate token, duplicate name"
 echo "test_cluster: ok"

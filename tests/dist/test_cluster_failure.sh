@@ -46,7 +46,7 @@ t_kill=$(date +%s.%N); kill -KILL "$p2"
 wait "$wapid" || true
 grep -q '"event":"restart","lost":"w2"' "$tmp/kill.watch" || { echo "FAIL: no restart without w2" >&2; tail -n 30 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
 grep -q '"event":"end","state":"done"' "$tmp/kill.watch" || { echo "FAIL: the restarted job did not finish" >&2; tail -n 20 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
-client train status | grep -q '^cluster: .*(world 2, 1 restart)' || { echo "FAIL: not restarted on 2 ranks" >&2; client train status >&2; exit 1; }
+grep -q '^cluster: .*(world 2, 1 restart)' <<< "$(client train status)" || { echo "FAIL: not restarted on 2 ranks" >&2; client train status >&2; exit 1; }
 grep -q '"from_checkpoint":"run/checkpoints/step-000000[0-9]0.mt"' "$tmp/kill.watch" || { echo "FAIL: not restarted from a checkpoint" >&2; exit 1; }
 echo "kill -9 of a worker: restarted on 2 nodes and finished; loss -> first step of the restarted job $(since "$t_kill" "$tmp/kill.watch") s"
 
