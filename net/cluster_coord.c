@@ -400,7 +400,6 @@ static void start_job(mt_cluster *cl) {
 
 /* After a lost node: plan again on the nodes that remain, from the newest checkpoint. */
 static void restart(mt_cluster *cl) {
-    mt_server *s = cl->s;
     json_t *cfg = json_loads(cl->config, 0, NULL);
     newest_checkpoint(cl, config_out_dir(cfg), cl->resume, sizeof cl->resume);
     json_decref(cfg);
