@@ -34,6 +34,7 @@ struct mt_dist {
     float *flat;            /* every gradient, bucket after bucket (reused every step) */
     size_t *param_off;      /* (n_params) offset of each param in flat */
     int n_buckets;
+    size_t bucket_cap;      /* elements per bucket (mt_dist_bucket_elems) */
     bucket *buckets;
     int next;               /* the next bucket to launch (buckets launch in order on every rank) */
     double *meta, *meta_all;/* (n_params + 1) this rank's presence flags and loss; (world x that) */
@@ -107,6 +108,19 @@ static mt_status weights_hash(const mt_transformer *m, mt_context *ctx, char hex
 
 /* ---- creation ------------------------------------------------------------------------------------ */
 
+size_t mt_dist_bucket_elems(double bucket_mb, int64_t n_grad) {
+    double mb = bucket_mb;
+    if (mb <= 0) {
+        /* Auto: an eighth of the gradients, between 1 MB and DDP's 25 MB. A fixed 25 MB makes one or two
+         * buckets of a model under 50 MB, and the last bucket, launched only when the backward pass
+         * ends, then holds most of the all-reduce: nothing of it overlaps the pass. */
+        mb = (double)n_grad * sizeof(float) / 8 / 1e6;
+        mb = mb < 1 ? 1 : mb > 25 ? 25 : mb;
+    }
+    size_t n = (size_t)(mb * 1e6 / sizeof(float));
+    return n ? n : 1;
+}
+
 static int cmp_ptr(const void *a, const void *b) {
     const mt_tensor *x = *(const mt_tensor *const *)a, *y = *(const mt_tensor *const *)b;
     return x < y ? -1 : x > y;
@@ -135,11 +149,11 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
     if (!d->param_off || !d->buckets || !d->meta || !d->meta_all || !d->sorted || !d->sorted_idx)
         st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
     /* Buckets in reverse parameter order (the output side's gradients are final first), each at
-     * least bucket_mb (the last one what is left), except the first: at most 1 MB, as PyTorch's DDP
-     * does, so that communication starts early in the backward pass. */
-    size_t cap = (size_t)(tc->bucket_mb * 1e6 / sizeof(float)), first_cap = (size_t)(1e6 / sizeof(float));
-    if (cap < 1) cap = 1;
+     * least the bucket size (the last one what is left), except the first: at most 1 MB, as PyTorch's
+     * DDP does, so that communication starts early in the backward pass. */
+    size_t cap = mt_dist_bucket_elems(tc->bucket_mb, mt_transformer_numel(m)), first_cap = (size_t)(1e6 / sizeof(float));
     if (first_cap > cap) first_cap = cap;
+    d->bucket_cap = cap;
     size_t off = 0;
     for (int i = n - 1; st == MT_OK && i >= 0; i--) {
         bucket *b = &d->buckets[d->n_buckets];
@@ -211,6 +225,8 @@ int mt_dist_rank(const mt_dist *d) { return d->rank; }
 int mt_dist_world(const mt_dist *d) { return d->world; }
 mt_dist_stats mt_dist_get_stats(const mt_dist *d) {
     mt_dist_stats s = d->stats;
+    s.n_buckets = d->n_buckets;
+    s.bucket_bytes = d->bucket_cap * sizeof(float);
     s.comm_s = mt_comm_busy_seconds(d->comm);
     return s;
 }

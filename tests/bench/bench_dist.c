@@ -9,11 +9,11 @@
  *      batch of `mt-bench train`), tokens/s ratio, goal >= 1.8;
  *   3. overlap: the share of the gradient all-reduce time hidden behind the backward pass, 1 -
  *      (time the step waited for the all-reduces after its backward) / (time they took), goal >= 0.5,
- *      with the default buckets (25 MB: the 30 MB model makes a 1 MB first bucket and one more) and
- *      with 4 MB buckets (a second 2-rank run);
+ *      with the default buckets (bucket_mb 0: an eighth of the 30 MB of gradients) and with DDP's
+ *      fixed 25 MB (a second 2-rank run: a 1 MB first bucket and one of 29 MB);
  *   4. peak RSS of each rank against the PyTorch reference's training on the same global batch.
  *
- *   mt-bench dist [--steps 3] [--warmup 1] [--len 24] [--max-tokens 4096] [--bucket-mb 25] [--no-torch]
+ *   mt-bench dist [--steps 3] [--warmup 1] [--len 24] [--max-tokens 4096] [--bucket-mb 0] [--no-torch]
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -203,9 +203,12 @@ static int train_rank(void *argp, int fd) {
     }
     double dt = (mt_bench_now() - t0) / a->o->steps;
     double tokens = (double)(a->b->src_tokens + a->b->tgt_tokens);
-    double comm = 0, exposed = 0, backward = 0;
+    double comm = 0, exposed = 0, backward = 0, bucket_mb = 0;
+    int n_buckets = 0;
     if (d) {
         mt_dist_stats s1 = mt_dist_get_stats(d);
+        n_buckets = s1.n_buckets;
+        bucket_mb = (double)s1.bucket_bytes / 1e6;
         comm = s1.comm_s - s0.comm_s;
         exposed = s1.exposed_s - s0.exposed_s;
         backward = s1.backward_s - s0.backward_s;
@@ -213,12 +216,13 @@ static int train_rank(void *argp, int fd) {
         mt_dist_free(d);
     }
     dprintf(fd, "{\"tokens_per_s\": %.3f, \"step_s\": %.6f, \"loss\": %.6f, \"comm_s\": %.6f, \"exposed_s\": %.6f, "
-                "\"backward_s\": %.6f}\n", tokens / dt, dt, loss, comm, exposed, backward);
+                "\"backward_s\": %.6f, \"buckets\": %d, \"bucket_mb\": %.3f}\n", tokens / dt, dt, loss, comm, exposed,
+            backward, n_buckets, bucket_mb);
     return 0;
 }
 
 int mt_bench_dist(int argc, char **argv) {
-    dist_opts o = {.steps = 3, .warmup = 1, .len = 24, .max_tokens = 4096, .torch = 1, .bucket_mb = 25};
+    dist_opts o = {.steps = 3, .warmup = 1, .len = 24, .max_tokens = 4096, .torch = 1, .bucket_mb = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--steps")) o.steps = atoi(v), i++;
@@ -233,7 +237,7 @@ int mt_bench_dist(int argc, char **argv) {
             return 2;
         }
     }
-    if (o.steps < 1 || o.warmup < 0 || o.len < 6 || o.bucket_mb <= 0) return 2;
+    if (o.steps < 1 || o.warmup < 0 || o.len < 6 || o.bucket_mb < 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     mt_model_config c = mtb_config(MT_ATTN_MLA);
     char dir[512], model[700], batch_path[700], thr[16];
@@ -252,7 +256,7 @@ int mt_bench_dist(int argc, char **argv) {
     mt_transformer_free(m);
     mt_context_free(ctx);
     mt_seq_batch b = mtb_batch(&c, o.len, o.max_tokens);
-    printf("mt-bench dist: Gloo over loopback; model of mt-bench train (%.1f MB of f32 gradients, buckets of %.0f MB); "
+    printf("mt-bench dist: Gloo over loopback; model of mt-bench train (%.1f MB of f32 gradients, bucket_mb %g); "
            "global batch %lld pairs, %lld tokens\n", params_mb, o.bucket_mb, (long long)b.B,
            (long long)(b.src_tokens + b.tgt_tokens));
     mtb_print_conditions();
@@ -291,7 +295,7 @@ int mt_bench_dist(int argc, char **argv) {
     mtb_child c2[2], c4[2];
     for (int k = 0; k < 2; k++) {
         port = mt_store_free_port();
-        for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, k ? 4.0 : o.bucket_mb, model, &b, &o};
+        for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, k ? 25.0 : o.bucket_mb, model, &b, &o};
         if (run_ranks(train_rank, ra, 2, k ? c4 : c2) != 0) {
             fprintf(stderr, "mt-bench dist: the 2-rank run failed\n");
             return 1;
@@ -316,16 +320,21 @@ int mt_bench_dist(int argc, char **argv) {
         if (t.status == 0) rss_torch = t.maxrss_mb;
         json_decref(t.result);
     }
+    int nb = (int)mtb_num(&c2[0], "buckets"), nb25 = (int)mtb_num(&c4[0], "buckets");
+    double bmb = mtb_num(&c2[0], "bucket_mb");
+    char what[64], dflt[48];
+    if (o.bucket_mb > 0) snprintf(dflt, sizeof dflt, "%g MB buckets (%d)", o.bucket_mb, nb);
+    else snprintf(dflt, sizeof dflt, "auto buckets: %.2f MB (%d)", bmb, nb);
     printf("\n  %-36s %12s %10s\n", "training, 1 thread per rank", "tokens/s", "ratio");
     printf("  %-36s %12.0f %10s\n", "1 rank (anchor)", t1, "1.00");
-    char what[64];
-    snprintf(what, sizeof what, "2 ranks, %.0f MB buckets", o.bucket_mb);
+    snprintf(what, sizeof what, "2 ranks, %s", dflt);
     printf("  %-36s %12.0f %10.2f   (goal >= 1.8)\n", what, t2, t2 / t1);
-    printf("  %-36s %12.0f %10.2f\n", "2 ranks, 4 MB buckets", t4, t4 / t1);
-    snprintf(what, sizeof what, "overlap, %.0f MB buckets", o.bucket_mb);
+    snprintf(what, sizeof what, "2 ranks, 25 MB buckets (%d)", nb25);
+    printf("  %-36s %12.0f %10.2f\n", what, t4, t4 / t1);
+    snprintf(what, sizeof what, "overlap, %s", dflt);
     printf("  %-36s %12.2f %10s   (goal >= 0.5; all-reduce %.3f s/step, %.3f s/step exposed)\n", what, overlap, "",
            comm / o.steps, exposed / o.steps);
-    printf("  %-36s %12.2f %10s   (all-reduce %.3f s/step, %.3f s/step exposed)\n", "overlap, 4 MB buckets", overlap4,
+    printf("  %-36s %12.2f %10s   (all-reduce %.3f s/step, %.3f s/step exposed)\n", "overlap, 25 MB buckets", overlap4,
            "", comm4 / o.steps, exposed4 / o.steps);
     printf("\n  %-36s %12s %10s\n", "peak RSS", "MB", "/ PyTorch");
     printf("  %-36s %12.0f %10s\n", "PyTorch reference, global batch", rss_torch, rss_torch > 0 ? "1.00" : "n/a");
@@ -336,9 +345,9 @@ int mt_bench_dist(int argc, char **argv) {
     }
     printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, \"16\": %.0f, \"128\": %.0f}, "
            "\"min_bus_over_tcp\": %.3f, \"tokens_per_s_1rank\": %.1f, \"tokens_per_s_2ranks\": %.1f, \"scaling\": %.3f, "
-           "\"bucket_mb\": %.1f, \"overlap\": %.3f, \"scaling_4mb\": %.3f, \"overlap_4mb\": %.3f, \"peak_rss_mb\": {\"torch\": %.0f, \"engine_1rank\": %.0f, \"rank0\": %.0f, \"rank1\": %.0f}, "
+           "\"bucket_mb\": %.3f, \"buckets\": %d, \"overlap\": %.3f, \"scaling_25mb\": %.3f, \"overlap_25mb\": %.3f, \"peak_rss_mb\": {\"torch\": %.0f, \"engine_1rank\": %.0f, \"rank0\": %.0f, \"rank1\": %.0f}, "
            "\"rank_rss_over_torch\": %.3f}\n",
-           tcp, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, o.bucket_mb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
+           tcp, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, bmb, nb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
            c2[1].maxrss_mb, rss_torch > 0 ? (c2[0].maxrss_mb > c2[1].maxrss_mb ? c2[0].maxrss_mb : c2[1].maxrss_mb) / rss_torch : 0);
     json_decref(c1.result);
     json_decref(c2[0].result);
