@@ -14,10 +14,12 @@
  *   4. peak RSS of each rank against the PyTorch reference's training on the same global batch.
  *
  *   mt-bench dist [--steps 3] [--warmup 1] [--len 24] [--max-tokens 4096] [--bucket-mb 0] [--no-torch]
+ *                 [--bandwidth-only]   (part 1 alone)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <omp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -30,7 +32,7 @@
 #include "train/dist.h"
 
 typedef struct dist_opts {
-    int steps, warmup, len, max_tokens, torch;
+    int steps, warmup, len, max_tokens, torch, bandwidth_only;
     double bucket_mb;
 } dist_opts;
 
@@ -104,11 +106,11 @@ static int allreduce_rank(void *argp, int fd) {
     for (int s = 0; s < 3; s++) {
         size_t n = (size_t)sizes_mb[s] * 1000000 / sizeof(float);
         int iters = sizes_mb[s] >= 128 ? 3 : sizes_mb[s] >= 16 ? 8 : 40;
-        if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_AVG, NULL) != MT_OK) return 1; /* warm-up */
+        if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1; /* warm-up */
         if (mt_comm_barrier(c) != MT_OK) return 1;
         double t0 = mt_bench_now();
         for (int i = 0; i < iters; i++)
-            if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_AVG, NULL) != MT_OK) return 1;
+            if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1;
         double t = (mt_bench_now() - t0) / iters;
         double bus = (double)n * sizeof(float) / t * 2.0 * (a->world - 1) / a->world;
         dprintf(fd, "%s\"bus_%d\": %.1f", s ? ", " : "", sizes_mb[s], bus / 1e6);
@@ -119,8 +121,32 @@ static int allreduce_rank(void *argp, int fd) {
     return 0;
 }
 
-/* The anchor: one TCP stream over loopback, 1 MB writes, MB/s. */
-static double tcp_loopback_mb_s(size_t total) {
+typedef struct tcp_io {
+    int fd, send;
+    size_t total, chunk;
+    int ok;
+} tcp_io;
+
+static void *tcp_io_run(void *p) {
+    tcp_io *io = p;
+    char *buf = calloc(1, io->chunk);
+    size_t done = 0;
+    while (buf && done < io->total) {
+        size_t want = io->total - done < io->chunk ? io->total - done : io->chunk;
+        ssize_t k = io->send ? write(io->fd, buf, want) : read(io->fd, buf, want);
+        if (k <= 0) break;
+        done += (size_t)k;
+    }
+    free(buf);
+    io->ok = done == io->total;
+    if (io->send) shutdown(io->fd, SHUT_WR);
+    return NULL;
+}
+
+/* Moves `total` bytes over one loopback TCP connection in 1 MB writes, one way (both = 0: the
+ * anchor), or both ways at once (both = 1: what each rank of a 2-rank all-reduce does, every byte
+ * sent and every byte received, over Gloo's one connection per peer). MB/s per direction. */
+static double tcp_loopback_mb_s(size_t total, int both) {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof a;
@@ -132,28 +158,27 @@ static double tcp_loopback_mb_s(size_t total) {
     pid_t pid = fork();
     if (pid == 0) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        char *buf = calloc(1, chunk);
-        if (!buf || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) _exit(1);
-        for (size_t sent = 0; sent < total;) {
-            ssize_t w = write(fd, buf, chunk);
-            if (w <= 0) _exit(1);
-            sent += (size_t)w;
-        }
-        close(fd);
-        _exit(0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) _exit(1);
+        tcp_io tx = {fd, 1, total, chunk, 0}, rx = {fd, 0, total, chunk, 0};
+        pthread_t th;
+        if (both && pthread_create(&th, NULL, tcp_io_run, &rx) != 0) _exit(1);
+        tcp_io_run(&tx);
+        if (both) pthread_join(th, NULL);
+        _exit(tx.ok && (!both || rx.ok) ? 0 : 1);
     }
     int fd = accept(lfd, NULL, NULL);
-    char *buf = malloc(chunk);
+    tcp_io rx = {fd, 0, total, chunk, 0}, tx = {fd, 1, total, chunk, 0};
     double t0 = mt_bench_now();
-    size_t got = 0;
-    ssize_t k;
-    while (buf && fd >= 0 && (k = read(fd, buf, chunk)) > 0) got += (size_t)k;
+    pthread_t th;
+    int threaded = both && fd >= 0 && pthread_create(&th, NULL, tcp_io_run, &tx) == 0;
+    if (fd >= 0) tcp_io_run(&rx);
+    if (threaded) pthread_join(th, NULL);
     double t = mt_bench_now() - t0;
-    free(buf);
     close(fd);
     close(lfd);
-    waitpid(pid, NULL, 0);
-    return got == total ? (double)total / t / 1e6 : 0;
+    int st = 1;
+    waitpid(pid, &st, 0);
+    return rx.ok && (!both || tx.ok) && st == 0 ? (double)total / t / 1e6 : 0;
 }
 
 /* 2-4. training steps of one rank on its shard of the global batch (world 1: mt_train_step). */
@@ -231,9 +256,10 @@ int mt_bench_dist(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) o.max_tokens = atoi(v), i++;
         else if (!strcmp(a, "--bucket-mb")) o.bucket_mb = atof(v), i++;
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
+        else if (!strcmp(a, "--bandwidth-only")) o.bandwidth_only = 1;
         else {
             fprintf(stderr, "usage: mt-bench dist [--steps N] [--warmup N] [--len L] [--max-tokens N] [--bucket-mb X] "
-                            "[--no-torch]\n");
+                            "[--no-torch] [--bandwidth-only]\n");
             return 2;
         }
     }
@@ -262,18 +288,20 @@ int mt_bench_dist(int argc, char **argv) {
     mtb_print_conditions();
 
     /* 1. bandwidth */
-    double tcp = tcp_loopback_mb_s((size_t)2 << 30);
+    double tcp = tcp_loopback_mb_s((size_t)2 << 30, 0), tcp_both = tcp_loopback_mb_s((size_t)1 << 30, 1);
     rank_arg ra[2];
     mtb_child rc[2];
     int port = mt_store_free_port();
     for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, o.bucket_mb, model, &b, &o};
-    if (run_ranks(allreduce_rank, ra, 2, rc) != 0 || tcp <= 0) {
+    if (run_ranks(allreduce_rank, ra, 2, rc) != 0 || tcp <= 0 || tcp_both <= 0) {
         fprintf(stderr, "mt-bench dist: the all-reduce run failed\n");
         return 1;
     }
     double bus[3], worst_bw = 1e9;
     printf("\n  %-36s %12s %10s\n", "all-reduce, 2 ranks", "bus MB/s", "/ TCP");
     printf("  %-36s %12.0f %10s\n", "raw TCP over loopback (anchor)", tcp, "1.00");
+    printf("  %-36s %12.0f %10.2f   (each side sends and receives: the 2-rank ceiling)\n", "raw TCP both ways at once",
+           tcp_both, tcp_both / tcp);
     for (int s = 0; s < 3; s++) {
         char key[16], what[48];
         snprintf(key, sizeof key, "bus_%d", sizes_mb[s]);
@@ -284,6 +312,15 @@ int mt_bench_dist(int argc, char **argv) {
     }
     json_decref(rc[0].result);
     json_decref(rc[1].result);
+    if (o.bandwidth_only) {
+        printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"tcp_both_ways_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, "
+               "\"16\": %.0f, \"128\": %.0f}, \"min_bus_over_tcp\": %.3f}\n", tcp, tcp_both, bus[0], bus[1], bus[2], worst_bw);
+        free(b.src);
+        free(b.tgt_in);
+        free(b.tgt_out);
+        mtb_rmrf(dir);
+        return 0;
+    }
 
     /* 2-4. training */
     rank_arg one = {0, 1, 0, o.bucket_mb, model, &b, &o};
@@ -343,11 +380,11 @@ int mt_bench_dist(int argc, char **argv) {
         snprintf(what, sizeof what, "engine, rank %d of 2 (half batch)", r);
         printf("  %-36s %12.0f %10.2f\n", what, c2[r].maxrss_mb, rss_torch > 0 ? c2[r].maxrss_mb / rss_torch : 0);
     }
-    printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, \"16\": %.0f, \"128\": %.0f}, "
+    printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"tcp_both_ways_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, \"16\": %.0f, \"128\": %.0f}, "
            "\"min_bus_over_tcp\": %.3f, \"tokens_per_s_1rank\": %.1f, \"tokens_per_s_2ranks\": %.1f, \"scaling\": %.3f, "
            "\"bucket_mb\": %.3f, \"buckets\": %d, \"overlap\": %.3f, \"scaling_25mb\": %.3f, \"overlap_25mb\": %.3f, \"peak_rss_mb\": {\"torch\": %.0f, \"engine_1rank\": %.0f, \"rank0\": %.0f, \"rank1\": %.0f}, "
            "\"rank_rss_over_torch\": %.3f}\n",
-           tcp, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, bmb, nb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
+           tcp, tcp_both, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, bmb, nb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
            c2[1].maxrss_mb, rss_torch > 0 ? (c2[0].maxrss_mb > c2[1].maxrss_mb ? c2[0].maxrss_mb : c2[1].maxrss_mb) / rss_torch : 0);
     json_decref(c1.result);
     json_decref(c2[0].result);
