@@ -4,7 +4,10 @@
  *
  *   1. all-reduce bus bandwidth of the communicator (Gloo, 2 ranks as processes on loopback) for 1,
  *      16 and 128 MB of f32, against raw TCP throughput over loopback (one stream, 1 MB writes);
- *      bus bandwidth = size / time * 2 (W - 1) / W (NCCL's convention), goal >= 0.7 of TCP;
+ *      bus bandwidth = size / time * 2 (W - 1) / W (NCCL's convention), goal >= 0.7 of TCP; beside
+ *      it the same connection carrying data both ways at once (what each rank of a 2-rank ring does:
+ *      it sends and receives every byte), and the cores each figure kept busy (CPU seconds of every
+ *      process involved / wall seconds), which shows when the 2 cores, not the protocol, are the limit;
  *   2. scaling: 2 ranks x 1 thread against 1 rank x 1 thread on the same global batch (the model and
  *      batch of `mt-bench train`), tokens/s ratio, goal >= 1.8;
  *   3. overlap: the share of the gradient all-reduce time hidden behind the backward pass, 1 -
@@ -21,6 +24,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "bench.h"
@@ -91,6 +95,14 @@ static mt_status join(const rank_arg *a, mt_comm **c) {
 /* 1. all-reduce bus bandwidth for 1, 16, 128 MB. */
 static const int sizes_mb[3] = {1, 16, 128};
 
+/* CPU seconds (user + system) this process has used. */
+static double cpu_self_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static int allreduce_rank(void *argp, int fd) {
     rank_arg *a = argp;
     mt_comm *c;
@@ -108,12 +120,12 @@ static int allreduce_rank(void *argp, int fd) {
         int iters = sizes_mb[s] >= 128 ? 3 : sizes_mb[s] >= 16 ? 8 : 40;
         if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1; /* warm-up */
         if (mt_comm_barrier(c) != MT_OK) return 1;
-        double t0 = mt_bench_now();
+        double t0 = mt_bench_now(), c0 = cpu_self_s();
         for (int i = 0; i < iters; i++)
             if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1;
-        double t = (mt_bench_now() - t0) / iters;
+        double t = (mt_bench_now() - t0) / iters, cpu = (cpu_self_s() - c0) / iters;
         double bus = (double)n * sizeof(float) / t * 2.0 * (a->world - 1) / a->world;
-        dprintf(fd, "%s\"bus_%d\": %.1f", s ? ", " : "", sizes_mb[s], bus / 1e6);
+        dprintf(fd, "%s\"bus_%d\": %.1f, \"cores_%d\": %.3f", s ? ", " : "", sizes_mb[s], bus / 1e6, sizes_mb[s], cpu / t);
     }
     dprintf(fd, "}\n");
     free(buf);
@@ -146,7 +158,7 @@ static void *tcp_io_run(void *p) {
 /* Moves `total` bytes over one loopback TCP connection in 1 MB writes, one way (both = 0: the
  * anchor), or both ways at once (both = 1: what each rank of a 2-rank all-reduce does, every byte
  * sent and every byte received, over Gloo's one connection per peer). MB/s per direction. */
-static double tcp_loopback_mb_s(size_t total, int both) {
+static double tcp_loopback_mb_s(size_t total, int both, double *cores) {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof a;
@@ -168,16 +180,20 @@ static double tcp_loopback_mb_s(size_t total, int both) {
     }
     int fd = accept(lfd, NULL, NULL);
     tcp_io rx = {fd, 0, total, chunk, 0}, tx = {fd, 1, total, chunk, 0};
-    double t0 = mt_bench_now();
+    double t0 = mt_bench_now(), c0 = cpu_self_s();
     pthread_t th;
     int threaded = both && fd >= 0 && pthread_create(&th, NULL, tcp_io_run, &tx) == 0;
     if (fd >= 0) tcp_io_run(&rx);
     if (threaded) pthread_join(th, NULL);
-    double t = mt_bench_now() - t0;
+    double t = mt_bench_now() - t0, cpu = cpu_self_s() - c0;
     close(fd);
     close(lfd);
     int st = 1;
-    waitpid(pid, &st, 0);
+    struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) == pid)
+        cpu += (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+               1e-6 * (double)ru.ru_stime.tv_usec;
+    *cores = cpu / t;
     return rx.ok && (!both || tx.ok) && st == 0 ? (double)total / t / 1e6 : 0;
 }
 
@@ -288,7 +304,8 @@ int mt_bench_dist(int argc, char **argv) {
     mtb_print_conditions();
 
     /* 1. bandwidth */
-    double tcp = tcp_loopback_mb_s((size_t)2 << 30, 0), tcp_both = tcp_loopback_mb_s((size_t)1 << 30, 1);
+    double tcp_cores = 0, both_cores = 0;
+    double tcp = tcp_loopback_mb_s((size_t)2 << 30, 0, &tcp_cores), tcp_both = tcp_loopback_mb_s((size_t)1 << 30, 1, &both_cores);
     rank_arg ra[2];
     mtb_child rc[2];
     int port = mt_store_free_port();
@@ -298,17 +315,22 @@ int mt_bench_dist(int argc, char **argv) {
         return 1;
     }
     double bus[3], worst_bw = 1e9;
-    printf("\n  %-36s %12s %10s\n", "all-reduce, 2 ranks", "bus MB/s", "/ TCP");
-    printf("  %-36s %12.0f %10s\n", "raw TCP over loopback (anchor)", tcp, "1.00");
-    printf("  %-36s %12.0f %10.2f   (each side sends and receives: the 2-rank ceiling)\n", "raw TCP both ways at once",
-           tcp_both, tcp_both / tcp);
+    /* cores: CPU seconds of every process involved per wall second; CPU s/GB: per GB of the figure
+     * (the anchor: moved one way; both ways: moved in each direction; all-reduce: of the buffer). */
+    printf("\n  %-36s %12s %10s %8s %9s\n", "all-reduce, 2 ranks", "bus MB/s", "/ TCP", "cores", "CPU s/GB");
+    printf("  %-36s %12.0f %10s %8.2f %9.3f\n", "raw TCP over loopback (anchor)", tcp, "1.00", tcp_cores,
+           tcp_cores / tcp * 1e3);
+    printf("  %-36s %12.0f %10.2f %8.2f %9.3f   (each side sends and receives: the 2-rank ceiling)\n",
+           "raw TCP both ways at once", tcp_both, tcp_both / tcp, both_cores, both_cores / tcp_both * 1e3);
     for (int s = 0; s < 3; s++) {
         char key[16], what[48];
         snprintf(key, sizeof key, "bus_%d", sizes_mb[s]);
         bus[s] = mtb_num(&rc[0], key);
         if (bus[s] / tcp < worst_bw) worst_bw = bus[s] / tcp;
         snprintf(what, sizeof what, "%d MB f32", sizes_mb[s]);
-        printf("  %-36s %12.0f %10.2f\n", what, bus[s], bus[s] / tcp);
+        snprintf(key, sizeof key, "cores_%d", sizes_mb[s]);
+        double cores = mtb_num(&rc[0], key) + mtb_num(&rc[1], key);
+        printf("  %-36s %12.0f %10.2f %8.2f %9.3f\n", what, bus[s], bus[s] / tcp, cores, cores / bus[s] * 1e3);
     }
     json_decref(rc[0].result);
     json_decref(rc[1].result);
