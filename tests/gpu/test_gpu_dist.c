@@ -212,6 +212,7 @@ int main(void) {
         mt_context_seed(ctx, 5) != MT_OK || mt_transformer_init_weights(m, ctx) != MT_OK ||
         mt_modelfile_save(path, m, ctx, NULL, NULL) != MT_OK) {
         printf("FAIL: setup: %s\n", mt_last_error());
+        tu_batch_free(&b);
         return 1;
     }
     size_t n = (size_t)mt_transformer_numel(m);
@@ -224,6 +225,7 @@ int main(void) {
         printf("skip: no CUDA device (%s)\n", why[0] ? why : "this build has no CUDA backend");
         unlink(path);
         rmdir(dir);
+        tu_batch_free(&b);
         return SKIP;
     }
     run_out cpu, one, two[2];
@@ -234,8 +236,11 @@ int main(void) {
     CHECK(rc == 0, "the CPU reference run failed");
     if (rc == 0) rc = run(path, &b, n, 1, &one);
     if (rc == SKIP) {
+        free(cpu.w);
+        free(one.w);
         unlink(path);
         rmdir(dir);
+        tu_batch_free(&b);
         return SKIP;
     }
     CHECK(rc == 0, "the 1-rank GPU run failed");
