@@ -1,7 +1,9 @@
 /*
  * comm_nccl.cu — the NCCL communicator behind engine/comm/nccl.h: nonblocking communicators, every
  * CUDA/NCCL status checked, operations waited on with a deadline while ncclCommGetAsyncError is
- * polled, ncclCommAbort on a timeout or an asynchronous error.
+ * polled, ncclCommAbort on a timeout or an asynchronous error. Buffers in host memory (the
+ * trainer's scalar sums and agreements) are staged through a device buffer of the communicator:
+ * NCCL reads and writes device memory only.
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -22,6 +24,8 @@ struct mt_nccl {
     cudaStream_t stream;
     cudaEvent_t done;
     float *scratch;       /* (1) the barrier's all-reduce */
+    void *stage;          /* device copy of host buffers (grown on demand) */
+    size_t stage_bytes;
     int device, rank, world;
     double timeout_s;
     int aborted;
@@ -110,6 +114,27 @@ static int wait_done(mt_nccl *c, const char *op, char *err, size_t cap) {
     }
 }
 
+/* 1 when p is host memory (pageable or pinned): NCCL only takes device memory. */
+static int is_host(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        (void)cudaGetLastError(); /* older runtimes fail on pageable memory instead of naming it */
+        return 1;
+    }
+    return a.type == cudaMemoryTypeUnregistered || a.type == cudaMemoryTypeHost;
+}
+
+/* A device buffer of at least bytes for staging host buffers. */
+static int stage_reserve(mt_nccl *c, size_t bytes, char *err, size_t cap) {
+    if (bytes <= c->stage_bytes) return MT_NCCL_OK;
+    if (c->stage) CK_CUDA(cudaFree(c->stage));
+    c->stage = NULL;
+    c->stage_bytes = 0;
+    CK_CUDA(cudaMalloc(&c->stage, bytes));
+    c->stage_bytes = bytes;
+    return MT_NCCL_OK;
+}
+
 static int check_device(int device, char *err, size_t cap) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -174,24 +199,54 @@ extern "C" int mt_nccl_create(int device, int rank, int world, const void *id, d
     return MT_NCCL_OK;
 }
 
+/* Host buffers: copied into the stage before the operation and back after it, on the operation's
+ * stream, so wait_done covers the copies too. */
 extern "C" int mt_nccl_allreduce(mt_nccl *c, void *buf, size_t n, int bf16, int avg, char *err, size_t cap) {
     err[0] = 0;
     CK_CUDA(cudaSetDevice(c->device));
-    CK_NCCL(c, ncclAllReduce(buf, buf, n, bf16 ? ncclBfloat16 : ncclFloat32, avg ? ncclAvg : ncclSum, c->comm, c->stream));
+    size_t bytes = n * (bf16 ? 2 : 4);
+    void *d = buf;
+    if (bytes && is_host(buf)) {
+        int rc = stage_reserve(c, bytes, err, cap);
+        if (rc != MT_NCCL_OK) return rc;
+        d = c->stage;
+        CK_CUDA(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, c->stream));
+    }
+    CK_NCCL(c, ncclAllReduce(d, d, n, bf16 ? ncclBfloat16 : ncclFloat32, avg ? ncclAvg : ncclSum, c->comm, c->stream));
+    if (d != buf) CK_CUDA(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, c->stream));
     return wait_done(c, "all-reduce", err, cap);
 }
 
 extern "C" int mt_nccl_broadcast(mt_nccl *c, void *buf, size_t bytes, int root, char *err, size_t cap) {
     err[0] = 0;
     CK_CUDA(cudaSetDevice(c->device));
-    CK_NCCL(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, c->comm, c->stream));
+    void *d = buf;
+    if (bytes && is_host(buf)) {
+        int rc = stage_reserve(c, bytes, err, cap);
+        if (rc != MT_NCCL_OK) return rc;
+        d = c->stage;
+        if (c->rank == root) CK_CUDA(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, c->stream));
+    }
+    CK_NCCL(c, ncclBroadcast(d, d, bytes, ncclUint8, root, c->comm, c->stream));
+    if (d != buf) CK_CUDA(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, c->stream));
     return wait_done(c, "broadcast", err, cap);
 }
 
+/* Staged, in place: this rank's part goes to its slot of the stage. */
 extern "C" int mt_nccl_allgather(mt_nccl *c, const void *in, void *out, size_t bytes, char *err, size_t cap) {
     err[0] = 0;
     CK_CUDA(cudaSetDevice(c->device));
-    CK_NCCL(c, ncclAllGather(in, out, bytes, ncclUint8, c->comm, c->stream));
+    size_t total = bytes * (size_t)c->world;
+    if (bytes && (is_host(in) || is_host(out))) {
+        int rc = stage_reserve(c, total, err, cap);
+        if (rc != MT_NCCL_OK) return rc;
+        char *d = (char *)c->stage, *mine = d + bytes * (size_t)c->rank;
+        CK_CUDA(cudaMemcpyAsync(mine, in, bytes, cudaMemcpyDefault, c->stream));
+        CK_NCCL(c, ncclAllGather(mine, d, bytes, ncclUint8, c->comm, c->stream));
+        CK_CUDA(cudaMemcpyAsync(out, d, total, cudaMemcpyDefault, c->stream));
+    } else {
+        CK_NCCL(c, ncclAllGather(in, out, bytes, ncclUint8, c->comm, c->stream));
+    }
     return wait_done(c, "all-gather", err, cap);
 }
 
@@ -223,6 +278,7 @@ extern "C" void mt_nccl_free(mt_nccl *c) {
         }
     }
     if (c->scratch) cudaFree(c->scratch);
+    if (c->stage) cudaFree(c->stage);
     if (c->done) cudaEventDestroy(c->done);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);

@@ -33,7 +33,8 @@ typedef struct mt_comm_options {
     const char *handshake;  /* text every rank must agree with rank 0 on (NULL: nothing) */
     /* Names how this rank's handshake differs from rank 0's into msg (NULL: "handshake differs"). */
     void (*diff)(const char *mine, const char *rank0, char *msg, size_t cap);
-    int use_nccl;           /* 1: a GPU rank (NCCL, buffers in device memory); 0: a CPU rank (Gloo) */
+    int use_nccl;           /* 1: a GPU rank (NCCL; buffers in device memory, or host memory staged
+                             * through the device); 0: a CPU rank (Gloo) */
     int device;             /* the CUDA device of a GPU rank */
 } mt_comm_options;
 

@@ -24,7 +24,9 @@ int mt_nccl_unique_id(int device, void *id, char *err, size_t cap);
 /* Joins rank of world on CUDA device `device` with rank 0's id; bounded by timeout_s. */
 int mt_nccl_create(int device, int rank, int world, const void *id, double timeout_s, mt_nccl **out, char *err,
                    size_t cap);
-/* In place on device memory: n f32 (bf16 when bf16) elements, summed or averaged (avg). */
+/* In place: n f32 (bf16 when bf16) elements, summed or averaged (avg). Buffers of every operation
+ * are device memory of `device`, or host memory, which is staged through a device buffer (slower:
+ * for the trainer's few scalars). */
 int mt_nccl_allreduce(mt_nccl *c, void *buf, size_t n, int bf16, int avg, char *err, size_t cap);
 int mt_nccl_broadcast(mt_nccl *c, void *buf, size_t bytes, int root, char *err, size_t cap);
 int mt_nccl_allgather(mt_nccl *c, const void *in, void *out, size_t bytes, char *err, size_t cap);

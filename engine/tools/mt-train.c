@@ -4,6 +4,7 @@
  *   mt-train --config en-it.json [--key value ...] [--gpus 0] [--dump-split DIR] [-q]
  *   mt-train --config en-it.json --world-size N --rank R --rendezvous HOST:PORT   (one rank of N)
  *   mt-train --config en-it.json --ranks N                                       (N local ranks)
+ *   mt-train --config en-it.json --gpus 0,1                                      (a rank per GPU)
  *
  * Every config key (model and training, engine/train/README.md) can be overridden on the command line
  * (--d_model 512). A terminal gets one progress line updated in place (step, loss, tokens/s, ETA);
@@ -15,7 +16,8 @@
  * MT_RENDEZVOUS, like torchrun's variables) make this process one rank; only rank 0 prints progress
  * and writes files. --ranks N starts N such processes on this host itself (rendezvous on a free
  * loopback port), each with threads / N kernel threads, and exits with the first failing rank's
- * status; a rank that fails makes the others fail within comm_timeout_s.
+ * status; a rank that fails makes the others fail within comm_timeout_s. --gpus with several devices
+ * does the same with one rank per device (NCCL); every device must be present.
  */
 #include <sys/wait.h>
 #include <time.h>
@@ -33,6 +35,8 @@
 #include "io/io.h"
 #include "train/trainer.h"
 
+#define MT_TRAIN_MAX_GPUS 64
+
 static struct mt_trainer *g_trainer;
 
 static void on_sigint(int sig) {
@@ -49,6 +53,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: mt-train --config CONFIG.json [--KEY VALUE ...] [--gpus I] [--dump-split DIR] [-q]\n\n"
                "  --config FILE        the training config (JSON object of the keys below)\n"
                "  --gpus I             train on CUDA device I (the key 'device')\n"
+               "  --gpus I,J,...       start one local rank per CUDA device (NCCL)\n"
                "  --dump-split DIR     write train/valid/test TSV of the split (and the tokenizer) and exit\n"
                "  --world-size N --rank R --rendezvous HOST:PORT\n"
                "                       be rank R of N data-parallel ranks (or MT_WORLD_SIZE, MT_RANK, MT_RENDEZVOUS)\n"
@@ -145,7 +150,7 @@ static void on_parent_signal(int sig) { g_forward_sig = sig; }
 /* --ranks N: runs this program N times as ranks 0..N-1 of a loopback world and waits for them. A rank
  * that fails makes the others fail within comm_timeout_s; the parent waits that long plus a margin,
  * then kills what is left. Returns the exit status. */
-static int spawn_ranks(int argc, char **argv, int n, int threads) {
+static int spawn_ranks(int argc, char **argv, int n, int threads, const int *gpus) {
     int port = mt_store_free_port();
     if (port < 0) {
         fprintf(stderr, "mt-train: --ranks: no free loopback port\n");
@@ -169,7 +174,7 @@ static int spawn_ranks(int argc, char **argv, int n, int threads) {
         int k = 0;
         args[k++] = argv[0];
         for (int i = 1; i < argc; i++) {
-            if (!strcmp(argv[i], "--ranks") || !strcmp(argv[i], "--threads")) {
+            if (!strcmp(argv[i], "--ranks") || !strcmp(argv[i], "--threads") || !strcmp(argv[i], "--gpus")) {
                 i++;
                 continue;
             }
@@ -183,6 +188,12 @@ static int spawn_ranks(int argc, char **argv, int n, int threads) {
         args[k++] = rdv;
         args[k++] = "--threads";
         args[k++] = th;
+        char dev[16];
+        if (gpus) {
+            snprintf(dev, sizeof dev, "%d", gpus[r]);
+            args[k++] = "--gpus";
+            args[k++] = dev;
+        }
         args[k] = NULL;
         pid[r] = fork();
         if (pid[r] == 0) {
@@ -238,6 +249,7 @@ int main(int argc, char **argv) {
     const char *config = NULL, *dump = NULL;
     const char **kv = calloc((size_t)argc * 2 + 8, sizeof *kv);
     int n_kv = 0, ranks = 0, threads = 0, have_world = 0, have_rank = 0, have_rdv = 0, rank = 0;
+    int gpus[MT_TRAIN_MAX_GPUS], n_gpus = 0;
     char devbuf[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -280,12 +292,15 @@ int main(int argc, char **argv) {
             }
         }
         else if (!strcmp(a, "--gpus")) {
-            int dev;
-            if (mt_device_single("mt-train", v, &dev) != MT_OK) {
+            /* Every device must be present: a clear error here rather than one per rank. */
+            mt_status ds = mt_devices_parse(v, gpus, MT_TRAIN_MAX_GPUS, &n_gpus);
+            if (ds != MT_OK) {
                 fprintf(stderr, "mt-train: %s\n", mt_last_error());
                 free(kv);
-                return 2;
+                return ds == MT_ERR_NO_DEVICE ? 1 : 2;
             }
+            if (n_gpus > 1) continue; /* a rank per device, started below */
+            int dev = n_gpus == 1 ? gpus[0] : MT_DEVICE_CPU;
             snprintf(devbuf, sizeof devbuf, "%d", dev);
             kv[2 * n_kv] = "device";
             kv[2 * n_kv + 1] = devbuf;
@@ -308,10 +323,16 @@ int main(int argc, char **argv) {
             n_kv++;
             if (k == 1) rank = atoi(env[k]);
         }
+    if (n_gpus > 1 && ranks > 0) {
+        fprintf(stderr, "mt-train: --gpus with several devices starts a rank per device; it takes no --ranks\n");
+        free(kv);
+        return 2;
+    }
+    if (n_gpus > 1) ranks = n_gpus;
     if (ranks > 0) {
         if (have_world || have_rank || have_rdv || dump) {
-            fprintf(stderr, "mt-train: --ranks starts the ranks itself; it takes no --world-size, --rank, "
-                            "--rendezvous or --dump-split\n");
+            fprintf(stderr, "mt-train: --ranks (or --gpus with several devices) starts the ranks itself; it takes no "
+                            "--world-size, --rank, --rendezvous or --dump-split\n");
             free(kv);
             return 2;
         }
@@ -324,7 +345,7 @@ int main(int argc, char **argv) {
         int total = threads > 0 ? threads : (int)(cores > 0 ? cores : 1);
         int per = total / ranks > 0 ? total / ranks : 1;
         free(kv);
-        return spawn_ranks(argc, argv, ranks, per);
+        return spawn_ranks(argc, argv, ranks, per, n_gpus > 1 ? gpus : NULL);
     }
     if (rank > 0) g_quiet = 1; /* rank 0 reports; the others print only their errors */
     if (!config) {

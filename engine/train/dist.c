@@ -1,6 +1,11 @@
 /*
  * dist.c — data-parallel training (see dist.h): the handshake, the per-rank shard of a global
  * batch, gradient buckets launched from the backward pass, and scalar sums in rank order.
+ *
+ * The buckets live where the model does: host memory on a CPU rank (Gloo), device memory on a GPU
+ * rank (NCCL). Gradients go in and out through the backend's copy and zero, so one path serves
+ * both; a GPU rank waits for its stream before a bucket is handed to the communicator, whose NCCL
+ * stream must not read the bucket before the copies into it are done.
  */
 #include "train/dist.h"
 
@@ -14,6 +19,8 @@
 #include "comm/comm.h"
 #include "core/alloc.h"
 #include "core/autograd.h"
+#include "core/backend.h"
+#include "core/context.h"
 #include "core/error.h"
 #include "io/io.h"
 
@@ -31,9 +38,12 @@ struct mt_dist {
     int rank, world;
     uint64_t seed;
     const mt_transformer *model;
-    float *flat;            /* every gradient, bucket after bucket (reused every step) */
+    const struct mt_backend *backend; /* the model's: flat lives on its device */
+    int device;
+    float *flat;            /* every gradient, bucket after bucket (reused every step), on device */
     size_t *param_off;      /* (n_params) offset of each param in flat */
     int n_buckets;
+    size_t bucket_cap;      /* elements per bucket (mt_dist_bucket_elems) */
     bucket *buckets;
     int next;               /* the next bucket to launch (buckets launch in order on every rank) */
     double *meta, *meta_all;/* (n_params + 1) this rank's presence flags and loss; (world x that) */
@@ -96,6 +106,19 @@ static void diff_handshake(const char *mine, const char *rank0, char *msg, size_
 
 /* ---- creation ------------------------------------------------------------------------------------ */
 
+size_t mt_dist_bucket_elems(double bucket_mb, int64_t n_grad) {
+    double mb = bucket_mb;
+    if (mb <= 0) {
+        /* Auto: an eighth of the gradients, between 1 MB and DDP's 25 MB. A fixed 25 MB makes one or two
+         * buckets of a model under 50 MB, and the last bucket, launched only when the backward pass
+         * ends, then holds most of the all-reduce: nothing of it overlaps the pass. */
+        mb = (double)n_grad * sizeof(float) / 8 / 1e6;
+        mb = mb < 1 ? 1 : mb > 25 ? 25 : mb;
+    }
+    size_t n = (size_t)(mb * 1e6 / sizeof(float));
+    return n ? n : 1;
+}
+
 static int cmp_ptr(const void *a, const void *b) {
     const mt_tensor *x = *(const mt_tensor *const *)a, *y = *(const mt_tensor *const *)b;
     return x < y ? -1 : x > y;
@@ -103,16 +126,14 @@ static int cmp_ptr(const void *a, const void *b) {
 
 mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const char *data_sha,
                          const mt_transformer *m, mt_context *ctx, mt_dist **out) {
-    if (m->device >= 0)
-        return mt_error(MT_ERR_UNSUPPORTED, "data parallel: world_size %lld on CUDA device %d: the trainer's GPU "
-                        "ranks need the NCCL communicator, which this build does not wire into training",
-                        (long long)tc->world_size, m->device);
     mt_dist *d = mt_sys_calloc(1, sizeof *d);
     if (!d) return mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
     d->rank = (int)tc->rank;
     d->world = (int)tc->world_size;
     d->seed = (uint64_t)tc->seed;
     d->model = m;
+    d->backend = ctx->ex.backend;
+    d->device = m->device;
     int n = m->n_params;
     mt_status st = MT_OK;
     d->param_off = mt_sys_calloc((size_t)n, sizeof *d->param_off);
@@ -124,11 +145,11 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
     if (!d->param_off || !d->buckets || !d->meta || !d->meta_all || !d->sorted || !d->sorted_idx)
         st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
     /* Buckets in reverse parameter order (the output side's gradients are final first), each at
-     * least bucket_mb (the last one what is left), except the first: at most 1 MB, as PyTorch's DDP
-     * does, so that communication starts early in the backward pass. */
-    size_t cap = (size_t)(tc->bucket_mb * 1e6 / sizeof(float)), first_cap = (size_t)(1e6 / sizeof(float));
-    if (cap < 1) cap = 1;
+     * least the bucket size (the last one what is left), except the first: at most 1 MB, as PyTorch's
+     * DDP does, so that communication starts early in the backward pass. */
+    size_t cap = mt_dist_bucket_elems(tc->bucket_mb, mt_transformer_numel(m)), first_cap = (size_t)(1e6 / sizeof(float));
     if (first_cap > cap) first_cap = cap;
+    d->bucket_cap = cap;
     size_t off = 0;
     for (int i = n - 1; st == MT_OK && i >= 0; i--) {
         bucket *b = &d->buckets[d->n_buckets];
@@ -143,8 +164,11 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
         if (b->n >= (d->n_buckets == 0 ? first_cap : cap) || i == 0) d->n_buckets++;
     }
     if (st == MT_OK) {
-        d->flat = mt_sys_malloc(sizeof(float) * (off ? off : 1));
-        if (!d->flat) st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory (%zu gradient elements)", off);
+        void *flat = NULL;
+        st = d->backend->alloc(d->device, &flat, sizeof(float) * (off ? off : 1));
+        d->flat = flat;
+        if (st != MT_OK) st = mt_error(st, "data parallel: no memory for the gradient buckets (%zu elements): %s", off,
+                                       mt_last_error());
     }
     if (st == MT_OK) {
         for (int i = 0; i < n; i++) d->sorted[i] = m->params[i];
@@ -169,7 +193,8 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
         if (!hs) st = mt_error(MT_ERR_NOMEM, "data parallel: out of memory");
     }
     if (st == MT_OK) {
-        mt_comm_options co = {.timeout_s = tc->comm_timeout_s, .handshake = hs, .diff = diff_handshake};
+        mt_comm_options co = {.timeout_s = tc->comm_timeout_s, .handshake = hs, .diff = diff_handshake,
+                              .use_nccl = d->device >= 0, .device = d->device};
         st = mt_comm_create(d->rank, d->world, tc->rendezvous, &co, &d->comm);
     }
     free(hs);
@@ -184,7 +209,7 @@ mt_status mt_dist_create(const mt_train_config *tc, const json_t *config, const 
 void mt_dist_free(mt_dist *d) {
     if (!d) return;
     mt_comm_free(d->comm);
-    mt_sys_free(d->flat);
+    if (d->flat) d->backend->free(d->device, d->flat);
     mt_sys_free(d->param_off);
     mt_sys_free(d->buckets);
     mt_sys_free(d->meta);
@@ -201,6 +226,8 @@ int mt_dist_rank(const mt_dist *d) { return d->rank; }
 int mt_dist_world(const mt_dist *d) { return d->world; }
 mt_dist_stats mt_dist_get_stats(const mt_dist *d) {
     mt_dist_stats s = d->stats;
+    s.n_buckets = d->n_buckets;
+    s.bucket_bytes = d->bucket_cap * sizeof(float);
     s.comm_s = mt_comm_busy_seconds(d->comm);
     return s;
 }
@@ -301,23 +328,24 @@ static void plan_buckets(mt_dist *d, const mt_context *ctx) {
     mt_sys_free(first_use);
 }
 
-static mt_status launch(mt_dist *d, int b) {
+static mt_status launch(mt_dist *d, mt_context *ctx, int b) {
     bucket *bk = &d->buckets[b];
     const mt_transformer *m = d->model;
+    mt_exec *ex = &ctx->ex;
     for (int i = bk->first; i >= bk->last; i--) {
         const mt_tensor *p = m->params[i];
         float *dst = d->flat + d->param_off[i];
-        if (p->grad) memcpy(dst, mt_f32(p->grad), sizeof(float) * (size_t)p->numel);
-        else memset(dst, 0, sizeof(float) * (size_t)p->numel);
+        size_t bytes = sizeof(float) * (size_t)p->numel;
+        MT_TRY(p->grad ? d->backend->copy(ex, dst, mt_f32(p->grad), bytes) : d->backend->zero(ex, dst, bytes));
         d->meta[i] = p->grad != NULL;
     }
+    if (d->device >= 0) MT_TRY(d->backend->sync(ex)); /* the NCCL stream reads the bucket next */
     return mt_comm_allreduce(d->comm, d->flat + bk->off, bk->n, MT_DTYPE_F32, MT_COMM_SUM, &bk->work);
 }
 
 static mt_status backward_hook(mt_context *ctx, int32_t node, void *user) {
-    (void)ctx;
     mt_dist *d = user;
-    while (d->next < d->n_buckets && d->buckets[d->next].ready_at >= node) MT_TRY(launch(d, d->next++));
+    while (d->next < d->n_buckets && d->buckets[d->next].ready_at >= node) MT_TRY(launch(d, ctx, d->next++));
     return MT_OK;
 }
 
@@ -389,7 +417,7 @@ mt_status mt_dist_train_step(mt_dist *d, mt_context *ctx, mt_transformer *m, mt_
         if (i == last) d->stats.backward_s += mt_now_s() - t0;
     }
     /* Whatever was not launched during the pass (or everything, for a rank without rows). */
-    while (st == MT_OK && d->next < d->n_buckets) st = launch(d, d->next++);
+    while (st == MT_OK && d->next < d->n_buckets) st = launch(d, ctx, d->next++);
     double t0 = mt_now_s();
     mt_status ws = wait_all(d);
     if (st == MT_OK) st = ws;
@@ -407,7 +435,7 @@ mt_status mt_dist_train_step(mt_dist *d, mt_context *ctx, mt_transformer *m, mt_
         if (!any) continue;
         mt_tensor *p = m->params[i];
         if (!p->grad && !mt_grad_of(ctx, p)) return ctx->status;
-        memcpy(mt_f32(p->grad), d->flat + d->param_off[i], sizeof(float) * (size_t)p->numel);
+        MT_TRY(d->backend->copy(&ctx->ex, mt_f32(p->grad), d->flat + d->param_off[i], sizeof(float) * (size_t)p->numel));
     }
     d->stats.steps++;
     if (loss) *loss = gsum;

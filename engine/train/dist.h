@@ -27,7 +27,13 @@ typedef struct mt_dist_stats {
     double exposed_s;   /* time the training thread waited for them after the backward pass */
     double backward_s;  /* time of the last micro-batch's backward passes */
     double tokens;      /* source + target tokens of this rank's shards */
+    int n_buckets;      /* gradient buckets of a step */
+    size_t bucket_bytes;/* bytes per bucket (the first at most 1 MB, the last what is left) */
 } mt_dist_stats;
+
+/* Elements per gradient bucket: bucket_mb, or for bucket_mb <= 0 an eighth of the n_grad gradient
+ * elements, clamped to 1..25 MB, so a small model still gets several buckets to overlap. */
+size_t mt_dist_bucket_elems(double bucket_mb, int64_t n_grad);
 
 /* Joins the world of tc (world_size, rank, rendezvous, comm_timeout_s, bucket_mb) with the model's
  * starting weights: the handshake carries the config (without the per-rank keys and the paths, which

@@ -61,7 +61,7 @@ static const mt_cfg_key train_keys[] = {
     TK(rank, MT_CFG_INT, 0, 1023, "this process' rank, 0 .. world_size-1"),
     TK(rendezvous, MT_CFG_STRING, 0, 0, "HOST:PORT of rank 0's rendezvous store (world_size > 1)"),
     TK(comm_timeout_s, MT_CFG_FLOAT, 1, 86400, "seconds a collective may take before its rank gives up"),
-    TK(bucket_mb, MT_CFG_FLOAT, 0.001, 4096, "gradient all-reduce bucket size in MB"),
+    TK(bucket_mb, MT_CFG_FLOAT, 0, 4096, "gradient all-reduce bucket size in MB (0: an eighth of the gradients, 1 to 25 MB)"),
 };
 #undef TK
 
@@ -99,7 +99,6 @@ void mt_train_config_default(mt_train_config *c) {
     c->device = -1;
     c->world_size = 1;
     c->comm_timeout_s = 60;
-    c->bucket_mb = 25;
 }
 
 mt_status mt_train_config_parse(const char *json, const char *const *kv, int n_kv, const char *where,

@@ -4,21 +4,27 @@
  *
  *   1. all-reduce bus bandwidth of the communicator (Gloo, 2 ranks as processes on loopback) for 1,
  *      16 and 128 MB of f32, against raw TCP throughput over loopback (one stream, 1 MB writes);
- *      bus bandwidth = size / time * 2 (W - 1) / W (NCCL's convention), goal >= 0.7 of TCP;
+ *      bus bandwidth = size / time * 2 (W - 1) / W (NCCL's convention), goal >= 0.7 of TCP; beside
+ *      it the same connection carrying data both ways at once (what each rank of a 2-rank ring does:
+ *      it sends and receives every byte), and the cores each figure kept busy (CPU seconds of every
+ *      process involved / wall seconds), which shows when the 2 cores, not the protocol, are the limit;
  *   2. scaling: 2 ranks x 1 thread against 1 rank x 1 thread on the same global batch (the model and
  *      batch of `mt-bench train`), tokens/s ratio, goal >= 1.8;
  *   3. overlap: the share of the gradient all-reduce time hidden behind the backward pass, 1 -
  *      (time the step waited for the all-reduces after its backward) / (time they took), goal >= 0.5,
- *      with the default buckets (25 MB: the 30 MB model makes a 1 MB first bucket and one more) and
- *      with 4 MB buckets (a second 2-rank run);
+ *      with the default buckets (bucket_mb 0: an eighth of the 30 MB of gradients) and with DDP's
+ *      fixed 25 MB (a second 2-rank run: a 1 MB first bucket and one of 29 MB);
  *   4. peak RSS of each rank against the PyTorch reference's training on the same global batch.
  *
- *   mt-bench dist [--steps 3] [--warmup 1] [--len 24] [--max-tokens 4096] [--bucket-mb 25] [--no-torch]
+ *   mt-bench dist [--steps 3] [--warmup 1] [--len 24] [--max-tokens 4096] [--bucket-mb 0] [--no-torch]
+ *                 [--bandwidth-only]   (part 1 alone)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <omp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "bench.h"
@@ -30,7 +36,7 @@
 #include "train/dist.h"
 
 typedef struct dist_opts {
-    int steps, warmup, len, max_tokens, torch;
+    int steps, warmup, len, max_tokens, torch, bandwidth_only;
     double bucket_mb;
 } dist_opts;
 
@@ -89,6 +95,14 @@ static mt_status join(const rank_arg *a, mt_comm **c) {
 /* 1. all-reduce bus bandwidth for 1, 16, 128 MB. */
 static const int sizes_mb[3] = {1, 16, 128};
 
+/* CPU seconds (user + system) this process has used. */
+static double cpu_self_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static int allreduce_rank(void *argp, int fd) {
     rank_arg *a = argp;
     mt_comm *c;
@@ -104,14 +118,14 @@ static int allreduce_rank(void *argp, int fd) {
     for (int s = 0; s < 3; s++) {
         size_t n = (size_t)sizes_mb[s] * 1000000 / sizeof(float);
         int iters = sizes_mb[s] >= 128 ? 3 : sizes_mb[s] >= 16 ? 8 : 40;
-        if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_AVG, NULL) != MT_OK) return 1; /* warm-up */
+        if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1; /* warm-up */
         if (mt_comm_barrier(c) != MT_OK) return 1;
-        double t0 = mt_bench_now();
+        double t0 = mt_bench_now(), c0 = cpu_self_s();
         for (int i = 0; i < iters; i++)
-            if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_AVG, NULL) != MT_OK) return 1;
-        double t = (mt_bench_now() - t0) / iters;
+            if (mt_comm_allreduce(c, buf, n, MT_DTYPE_F32, MT_COMM_SUM, NULL) != MT_OK) return 1;
+        double t = (mt_bench_now() - t0) / iters, cpu = (cpu_self_s() - c0) / iters;
         double bus = (double)n * sizeof(float) / t * 2.0 * (a->world - 1) / a->world;
-        dprintf(fd, "%s\"bus_%d\": %.1f", s ? ", " : "", sizes_mb[s], bus / 1e6);
+        dprintf(fd, "%s\"bus_%d\": %.1f, \"cores_%d\": %.3f", s ? ", " : "", sizes_mb[s], bus / 1e6, sizes_mb[s], cpu / t);
     }
     dprintf(fd, "}\n");
     free(buf);
@@ -119,8 +133,32 @@ static int allreduce_rank(void *argp, int fd) {
     return 0;
 }
 
-/* The anchor: one TCP stream over loopback, 1 MB writes, MB/s. */
-static double tcp_loopback_mb_s(size_t total) {
+typedef struct tcp_io {
+    int fd, send;
+    size_t total, chunk;
+    int ok;
+} tcp_io;
+
+static void *tcp_io_run(void *p) {
+    tcp_io *io = p;
+    char *buf = calloc(1, io->chunk);
+    size_t done = 0;
+    while (buf && done < io->total) {
+        size_t want = io->total - done < io->chunk ? io->total - done : io->chunk;
+        ssize_t k = io->send ? write(io->fd, buf, want) : read(io->fd, buf, want);
+        if (k <= 0) break;
+        done += (size_t)k;
+    }
+    free(buf);
+    io->ok = done == io->total;
+    if (io->send) shutdown(io->fd, SHUT_WR);
+    return NULL;
+}
+
+/* Moves `total` bytes over one loopback TCP connection in 1 MB writes, one way (both = 0: the
+ * anchor), or both ways at once (both = 1: what each rank of a 2-rank all-reduce does, every byte
+ * sent and every byte received, over Gloo's one connection per peer). MB/s per direction. */
+static double tcp_loopback_mb_s(size_t total, int both, double *cores) {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof a;
@@ -132,28 +170,31 @@ static double tcp_loopback_mb_s(size_t total) {
     pid_t pid = fork();
     if (pid == 0) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        char *buf = calloc(1, chunk);
-        if (!buf || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) _exit(1);
-        for (size_t sent = 0; sent < total;) {
-            ssize_t w = write(fd, buf, chunk);
-            if (w <= 0) _exit(1);
-            sent += (size_t)w;
-        }
-        close(fd);
-        _exit(0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) _exit(1);
+        tcp_io tx = {fd, 1, total, chunk, 0}, rx = {fd, 0, total, chunk, 0};
+        pthread_t th;
+        if (both && pthread_create(&th, NULL, tcp_io_run, &rx) != 0) _exit(1);
+        tcp_io_run(&tx);
+        if (both) pthread_join(th, NULL);
+        _exit(tx.ok && (!both || rx.ok) ? 0 : 1);
     }
     int fd = accept(lfd, NULL, NULL);
-    char *buf = malloc(chunk);
-    double t0 = mt_bench_now();
-    size_t got = 0;
-    ssize_t k;
-    while (buf && fd >= 0 && (k = read(fd, buf, chunk)) > 0) got += (size_t)k;
-    double t = mt_bench_now() - t0;
-    free(buf);
+    tcp_io rx = {fd, 0, total, chunk, 0}, tx = {fd, 1, total, chunk, 0};
+    double t0 = mt_bench_now(), c0 = cpu_self_s();
+    pthread_t th;
+    int threaded = both && fd >= 0 && pthread_create(&th, NULL, tcp_io_run, &tx) == 0;
+    if (fd >= 0) tcp_io_run(&rx);
+    if (threaded) pthread_join(th, NULL);
+    double t = mt_bench_now() - t0, cpu = cpu_self_s() - c0;
     close(fd);
     close(lfd);
-    waitpid(pid, NULL, 0);
-    return got == total ? (double)total / t / 1e6 : 0;
+    int st = 1;
+    struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) == pid)
+        cpu += (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+               1e-6 * (double)ru.ru_stime.tv_usec;
+    *cores = cpu / t;
+    return rx.ok && (!both || tx.ok) && st == 0 ? (double)total / t / 1e6 : 0;
 }
 
 /* 2-4. training steps of one rank on its shard of the global batch (world 1: mt_train_step). */
@@ -203,9 +244,12 @@ static int train_rank(void *argp, int fd) {
     }
     double dt = (mt_bench_now() - t0) / a->o->steps;
     double tokens = (double)(a->b->src_tokens + a->b->tgt_tokens);
-    double comm = 0, exposed = 0, backward = 0;
+    double comm = 0, exposed = 0, backward = 0, bucket_mb = 0;
+    int n_buckets = 0;
     if (d) {
         mt_dist_stats s1 = mt_dist_get_stats(d);
+        n_buckets = s1.n_buckets;
+        bucket_mb = (double)s1.bucket_bytes / 1e6;
         comm = s1.comm_s - s0.comm_s;
         exposed = s1.exposed_s - s0.exposed_s;
         backward = s1.backward_s - s0.backward_s;
@@ -213,12 +257,13 @@ static int train_rank(void *argp, int fd) {
         mt_dist_free(d);
     }
     dprintf(fd, "{\"tokens_per_s\": %.3f, \"step_s\": %.6f, \"loss\": %.6f, \"comm_s\": %.6f, \"exposed_s\": %.6f, "
-                "\"backward_s\": %.6f}\n", tokens / dt, dt, loss, comm, exposed, backward);
+                "\"backward_s\": %.6f, \"buckets\": %d, \"bucket_mb\": %.3f}\n", tokens / dt, dt, loss, comm, exposed,
+            backward, n_buckets, bucket_mb);
     return 0;
 }
 
 int mt_bench_dist(int argc, char **argv) {
-    dist_opts o = {.steps = 3, .warmup = 1, .len = 24, .max_tokens = 4096, .torch = 1, .bucket_mb = 25};
+    dist_opts o = {.steps = 3, .warmup = 1, .len = 24, .max_tokens = 4096, .torch = 1, .bucket_mb = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--steps")) o.steps = atoi(v), i++;
@@ -227,13 +272,14 @@ int mt_bench_dist(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) o.max_tokens = atoi(v), i++;
         else if (!strcmp(a, "--bucket-mb")) o.bucket_mb = atof(v), i++;
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
+        else if (!strcmp(a, "--bandwidth-only")) o.bandwidth_only = 1;
         else {
             fprintf(stderr, "usage: mt-bench dist [--steps N] [--warmup N] [--len L] [--max-tokens N] [--bucket-mb X] "
-                            "[--no-torch]\n");
+                            "[--no-torch] [--bandwidth-only]\n");
             return 2;
         }
     }
-    if (o.steps < 1 || o.warmup < 0 || o.len < 6 || o.bucket_mb <= 0) return 2;
+    if (o.steps < 1 || o.warmup < 0 || o.len < 6 || o.bucket_mb < 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     mt_model_config c = mtb_config(MT_ATTN_MLA);
     char dir[512], model[700], batch_path[700], thr[16];
@@ -252,34 +298,51 @@ int mt_bench_dist(int argc, char **argv) {
     mt_transformer_free(m);
     mt_context_free(ctx);
     mt_seq_batch b = mtb_batch(&c, o.len, o.max_tokens);
-    printf("mt-bench dist: Gloo over loopback; model of mt-bench train (%.1f MB of f32 gradients, buckets of %.0f MB); "
+    printf("mt-bench dist: Gloo over loopback; model of mt-bench train (%.1f MB of f32 gradients, bucket_mb %g); "
            "global batch %lld pairs, %lld tokens\n", params_mb, o.bucket_mb, (long long)b.B,
            (long long)(b.src_tokens + b.tgt_tokens));
     mtb_print_conditions();
 
     /* 1. bandwidth */
-    double tcp = tcp_loopback_mb_s((size_t)2 << 30);
+    double tcp_cores = 0, both_cores = 0;
+    double tcp = tcp_loopback_mb_s((size_t)2 << 30, 0, &tcp_cores), tcp_both = tcp_loopback_mb_s((size_t)1 << 30, 1, &both_cores);
     rank_arg ra[2];
     mtb_child rc[2];
     int port = mt_store_free_port();
     for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, o.bucket_mb, model, &b, &o};
-    if (run_ranks(allreduce_rank, ra, 2, rc) != 0 || tcp <= 0) {
+    if (run_ranks(allreduce_rank, ra, 2, rc) != 0 || tcp <= 0 || tcp_both <= 0) {
         fprintf(stderr, "mt-bench dist: the all-reduce run failed\n");
         return 1;
     }
     double bus[3], worst_bw = 1e9;
-    printf("\n  %-36s %12s %10s\n", "all-reduce, 2 ranks", "bus MB/s", "/ TCP");
-    printf("  %-36s %12.0f %10s\n", "raw TCP over loopback (anchor)", tcp, "1.00");
+    /* cores: CPU seconds of every process involved per wall second; CPU s/GB: per GB of the figure
+     * (the anchor: moved one way; both ways: moved in each direction; all-reduce: of the buffer). */
+    printf("\n  %-36s %12s %10s %8s %9s\n", "all-reduce, 2 ranks", "bus MB/s", "/ TCP", "cores", "CPU s/GB");
+    printf("  %-36s %12.0f %10s %8.2f %9.3f\n", "raw TCP over loopback (anchor)", tcp, "1.00", tcp_cores,
+           tcp_cores / tcp * 1e3);
+    printf("  %-36s %12.0f %10.2f %8.2f %9.3f   (each side sends and receives: the 2-rank ceiling)\n",
+           "raw TCP both ways at once", tcp_both, tcp_both / tcp, both_cores, both_cores / tcp_both * 1e3);
     for (int s = 0; s < 3; s++) {
         char key[16], what[48];
         snprintf(key, sizeof key, "bus_%d", sizes_mb[s]);
         bus[s] = mtb_num(&rc[0], key);
         if (bus[s] / tcp < worst_bw) worst_bw = bus[s] / tcp;
         snprintf(what, sizeof what, "%d MB f32", sizes_mb[s]);
-        printf("  %-36s %12.0f %10.2f\n", what, bus[s], bus[s] / tcp);
+        snprintf(key, sizeof key, "cores_%d", sizes_mb[s]);
+        double cores = mtb_num(&rc[0], key) + mtb_num(&rc[1], key);
+        printf("  %-36s %12.0f %10.2f %8.2f %9.3f\n", what, bus[s], bus[s] / tcp, cores, cores / bus[s] * 1e3);
     }
     json_decref(rc[0].result);
     json_decref(rc[1].result);
+    if (o.bandwidth_only) {
+        printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"tcp_both_ways_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, "
+               "\"16\": %.0f, \"128\": %.0f}, \"min_bus_over_tcp\": %.3f}\n", tcp, tcp_both, bus[0], bus[1], bus[2], worst_bw);
+        free(b.src);
+        free(b.tgt_in);
+        free(b.tgt_out);
+        mtb_rmrf(dir);
+        return 0;
+    }
 
     /* 2-4. training */
     rank_arg one = {0, 1, 0, o.bucket_mb, model, &b, &o};
@@ -291,7 +354,7 @@ int mt_bench_dist(int argc, char **argv) {
     mtb_child c2[2], c4[2];
     for (int k = 0; k < 2; k++) {
         port = mt_store_free_port();
-        for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, k ? 4.0 : o.bucket_mb, model, &b, &o};
+        for (int r = 0; r < 2; r++) ra[r] = (rank_arg){r, 2, port, k ? 25.0 : o.bucket_mb, model, &b, &o};
         if (run_ranks(train_rank, ra, 2, k ? c4 : c2) != 0) {
             fprintf(stderr, "mt-bench dist: the 2-rank run failed\n");
             return 1;
@@ -316,16 +379,21 @@ int mt_bench_dist(int argc, char **argv) {
         if (t.status == 0) rss_torch = t.maxrss_mb;
         json_decref(t.result);
     }
+    int nb = (int)mtb_num(&c2[0], "buckets"), nb25 = (int)mtb_num(&c4[0], "buckets");
+    double bmb = mtb_num(&c2[0], "bucket_mb");
+    char what[64], dflt[48];
+    if (o.bucket_mb > 0) snprintf(dflt, sizeof dflt, "%g MB buckets (%d)", o.bucket_mb, nb);
+    else snprintf(dflt, sizeof dflt, "auto buckets: %.2f MB (%d)", bmb, nb);
     printf("\n  %-36s %12s %10s\n", "training, 1 thread per rank", "tokens/s", "ratio");
     printf("  %-36s %12.0f %10s\n", "1 rank (anchor)", t1, "1.00");
-    char what[64];
-    snprintf(what, sizeof what, "2 ranks, %.0f MB buckets", o.bucket_mb);
+    snprintf(what, sizeof what, "2 ranks, %s", dflt);
     printf("  %-36s %12.0f %10.2f   (goal >= 1.8)\n", what, t2, t2 / t1);
-    printf("  %-36s %12.0f %10.2f\n", "2 ranks, 4 MB buckets", t4, t4 / t1);
-    snprintf(what, sizeof what, "overlap, %.0f MB buckets", o.bucket_mb);
+    snprintf(what, sizeof what, "2 ranks, 25 MB buckets (%d)", nb25);
+    printf("  %-36s %12.0f %10.2f\n", what, t4, t4 / t1);
+    snprintf(what, sizeof what, "overlap, %s", dflt);
     printf("  %-36s %12.2f %10s   (goal >= 0.5; all-reduce %.3f s/step, %.3f s/step exposed)\n", what, overlap, "",
            comm / o.steps, exposed / o.steps);
-    printf("  %-36s %12.2f %10s   (all-reduce %.3f s/step, %.3f s/step exposed)\n", "overlap, 4 MB buckets", overlap4,
+    printf("  %-36s %12.2f %10s   (all-reduce %.3f s/step, %.3f s/step exposed)\n", "overlap, 25 MB buckets", overlap4,
            "", comm4 / o.steps, exposed4 / o.steps);
     printf("\n  %-36s %12s %10s\n", "peak RSS", "MB", "/ PyTorch");
     printf("  %-36s %12.0f %10s\n", "PyTorch reference, global batch", rss_torch, rss_torch > 0 ? "1.00" : "n/a");
@@ -334,11 +402,11 @@ int mt_bench_dist(int argc, char **argv) {
         snprintf(what, sizeof what, "engine, rank %d of 2 (half batch)", r);
         printf("  %-36s %12.0f %10.2f\n", what, c2[r].maxrss_mb, rss_torch > 0 ? c2[r].maxrss_mb / rss_torch : 0);
     }
-    printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, \"16\": %.0f, \"128\": %.0f}, "
+    printf("{\"bench\": \"dist\", \"tcp_mb_s\": %.0f, \"tcp_both_ways_mb_s\": %.0f, \"allreduce_bus_mb_s\": {\"1\": %.0f, \"16\": %.0f, \"128\": %.0f}, "
            "\"min_bus_over_tcp\": %.3f, \"tokens_per_s_1rank\": %.1f, \"tokens_per_s_2ranks\": %.1f, \"scaling\": %.3f, "
-           "\"bucket_mb\": %.1f, \"overlap\": %.3f, \"scaling_4mb\": %.3f, \"overlap_4mb\": %.3f, \"peak_rss_mb\": {\"torch\": %.0f, \"engine_1rank\": %.0f, \"rank0\": %.0f, \"rank1\": %.0f}, "
+           "\"bucket_mb\": %.3f, \"buckets\": %d, \"overlap\": %.3f, \"scaling_25mb\": %.3f, \"overlap_25mb\": %.3f, \"peak_rss_mb\": {\"torch\": %.0f, \"engine_1rank\": %.0f, \"rank0\": %.0f, \"rank1\": %.0f}, "
            "\"rank_rss_over_torch\": %.3f}\n",
-           tcp, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, o.bucket_mb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
+           tcp, tcp_both, bus[0], bus[1], bus[2], worst_bw, t1, t2, t2 / t1, bmb, nb, overlap, t4 / t1, overlap4, rss_torch, c1.maxrss_mb, c2[0].maxrss_mb,
            c2[1].maxrss_mb, rss_torch > 0 ? (c2[0].maxrss_mb > c2[1].maxrss_mb ? c2[0].maxrss_mb : c2[1].maxrss_mb) / rss_torch : 0);
     json_decref(c1.result);
     json_decref(c2[0].result);

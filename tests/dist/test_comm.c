@@ -3,7 +3,7 @@
  * 2 and 3 ranks (f32 and bf16, sum and average, asynchronous work), a world size or handshake that
  * differs refused on every rank, and a rank killed (SIGKILL) or stopped (SIGSTOP) mid-run: the
  * others fail within timeout + 5 s with a message naming the lost rank. Each rank is a forked child
- * that reports its outcome through a pipe.
+ * that reports its outcome through a pipe. Also the trainer's gradient bucket size (train/dist.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +30,7 @@
 #include "ops/ops.h"
 #include "core/error.h"
 #include "core/numeric.h"
+#include "train/dist.h"
 
 #define MAXW 4
 
@@ -311,6 +312,17 @@ static void test_nccl(void **state) {
     mt_comm_free(c);
 }
 
+/* bucket_mb 0: an eighth of the gradients, clamped to 1..25 MB; a positive bucket_mb as given. */
+static void test_bucket_size(void **state) {
+    (void)state;
+    const size_t mb = 1000000 / sizeof(float);
+    assert_int_equal(mt_dist_bucket_elems(0, 30 * (int64_t)mb), 30 * mb / 8);     /* mt-bench dist's model */
+    assert_int_equal(mt_dist_bucket_elems(0, 2 * (int64_t)mb), mb);               /* small: at least 1 MB */
+    assert_int_equal(mt_dist_bucket_elems(0, 1000 * (int64_t)mb), 25 * mb);       /* large: DDP's 25 MB */
+    assert_int_equal(mt_dist_bucket_elems(4, 30 * (int64_t)mb), 4 * mb);          /* the override */
+    assert_int_equal(mt_dist_bucket_elems(1e-9, 30 * (int64_t)mb), 1);            /* never 0 */
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -320,6 +332,7 @@ int main(void) {
         cmocka_unit_test(test_sigkill),
         cmocka_unit_test(test_sigstop),
         cmocka_unit_test(test_nccl),
+        cmocka_unit_test(test_bucket_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
 #    comm_timeout_s + 5 s naming the lost rank; the checkpoint directory holds only complete,
 #    verified checkpoints (no temporary file); `--resume auto` on both ranks finishes the run;
 #  * a config that differs (lr) or a world size that differs: every rank fails at the rendezvous
-#    with a message naming the difference, and none hangs.
+#    with a message naming the difference, and none hangs;
+#  * GPU ranks (`--gpus 0,1`) on a machine without two CUDA devices: a clear error at once, naming
+#    the missing device (with two devices the run itself is tests/gpu/test_gpu_dist's).
 set -euo pipefail
 source "$(dirname "$0")/dist_common.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-distf-XXXXXX")
@@ -80,4 +82,16 @@ for case in lr world; do
   want=$([ $case = lr ] && echo "config key 'lr' is 0.003 here but 0.002 on rank 0" || echo "asked for a world of 3 ranks")
   for r in 0 1; do grep -qF "$want" "$tmp/ref$case.$r.log" || { echo "FAIL: rank $r does not say '$want'" >&2; exit 1; }; done
 done
+# GPU ranks where the devices are missing: refused before any rank starts.
+t0=$(date +%s.%N)
+set +e; timeout 60 "$bin/mt-train" "${CFG[@]}" --max_steps 1 --out_dir "$tmp/gpus" --gpus 0,1 > "$tmp/gpus.log" 2>&1; rc=$?; set -e
+took=$(sub "$t0" "$(date +%s.%N)")
+if [ $rc -eq 0 ]; then
+  echo "--gpus 0,1: this machine has two CUDA devices; the run finished"
+else
+  echo "--gpus 0,1: exit $rc after $took s: $(head -1 "$tmp/gpus.log")"
+  [ $rc -eq 1 ] || { echo "FAIL: --gpus 0,1 exit $rc (want 1)" >&2; cat "$tmp/gpus.log" >&2; exit 1; }
+  grep -q "gpus '0,1': cuda:[01] " "$tmp/gpus.log" || { echo "FAIL: --gpus 0,1 does not name the device" >&2; exit 1; }
+  awk -v t="$took" 'BEGIN { exit !(t <= 10) }' || { echo "FAIL: --gpus 0,1 took $took s" >&2; exit 1; }
+fi
 echo "test_dist_failure: ok"

@@ -35,12 +35,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 echo "== ctest -L gpu"
 # The device tests run directly below (their lines go to the table); ctest runs the rest.
-ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops|test_gpu_step)$' -j4 --output-on-failure --timeout 900 \
+ctest --test-dir "$build" -L gpu -E '^(test_gpu_backend|test_gpu_ops|test_gpu_step|test_gpu_dist)$' -j4 --output-on-failure --timeout 900 \
   >"$out/ctest.log" 2>&1
 test_rc=$?
 skipped=0
 grep -E "^ *[0-9]+/[0-9]+ Test" "$out/ctest.log" | sed -E 's/ +/ /g'
-for t in test_gpu_backend test_gpu_ops test_gpu_step; do
+for t in test_gpu_backend test_gpu_ops test_gpu_step test_gpu_dist; do
   if [ -x "$build/tests/$t" ]; then
     (cd "$here" && timeout 900 "$build/tests/$t") >"$out/$t.log" 2>&1
     rc=$?
@@ -86,6 +86,9 @@ if [ -f "$out/test_gpu_step.log" ]; then
 fi
 if [ -f "$out/test_gpu_ops.log" ]; then
   printf "%-34s %s\n" "  op layer vs CPU, warm-up, curve" "$(tail -1 "$out/test_gpu_ops.log")"
+fi
+if [ -f "$out/test_gpu_dist.log" ]; then
+  printf "%-34s %s\n" "  data-parallel GPU ranks (NCCL)" "$(grep -E '^(1|2) GPU rank' "$out/test_gpu_dist.log" | tr '\n' ' ')$(tail -1 "$out/test_gpu_dist.log")"
 fi
 if [ -s "$out/bench_gpu.json" ] && command -v python3 >/dev/null; then
   python3 - "$out/bench_gpu.json" <<'EOF'
