@@ -7,9 +7,10 @@
 #   dockerd    uses a running daemon, or starts one (and at the end stops only that one, by its PID,
 #              restores the host's iptables FORWARD policy, ip_forward, the iptables rules and chains
 #              it added, and removes the docker0 bridge it made)
-#   images     the local base image (deploy/docker/base-image.sh; kept between runs), the CPU image
-#              through `docker compose build`, and the CUDA image through the GPU override when the
-#              host build has the CUDA backend (it only builds here: no GPU to run it)
+#   base       the local base image (deploy/docker/base-image.sh; kept between runs)
+#   image      the CPU image through `docker compose build`
+#   cuda-image the CUDA image through the GPU override, when the host build has the CUDA backend
+#              (it only builds here: no GPU to run it)
 #   up         a small model trained on the host goes into the `models` volume, the demo corpus into
 #              `corpora`; `docker compose up -d --wait`; the server is healthy and runs as uid 10001
 #   translate  "hello" through the published port with the host's mt-client, the same words as the
@@ -78,7 +79,7 @@ stage() {
 }
 stage_end() {
   [ -n "$stage_name" ] || return 0
-  times+=("$(printf '%-10s %5d s' "$stage_name" $(($(date +%s) - stage_t0)))")
+  times+=("$(printf '%-11s %5d s' "$stage_name" $(($(date +%s) - stage_t0)))")
   stage_name=""
 }
 summary() {
@@ -115,8 +116,10 @@ cleanup() {
     fi
   fi
   if [ -n "$dockerd_pid" ] || docker info >/dev/null 2>&1; then
-    # Images of ours that a rebuild left without a tag.
+    # Images of ours that a rebuild left without a tag; the build cache kept to its newest 3 GB
+    # (the apt and ccache mounts are used by every build, so they stay).
     timeout 60 docker image prune -f --filter label=org.microtensor.image >/dev/null 2>&1
+    timeout 60 docker builder prune -f --keep-storage 3GB >/dev/null 2>&1
   fi
   [ -z "$dockerd_pid" ] || stop_dockerd
   rm -rf "$work"
@@ -274,8 +277,11 @@ docker compose -f deploy/docker-compose.yml -f deploy/docker-compose.gpu.yml con
 ok "docker-compose.yml and docker-compose.yml + docker-compose.gpu.yml validate (compose config)"
 
 # =====================================================================================================
-stage images
+stage base
 bash deploy/docker/base-image.sh
+
+# =====================================================================================================
+stage image
 quietly "docker compose build server" compose build --build-arg JOBS="$(nproc)" server
 size_mb() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
 ok "image $image built: $(size_mb "$image") (base microtensor-base:bookworm $(size_mb microtensor-base:bookworm))"
@@ -292,6 +298,7 @@ if [ -z "$cuda_build" ]; then
   done
 fi
 if [ -n "$cuda_build" ]; then
+  stage cuda-image
   quietly "deploy/docker/cuda-context.sh $cuda_build" bash deploy/docker/cuda-context.sh "$cuda_build"
   quietly "docker compose -f docker-compose.yml -f docker-compose.gpu.yml build server" \
     docker compose -p "$project" -f deploy/docker-compose.yml -f deploy/docker-compose.gpu.yml build server
