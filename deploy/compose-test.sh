@@ -378,13 +378,14 @@ ok "/healthz and /metrics through published port $http_port"
 # =====================================================================================================
 stage train
 if [ "$cluster" = 1 ]; then
-  tiny_config corpora/demo.tsv runs/cluster 60 5 >"$work/train.json"
+  tiny_config corpora/demo.tsv runs/cluster 100 5 >"$work/train.json"
   quietly "train start --min-nodes 3" admin train start --config "$work/train.json" --min-nodes 3
   nodes3() { [ "$(admin train status | grep -cE 'node (server|worker-1|worker-2) .*ranks')" -ge 3 ]; }
   wait_for 120 "server, worker-1 and worker-2 in train status" nodes3
   ok "train start --min-nodes 3: server, worker-1 and worker-2 joined with their ranks"
   ckpt() { compose exec -T server sh -c 'ls /data/runs/cluster/checkpoints/step-*.mt'; }
   wait_for 300 "a first checkpoint of the distributed run" ckpt
+  admin train status | grep -q '^state: TRAIN_RUNNING' || fail "the run was not running any more before the kill"
   compose kill worker-2 >/dev/null 2>&1
   ok "worker-2's container killed after checkpoint $(ckpt | head -1 | xargs -n1 basename)"
   restarted() { compose exec -T server grep -q '"event":"start".*"resumed_from":"' /data/runs/cluster/metrics.jsonl; }
@@ -402,8 +403,8 @@ timeout 600 "$bin/mt-client" --server "127.0.0.1:$port" --token-file "$work/secr
   tail -5 "$work/watch.log"
   fail "train watch did not end with the run done"
 }
-admin train status | grep -q '^state: ' || fail "train status"
-ok "train watch: the run ended done ($(grep -c '"event":"step"' "$work/watch.log") step events)"
+admin train status | grep -q '^state: TRAIN_DONE$' || fail "train status after watch: $(admin train status | head -1)"
+ok "train watch: the run ended done, state TRAIN_DONE ($(grep -c '"event":"step"' "$work/watch.log") step events)"
 
 # =====================================================================================================
 stage promote
