@@ -57,7 +57,8 @@ if [ "${MT_INSTALL_DOCKER:-0}" = 1 ]; then
     tmp=$(mktemp -d)
     mirror=$(apt-get indextargets --format '$(REPO_URI) $(CODENAME)' 'Created-By: Packages' 2>/dev/null |
              awk '$2 == "bookworm" { print $1; exit }')
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror:-http://deb.debian.org/debian/} trixie main" >"$tmp/sources.list"
+    [ -n "$mirror" ] || { echo "install-deps: no bookworm mirror in apt's sources for compose v2" >&2; exit 1; }
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$tmp/sources.list"
     mkdir -p "$tmp/lists/partial"
     apt_private=(-o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
                  -o Dir::State::Lists="$tmp/lists" -o Dir::State::status=/dev/null

@@ -27,7 +27,10 @@ command -v debootstrap >/dev/null || {
 targets=$(apt-get indextargets --format '$(REPO_URI) $(CODENAME)' 'Created-By: Packages' 2>/dev/null | sort -u)
 mirror=${MT_DEBIAN_MIRROR:-$(awk '$2 == "bookworm" { print $1; exit }' <<<"$targets")}
 security=$(awk '$2 == "bookworm-security" { print $1; exit }' <<<"$targets")
-mirror=${mirror:-http://deb.debian.org/debian/}
+if [ -z "$mirror" ]; then
+  echo "base-image: no bookworm mirror in this host's apt sources: set MT_DEBIAN_MIRROR" >&2
+  exit 1
+fi
 security=${security:-${mirror%/debian/}/debian-security/}
 
 rootfs=$(mktemp -d /var/tmp/mt-base.XXXXXX)
