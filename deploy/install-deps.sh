@@ -6,6 +6,12 @@
 # /usr/bin/python3, for the test-only packages sacrebleu, safetensors, tokenizers where PyPI is
 # reachable (their tests skip with a message otherwise). The CUDA toolkit is not installed here: the
 # build uses it when nvcc is on PATH.
+#
+# MT_INSTALL_DOCKER=1 also installs what the container test (deploy/compose-test.sh) needs: Debian's
+# docker.io (dockerd, containerd, runc, tini), debootstrap for the local base image, and a compose v2
+# plugin. Debian 12 has only compose v1 (python); compose v2 is Debian 13's `docker-compose` package,
+# one Go binary that needs only libc6 >= 2.34, so it is downloaded from the same Debian mirror with a
+# private apt state (the host's apt sources are not touched) and installed with dpkg.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -30,6 +36,43 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq </dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+if [ "${MT_INSTALL_DOCKER:-0}" = 1 ]; then
+  DOCKER_PACKAGES=(docker.io debootstrap iptables iproute2)
+  missing=()
+  for p in "${DOCKER_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: apt: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq </dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  fi
+  case "$(docker compose version --short 2>/dev/null)" in
+  v[2-9].* | [2-9].* | v[1-9][0-9].* | [1-9][0-9].*) ;;
+  *)
+    echo "install-deps: compose v2 (Debian 13's docker-compose)"
+    tmp=$(mktemp -d)
+    mirror=$(apt-get indextargets --format '$(REPO_URI) $(CODENAME)' 'Created-By: Packages' 2>/dev/null |
+             awk '$2 == "bookworm" { print $1; exit }')
+    [ -n "$mirror" ] || { echo "install-deps: no bookworm mirror in apt's sources for compose v2" >&2; exit 1; }
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$tmp/sources.list"
+    mkdir -p "$tmp/lists/partial"
+    apt_private=(-o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                 -o Dir::State::Lists="$tmp/lists" -o Dir::State::status=/dev/null
+                 -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
+    $SUDO apt-get "${apt_private[@]}" update -qq </dev/null
+    (cd "$tmp" && $SUDO apt-get "${apt_private[@]}" download -qq docker-compose </dev/null)
+    $SUDO dpkg -i "$tmp"/docker-compose_*.deb >/dev/null
+    rm -rf "$tmp"
+    docker compose version --short | grep -q '^v\?[2-9]' || {
+      echo "install-deps: docker compose is not v2 after the install" >&2
+      exit 1
+    }
+    ;;
+  esac
 fi
 
 PY=/usr/bin/python3

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite, as CI runs it: install dependencies, build (CUDA too when nvcc is
-# present), run every ctest label, then rebuild with AddressSanitizer + UBSan (CPU build) and run the
-# tests again (the `slow` label excepted), then a short run of each fuzz target.
+# present), run every ctest label, then build the container images and run the compose deployment for
+# real (deploy/compose-test.sh: skipped, saying so, where docker cannot run), then rebuild with
+# AddressSanitizer + UBSan (CPU build) and run the tests again (the `slow` label excepted), then a
+# short run of each fuzz target.
 #
 #   deploy/test.sh            everything
 #   MT_TEST_FAST=1 deploy/test.sh   skip the sanitizer pass (local iteration)
+#   MT_TEST_DOCKER=0 deploy/test.sh skip the containers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,6 +22,19 @@ cmake --build build -j"$jobs"
 
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== containers (deploy/compose-test.sh) =="
+if [ "${MT_TEST_DOCKER:-1}" = 0 ]; then
+  echo "SKIPPED: containers: MT_TEST_DOCKER=0"
+else
+  rc=0
+  MT_BUILD_DIR=build bash deploy/compose-test.sh || rc=$?
+  if [ "$rc" = 77 ]; then
+    echo "SKIPPED: containers: docker cannot run on this machine (the reason is above)"
+  elif [ "$rc" != 0 ]; then
+    exit "$rc"
+  fi
+fi
 
 if [ "${MT_TEST_FAST:-0}" != "1" ]; then
   echo "== tests under AddressSanitizer + UBSan =="
