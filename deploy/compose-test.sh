@@ -53,7 +53,7 @@ chmod 755 "$work"
 checks=()
 times=()
 dockerd_pid=""
-gate_override=""
+
 compose_up=0
 stage_name=""
 stage_t0=0
@@ -99,7 +99,7 @@ summary() {
 }
 
 compose() {
-  docker compose -p "$project" -f deploy/docker-compose.yml ${gate_override:+-f "$gate_override"} "$@"
+  docker compose -p "$project" -f deploy/docker-compose.yml "$@"
 }
 
 cleanup() {
@@ -220,7 +220,7 @@ tiny_config() {
   "d_model": 64, "heads": 2, "layers_enc": 1, "layers_dec": 1, "d_ff": 128,
   "d_c": 32, "d_cq": 32, "d_rope": 8, "dropout": 0.0, "max_len": 48, "max_tokens": 512,
   "lr": 0.003, "warmup_steps": 5, "max_steps": $3, "max_time": 600, "log_every": 2,
-  "valid_every": 0, "save_every": $4, "keep_checkpoints": 2, "seed": 7, "out_dir": "$2"
+  "valid_every": 0, "save_every": $4, "keep_checkpoints": 2, "seed": 7, "out_dir": "$2", "threads": 1
 }
 EOF
 }
@@ -311,51 +311,24 @@ else
   say "  CUDA image: not built (no host build with the CUDA backend; deploy/docker/cuda-context.sh makes one where nvcc is)"
 fi
 
-# The cluster steps need mt-server's cluster mode (--join). GATE: while the image's mt-server has no
-# --join, the server runs without its cluster options, the workers are not started, and the
-# training is a single-node one on the server; everything else is checked as usual.
-cluster=1
-gate_override=""
-if ! docker run --rm --entrypoint mt-server "$image" --help 2>&1 | grep -q -- '--join'; then
-  cluster=0
-  say ""
-  say "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-  say "!!! SKIPPED cluster steps: mt-server has no --join (workers not started, no distributed run) !!!"
-  say "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-  say ""
-  gate_override=$work/no-cluster.yml
-  cat >"$gate_override" <<'EOF'
-services:
-  server:
-    command: [--listen, "0.0.0.0:7700", --http, "0.0.0.0:7701", --model, /data/models/model.mt,
-              --data-root, /data, --token-file, /run/secrets/mt_token,
-              --admin-token-file, /run/secrets/mt_admin_token]
-EOF
-fi
-
 # =====================================================================================================
 stage up
 # The model served from the start: the tiny demo config, trained on the host for a few seconds
 # (enough steps to say something for "hello": an empty translation fails the test).
 tiny_config "$root/deploy/demo/corpus.tsv" "$work/model0" 40 0 >"$work/model0.json"
 quietly "mt-train of the model to serve" "$bin/mt-train" --config "$work/model0.json"
-services=()
-[ "$cluster" = 1 ] || services=(server)
 compose_up=1
-quietly "docker compose create" compose create "${services[@]}"
+quietly "docker compose create" compose create
 quietly "docker compose cp model.mt" compose cp "$work/model0/model.mt" server:/data/models/model.mt
 quietly "docker compose cp corpus.tsv" compose cp deploy/demo/corpus.tsv server:/data/corpora/demo.tsv
 ok "model (host mt-train) and demo corpus copied into the models and corpora volumes"
-quietly "docker compose up -d --wait" timeout 240 docker compose -p "$project" -f deploy/docker-compose.yml \
-  ${gate_override:+-f "$gate_override"} up -d --wait "${services[@]}"
+quietly "docker compose up -d --wait" timeout 240 docker compose -p "$project" -f deploy/docker-compose.yml up -d --wait
 [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q server)")" = healthy ] || fail "server not healthy"
 ok "docker compose up -d --wait: server healthy (mt-client health inside the container)"
-if [ "$cluster" = 1 ]; then
-  for w in worker-1 worker-2; do
-    [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$w")")" = healthy ] || fail "$w not healthy"
-  done
-  ok "worker-1 and worker-2 healthy (their /healthz), started after the server was healthy"
-fi
+for w in worker-1 worker-2; do
+  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$w")")" = healthy ] || fail "$w not healthy"
+done
+ok "worker-1 and worker-2 healthy (their /healthz), started after the server was healthy"
 [ "$(compose exec -T server id -u)" = 10001 ] || fail "mt-server does not run as uid 10001"
 [ "$(compose exec -T server sh -c 'cat /proc/1/comm')" = docker-init ] || fail "init: true gave no init as PID 1"
 ok "mt-server runs as uid 10001 under docker-init (init: true)"
@@ -377,27 +350,28 @@ ok "/healthz and /metrics through published port $http_port"
 
 # =====================================================================================================
 stage train
-if [ "$cluster" = 1 ]; then
-  tiny_config corpora/demo.tsv runs/cluster 100 5 >"$work/train.json"
-  quietly "train start --min-nodes 3" admin train start --config "$work/train.json" --min-nodes 3
-  nodes3() { [ "$(admin train status | grep -cE 'node (server|worker-1|worker-2) .*ranks')" -ge 3 ]; }
-  wait_for 120 "server, worker-1 and worker-2 in train status" nodes3
-  ok "train start --min-nodes 3: server, worker-1 and worker-2 joined with their ranks"
-  ckpt() { compose exec -T server sh -c 'ls /data/runs/cluster/checkpoints/step-*.mt'; }
-  wait_for 300 "a first checkpoint of the distributed run" ckpt
-  admin train status | grep -q '^state: TRAIN_RUNNING' || fail "the run was not running any more before the kill"
-  compose kill worker-2 >/dev/null 2>&1
-  ok "worker-2's container killed after checkpoint $(ckpt | head -1 | xargs -n1 basename)"
-  restarted() { compose exec -T server grep -q '"event":"start".*"resumed_from":"' /data/runs/cluster/metrics.jsonl; }
-  wait_for 180 "the job restarting from the checkpoint without worker-2" restarted
-  ok "the job restarted from its last checkpoint on the nodes left"
-  run=runs/cluster
-else
-  tiny_config corpora/demo.tsv runs/single 40 10 >"$work/train.json"
-  quietly "train start" admin train start --config "$work/train.json"
-  ok "train start on the server (single node: the cluster steps were skipped)"
-  run=runs/single
-fi
+tiny_config corpora/demo.tsv runs/cluster 100 5 >"$work/train.json"
+nodes3() { [ "$(admin train status | grep -cE '^node (server|worker-1|worker-2) ')" -ge 3 ]; }
+wait_for 120 "worker-1 and worker-2 joined to the server" nodes3
+# --min-nodes 2: the job takes every joined node (3), and goes on with 2 after losing one.
+quietly "train start --min-nodes 2" admin train start --config "$work/train.json" --min-nodes 2
+ranks3() { admin train status | grep -q '^cluster: .*(world 3,'; }
+wait_for 120 "a job over the ranks of server, worker-1 and worker-2" ranks3
+sum_of() { compose exec -T "$1" sha256sum /data/corpora/demo.tsv | cut -d' ' -f1; }
+want_sum=$(sum_of server)
+for w in worker-1 worker-2; do
+  [ "$(sum_of "$w")" = "$want_sum" ] || fail "$w did not receive the corpus (its /data/corpora/demo.tsv differs or is missing)"
+done
+ok "train start --min-nodes 2: a job over 3 ranks (server, worker-1, worker-2); both workers received the corpus (same sha256)"
+ckpt() { compose exec -T server sh -c 'ls /data/runs/cluster/checkpoints/step-*.mt'; }
+wait_for 300 "a first checkpoint of the distributed run" ckpt
+admin train status | grep -q '^state: TRAIN_RUNNING' || fail "the run was not running any more before the kill"
+compose kill worker-2 >/dev/null 2>&1
+ok "worker-2's container killed after checkpoint $(ckpt | head -1 | xargs -n1 basename)"
+restarted() { compose exec -T server grep -q '"event":"start".*"resumed_from":"' /data/runs/cluster/metrics.jsonl; }
+wait_for 180 "the job restarting from the checkpoint without worker-2" restarted
+ok "the job restarted from its last checkpoint on the nodes left"
+run=runs/cluster
 timeout 600 "$bin/mt-client" --server "127.0.0.1:$port" --token-file "$work/secrets/admin-token" \
   train watch >"$work/watch.log" 2>&1 || {
   tail -5 "$work/watch.log"
