@@ -196,6 +196,9 @@ struct mt_rank_run {
     char weights_sha[65];
 };
 
+/* A job's config (JSON text) with this rank's "rank" and, for a GPU rank (device >= 0), "device"
+ * set. malloc'd, or NULL. */
+char *mt_rank_config(const char *config, int rank, int device);
 int mt_rank_run_start(mt_server *s, mt_rank_run *r, uint64_t job, int rank, const char *config);
 void mt_rank_run_cancel(mt_rank_run *r);
 /* Polls the rank's trainer: step and tokens/s (0 when it has none yet). */

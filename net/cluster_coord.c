@@ -245,15 +245,6 @@ static int prepare_config(mt_cluster *cl, char *msg, size_t cap) {
     return 0;
 }
 
-static char *config_for_rank(const mt_cluster *cl, int rank, int device) {
-    json_t *cfg = json_loads(cl->job_config, 0, NULL);
-    if (!cfg) return NULL;
-    json_object_set_new(cfg, "rank", json_integer(rank));
-    if (device >= 0) json_object_set_new(cfg, "device", json_integer(device));
-    char *s = json_dumps(cfg, JSON_COMPACT);
-    json_decref(cfg);
-    return s;
-}
 
 /* host:port of rank 0's store: the coordinator's address on a worker's link (where that worker
  * reached it), and --cluster-port or a port free a moment ago. */
@@ -364,7 +355,7 @@ static void plan(mt_cluster *cl) {
 static void start_job(mt_cluster *cl) {
     mt_server *s = cl->s;
     mt_node *self = &cl->nodes[0];
-    char *c0 = config_for_rank(cl, 0, self->n_gpus ? self->gpus[0] : -1);
+    char *c0 = mt_rank_config(cl->job_config, 0, self->n_gpus ? self->gpus[0] : -1);
     if (!c0 || mt_srv_train_launch(s, c0) != 0) {
         free(c0);
         fail_job(cl, MT_ERR_INTERNAL, "cannot start rank 0's trainer");
@@ -375,7 +366,7 @@ static void start_job(mt_cluster *cl) {
         if (cl->nodes[i].in_job) send_control(cl, &cl->nodes[i], MT__V1__CLUSTER_ACTION__CLUSTER_START, "");
     cl->n_ranks = 0; /* joined when they ended */
     for (int r = 1; r < self->n_ranks; r++) {
-        char *cr = config_for_rank(cl, r, self->gpus[r]);
+        char *cr = mt_rank_config(cl->job_config, r, self->gpus[r]);
         if (!cr || mt_rank_run_start(s, &cl->ranks[cl->n_ranks], cl->job, r, cr) != 0) {
             free(cr);
             abort_job(cl, "cannot start a rank thread");
@@ -471,6 +462,19 @@ static bool printable(const char *s, size_t max) {
     return true;
 }
 
+/* The answer to a join or a heartbeat: the period the worker is to keep, and the current job. */
+static void send_ack(mt_cluster *cl, mt_conn *c, uint64_t id, uint64_t seq) {
+    Mt__V1__ClusterHeartbeat ack = MT__V1__CLUSTER_HEARTBEAT__INIT;
+    ack.seq = seq;
+    ack.interval_s = hb_s(cl);
+    ack.job = cl->job;
+    mt_frame out = MT__V1__FRAME__INIT;
+    out.id = id;
+    out.body_case = MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT;
+    out.cluster_heartbeat = &ack;
+    mt_conn_send(c, &out);
+}
+
 static void handle_join(mt_conn *c, mt_frame *f) {
     mt_server *s = c->srv;
     mt_cluster *cl = s->cluster;
@@ -560,14 +564,7 @@ static void handle_join(mt_conn *c, mt_frame *f) {
     snprintf(n->state, sizeof n->state, "idle");
     MT_LOGI("cluster: node '%s' joined from %s with %s", n->name, c->peer,
             n->n_gpus ? "GPUs" : "one CPU rank");
-    Mt__V1__ClusterHeartbeat ack = MT__V1__CLUSTER_HEARTBEAT__INIT;
-    ack.interval_s = hb_s(cl);
-    ack.job = cl->job;
-    mt_frame out = MT__V1__FRAME__INIT;
-    out.id = f->id;
-    out.body_case = MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT;
-    out.cluster_heartbeat = &ack;
-    mt_conn_send(c, &out);
+    send_ack(cl, c, f->id, 0);
     if (cl->phase == MT_JOB_WAITING) mt_coord_tick(cl);
 }
 
@@ -586,15 +583,7 @@ static void handle_heartbeat(mt_conn *c, mt_frame *f) {
     n->tps = h->tokens_per_s;
     snprintf(n->message, sizeof n->message, "%s", h->message);
     snprintf(n->weights, sizeof n->weights, "%s", h->weights_sha256);
-    Mt__V1__ClusterHeartbeat ack = MT__V1__CLUSTER_HEARTBEAT__INIT;
-    ack.seq = h->seq;
-    ack.interval_s = hb_s(cl);
-    ack.job = cl->job;
-    mt_frame out = MT__V1__FRAME__INIT;
-    out.id = f->id;
-    out.body_case = MT__V1__FRAME__BODY_CLUSTER_HEARTBEAT;
-    out.cluster_heartbeat = &ack;
-    mt_conn_send(c, &out);
+    send_ack(cl, c, f->id, h->seq);
     if (cl->phase == MT_JOB_PREPARING) mt_coord_tick(cl);
 }
 

@@ -13,6 +13,16 @@
 
 #include <jansson.h>
 
+char *mt_rank_config(const char *config, int rank, int device) {
+    json_t *cfg = json_loads(config, 0, NULL);
+    if (!cfg) return NULL;
+    json_object_set_new(cfg, "rank", json_integer(rank));
+    if (device >= 0) json_object_set_new(cfg, "device", json_integer(device));
+    char *s = json_dumps(cfg, JSON_COMPACT);
+    json_decref(cfg);
+    return s;
+}
+
 static void *rank_main(void *arg) {
     mt_rank_run *r = arg;
     mt_server *s = r->s;

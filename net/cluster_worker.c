@@ -90,15 +90,6 @@ static void send_fetch(mt_cluster *cl) {
     send_frame(cl, &f);
 }
 
-static char *config_for_rank(const char *config, int rank, int device) {
-    json_t *cfg = json_loads(config, 0, NULL);
-    if (!cfg) return NULL;
-    json_object_set_new(cfg, "rank", json_integer(rank));
-    if (device >= 0) json_object_set_new(cfg, "device", json_integer(device));
-    char *s = json_dumps(cfg, JSON_COMPACT);
-    json_decref(cfg);
-    return s;
-}
 
 static void maybe_start(mt_cluster *cl) {
     if (!cl->w_start_pending || !cl->w_ready || mt_cluster_ranks_live(cl)) return;
@@ -107,7 +98,7 @@ static void maybe_start(mt_cluster *cl) {
     cl->n_ranks = 0;
     cl->w_weights[0] = 0;
     for (int i = 0; i < cl->w_nranks; i++) {
-        char *cfg = config_for_rank(cl->w_config, (int)cl->w_ranks[i], s->opt->n_gpus ? s->opt->gpus[i] : -1);
+        char *cfg = mt_rank_config(cl->w_config, (int)cl->w_ranks[i], s->opt->n_gpus ? s->opt->gpus[i] : -1);
         if (!cfg || mt_rank_run_start(s, &cl->ranks[cl->n_ranks], cl->w_job, (int)cl->w_ranks[i], cfg) != 0) {
             free(cfg);
             mt_cluster_cancel_ranks(cl);
