@@ -6,8 +6,9 @@
  * Flow control is by window: the worker asks (ClusterFetch) for at most MT_CLUSTER_WINDOW_BYTES from
  * an offset; the coordinator answers with CheckpointChunk frames of MT_CLUSTER_CHUNK_BYTES raw bytes,
  * each one zstd frame with a content checksum; the worker asks for the next window when the last one
- * is written. Neither side ever holds more than a window. The worker writes `.NAME.SHA16.part` beside
- * the final name, so a broken link resumes from the bytes already written (the part's length); a
+ * is written. Neither side ever holds more than two windows. The level is 1, or -1 for a window
+ * whose first chunk level 1 barely compresses (model weights), which costs a quarter of the time.
+ * The worker writes `.NAME.SHA16.part` beside the final name, so a broken link resumes from the bytes already written (the part's length); a
  * chunk that does not decompress to its announced size with a good checksum is asked for again; the
  * whole file is verified by SHA-256 before it is renamed into place (three failed verifications fail
  * the fetch). Names are relative and are walked component by component beneath the data root with
@@ -240,6 +241,10 @@ void mt_ship_send(mt_conn *c, uint64_t id, const char *root, const Mt__V1__Clust
             goto out;
         }
         size_t zn = ZSTD_compress2(cc, z, bound, raw, want);
+        /* Level 1 for what compresses (corpora: about 3x); a window whose first chunk it saves less
+         * than 15 % of (weights and moments: 7 %) goes on at level -1, four times faster. */
+        if (off == req->offset && !ZSTD_isError(zn) && zn > want * 85 / 100)
+            ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, -1);
         if (ZSTD_isError(zn)) {
             mt_conn_send_error(c, id, MT__V1__ERROR_CODE__ERR_INTERNAL, false, 0, "zstd: %s", ZSTD_getErrorName(zn));
             goto out;
