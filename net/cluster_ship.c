@@ -5,13 +5,14 @@
  *
  * Flow control is by window: the worker asks (ClusterFetch) for at most MT_CLUSTER_WINDOW_BYTES from
  * an offset; the coordinator answers with CheckpointChunk frames of MT_CLUSTER_CHUNK_BYTES raw bytes,
- * each one zstd frame with a content checksum; the worker asks for the next window when the last one
- * is written. Neither side ever holds more than two windows. The level is 1, or -1 for a window
+ * each one zstd frame with a content checksum; the worker asks for the next window when half of the
+ * last one is in, so neither side holds more than two windows. The level is 1, or -1 for a window
  * whose first chunk level 1 barely compresses (model weights), which costs a quarter of the time.
- * The worker writes `.NAME.SHA16.part` beside the final name, so a broken link resumes from the bytes already written (the part's length); a
- * chunk that does not decompress to its announced size with a good checksum is asked for again; the
- * whole file is verified by SHA-256 before it is renamed into place (three failed verifications fail
- * the fetch). Names are relative and are walked component by component beneath the data root with
+ * The worker writes `.NAME.SHA16.part` beside the final name, so a broken link resumes from the bytes
+ * already written (the part's length); a chunk that does not decompress to its announced size with a
+ * good checksum is asked for again; the SHA-256 of the bytes written, summed as they arrive, must
+ * equal the coordinator's before the part is renamed into place (three failed verifications fail the
+ * fetch). Names are relative and are walked component by component beneath the data root with
  * O_NOFOLLOW, so no name and no symbolic link can lead outside it.
  *
  * Test hooks (environment of the coordinator, for tests/dist/test_cluster_ship.sh):
