@@ -6,6 +6,7 @@
 #include "ops/ops_internal.h"
 
 static mt_status reshape_backward(mt_context *ctx, mt_node *n) {
+    if (mt_view_grad_aliased(ctx, n)) return ctx->status;
     mt_tensor *gx = mt_grad_of(ctx, n->in[0]);
     if (!gx) return ctx->status;
     return mt_accumulate(ctx, mt_f32(gx), mt_f32(n->out->grad), gx->numel);
@@ -44,6 +45,7 @@ mt_tensor *mt_reshape(mt_context *ctx, mt_tensor *x, int ndim, const int64_t *sh
         mt_node *n = mt_tape_push(ctx, "reshape", reshape_backward, y);
         if (!n) return NULL;
         n->in[0] = x;
+        n->alias_in0 = 1;
     }
     return y;
 }
