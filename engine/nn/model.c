@@ -271,32 +271,22 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
             mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, dc}), kr};
             kv = mt_concat(ctx, parts, 2, 3);                                      /* (B,1,S,dc+dr) */
         }
-        mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, ab->aq, NULL), H), qr};
-        mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                              /* (B,H,T,dc+dr) */
+        mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, ab->aq, NULL), qr};
+        mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                        /* (B,H,T,dc+dr) */
         mt_tensor *o = mt_attention(ctx, q, kv, kv, mask, causal, scale);         /* (B,H,T,dc+dr) */
         return mt_layer_linear(ctx, merge_heads(ctx, o), ab->ao, NULL);
     }
     if (kv) return mt_fail(ctx, MT_ERR_INVALID_ARG, "mla attention: cached latents need the absorbed projections");
-    int64_t S = mem->shape[1];
     mt_tensor *ckv, *kr;
     mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
-    mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, a->w_uq, NULL), H), qr};
-    mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                                  /* (B,H,T,dh+dr) */
-    mt_tensor *kn = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uk, NULL), H); /* (B,H,S,dh) */
+    mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, a->w_uq, NULL), qr};
+    mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                            /* (B,H,T,dh+dr) */
+    mt_tensor *kn = mt_layer_linear(ctx, ckv, a->w_uk, NULL);                    /* (B,S,H*dh) */
     mt_tensor *v = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uv, NULL), H);  /* (B,H,S,dh) */
-    /* The shared rotary key, repeated for every head (its backward sums the heads' gradients). */
-    mt_tensor *krs[64];
-    mt_tensor *krh = kr;
-    if (H > 1) {
-        if (H <= 64) {
-            for (int64_t i = 0; i < H; i++) krs[i] = kr;
-            krh = mt_concat(ctx, krs, (int)H, 1);
-        } else {
-            krh = mt_add(ctx, kr, mt_zeros(ctx, 4, (const int64_t[]){B, H, S, dr}));
-        }
-    }
-    mt_tensor *kparts[2] = {kn, krh};
-    mt_tensor *k = mt_concat(ctx, kparts, 2, 3);                                  /* (B,H,S,dh+dr) */
+    /* Each head's key: its own part and the shared rotary key kr (B,1,S,dr), read by stride (the
+     * backward sums the heads' gradients of kr). */
+    mt_tensor *kparts[2] = {kn, kr};
+    mt_tensor *k = mt_concat_heads(ctx, kparts, 2, H);                            /* (B,H,S,dh+dr) */
     mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, scale);
     return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }

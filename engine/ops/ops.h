@@ -91,6 +91,11 @@ mt_tensor *mt_permute(mt_context *ctx, mt_tensor *x, const int *perm);
 mt_tensor *mt_transpose(mt_context *ctx, mt_tensor *x, int axis0, int axis1);
 mt_tensor *mt_narrow(mt_context *ctx, mt_tensor *x, int axis, int64_t start, int64_t length);
 mt_tensor *mt_concat(mt_context *ctx, mt_tensor *const *xs, int n, int axis);
+/* Attention heads (B, H, T, sum D_i) from parts laid side by side along the last axis: a 3-D part
+ * (B, T, H*D_i) is split into its H heads, a 4-D part (B, H, T, D_i) taken as it is and a 4-D part
+ * (B, 1, T, D_i) read by every head (stride 0; its gradient sums the heads'). One strided copy per
+ * part: concat(split_heads(x), ...) and H copies of a shared part without the intermediates. */
+mt_tensor *mt_concat_heads(mt_context *ctx, mt_tensor *const *xs, int n, int64_t H);
 
 /* ---- fused nn ops ---- */
 mt_tensor *mt_softmax(mt_context *ctx, mt_tensor *x, int axis);
