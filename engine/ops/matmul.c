@@ -142,7 +142,7 @@ mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, i
     oshape[p.nd] = p.M;
     oshape[p.nd + 1] = p.N;
     mt_tensor *c = mt_new(ctx, MT_DTYPE_F32, (int)p.nd + 2, oshape);
-    mt_tensor *al = mt_gemm_operand(ctx, a, dt), *bl = mt_gemm_operand(ctx, b, dt);
+    mt_tensor *al = mt_gemm_input(ctx, a, dt), *bl = mt_gemm_input(ctx, b, dt);
     if (!c || !al || !bl) return NULL;
     /* Fold a's batch into M when b is shared and a is not transposed: one GEMM. */
     if (bstr == 1 && !p.ta && p.batch > 1) {
@@ -259,14 +259,20 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
     memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     oshape[x->ndim - 1] = N;
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
-    mt_tensor *xl = mt_gemm_operand(ctx, x, dt), *wl = mt_gemm_operand(ctx, w, dt);
+    mt_tensor *xl = mt_gemm_input(ctx, x, dt), *wl = mt_gemm_input(ctx, w, dt);
     if (!y || !xl || !wl) return NULL;
-    if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
-        int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
-        MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
+    if (bias && dt != MT_DTYPE_F32 && MT_BE(ctx)->gemm_lowp_bias) { /* the bias in the GEMM's epilogue */
+        ctx->ex.flops += 2 * (uint64_t)R * (uint64_t)N * (uint64_t)K;
+        MT_KERNEL(ctx, MT_BE(ctx)->gemm_lowp_bias(&ctx->ex, dt, 0, 1, R, N, K, xl->data, K, wl->data, K, mt_f32(bias),
+                                                  mt_f32(y), N));
+    } else {
+        if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
+            int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
+            MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
+        }
+        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
+                                   mt_f32(y), N, 0, 1));
     }
-    MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
-                               mt_f32(y), N, 0, 1));
     mt_tensor *in[3] = {x, w, bias};
     if (mt_needs_grad(ctx, in, 3)) {
         mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);

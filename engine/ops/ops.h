@@ -122,5 +122,14 @@ mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base);
  * MT_ERR_UNSUPPORTED for BF16/F16 on a backend without a low-precision GEMM (the CPU). */
 mt_status mt_context_set_precision(mt_context *ctx, mt_precision p);
 mt_precision mt_context_precision(const mt_context *ctx);
+/* The GEMM operands of weights cast once per step: every 2-D F32 tensor of ts rounded to the context's
+ * low precision (bf16/f16) in one launch, into the step arena; matmul and linear then use that copy
+ * instead of casting the weight at each use. Valid until the context's next reset; nothing to do (MT_OK)
+ * in f32/TF32 or on a backend without cast_multi. */
+mt_status mt_cast_weights(mt_context *ctx, mt_tensor *const *ts, int n);
+/* t's copy from mt_cast_weights when it is valid for ctx now, else NULL. */
+mt_tensor *mt_weight_lowp(const mt_context *ctx, const mt_tensor *t);
+/* Forgets t's copy (t is about to change). */
+void mt_weight_lowp_drop(mt_tensor *t);
 
 #endif
