@@ -185,7 +185,10 @@ typedef struct mt_backend {
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major; op = transpose when ta/tb.
      * op(A) is M x K, op(B) is K x N, C is M x N; strides between batch items (0 = shared).
      * The op layer never passes stride_c == 0 with batch > 1 (a gradient summed over items is issued
-     * one GEMM per item instead), so the items may run concurrently (strided-batched GEMM). */
+     * one GEMM per item instead), so the items may run concurrently (strided-batched GEMM).
+     * In a context of precision BF16 / F16 (only backends with gemm_lowp are) A and B are rounded to
+     * that type first and the products accumulated in f32, as cuBLAS's _FAST_16BF / _16F compute types
+     * do: the backward of a mixed-precision product relies on it instead of casting its operands. */
     mt_status (*gemm)(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch);

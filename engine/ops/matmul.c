@@ -55,9 +55,12 @@ static int regular(const mm_plan *p, int64_t *sa, int64_t *sb) {
 static mt_status mm_backward(mt_context *ctx, mt_node *n) {
     const mm_plan *p = n->p;
     mt_tensor *a = n->in[0], *b = n->in[1];
-    mt_dtype dt = (mt_dtype)n->i[0];
-    /* Operands in the product's dtype: the casts the forward kept, and the output gradient's. */
-    const void *ad = n->saved[0] ? n->saved[0]->data : a->data, *bd = n->saved[1] ? n->saved[1]->data : b->data;
+    mt_dtype dt = mt_backward_dtype(ctx, (mt_dtype)n->i[0], a, b);
+    /* Operands in the products' dtype: the casts the forward kept, and the output gradient's (f32:
+     * the tensors themselves). */
+    int cast = dt != MT_DTYPE_F32;
+    const void *ad = cast && n->saved[0] ? n->saved[0]->data : a->data;
+    const void *bd = cast && n->saved[1] ? n->saved[1]->data : b->data;
     mt_tensor *dct = mt_gemm_operand(ctx, n->out->grad, dt);
     if (!dct) return ctx->status;
     const void *dc = dct->data;
@@ -184,9 +187,11 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
     const mt_backend *be = MT_BE(ctx);
     mt_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
     int64_t R = n->i[0], K = n->i[1], N = n->i[2];
-    mt_dtype dt = (mt_dtype)n->i[3];
+    mt_dtype dt = mt_backward_dtype(ctx, (mt_dtype)n->i[3], x, w);
     const float *dy = mt_f32(n->out->grad);
-    const void *xd = n->saved[0] ? n->saved[0]->data : x->data, *wd = n->saved[1] ? n->saved[1]->data : w->data;
+    int cast = dt != MT_DTYPE_F32;
+    const void *xd = cast && n->saved[0] ? n->saved[0]->data : x->data;
+    const void *wd = cast && n->saved[1] ? n->saved[1]->data : w->data;
     const void *dyl = dy;
     if ((mt_tensor_requires_grad(x) || mt_tensor_requires_grad(w)) && dt != MT_DTYPE_F32) {
         mt_tensor *t = mt_gemm_operand(ctx, n->out->grad, dt);

@@ -5,8 +5,10 @@
  * operands are rounded to bf16/f16 in the step arena and multiplied by the backend's gemm_lowp with
  * f32 accumulation into an f32 result. Everything else stays f32: master weights, gradients, optimizer
  * state, norms, softmax, attention, losses. As with PyTorch autocast, each operand is cast once per use
- * site and the casts are kept on the tape for the backward (the input and the weight of a linear are
- * cast in the forward; the output gradient once in the backward, for both products).
+ * site and the casts are kept on the tape. The backward of a product of two f32 tensors hands the f32
+ * operands and output gradient to the backend's f32 GEMM, which in a bf16/f16 context rounds them
+ * itself (cuBLAS's _FAST_16BF / _16F compute types): the same products as casting them first, without
+ * the cast launches (mt_backward_dtype).
  *
  * A bf16/f16 tensor (a weight converted for inference) may be an operand in any precision when the
  * backend has gemm_lowp: the other operand is cast to its dtype.
@@ -66,6 +68,11 @@ int mt_gemm_dtype(mt_context *ctx, const char *op, const mt_tensor *a, const mt_
     else if (ctx->ex.precision == MT_PRECISION_F16 && MT_BE(ctx)->gemm_lowp) *dt = MT_DTYPE_F16;
     else *dt = MT_DTYPE_F32;
     return 1;
+}
+
+mt_dtype mt_backward_dtype(const mt_context *ctx, mt_dtype dt, const mt_tensor *a, const mt_tensor *b) {
+    (void)ctx;
+    return a->dtype == MT_DTYPE_F32 && b->dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : dt;
 }
 
 mt_tensor *mt_gemm_operand(mt_context *ctx, mt_tensor *t, mt_dtype dt) {

@@ -59,12 +59,34 @@ static mt_status ref_cast_multi(mt_exec *ex, const mt_cast_slot *slots, int n, m
     return MT_OK;
 }
 
+/* The f32 entry in a bf16/f16 context rounds its operands first (core/backend.h; cuBLAS's _FAST_16BF). */
+static mt_status ref_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
+                          float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
+    mt_dtype dt = ex->precision == MT_PRECISION_BF16 ? MT_DTYPE_BF16 : ex->precision == MT_PRECISION_F16 ? MT_DTYPE_F16
+                                                                                                           : MT_DTYPE_F32;
+    if (dt == MT_DTYPE_F32)
+        return mt_cpu_backend.gemm(ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                                   stride_c, batch);
+    int64_t na = span(ta ? K : M, ta ? M : K, lda, stride_a, batch), nb = span(tb ? N : K, tb ? K : N, ldb, stride_b, batch);
+    uint16_t *a = malloc(2 * (size_t)na), *b = malloc(2 * (size_t)nb);
+    if (!a || !b) return MT_ERR_NOMEM;
+    mt_cpu_backend.cast(ex, a, dt, A, MT_DTYPE_F32, na);
+    mt_cpu_backend.cast(ex, b, dt, B, MT_DTYPE_F32, nb);
+    mt_status st = ref_gemm_lowp(ex, dt, ta, tb, M, N, K, alpha, a, lda, stride_a, b, ldb, stride_b, beta, C, ldc,
+                                 stride_c, batch);
+    free(a);
+    free(b);
+    return st;
+}
+
 static mt_context *lowp_ctx(void) {
     mt_context *ctx = NULL;
     assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 2), MT_OK);
     g_lowp_backend = mt_cpu_backend;
     g_lowp_backend.name = "cpu+reference-lowp";
     g_lowp_backend.gemm_lowp = ref_gemm_lowp;
+    g_lowp_backend.gemm = ref_gemm;
     g_lowp_backend.cast = counting_cast;
     g_lowp_backend.cast_multi = ref_cast_multi;
     ctx->ex.backend = &g_lowp_backend;
