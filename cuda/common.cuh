@@ -268,7 +268,7 @@ mt_status mt_cuda_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const
                                   const mt_bcast *bc);
 mt_status mt_cuda_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
 mt_status mt_cuda_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                              uint64_t offset);
+                              uint64_t offset, const float *residual);
 mt_status mt_cuda_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                               uint64_t offset);
 mt_status mt_cuda_copy_strided(mt_exec *ex, void *out, const int64_t *ostride, const void *in,

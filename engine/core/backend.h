@@ -155,9 +155,10 @@ typedef struct mt_backend {
     mt_status (*masked_fill_fwd)(mt_exec *ex, float *out, const float *x, const float *mask, float value,
                                  const mt_bcast *bc);
     mt_status (*masked_fill_bwd)(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
-    /* Element i is kept (and scaled by 1/(1-p)) iff mt_rng_uniform(seed, offset + i) >= p. */
+    /* Element i is kept (and scaled by 1/(1-p)) iff mt_rng_uniform(seed, offset + i) >= p; with a
+     * residual (may be NULL) out[i] = residual[i] + that (the residual connection, one pass). */
     mt_status (*dropout_fwd)(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                             uint64_t offset);
+                             uint64_t offset, const float *residual);
     mt_status (*dropout_bwd)(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                              uint64_t offset);
 

@@ -142,7 +142,7 @@ mt_status mt_cpu_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const 
                                  const mt_bcast *bc);
 mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
 mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                             uint64_t offset);
+                             uint64_t offset, const float *residual);
 mt_status mt_cpu_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                              uint64_t offset);
 /* reduce.c */

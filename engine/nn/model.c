@@ -336,9 +336,9 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
         const mt_layer_params *L = &m->enc[l];
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
         mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0);
-        x = mt_add(ctx, x, mt_dropout(ctx, a, p, training));
+        x = mt_add_dropout(ctx, x, a, p, training);
         h = norm(ctx, c, &L->norm2, x);
-        x = mt_add(ctx, x, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+        x = mt_add_dropout(ctx, x, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
     }
     return norm(ctx, c, &m->enc_norm, x);
 }
@@ -365,7 +365,7 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     } else {
         a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0);
     }
-    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm2, y);
     if (cache) {
         mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
@@ -373,9 +373,9 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     } else {
         a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0);
     }
-    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm3, y);
-    return mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+    return mt_add_dropout(ctx, y, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
 }
 
 mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, int64_t pos0,

@@ -65,6 +65,9 @@ mt_tensor *mt_silu(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_masked_fill(mt_context *ctx, mt_tensor *x, mt_tensor *mask, float value);
 /* Inverted dropout with probability p; identity (the same tensor) when !training or p == 0. */
 mt_tensor *mt_dropout(mt_context *ctx, mt_tensor *x, float p, int training);
+/* r + mt_dropout(x, p, training) in one pass (the residual connection): the same values and random
+ * numbers as the two ops; r and x of one shape (otherwise it is those two ops). */
+mt_tensor *mt_add_dropout(mt_context *ctx, mt_tensor *r, mt_tensor *x, float p, int training);
 
 /* ---- reductions: axes may be negative; n_axes == 0 reduces over every axis ---- */
 mt_tensor *mt_reduce(mt_context *ctx, mt_reduce_op op, mt_tensor *x, const int *axes, int n_axes, int keepdim);

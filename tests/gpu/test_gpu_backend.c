@@ -585,11 +585,21 @@ static void t_dropout(void) {
         snprintf(what, sizeof what, "dropout n=%lld", (long long)n);
         g_case = what;
         float *x = hrand(n, -1, 1), *y = xmalloc(bytes), *got = xmalloc(bytes);
-        OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345));
+        OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345, NULL));
         dbuf dx = dput(x, bytes), dy = dnew(bytes, 4, NULL);
-        OK(DEV->dropout_fwd(&DEX, dy.p, dx.p, n, 0.3f, 77, 12345));
+        OK(DEV->dropout_fwd(&DEX, dy.p, dx.p, n, 0.3f, 77, 12345, NULL));
         dget(&dy, got, what);
         cmp_f32(what, got, y, n, 0, 0); /* the same elements dropped: the same Philox stream */
+        { /* with a residual: r + dropout(x), the same bits on both */
+            float *r = hrand(n, -1, 1);
+            dbuf dr = dput(r, bytes), dz = dnew(bytes, 4, NULL);
+            OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345, r));
+            OK(DEV->dropout_fwd(&DEX, dz.p, dx.p, n, 0.3f, 77, 12345, dr.p));
+            dget(&dz, got, what);
+            cmp_f32(what, got, y, n, 0, 0);
+            dfree(&dr), dfree(&dz);
+            free(r);
+        }
         float *acc = hrand(n, -1, 1), *acc0 = hcopy(acc, n);
         OK(CPU->dropout_bwd(&CEX, acc, x, n, 0.3f, 77, 12345));
         dbuf dacc = dput(acc0, bytes);

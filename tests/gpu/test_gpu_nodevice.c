@@ -140,7 +140,7 @@ static void test_table_without_exec(void **state) {
     NODEV(be->binary_bwd(&ex, MT_BINARY_ADD, f, f, f, f, f, &bc));
     NODEV(be->masked_fill_fwd(&ex, f, f, f, 0, &bc));
     NODEV(be->masked_fill_bwd(&ex, f, f, f, &bc));
-    NODEV(be->dropout_fwd(&ex, f, f, 4, 0.5f, 1, 0));
+    NODEV(be->dropout_fwd(&ex, f, f, 4, 0.5f, 1, 0, NULL));
     NODEV(be->dropout_bwd(&ex, f, f, 4, 0.5f, 1, 0));
     NODEV(be->reduce_fwd(&ex, MT_REDUCE_SUM, f, NULL, f, &rd, 0));
     NODEV(be->reduce_bwd(&ex, MT_REDUCE_SUM, f, f, NULL, &rd, 1));

@@ -2,7 +2,7 @@
  * test_autograd.c — the tape's semantics: a tensor used several times, a broadcast operand, a chain of
  * more than 20 ops (against finite differences), no_grad scopes, detach, zero_grad, backward with a
  * given output gradient, two backward passes over one tape, persistent parameters across steps, the
- * attention-heads concat with a part shared by every head.
+ * attention-heads concat with a part shared by every head, the residual add fused with dropout.
  *
  * Expected gradients are computed here in double from the inputs (closed forms), never taken from
  * the engine.
@@ -350,6 +350,41 @@ static void test_concat_heads(void **state) {
     mt_context_free(ctx);
 }
 
+/* add_dropout(r, x) = add(r, dropout(x)): the same values, gradients and random numbers, bit for bit. */
+static void test_add_dropout(void **state) {
+    (void)state;
+    enum { N = 3, C = 37 };
+    float y[2][N * C], gr[2][N * C], gx[2][N * C], gyv[N * C];
+    fill_data(gyv, N * C, 81, 0.1f, 2.0f, 1);
+    for (int fused = 0; fused < 2; fused++) {
+        mt_context *ctx = new_ctx();
+        ctx->seed = 1234;
+        ctx->rng_offset = 0;
+        mt_tensor *r = leaf(ctx, MT_DIMS(N, C), 82), *x = leaf(ctx, MT_DIMS(N, C), 83);
+        mt_tensor *out = fused ? mt_add_dropout(ctx, r, x, 0.3f, 1) : mt_add(ctx, r, mt_dropout(ctx, x, 0.3f, 1));
+        assert_non_null(out);
+        assert_int_equal(ctx->rng_offset, (N * C + 3) / 4 * 4); /* what one dropout of N*C draws */
+        mt_tensor *g = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(N, C), gyv);
+        assert_int_equal(mt_backward(ctx, out, g), MT_OK);
+        memcpy(y[fused], mt_f32(out), sizeof y[0]);
+        memcpy(gr[fused], mt_f32(r->grad), sizeof gr[0]);
+        memcpy(gx[fused], mt_f32(x->grad), sizeof gx[0]);
+        if (fused) { /* not training: r + x */
+            mt_tensor *e = mt_add_dropout(ctx, r, x, 0.3f, 0);
+            for (int i = 0; i < N * C; i++) assert_true(mt_f32(e)[i] == mt_f32(r)[i] + mt_f32(x)[i]);
+        }
+        mt_context_free(ctx);
+    }
+    int dropped = 0;
+    for (int i = 0; i < N * C; i++) {
+        assert_true(y[1][i] == y[0][i]);
+        assert_true(gr[1][i] == gr[0][i]);
+        assert_true(gx[1][i] == gx[0][i]);
+        dropped += gx[1][i] == 0.0f;
+    }
+    assert_true(dropped > 0 && dropped < N * C); /* p = 0.3 dropped some, not all */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_used_many_times),
@@ -362,6 +397,7 @@ int main(void) {
         cmocka_unit_test(test_two_backward_passes),
         cmocka_unit_test(test_views_and_leaves),
         cmocka_unit_test(test_concat_heads),
+        cmocka_unit_test(test_add_dropout),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }
