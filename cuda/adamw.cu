@@ -5,8 +5,8 @@
  * The master weights, moments and gradients are f32 in every precision mode. adamw_clip reads the
  * clipping scale's input (the squared global norm) from device memory, so the host never waits for it.
  *
- * Multi-tensor step (sumsq_multi, adamw_multi): every parameter together, in chunks of MT_CHUNK
- * elements; a block takes one chunk. The table of slots and chunks is built on the host, copied once
+ * Multi-tensor step (sumsq_multi, adamw_multi) and the step's bf16/f16 copy of the weights
+ * (cast_multi): every parameter together, in chunks of MT_CHUNK elements; a block takes one chunk. The table of slots and chunks is built on the host, copied once
  * per call through the staging ring (one async copy), and read by the kernels; the norm is summed per
  * chunk in double and the chunk sums added in chunk order (no atomics: the same bits every run).
  */
@@ -84,23 +84,30 @@ __global__ void adamw_multi_kernel(const mt_adamw_slot *slots, const mt_chunk *c
     }
 }
 
+/* The elements of slot i of a table of slot_bytes-sized slots (mt_adamw_slot or mt_cast_slot). */
+template <typename S>
+static int64_t slot_n(const void *slots, int i) {
+    return ((const S *)slots)[i].n;
+}
+
 /* The slot and chunk table in device scratch (extra bytes after it for the caller), copied from a host
  * table built in the context's host scratch. *n_chunks 0: nothing to do. */
-static mt_status upload_table(mt_exec *ex, mt_cuda_exec *cx, const mt_adamw_slot *slots, int n_slots, size_t extra_per_chunk,
-                              mt_adamw_slot **dslots, mt_chunk **dchunks, void **dextra, int64_t *n_chunks) {
+template <typename S>
+static mt_status upload_table(mt_exec *ex, mt_cuda_exec *cx, const S *slots, int n_slots, size_t extra_per_chunk,
+                              S **dslots, mt_chunk **dchunks, void **dextra, int64_t *n_chunks) {
     int64_t nc = 0;
-    for (int i = 0; i < n_slots; i++) nc += (slots[i].n + MT_CHUNK - 1) / MT_CHUNK;
+    for (int i = 0; i < n_slots; i++) nc += (slot_n<S>(slots, i) + MT_CHUNK - 1) / MT_CHUNK;
     *n_chunks = nc;
     if (nc == 0) return MT_OK;
     if (nc > 0x7fffffffLL) return mt_error(MT_ERR_UNSUPPORTED, "cuda multi-tensor step: %lld chunks", (long long)nc);
-    size_t sb = (size_t)n_slots * sizeof(mt_adamw_slot), cb = (size_t)nc * sizeof(mt_chunk);
+    size_t sb = ((size_t)n_slots * sizeof(S) + 15) & ~(size_t)15, cb = (size_t)nc * sizeof(mt_chunk);
     unsigned char *host = (unsigned char *)mt_exec_scratch(ex, sb + cb);
     if (!host) return mt_error(MT_ERR_NOMEM, "cuda multi-tensor step: out of host memory for %d slots", n_slots);
-    memcpy(host, slots, sb);
+    memcpy(host, slots, (size_t)n_slots * sizeof(S));
     mt_chunk *hc = (mt_chunk *)(host + sb);
     int64_t k = 0;
     for (int i = 0; i < n_slots; i++)
-        for (int64_t st = 0; st < slots[i].n; st += MT_CHUNK) {
+        for (int64_t st = 0; st < slot_n<S>(slots, i); st += MT_CHUNK) {
             hc[k].slot = i;
             hc[k].pad = 0;
             hc[k].start = st;
@@ -109,7 +116,7 @@ static mt_status upload_table(mt_exec *ex, mt_cuda_exec *cx, const mt_adamw_slot
     void *dev = NULL;
     MT_TRY(mt_cuda_scratch(cx, sb + cb + (size_t)nc * extra_per_chunk, &dev));
     MT_TRY(ex->backend->to_device(ex, dev, host, sb + cb));
-    *dslots = (mt_adamw_slot *)dev;
+    *dslots = (S *)dev;
     *dchunks = (mt_chunk *)((unsigned char *)dev + sb);
     *dextra = (unsigned char *)dev + sb + cb;
     return MT_OK;
@@ -143,6 +150,30 @@ extern "C" mt_status mt_cuda_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots
     if (nc == 0) return MT_OK;
     adamw_multi_kernel<<<(unsigned)nc, MT_THREADS, 0, cx->stream>>>(ds, dc, lr, b1, b2, eps, lr / bc1, sqrtf(bc2), ss,
                                                                     clip_norm, zero_grad);
+    MT_LAUNCHED();
+    return MT_OK;
+}
+
+__global__ void cast_multi_kernel(const mt_cast_slot *slots, const mt_chunk *chunks, mt_dtype to) {
+    mt_chunk c = chunks[blockIdx.x];
+    const mt_cast_slot s = slots[c.slot];
+    int64_t end = c.start + MT_CHUNK < s.n ? c.start + MT_CHUNK : s.n;
+    uint16_t *out = (uint16_t *)s.dst;
+    for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x)
+        out[i] = to == MT_DTYPE_BF16 ? mt_f32_to_bf16(s.src[i]) : mt_f32_to_f16(s.src[i]);
+}
+
+extern "C" mt_status mt_cuda_cast_multi(mt_exec *ex, const mt_cast_slot *slots, int n_slots, mt_dtype to) {
+    MT_CUDA_ENTER(ex, cx);
+    if (to != MT_DTYPE_BF16 && to != MT_DTYPE_F16)
+        return mt_error(MT_ERR_DTYPE, "cuda cast_multi: the target dtype must be bf16 or f16 (got %d)", (int)to);
+    mt_cast_slot *ds = NULL;
+    mt_chunk *dc = NULL;
+    void *unused = NULL;
+    int64_t nc = 0;
+    MT_TRY(upload_table(ex, cx, slots, n_slots, 0, &ds, &dc, &unused, &nc));
+    if (nc == 0) return MT_OK;
+    cast_multi_kernel<<<(unsigned)nc, MT_THREADS, 0, cx->stream>>>(ds, dc, to);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -51,6 +51,7 @@ static void exec_release(mt_cuda_exec *cx) {
     for (int i = 0; i < MT_STAGE_SLOTS; i++)
         if (cx->slots[i].done) (void)cudaEventDestroy(cx->slots[i].done);
     if (cx->blas) (void)cublasDestroy(cx->blas);
+    if (cx->blaslt) (void)cublasLtDestroy(cx->blaslt);
     mt_cuda_free(cx->device, cx->blas_ws);
     mt_cuda_free(cx->device, cx->scratch);
     mt_cuda_host_free(cx->stage);
@@ -72,6 +73,7 @@ static mt_status exec_setup(mt_cuda_exec *cx) {
     cx->blas_ws_bytes = MT_BLAS_WS_BYTES;
     MT_CK(cublasSetWorkspace(cx->blas, cx->blas_ws, cx->blas_ws_bytes));
     MT_CK(cublasSetPointerMode(cx->blas, CUBLAS_POINTER_MODE_HOST));
+    MT_CK(cublasLtCreate(&cx->blaslt));
     for (int i = 0; i < MT_STAGE_SLOTS; i++) MT_CK(cudaEventCreateWithFlags(&cx->slots[i].done, cudaEventDisableTiming));
     MT_CK(cudaEventCreateWithFlags(&cx->published, cudaEventDisableTiming));
     void *stage = NULL;
@@ -316,4 +318,6 @@ extern "C" const mt_backend mt_cuda_backend = {
     .adamw_multi = mt_cuda_adamw_multi,
     .device_count = mt_cuda_probe,
     .qlinear = NULL, /* an int8 model runs its dequantized f32 weights on a GPU */
+    .cast_multi = mt_cuda_cast_multi,
+    .gemm_lowp_bias = mt_cuda_gemm_lowp_bias,
 };

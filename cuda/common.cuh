@@ -10,6 +10,7 @@
 #ifndef MT_CUDA_COMMON_CUH
 #define MT_CUDA_COMMON_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -75,6 +76,7 @@ typedef struct mt_cuda_exec {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t blaslt; /* cuBLASLt, for GEMMs with an epilogue (bias); shares the workspace */
     void *blas_ws;          /* cuBLAS workspace (device) */
     size_t blas_ws_bytes;
     void *scratch;          /* device scratch for kernels' temporaries; grows, never shrinks */
@@ -266,7 +268,7 @@ mt_status mt_cuda_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const
                                   const mt_bcast *bc);
 mt_status mt_cuda_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
 mt_status mt_cuda_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                              uint64_t offset);
+                              uint64_t offset, const float *residual);
 mt_status mt_cuda_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                               uint64_t offset);
 mt_status mt_cuda_copy_strided(mt_exec *ex, void *out, const int64_t *ostride, const void *in,
@@ -288,6 +290,9 @@ mt_status mt_cuda_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_
 mt_status mt_cuda_gemm_lowp(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                             const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
                             int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+mt_status mt_cuda_gemm_lowp_bias(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                                 const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias, float *C,
+                                 int64_t ldc);
 
 /* softmax.cu */
 mt_status mt_cuda_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
@@ -296,11 +301,13 @@ mt_status mt_cuda_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const flo
 
 /* norm.cu */
 mt_status mt_cuda_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
-                                const float *b, int64_t N, int64_t C, float eps);
+                                const float *b, int64_t N, int64_t C, float eps,
+    uint16_t *out_bf16);
 mt_status mt_cuda_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                                 const float *w, const float *mean, const float *rstd, int64_t N, int64_t C);
 mt_status mt_cuda_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
-                              int64_t C, float eps);
+                              int64_t C, float eps,
+    uint16_t *out_bf16);
 mt_status mt_cuda_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                               const float *rstd, int64_t N, int64_t C);
 
@@ -326,7 +333,7 @@ mt_status mt_cuda_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, co
 
 /* rope.cu */
 mt_status mt_cuda_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
-                       float base, float sign);
+                       float base, float sign, int accumulate);
 
 /* adamw.cu */
 mt_status mt_cuda_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
@@ -337,6 +344,7 @@ mt_status mt_cuda_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, fl
 mt_status mt_cuda_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate);
 mt_status mt_cuda_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
                               float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad);
+mt_status mt_cuda_cast_multi(mt_exec *ex, const mt_cast_slot *slots, int n_slots, mt_dtype to);
 }
 
 #endif

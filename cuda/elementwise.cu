@@ -239,8 +239,11 @@ __global__ void masked_fill_bwd_kernel(float *dx, const float *dy, const float *
 }
 
 __global__ void dropout_fwd_kernel(float *out, const float *x, int64_t n, float p, float scale, uint64_t seed,
-                                   uint64_t offset) {
-    MT_GRID_STRIDE(i, n) out[i] = mt_rng_uniform(seed, offset + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+                                   uint64_t offset, const float *residual) {
+    MT_GRID_STRIDE(i, n) {
+        float d = mt_rng_uniform(seed, offset + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+        out[i] = residual ? residual[i] + d : d;
+    }
 }
 
 __global__ void dropout_bwd_kernel(float *dx, const float *dy, int64_t n, float p, float scale, uint64_t seed,
@@ -521,11 +524,11 @@ extern "C" mt_status mt_cuda_masked_fill_bwd(mt_exec *ex, float *dx, const float
 }
 
 extern "C" mt_status mt_cuda_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                                         uint64_t offset) {
+                                         uint64_t offset, const float *residual) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
     dropout_fwd_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, x, n, p, 1.0f / (1.0f - p), seed,
-                                                                                 offset);
+                                                                                 offset, residual);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -9,6 +9,10 @@
  * CUBLAS_COMPUTE_32F_FAST_16BF / _16F (cuBLAS rounds the operands to bf16/f16 inside its kernels).
  * Low-precision entry (gemm_lowp): A and B already bf16 or f16, C f32, f32 accumulation: the
  * tensor-core path mixed-precision training and bf16/f16 inference take.
+ * With a bias (gemm_lowp_bias): the same product through cuBLASLt with CUBLASLT_EPILOGUE_BIAS, the
+ * bias added to every row of C (a column of the column-major C^T, whose m is the engine's N) in the
+ * epilogue: a linear layer's bias costs no launch of its own. No algorithm is picked (NULL: cuBLASLt's
+ * own heuristic); the workspace is the cuBLAS handle's (both run in stream order).
  */
 #include <limits.h>
 
@@ -67,4 +71,53 @@ extern "C" mt_status mt_cuda_gemm_lowp(mt_exec *ex, mt_dtype ab, int ta, int tb,
     else return mt_error(MT_ERR_DTYPE, "cuda gemm_lowp: operands must be bf16 or f16 (got dtype %d)", (int)ab);
     return gemm_any(cx, t, CUBLAS_COMPUTE_32F, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
                     ldc, stride_c, batch);
+}
+
+extern "C" mt_status mt_cuda_gemm_lowp_bias(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                                            const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias,
+                                            float *C, int64_t ldc) {
+    MT_CUDA_ENTER(ex, cx);
+    cudaDataType_t t;
+    if (ab == MT_DTYPE_BF16) t = CUDA_R_16BF;
+    else if (ab == MT_DTYPE_F16) t = CUDA_R_16F;
+    else return mt_error(MT_ERR_DTYPE, "cuda gemm_lowp_bias: operands must be bf16 or f16 (got dtype %d)", (int)ab);
+    if (M <= 0 || N <= 0) return MT_OK;
+    if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) || K <= 0)
+        return mt_error(MT_ERR_UNSUPPORTED, "cuda gemm_lowp_bias: M=%lld N=%lld K=%lld: sizes beyond 2^31 or K <= 0",
+                        (long long)M, (long long)N, (long long)K);
+    /* Column-major C^T (N x M) = op(B)^T (N x K) op(A)^T (K x M), as gemm_any. */
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bias_type = CUDA_R_32F;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    float alpha = 1.0f, beta = 0.0f;
+    mt_status st = MT_OK;
+    /* Each call after a failure is skipped; the descriptors made so far are destroyed below. */
+#define LT(call)                                                                                           \
+    do {                                                                                                   \
+        if (st == MT_OK) {                                                                                 \
+            cublasStatus_t lt_s_ = (call);                                                                 \
+            if (!mt_cuda_ok(lt_s_)) st = mt_cuda_fail(lt_s_, #call, __FILE__, __LINE__);                  \
+        }                                                                                                  \
+    } while (0)
+    LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opa, sizeof opa));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+    /* Stored shapes (before the op): B is (K x N) or, transposed, (N x K) column-major; A likewise. */
+    LT(cublasLtMatrixLayoutCreate(&la, t, tb ? (uint64_t)K : (uint64_t)N, tb ? (uint64_t)N : (uint64_t)K, ldb));
+    LT(cublasLtMatrixLayoutCreate(&lb, t, ta ? (uint64_t)M : (uint64_t)K, ta ? (uint64_t)K : (uint64_t)M, lda));
+    LT(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)N, (uint64_t)M, ldc));
+    if (st == MT_OK) mt_cuda_count_launches(1);
+    LT(cublasLtMatmul(cx->blaslt, desc, &alpha, B, la, A, lb, &beta, C, lc, C, lc, NULL, cx->blas_ws,
+                      cx->blas_ws_bytes, cx->stream));
+#undef LT
+    if (lc) (void)cublasLtMatrixLayoutDestroy(lc);
+    if (lb) (void)cublasLtMatrixLayoutDestroy(lb);
+    if (la) (void)cublasLtMatrixLayoutDestroy(la);
+    if (desc) (void)cublasLtMatmulDescDestroy(desc);
+    return st;
 }

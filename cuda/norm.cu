@@ -1,7 +1,8 @@
 /*
  * norm.cu — fused layer norm and RMS norm over the last axis (x (N, C), w (C), b (C)), forward and
  * backward, with the CPU backend's formulas (engine/cpu/nn.c): the mean and the variance in two
- * passes, rstd = 1 / sqrt(var / C + eps).
+ * passes, rstd = 1 / sqrt(var / C + eps). The forward can also write its output rounded to bf16 (the
+ * next GEMM's operand in mixed precision: no separate cast launch).
  *
  * Backward: each row's dx needs two row sums; dw and db are sums over all rows. Rows are dealt to a
  * fixed number of groups (warps, or blocks for long rows); each group adds its rows' dw/db terms into
@@ -12,7 +13,7 @@
 
 template <bool BLOCK>
 __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x, const float *w,
-                                     const float *b, int64_t N, int64_t C, float eps) {
+                                     const float *b, int64_t N, int64_t C, float eps, uint16_t *out_bf16) {
     __shared__ float sh[32];
     ROW_GROUP(BLOCK);
     if (row >= N) return;
@@ -30,7 +31,9 @@ __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const
     float rs = 1.0f / sqrtf(v / (float)C + eps);
     for (int64_t j = t; j < C; j += nt) {
         float y = (xr[j] - m) * rs * w[j];
-        o[j] = b ? y + b[j] : y;
+        if (b) y = y + b[j];
+        o[j] = y;
+        if (out_bf16) out_bf16[row * C + j] = mt_f32_to_bf16(y);
     }
     if (t == 0) {
         if (mean) mean[row] = m;
@@ -78,7 +81,7 @@ __global__ void layernorm_bwd_kernel(float *dx, float *part, const float *dout, 
 
 template <bool BLOCK>
 __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C,
-                                   float eps) {
+                                   float eps, uint16_t *out_bf16) {
     __shared__ float sh[32];
     ROW_GROUP(BLOCK);
     if (row >= N) return;
@@ -87,7 +90,11 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, cons
     float acc = 0.0f;
     for (int64_t j = t; j < C; j += nt) acc += xr[j] * xr[j];
     float rs = 1.0f / sqrtf(grp_sum<BLOCK>(acc, sh) / (float)C + eps);
-    for (int64_t j = t; j < C; j += nt) o[j] = xr[j] * rs * w[j];
+    for (int64_t j = t; j < C; j += nt) {
+        float y = xr[j] * rs * w[j];
+        o[j] = y;
+        if (out_bf16) out_bf16[row * C + j] = mt_f32_to_bf16(y);
+    }
     if (t == 0 && rstd) rstd[row] = rs;
 }
 
@@ -138,13 +145,16 @@ __global__ void column_sum_kernel(float *dst0, float *dst1, const float *part, i
  * ------------------------------------------------------------------------------------------- */
 
 extern "C" mt_status mt_cuda_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x,
-                                           const float *w, const float *b, int64_t N, int64_t C, float eps) {
+                                           const float *w, const float *b, int64_t N, int64_t C, float eps,
+                                           uint16_t *out_bf16) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
     if (C <= MT_WARP_ROW_MAX)
-        layernorm_fwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
+        layernorm_fwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(out, mean, rstd, x, w, b, N, C, eps,
+                                                                                    out_bf16);
     else
-        layernorm_fwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
+        layernorm_fwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(out, mean, rstd, x, w, b, N, C, eps,
+                                                                                    out_bf16);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -179,13 +189,13 @@ extern "C" mt_status mt_cuda_layernorm_bwd(mt_exec *ex, float *dx, float *dw, fl
 }
 
 extern "C" mt_status mt_cuda_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w,
-                                         int64_t N, int64_t C, float eps) {
+                                         int64_t N, int64_t C, float eps, uint16_t *out_bf16) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
     if (C <= MT_WARP_ROW_MAX)
-        rmsnorm_fwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(out, rstd, x, w, N, C, eps);
+        rmsnorm_fwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(out, rstd, x, w, N, C, eps, out_bf16);
     else
-        rmsnorm_fwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(out, rstd, x, w, N, C, eps);
+        rmsnorm_fwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(out, rstd, x, w, N, C, eps, out_bf16);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -30,11 +30,22 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
     return n;
 }
 
+/* t is the result of an op on ctx's tape (not a leaf, not persistent). */
+static int is_op_result(const mt_context *ctx, const mt_tensor *t) {
+    return !(t->flags & MT_TENSOR_PERSISTENT) && t->node >= 0 && t->node < ctx->n_nodes && ctx->tape[t->node].out == t;
+}
+
+int mt_view_grad_aliased(mt_context *ctx, mt_node *n) {
+    mt_tensor *x = n->in[0];
+    if (!n->alias_in0 || !n->grad_mem || !is_op_result(ctx, x) || ctx->tape[x->node].grad_mem != n->grad_mem)
+        return 0;
+    return mt_grad_of(ctx, x) != NULL; /* the shared memory, already holding the contributions */
+}
+
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     if (t->grad) return t->grad;
     mt_tensor *g;
-    int op_result = !(t->flags & MT_TENSOR_PERSISTENT) && t->node >= 0 && t->node < ctx->n_nodes &&
-                    ctx->tape[t->node].out == t;
+    int op_result = is_op_result(ctx, t);
     if (op_result && ctx->tape[t->node].grad_mem) {
         /* Reserved and already zeroed by mt_backward (GPU). */
         g = mt_new_at(ctx, MT_DTYPE_F32, t->ndim, t->shape, ctx->tape[t->node].grad_mem);
@@ -111,8 +122,15 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         if (!mem) return ctx->status;
         MT_TRY(ctx->ex.backend->zero(&ctx->ex, mem, total));
         for (int32_t i = 0; i <= root->node; i++) {
-            ctx->tape[i].grad_mem = mem;
-            mem += grad_bytes(ctx->tape[i].out);
+            mt_node *n = &ctx->tape[i];
+            const mt_tensor *src = n->alias_in0 ? n->in[0] : NULL;
+            if (src && is_op_result(ctx, src) && src->node < i) {
+                /* A view (reshape) shares its input's gradient: its consumers add straight into it. */
+                n->grad_mem = ctx->tape[src->node].grad_mem;
+                continue;
+            }
+            n->grad_mem = mem;
+            mem += grad_bytes(n->out);
         }
     }
     const mt_backend *be = ctx->ex.backend;

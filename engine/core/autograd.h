@@ -29,6 +29,8 @@ struct mt_node {
     int64_t i[8];                     /* integer arguments */
     const void *p;                    /* op-specific descriptor in the host arena (mt_bcast, ...) */
     void *grad_mem;                   /* out's gradient memory, reserved and zeroed by mt_backward */
+    int alias_in0;                    /* out is a view of in[0] (reshape): on a GPU backend its gradient
+                                       * is in[0]'s own memory, so the backward adds nothing (view_grad) */
 };
 
 /* True when an op over these inputs must be recorded (grad enabled and an input requires grad).
@@ -38,6 +40,11 @@ int mt_needs_grad(const mt_context *ctx, mt_tensor *const *inputs, int n);
 /* Appends a node producing out (which becomes requires_grad) and returns it for the op to fill in.
  * NULL + failure recorded if the tape cannot grow. */
 mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, mt_tensor *out);
+
+/* The backward of a view (alias_in0): 1 when mt_backward gave n->out's gradient in[0]'s memory, so the
+ * contributions already sit in in[0]'s gradient (which this marks as present); 0 when the caller must
+ * add them itself (the CPU, or in[0] is a leaf). */
+int mt_view_grad_aliased(mt_context *ctx, mt_node *n);
 
 /* The gradient buffer of t, allocated and zeroed on first use (in the arena for arena tensors, in
  * persistent memory for persistent tensors). NULL + failure recorded on allocation failure. */

@@ -108,6 +108,13 @@ typedef struct mt_adamw_slot {
     float wd;             /* this parameter's weight decay */
 } mt_adamw_slot;
 
+/* One tensor of a multi-tensor cast (cast_multi): n F32 elements of src into dst's bf16/f16 ones. */
+typedef struct mt_cast_slot {
+    const float *src;
+    void *dst;
+    int64_t n;
+} mt_cast_slot;
+
 typedef struct mt_backend {
     const char *name;
 
@@ -148,9 +155,10 @@ typedef struct mt_backend {
     mt_status (*masked_fill_fwd)(mt_exec *ex, float *out, const float *x, const float *mask, float value,
                                  const mt_bcast *bc);
     mt_status (*masked_fill_bwd)(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
-    /* Element i is kept (and scaled by 1/(1-p)) iff mt_rng_uniform(seed, offset + i) >= p. */
+    /* Element i is kept (and scaled by 1/(1-p)) iff mt_rng_uniform(seed, offset + i) >= p; with a
+     * residual (may be NULL) out[i] = residual[i] + that (the residual connection, one pass). */
     mt_status (*dropout_fwd)(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                             uint64_t offset);
+                             uint64_t offset, const float *residual);
     mt_status (*dropout_bwd)(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                              uint64_t offset);
 
@@ -178,7 +186,10 @@ typedef struct mt_backend {
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major; op = transpose when ta/tb.
      * op(A) is M x K, op(B) is K x N, C is M x N; strides between batch items (0 = shared).
      * The op layer never passes stride_c == 0 with batch > 1 (a gradient summed over items is issued
-     * one GEMM per item instead), so the items may run concurrently (strided-batched GEMM). */
+     * one GEMM per item instead), so the items may run concurrently (strided-batched GEMM).
+     * In a context of precision BF16 / F16 (only backends with gemm_lowp are) A and B are rounded to
+     * that type first and the products accumulated in f32, as cuBLAS's _FAST_16BF / _16F compute types
+     * do: the backward of a mixed-precision product relies on it instead of casting its operands. */
     mt_status (*gemm)(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch);
@@ -187,14 +198,16 @@ typedef struct mt_backend {
     /* Softmax over the last axis of x (N, C); log = 1 gives log_softmax. */
     mt_status (*softmax_fwd)(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
     mt_status (*softmax_bwd)(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log);
-    /* Layer norm over C: out (N,C), mean (N), rstd (N); w (C), b (C) (b may be NULL). */
+    /* Layer norm over C: out (N,C), mean (N), rstd (N); w (C), b (C) (b may be NULL). out_bf16 (may be
+     * NULL): out rounded to bf16 as well, in the same pass (the next GEMM's operand in bf16 mixed
+     * precision, so it needs no cast launch); likewise for rmsnorm_fwd. */
     mt_status (*layernorm_fwd)(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
-                               const float *b, int64_t N, int64_t C, float eps);
+                               const float *b, int64_t N, int64_t C, float eps, uint16_t *out_bf16);
     /* dx, dw, db accumulate; any may be NULL. */
     mt_status (*layernorm_bwd)(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                                const float *w, const float *mean, const float *rstd, int64_t N, int64_t C);
     mt_status (*rmsnorm_fwd)(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
-                             int64_t C, float eps);
+                             int64_t C, float eps, uint16_t *out_bf16);
     mt_status (*rmsnorm_bwd)(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                              const float *rstd, int64_t N, int64_t C);
     /* out (N, C) = table[ids[n]] rows; ids (N) I32 in [0, V). Also the row gather of beam search. */
@@ -222,9 +235,10 @@ typedef struct mt_backend {
                                const float *lse, const float *q, const float *k, const float *v,
                                const mt_attn_desc *ad);
     /* Rotary embedding on x (R, T, D), D even: pair (x[2i], x[2i+1]) at position pos0 + t is rotated by
-     * sign * (pos0 + t) * base^(-2i/D). The backward is the same kernel with sign = -1. */
+     * sign * (pos0 + t) * base^(-2i/D), written (=) or, with accumulate, added (+=) to out. The backward
+     * is the same kernel with sign = -1, accumulating into the input's gradient. */
     mt_status (*rope)(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
-                      float base, float sign);
+                      float base, float sign, int accumulate);
     /* AdamW on one parameter: g is scaled by grad_scale first (clipping);
      *   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m/bc1 / (sqrt(v/bc2) + eps) + wd p). */
     mt_status (*adamw)(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
@@ -274,6 +288,20 @@ typedef struct mt_backend {
      * MT_QLINEAR_WORK(R, n, k) bytes of scratch on the device, 64-byte aligned. */
     mt_status (*qlinear)(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
                          float *y, void *work);
+
+    /* ---- appended: the step's low-precision weights (may be NULL: the backend has no gemm_lowp) ----
+     * Every slot's src (F32) rounded into dst (dt: MT_DTYPE_BF16 or MT_DTYPE_F16) in one launch: the
+     * weights' GEMM operands cast once per step (ops/precision.c, mt_cast_weights). slots is host
+     * memory. */
+    mt_status (*cast_multi)(mt_exec *ex, const mt_cast_slot *slots, int n_slots, mt_dtype dt);
+
+    /* ---- appended: GEMM epilogues (may be NULL: the op layer adds the bias itself) ----
+     * C (M, N) = op(A) op(B) + bias, the bias (N, F32) added to every row in the GEMM's epilogue; A and
+     * B of dtype ab (MT_DTYPE_BF16 / F16), C F32 (=, not +=), f32 accumulation: a linear layer with a
+     * bias in one launch instead of a broadcast copy and a GEMM accumulating onto it. */
+    mt_status (*gemm_lowp_bias)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                                const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias, float *C,
+                                int64_t ldc);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the device backend of the build's table when the

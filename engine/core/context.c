@@ -24,6 +24,11 @@ static void device_block_free(void *user, void *ptr) {
     ctx->ex.backend->free(ctx->device, ptr);
 }
 
+/* Epochs are unique in the process (not per context), so an epoch alone names one context between two
+ * resets: a tensor can keep "valid in epoch e" without a pointer to the context (mt_tensor.lowp). */
+static uint64_t g_epoch;
+static uint64_t next_epoch(void) { return __atomic_add_fetch(&g_epoch, 1, __ATOMIC_RELAXED); }
+
 mt_status mt_context_init(mt_context **out, int device, int n_threads) {
     if (!out) return mt_error(MT_ERR_INVALID_ARG, "context: out is NULL");
     const mt_backend *be;
@@ -31,6 +36,7 @@ mt_status mt_context_init(mt_context **out, int device, int n_threads) {
     mt_context *ctx = mt_sys_calloc(1, sizeof *ctx);
     if (!ctx) return mt_error(MT_ERR_NOMEM, "context: out of host memory");
     ctx->device = device;
+    ctx->epoch = next_epoch();
     ctx->ex.backend = be;
     ctx->ex.device = device;
     ctx->ex.n_threads = n_threads;
@@ -97,7 +103,7 @@ mt_status mt_context_reset(mt_context *ctx) {
     mt_pool_reset(&ctx->grads);
     ctx->n_nodes = 0;
     ctx->status = MT_OK;
-    ctx->epoch++;
+    ctx->epoch = next_epoch();
     return st;
 }
 

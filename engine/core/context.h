@@ -33,7 +33,7 @@ struct mt_context {
     uint64_t seed;              /* random generator: (seed, offset) */
     uint64_t rng_offset;
     mt_status status;           /* first failure since the last reset */
-    uint64_t epoch;             /* incremented by every reset */
+    uint64_t epoch;             /* renewed by every reset; unique in the process */
     /* Called by mt_backward after each tape node it visits (node index, from the root's down), so
      * data-parallel training can send gradients that are final while the pass goes on. NULL: none. */
     mt_status (*backward_hook)(struct mt_context *ctx, int32_t node, void *user);

@@ -39,7 +39,11 @@ struct mt_tensor {
     uint64_t epoch;                /* ctx->epoch when made: detects use after mt_context_reset */
     struct mt_qweight *qw;         /* a weight's int8 form (core/quant.h) when the model is quantized, used
                                       by inference's linear layers; owned (freed with the tensor); or NULL */
-    char name[64];                 /* parameters: their name in the model file */
+    struct mt_tensor *lowp;        /* a weight's bf16/f16 GEMM operand for the current step (arena memory of
+                                      the context whose epoch is lowp_epoch; ops/precision.c) */
+    uint64_t lowp_epoch;           /* lowp is valid only while that context's epoch is this (0: none) */
+    char name[64];                 /* parameters: their name in the model file (last: arena tensors
+                                      clear the fields before it) */
 };
 typedef struct mt_tensor mt_tensor;
 

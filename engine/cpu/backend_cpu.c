@@ -108,8 +108,12 @@ static mt_status cpu_copy_strided(mt_exec *ex, void *out, const int64_t *ostride
     int64_t outer = 1;
     for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
     int contig = ostride[ndim - 1] == 1 && istride[ndim - 1] == 1;
+    /* Accumulation where several index tuples land on one output element (a stride-0 output axis: the
+     * backward of a broadcast) runs in one thread, in index order: no race, and a fixed sum order. */
+    int collide = 0;
+    for (int d = 0; d < ndim - 1; d++) collide |= accumulate && ostride[d] == 0 && shape[d] > 1;
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (outer * inner > MT_CPU_PAR_MIN) schedule(static)
+#pragma omp parallel for num_threads(nt) if (!collide && outer * inner > MT_CPU_PAR_MIN) schedule(static)
     for (int64_t o = 0; o < outer; o++) {
         int64_t oo = 0, io = 0, rem = o;
         for (int d = ndim - 2; d >= 0; d--) {

@@ -142,7 +142,7 @@ mt_status mt_cpu_masked_fill_fwd(mt_exec *ex, float *out, const float *x, const 
                                  const mt_bcast *bc);
 mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const float *mask, const mt_bcast *bc);
 mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                             uint64_t offset);
+                             uint64_t offset, const float *residual);
 mt_status mt_cpu_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                              uint64_t offset);
 /* reduce.c */
@@ -165,11 +165,13 @@ int mt_cpu_qlinear_act_qmax(void);
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
 mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log);
 mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
-                               const float *b, int64_t N, int64_t C, float eps);
+                               const float *b, int64_t N, int64_t C, float eps,
+    uint16_t *out_bf16);
 mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                                const float *w, const float *mean, const float *rstd, int64_t N, int64_t C);
 mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
-                             int64_t C, float eps);
+                             int64_t C, float eps,
+    uint16_t *out_bf16);
 mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                              const float *rstd, int64_t N, int64_t C);
 mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
@@ -181,7 +183,7 @@ mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dlo
                                    const float *lse, const float *logits, const int32_t *targets, int64_t N,
                                    int64_t V, float eps, int ignore_index);
 mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
-                      float base, float sign);
+                      float base, float sign, int accumulate);
 mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                        float b2, float eps, float wd, float bc1, float bc2, float grad_scale);
 mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,

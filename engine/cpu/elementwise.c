@@ -397,7 +397,7 @@ static inline void dropout_keep4(float keep[4], uint64_t seed, uint64_t block, f
 }
 
 mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
-                             uint64_t offset) {
+                             uint64_t offset, const float *residual) {
     int nt = mt_cpu_threads(ex);
     float scale = 1.0f / (1.0f - p);
     uint64_t first = offset >> 2, last = (offset + (uint64_t)n + 3) >> 2;
@@ -407,7 +407,9 @@ mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n,
         dropout_keep4(keep, seed, b, p);
         for (int l = 0; l < 4; l++) {
             int64_t i = (int64_t)(b * 4 + (uint64_t)l - offset);
-            if (i >= 0 && i < n) out[i] = keep[l] != 0.0f ? x[i] * scale : 0.0f;
+            if (i < 0 || i >= n) continue;
+            float d = keep[l] != 0.0f ? x[i] * scale : 0.0f;
+            out[i] = residual ? residual[i] + d : d;
         }
     }
     return MT_OK;

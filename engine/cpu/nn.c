@@ -112,7 +112,7 @@ mt_status mt_cpu_softmax_bwd(mt_exec *ex, float *dx, const float *dy, const floa
 
 /* Outputs of MT_CPU_STREAM_MIN bytes or more are computed in chunks into an L1 buffer and streamed. */
 mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
-                               const float *b, int64_t N, int64_t C, float eps) {
+                               const float *b, int64_t N, int64_t C, float eps, uint16_t *out_bf16) {
     int nt = mt_cpu_threads(ex);
     int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
 #pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
@@ -137,6 +137,8 @@ mt_status mt_cpu_layernorm_fwd(mt_exec *ex, float *out, float *mean, float *rstd
                 } else {
                     for (int64_t j = 0; j < len; j++) dst[j] = (xc[j] - m) * rs * wc[j];
                 }
+                if (out_bf16)
+                    for (int64_t j = 0; j < len; j++) out_bf16[n * C + c0 + j] = mt_f32_to_bf16(dst[j]);
                 if (stream) mt_stream_copy(o + c0, buf, len);
             }
             if (mean) mean[n] = m;
@@ -203,7 +205,7 @@ mt_status mt_cpu_layernorm_bwd(mt_exec *ex, float *dx, float *dw, float *db, con
 }
 
 mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
-                             int64_t C, float eps) {
+                             int64_t C, float eps, uint16_t *out_bf16) {
     int nt = mt_cpu_threads(ex);
     int stream = N * C * (int64_t)sizeof(float) >= MT_CPU_STREAM_MIN;
 #pragma omp parallel num_threads(nt) if (N * C > MT_CPU_PAR_MIN)
@@ -219,6 +221,8 @@ mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *
                 float *dst = stream ? buf : o + c0;
                 const float *xc = xr + c0, *wc = w + c0;
                 for (int64_t j = 0; j < len; j++) dst[j] = xc[j] * rs * wc[j];
+                if (out_bf16)
+                    for (int64_t j = 0; j < len; j++) out_bf16[n * C + c0 + j] = mt_f32_to_bf16(dst[j]);
                 if (stream) mt_stream_copy(o + c0, buf, len);
             }
             if (rstd) rstd[n] = rs;
@@ -335,7 +339,7 @@ mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dlo
 }
 
 mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
-                      float base, float sign) {
+                      float base, float sign, int accumulate) {
     int nt = mt_cpu_threads(ex);
     int64_t half = D / 2;
     /* The angles depend on (t, i) only: one (cos, sin) table for all R rows, computed with the same
@@ -361,8 +365,14 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
             for (int64_t i = 0; i < half; i++) {
                 float c = ct[2 * i], s = ct[2 * i + 1];
                 float x0 = xp[2 * i], x1 = xp[2 * i + 1];
-                op[2 * i] = x0 * c - x1 * s;
-                op[2 * i + 1] = x0 * s + x1 * c;
+                float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+                if (accumulate) {
+                    op[2 * i] += y0;
+                    op[2 * i + 1] += y1;
+                } else {
+                    op[2 * i] = y0;
+                    op[2 * i + 1] = y1;
+                }
             }
         }
     }

@@ -272,32 +272,22 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
             mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, dc}), kr};
             kv = mt_concat(ctx, parts, 2, 3);                                      /* (B,1,S,dc+dr) */
         }
-        mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, ab->aq, NULL), H), qr};
-        mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                              /* (B,H,T,dc+dr) */
+        mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, ab->aq, NULL), qr};
+        mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                        /* (B,H,T,dc+dr) */
         mt_tensor *o = mt_attention(ctx, q, kv, kv, mask, causal, scale);         /* (B,H,T,dc+dr) */
         return mt_layer_linear(ctx, merge_heads(ctx, o), ab->ao, NULL);
     }
     if (kv) return mt_fail(ctx, MT_ERR_INVALID_ARG, "mla attention: cached latents need the absorbed projections");
-    int64_t S = mem->shape[1];
     mt_tensor *ckv, *kr;
     mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
-    mt_tensor *qparts[2] = {split_heads(ctx, mt_layer_linear(ctx, cq, a->w_uq, NULL), H), qr};
-    mt_tensor *q = mt_concat(ctx, qparts, 2, 3);                                  /* (B,H,T,dh+dr) */
-    mt_tensor *kn = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uk, NULL), H); /* (B,H,S,dh) */
+    mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, a->w_uq, NULL), qr};
+    mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                            /* (B,H,T,dh+dr) */
+    mt_tensor *kn = mt_layer_linear(ctx, ckv, a->w_uk, NULL);                    /* (B,S,H*dh) */
     mt_tensor *v = split_heads(ctx, mt_layer_linear(ctx, ckv, a->w_uv, NULL), H);  /* (B,H,S,dh) */
-    /* The shared rotary key, repeated for every head (its backward sums the heads' gradients). */
-    mt_tensor *krs[64];
-    mt_tensor *krh = kr;
-    if (H > 1) {
-        if (H <= 64) {
-            for (int64_t i = 0; i < H; i++) krs[i] = kr;
-            krh = mt_concat(ctx, krs, (int)H, 1);
-        } else {
-            krh = mt_add(ctx, kr, mt_zeros(ctx, 4, (const int64_t[]){B, H, S, dr}));
-        }
-    }
-    mt_tensor *kparts[2] = {kn, krh};
-    mt_tensor *k = mt_concat(ctx, kparts, 2, 3);                                  /* (B,H,S,dh+dr) */
+    /* Each head's key: its own part and the shared rotary key kr (B,1,S,dr), read by stride (the
+     * backward sums the heads' gradients of kr). */
+    mt_tensor *kparts[2] = {kn, kr};
+    mt_tensor *k = mt_concat_heads(ctx, kparts, 2, H);                            /* (B,H,S,dh+dr) */
     mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, scale);
     return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }
@@ -347,9 +337,9 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
         const mt_layer_params *L = &m->enc[l];
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
         mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0);
-        x = mt_add(ctx, x, mt_dropout(ctx, a, p, training));
+        x = mt_add_dropout(ctx, x, a, p, training);
         h = norm(ctx, c, &L->norm2, x);
-        x = mt_add(ctx, x, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+        x = mt_add_dropout(ctx, x, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
     }
     return norm(ctx, c, &m->enc_norm, x);
 }
@@ -376,7 +366,7 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     } else {
         a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0);
     }
-    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm2, y);
     if (cache) {
         mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
@@ -384,9 +374,9 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     } else {
         a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0);
     }
-    y = mt_add(ctx, y, mt_dropout(ctx, a, p, training));
+    y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm3, y);
-    return mt_add(ctx, y, mt_dropout(ctx, mt_ffn_block(ctx, c, &L->ffn, h), p, training));
+    return mt_add_dropout(ctx, y, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
 }
 
 mt_tensor *mt_transformer_decode(mt_context *ctx, const mt_transformer *m, mt_tensor *tgt, int64_t pos0,

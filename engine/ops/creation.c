@@ -72,17 +72,20 @@ static mt_status check_fill(mt_context *ctx, const char *op, mt_tensor *t) {
 
 mt_status mt_fill(mt_context *ctx, mt_tensor *t, float value) {
     MT_TRY(check_fill(ctx, "fill", t));
+    mt_weight_lowp_drop(t);
     return MT_BE(ctx)->fill(&ctx->ex, mt_f32(t), t->numel, value);
 }
 
 mt_status mt_fill_uniform(mt_context *ctx, mt_tensor *t, float low, float high) {
     MT_TRY(check_fill(ctx, "uniform", t));
+    mt_weight_lowp_drop(t);
     uint64_t off = mt_rng_take(ctx, (uint64_t)t->numel);
     return MT_BE(ctx)->random(&ctx->ex, mt_f32(t), t->numel, MT_RANDOM_UNIFORM, low, high, ctx->seed, off);
 }
 
 mt_status mt_fill_normal(mt_context *ctx, mt_tensor *t, float mean, float std) {
     MT_TRY(check_fill(ctx, "normal", t));
+    mt_weight_lowp_drop(t);
     uint64_t off = mt_rng_take(ctx, (uint64_t)t->numel);
     return MT_BE(ctx)->random(&ctx->ex, mt_f32(t), t->numel, MT_RANDOM_NORMAL, mean, std, ctx->seed, off);
 }
@@ -92,6 +95,7 @@ mt_status mt_copy_from_host(mt_context *ctx, mt_tensor *t, const void *src, size
     if (bytes != mt_tensor_bytes(t))
         return mt_error(MT_ERR_BUFFER_TOO_SMALL, "copy_from_host: %zu bytes given, tensor holds %zu", bytes,
                         mt_tensor_bytes(t));
+    mt_weight_lowp_drop(t);
     return MT_BE(ctx)->to_device(&ctx->ex, t->data, src, bytes);
 }
 
@@ -109,5 +113,6 @@ mt_status mt_copy_tensor(mt_context *ctx, mt_tensor *dst, const mt_tensor *src) 
         char a[MT_SHAPE_STR + 8], b[MT_SHAPE_STR + 8];
         return mt_error(MT_ERR_SHAPE, "copy: %s into %s", mt_tensor_desc(a, src), mt_tensor_desc(b, dst));
     }
+    mt_weight_lowp_drop(dst);
     return MT_BE(ctx)->copy(&ctx->ex, dst->data, src->data, mt_tensor_bytes(src));
 }

@@ -162,11 +162,48 @@ mt_tensor *mt_dropout(mt_context *ctx, mt_tensor *x, float p, int training) {
     mt_tensor *y = mt_new_like(ctx, x);
     if (!y) return NULL;
     uint64_t off = mt_rng_take(ctx, (uint64_t)x->numel);
-    MT_KERNEL(ctx, MT_BE(ctx)->dropout_fwd(&ctx->ex, mt_f32(y), mt_f32(x), x->numel, p, ctx->seed, off));
+    MT_KERNEL(ctx, MT_BE(ctx)->dropout_fwd(&ctx->ex, mt_f32(y), mt_f32(x), x->numel, p, ctx->seed, off, NULL));
     if (mt_needs_grad(ctx, &x, 1)) {
         mt_node *n = mt_tape_push(ctx, "dropout", dropout_backward, y);
         if (!n) return NULL;
         n->in[0] = x;
+        n->f[0] = p;
+        n->i[0] = (int64_t)ctx->seed;
+        n->i[1] = (int64_t)off;
+    }
+    return y;
+}
+
+/* add_dropout: in[0] the residual, in[1] the dropped input. */
+static mt_status add_dropout_backward(mt_context *ctx, mt_node *n) {
+    mt_tensor *r = n->in[0], *x = n->in[1], *g;
+    const float *dy = mt_f32(n->out->grad);
+    if (mt_tensor_requires_grad(r)) {
+        if (!(g = mt_grad_of(ctx, r))) return ctx->status;
+        MT_TRY(mt_accumulate(ctx, mt_f32(g), dy, g->numel));
+    }
+    if (mt_tensor_requires_grad(x)) {
+        if (!(g = mt_grad_of(ctx, x))) return ctx->status;
+        MT_TRY(MT_BE(ctx)->dropout_bwd(&ctx->ex, mt_f32(g), dy, g->numel, n->f[0], (uint64_t)n->i[0],
+                                       (uint64_t)n->i[1]));
+    }
+    return MT_OK;
+}
+
+mt_tensor *mt_add_dropout(mt_context *ctx, mt_tensor *r, mt_tensor *x, float p, int training) {
+    if (!mt_check_f32(ctx, "add_dropout", r) || !mt_check_f32(ctx, "add_dropout", x)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) return mt_fail(ctx, MT_ERR_INVALID_ARG, "add_dropout: p = %g must be in [0, 1)", p);
+    if (!training || p == 0.0f || !mt_same_shape(r, x)) return mt_add(ctx, r, mt_dropout(ctx, x, p, training));
+    mt_tensor *y = mt_new_like(ctx, x);
+    if (!y) return NULL;
+    uint64_t off = mt_rng_take(ctx, (uint64_t)x->numel); /* the numbers mt_dropout would draw */
+    MT_KERNEL(ctx, MT_BE(ctx)->dropout_fwd(&ctx->ex, mt_f32(y), mt_f32(x), x->numel, p, ctx->seed, off, mt_f32(r)));
+    mt_tensor *in[2] = {r, x};
+    if (mt_needs_grad(ctx, in, 2)) {
+        mt_node *n = mt_tape_push(ctx, "add_dropout", add_dropout_backward, y);
+        if (!n) return NULL;
+        n->in[0] = r;
+        n->in[1] = x;
         n->f[0] = p;
         n->i[0] = (int64_t)ctx->seed;
         n->i[1] = (int64_t)off;

@@ -1,11 +1,12 @@
 /*
- * layout.c — reshape (a view), permute/transpose, narrow and concat (copies), with their backward.
- * Every copy is one call of the backend's strided copy; the backward is the same copy the other way
- * round, accumulating.
+ * layout.c — reshape (a view), permute/transpose, narrow, concat and concat_heads (copies), with their
+ * backward. Every copy is one call of the backend's strided copy; the backward is the same copy the
+ * other way round, accumulating (summing over a broadcast axis).
  */
 #include "ops/ops_internal.h"
 
 static mt_status reshape_backward(mt_context *ctx, mt_node *n) {
+    if (mt_view_grad_aliased(ctx, n)) return ctx->status;
     mt_tensor *gx = mt_grad_of(ctx, n->in[0]);
     if (!gx) return ctx->status;
     return mt_accumulate(ctx, mt_f32(gx), mt_f32(n->out->grad), gx->numel);
@@ -44,6 +45,7 @@ mt_tensor *mt_reshape(mt_context *ctx, mt_tensor *x, int ndim, const int64_t *sh
         mt_node *n = mt_tape_push(ctx, "reshape", reshape_backward, y);
         if (!n) return NULL;
         n->in[0] = x;
+        n->alias_in0 = 1;
     }
     return y;
 }
@@ -218,6 +220,90 @@ mt_tensor *mt_concat(mt_context *ctx, mt_tensor *const *xs, int n, int axis) {
         mt_node *nd = mt_tape_push(ctx, "concat", concat_backward, y);
         if (!nd) return NULL;
         concat_desc c = {.n = n, .axis = a};
+        if (!(c.xs = mt_ctx_keep(ctx, xs, sizeof(mt_tensor *) * (size_t)n))) return NULL;
+        if (!(nd->p = mt_ctx_keep(ctx, &c, sizeof c))) return NULL;
+    }
+    return y;
+}
+
+/* concat_heads: each part is copied by one strided copy; the descriptor keeps the parts and H. */
+typedef struct heads_desc {
+    int n;
+    int64_t H;
+    mt_tensor **xs;
+} heads_desc;
+
+/* The strides of part x read as (B, H, T, D_x): a 3-D (B, T, H*D_x) part is split into heads, a 4-D
+ * (B, 1, T, D_x) part has head stride 0 (broadcast). */
+static void heads_strides(const mt_tensor *x, int64_t H, int64_t shape[4], int64_t str[4]) {
+    int64_t B = x->shape[0];
+    if (x->ndim == 3) {
+        int64_t T = x->shape[1], D = x->shape[2] / H;
+        shape[0] = B, shape[1] = H, shape[2] = T, shape[3] = D;
+        str[0] = T * H * D, str[1] = D, str[2] = H * D, str[3] = 1;
+    } else {
+        int64_t Hx = x->shape[1], T = x->shape[2], D = x->shape[3];
+        shape[0] = B, shape[1] = H, shape[2] = T, shape[3] = D;
+        str[0] = Hx * T * D, str[1] = Hx == 1 ? 0 : T * D, str[2] = D, str[3] = 1;
+    }
+}
+
+static mt_status concat_heads_backward(mt_context *ctx, mt_node *nd) {
+    const heads_desc *c = nd->p;
+    const mt_tensor *y = nd->out;
+    int64_t ystr[4], off = 0;
+    mt_contig_strides(y->shape, 4, ystr);
+    for (int i = 0; i < c->n; i++) {
+        mt_tensor *x = c->xs[i];
+        int64_t shape[4], xstr[4];
+        heads_strides(x, c->H, shape, xstr);
+        int64_t o = off;
+        off += shape[3];
+        if (!mt_tensor_requires_grad(x)) continue;
+        mt_tensor *gx = mt_grad_of(ctx, x);
+        if (!gx) return ctx->status;
+        MT_TRY(MT_BE(ctx)->copy_strided(&ctx->ex, gx->data, xstr, mt_f32(nd->out->grad) + o, ystr, shape, 4, 4, 1));
+    }
+    return MT_OK;
+}
+
+mt_tensor *mt_concat_heads(mt_context *ctx, mt_tensor *const *xs, int n, int64_t H) {
+    if (!xs || n < 1 || H < 1) return mt_fail(ctx, MT_ERR_INVALID_ARG, "concat_heads: no tensors or H = %lld", (long long)H);
+    for (int i = 0; i < n; i++)
+        if (!mt_check_input(ctx, "concat_heads", xs[i])) return NULL;
+    const mt_tensor *x0 = xs[0];
+    int64_t B = x0->shape[0], T = x0->ndim == 3 ? x0->shape[1] : x0->ndim == 4 ? x0->shape[2] : 0, Dt = 0;
+    for (int i = 0; i < n; i++) {
+        const mt_tensor *x = xs[i];
+        int ok = x->dtype == x0->dtype && x->shape[0] == B;
+        if (x->ndim == 3) ok = ok && x->shape[1] == T && x->shape[2] % H == 0;
+        else ok = ok && x->ndim == 4 && (x->shape[1] == 1 || x->shape[1] == H) && x->shape[2] == T;
+        if (!ok) {
+            char s0[MT_SHAPE_STR], si[MT_SHAPE_STR];
+            return mt_fail(ctx, MT_ERR_SHAPE, "concat_heads: tensor %d %s does not fit (B, T, H*D) or (B, H|1, T, D) "
+                           "with H = %lld and tensor 0 %s", i, mt_shape_str(si, x->shape, x->ndim), (long long)H,
+                           mt_shape_str(s0, x0->shape, x0->ndim));
+        }
+        Dt += x->ndim == 3 ? x->shape[2] / H : x->shape[3];
+    }
+    size_t es = mt_dtype_size(x0->dtype);
+    if (es != 2 && es != 4)
+        return mt_fail(ctx, MT_ERR_DTYPE, "concat_heads: dtype %s is not supported", mt_dtype_name(x0->dtype));
+    int64_t yshape[4] = {B, H, T, Dt}, ystr[4], off = 0;
+    mt_tensor *y = mt_new(ctx, x0->dtype, 4, yshape);
+    if (!y) return NULL;
+    mt_contig_strides(yshape, 4, ystr);
+    for (int i = 0; i < n; i++) {
+        int64_t shape[4], xstr[4];
+        heads_strides(xs[i], H, shape, xstr);
+        MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, (char *)y->data + (size_t)off * es, ystr, xs[i]->data, xstr,
+                                                shape, 4, es, 0));
+        off += shape[3];
+    }
+    if (x0->dtype == MT_DTYPE_F32 && mt_needs_grad(ctx, (mt_tensor *const *)xs, n)) {
+        mt_node *nd = mt_tape_push(ctx, "concat_heads", concat_heads_backward, y);
+        if (!nd) return NULL;
+        heads_desc c = {.n = n, .H = H};
         if (!(c.xs = mt_ctx_keep(ctx, xs, sizeof(mt_tensor *) * (size_t)n))) return NULL;
         if (!(nd->p = mt_ctx_keep(ctx, &c, sizeof c))) return NULL;
     }

@@ -55,9 +55,12 @@ static int regular(const mm_plan *p, int64_t *sa, int64_t *sb) {
 static mt_status mm_backward(mt_context *ctx, mt_node *n) {
     const mm_plan *p = n->p;
     mt_tensor *a = n->in[0], *b = n->in[1];
-    mt_dtype dt = (mt_dtype)n->i[0];
-    /* Operands in the product's dtype: the casts the forward kept, and the output gradient's. */
-    const void *ad = n->saved[0] ? n->saved[0]->data : a->data, *bd = n->saved[1] ? n->saved[1]->data : b->data;
+    mt_dtype dt = mt_backward_dtype(ctx, (mt_dtype)n->i[0], a, b);
+    /* Operands in the products' dtype: the casts the forward kept, and the output gradient's (f32:
+     * the tensors themselves). */
+    int cast = dt != MT_DTYPE_F32;
+    const void *ad = cast && n->saved[0] ? n->saved[0]->data : a->data;
+    const void *bd = cast && n->saved[1] ? n->saved[1]->data : b->data;
     mt_tensor *dct = mt_gemm_operand(ctx, n->out->grad, dt);
     if (!dct) return ctx->status;
     const void *dc = dct->data;
@@ -142,7 +145,7 @@ mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, i
     oshape[p.nd] = p.M;
     oshape[p.nd + 1] = p.N;
     mt_tensor *c = mt_new(ctx, MT_DTYPE_F32, (int)p.nd + 2, oshape);
-    mt_tensor *al = mt_gemm_operand(ctx, a, dt), *bl = mt_gemm_operand(ctx, b, dt);
+    mt_tensor *al = mt_gemm_input(ctx, a, dt), *bl = mt_gemm_input(ctx, b, dt);
     if (!c || !al || !bl) return NULL;
     /* Fold a's batch into M when b is shared and a is not transposed: one GEMM. */
     if (bstr == 1 && !p.ta && p.batch > 1) {
@@ -184,9 +187,11 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
     const mt_backend *be = MT_BE(ctx);
     mt_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
     int64_t R = n->i[0], K = n->i[1], N = n->i[2];
-    mt_dtype dt = (mt_dtype)n->i[3];
+    mt_dtype dt = mt_backward_dtype(ctx, (mt_dtype)n->i[3], x, w);
     const float *dy = mt_f32(n->out->grad);
-    const void *xd = n->saved[0] ? n->saved[0]->data : x->data, *wd = n->saved[1] ? n->saved[1]->data : w->data;
+    int cast = dt != MT_DTYPE_F32;
+    const void *xd = cast && n->saved[0] ? n->saved[0]->data : x->data;
+    const void *wd = cast && n->saved[1] ? n->saved[1]->data : w->data;
     const void *dyl = dy;
     if ((mt_tensor_requires_grad(x) || mt_tensor_requires_grad(w)) && dt != MT_DTYPE_F32) {
         mt_tensor *t = mt_gemm_operand(ctx, n->out->grad, dt);
@@ -259,14 +264,20 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
     memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     oshape[x->ndim - 1] = N;
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
-    mt_tensor *xl = mt_gemm_operand(ctx, x, dt), *wl = mt_gemm_operand(ctx, w, dt);
+    mt_tensor *xl = mt_gemm_input(ctx, x, dt), *wl = mt_gemm_input(ctx, w, dt);
     if (!y || !xl || !wl) return NULL;
-    if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
-        int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
-        MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
+    if (bias && dt != MT_DTYPE_F32 && MT_BE(ctx)->gemm_lowp_bias) { /* the bias in the GEMM's epilogue */
+        ctx->ex.flops += 2 * (uint64_t)R * (uint64_t)N * (uint64_t)K;
+        MT_KERNEL(ctx, MT_BE(ctx)->gemm_lowp_bias(&ctx->ex, dt, 0, 1, R, N, K, xl->data, K, wl->data, K, mt_f32(bias),
+                                                  mt_f32(y), N));
+    } else {
+        if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
+            int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
+            MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
+        }
+        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
+                                   mt_f32(y), N, 0, 1));
     }
-    MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
-                               mt_f32(y), N, 0, 1));
     mt_tensor *in[3] = {x, w, bias};
     if (mt_needs_grad(ctx, in, 3)) {
         mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);

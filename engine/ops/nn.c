@@ -88,7 +88,7 @@ mt_tensor *mt_layer_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor 
     mt_tensor *y = mt_new_like(ctx, x), *mean = mt_new(ctx, MT_DTYPE_F32, 1, &N), *rstd = mt_new(ctx, MT_DTYPE_F32, 1, &N);
     if (!y || !mean || !rstd) return NULL;
     MT_KERNEL(ctx, MT_BE(ctx)->layernorm_fwd(&ctx->ex, mt_f32(y), mt_f32(mean), mt_f32(rstd), mt_f32(x), mt_f32(w),
-                                             b ? mt_f32(b) : NULL, N, C, eps));
+                                             b ? mt_f32(b) : NULL, N, C, eps, mt_lowp_side_output(ctx, y)));
     mt_tensor *in[3] = {x, w, b};
     if (mt_needs_grad(ctx, in, 3)) {
         mt_node *n = mt_tape_push(ctx, "layer_norm", layer_norm_backward, y);
@@ -123,7 +123,8 @@ mt_tensor *mt_rms_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, float eps) {
     int64_t C = w->shape[0], N = x->numel / C;
     mt_tensor *y = mt_new_like(ctx, x), *rstd = mt_new(ctx, MT_DTYPE_F32, 1, &N);
     if (!y || !rstd) return NULL;
-    MT_KERNEL(ctx, MT_BE(ctx)->rmsnorm_fwd(&ctx->ex, mt_f32(y), mt_f32(rstd), mt_f32(x), mt_f32(w), N, C, eps));
+    MT_KERNEL(ctx, MT_BE(ctx)->rmsnorm_fwd(&ctx->ex, mt_f32(y), mt_f32(rstd), mt_f32(x), mt_f32(w), N, C, eps,
+                                           mt_lowp_side_output(ctx, y)));
     mt_tensor *in[2] = {x, w};
     if (mt_needs_grad(ctx, in, 2)) {
         mt_node *n = mt_tape_push(ctx, "rms_norm", rms_norm_backward, y);
@@ -240,11 +241,9 @@ static mt_status rope_backward(mt_context *ctx, mt_node *n) {
     mt_tensor *x = n->in[0];
     mt_tensor *gx = mt_grad_of(ctx, x);
     if (!gx) return ctx->status;
-    float *tmp = mt_ctx_alloc_data(ctx, mt_tensor_bytes(x));
-    if (!tmp) return ctx->status;
     int64_t T = n->i[0], D = n->i[1];
-    MT_TRY(MT_BE(ctx)->rope(&ctx->ex, tmp, mt_f32(n->out->grad), x->numel / (T * D), T, D, n->i[2], n->f[0], -1.0f));
-    return mt_accumulate(ctx, mt_f32(gx), tmp, x->numel);
+    return MT_BE(ctx)->rope(&ctx->ex, mt_f32(gx), mt_f32(n->out->grad), x->numel / (T * D), T, D, n->i[2], n->f[0],
+                            -1.0f, 1);
 }
 
 mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base) {
@@ -256,7 +255,7 @@ mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base) {
     int64_t T = x->shape[x->ndim - 2], D = x->shape[x->ndim - 1];
     mt_tensor *y = mt_new_like(ctx, x);
     if (!y) return NULL;
-    MT_KERNEL(ctx, MT_BE(ctx)->rope(&ctx->ex, mt_f32(y), mt_f32(x), x->numel / (T * D), T, D, pos0, base, 1.0f));
+    MT_KERNEL(ctx, MT_BE(ctx)->rope(&ctx->ex, mt_f32(y), mt_f32(x), x->numel / (T * D), T, D, pos0, base, 1.0f, 0));
     if (mt_needs_grad(ctx, &x, 1)) {
         mt_node *n = mt_tape_push(ctx, "rope", rope_backward, y);
         if (!n) return NULL;

@@ -65,6 +65,9 @@ mt_tensor *mt_silu(mt_context *ctx, mt_tensor *x);
 mt_tensor *mt_masked_fill(mt_context *ctx, mt_tensor *x, mt_tensor *mask, float value);
 /* Inverted dropout with probability p; identity (the same tensor) when !training or p == 0. */
 mt_tensor *mt_dropout(mt_context *ctx, mt_tensor *x, float p, int training);
+/* r + mt_dropout(x, p, training) in one pass (the residual connection): the same values and random
+ * numbers as the two ops; r and x of one shape (otherwise it is those two ops). */
+mt_tensor *mt_add_dropout(mt_context *ctx, mt_tensor *r, mt_tensor *x, float p, int training);
 
 /* ---- reductions: axes may be negative; n_axes == 0 reduces over every axis ---- */
 mt_tensor *mt_reduce(mt_context *ctx, mt_reduce_op op, mt_tensor *x, const int *axes, int n_axes, int keepdim);
@@ -91,6 +94,11 @@ mt_tensor *mt_permute(mt_context *ctx, mt_tensor *x, const int *perm);
 mt_tensor *mt_transpose(mt_context *ctx, mt_tensor *x, int axis0, int axis1);
 mt_tensor *mt_narrow(mt_context *ctx, mt_tensor *x, int axis, int64_t start, int64_t length);
 mt_tensor *mt_concat(mt_context *ctx, mt_tensor *const *xs, int n, int axis);
+/* Attention heads (B, H, T, sum D_i) from parts laid side by side along the last axis: a 3-D part
+ * (B, T, H*D_i) is split into its H heads, a 4-D part (B, H, T, D_i) taken as it is and a 4-D part
+ * (B, 1, T, D_i) read by every head (stride 0; its gradient sums the heads'). One strided copy per
+ * part: concat(split_heads(x), ...) and H copies of a shared part without the intermediates. */
+mt_tensor *mt_concat_heads(mt_context *ctx, mt_tensor *const *xs, int n, int64_t H);
 
 /* ---- fused nn ops ---- */
 mt_tensor *mt_softmax(mt_context *ctx, mt_tensor *x, int axis);
@@ -117,5 +125,14 @@ mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base);
  * MT_ERR_UNSUPPORTED for BF16/F16 on a backend without a low-precision GEMM (the CPU). */
 mt_status mt_context_set_precision(mt_context *ctx, mt_precision p);
 mt_precision mt_context_precision(const mt_context *ctx);
+/* The GEMM operands of weights cast once per step: every 2-D F32 tensor of ts rounded to the context's
+ * low precision (bf16/f16) in one launch, into the step arena; matmul and linear then use that copy
+ * instead of casting the weight at each use. Valid until the context's next reset; nothing to do (MT_OK)
+ * in f32/TF32 or on a backend without cast_multi. */
+mt_status mt_cast_weights(mt_context *ctx, mt_tensor *const *ts, int n);
+/* t's copy from mt_cast_weights when it is valid for ctx now, else NULL. */
+mt_tensor *mt_weight_lowp(const mt_context *ctx, const mt_tensor *t);
+/* Forgets t's copy (t is about to change). */
+void mt_weight_lowp_drop(mt_tensor *t);
 
 #endif

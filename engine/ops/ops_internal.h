@@ -37,8 +37,19 @@ int mt_check_gemm_operand(mt_context *ctx, const char *op, const mt_tensor *t);
 /* The dtype a product of a and b is computed in: F32, or BF16/F16 (f32 accumulation) from a
  * low-precision operand or the context's mixed precision. 0 + failure recorded on mixed lowp dtypes. */
 int mt_gemm_dtype(mt_context *ctx, const char *op, const mt_tensor *a, const mt_tensor *b, mt_dtype *dt);
+/* The dtype a product's backward runs its two GEMMs in, given the forward's dtype dt: F32 when both
+ * operands are f32 tensors (the backend's f32 GEMM rounds them itself in a bf16/f16 context, see
+ * backend.h, so neither the output gradient nor the operands need a cast launch); else dt. */
+mt_dtype mt_backward_dtype(const mt_context *ctx, mt_dtype dt, const mt_tensor *a, const mt_tensor *b);
 /* t itself when it has dtype dt, else its cast into the step arena. NULL + failure recorded. */
 mt_tensor *mt_gemm_operand(mt_context *ctx, mt_tensor *t, mt_dtype dt);
+/* As mt_gemm_operand for a forward's input: an op result's cast is kept on it for this step, so
+ * another product reading the same tensor reuses it. */
+mt_tensor *mt_gemm_input(mt_context *ctx, mt_tensor *t, mt_dtype dt);
+/* In bf16 mixed precision, the memory for y's bf16 copy, attached to y as its GEMM operand (y->lowp) for
+ * the kernel that makes y to fill in the same pass (the norms: their outputs feed GEMMs); NULL in
+ * any other precision (nothing attached) or when out of memory (y is cast at its use instead). */
+uint16_t *mt_lowp_side_output(mt_context *ctx, mt_tensor *y);
 /* be->gemm (dt F32) or be->gemm_lowp (dt BF16/F16) on A and B of dtype dt; C is f32. */
 mt_status mt_gemm_run(mt_context *ctx, mt_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                       const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,

@@ -5,11 +5,20 @@
  * operands are rounded to bf16/f16 in the step arena and multiplied by the backend's gemm_lowp with
  * f32 accumulation into an f32 result. Everything else stays f32: master weights, gradients, optimizer
  * state, norms, softmax, attention, losses. As with PyTorch autocast, each operand is cast once per use
- * site and the casts are kept on the tape for the backward (the input and the weight of a linear are
- * cast in the forward; the output gradient once in the backward, for both products).
+ * site and the casts are kept on the tape. The backward of a product of two f32 tensors hands the f32
+ * operands and output gradient to the backend's f32 GEMM, which in a bf16/f16 context rounds them
+ * itself (cuBLAS's _FAST_16BF / _16F compute types): the same products as casting them first, without
+ * the cast launches (mt_backward_dtype).
  *
  * A bf16/f16 tensor (a weight converted for inference) may be an operand in any precision when the
  * backend has gemm_lowp: the other operand is cast to its dtype.
+ *
+ * The weights can be cast once per step instead of once per use: mt_cast_weights (the training step
+ * calls it after each reset) rounds every 2-D weight in one launch (the backend's cast_multi) into
+ * the step arena and hangs the copy on the weight (t->lowp, valid for that context's current epoch
+ * only: a reset, or any write to the weight through the op layer or the optimizer, drops it). The
+ * forward's activations keep their cast the same way (mt_gemm_input): an input read by several
+ * products is cast once.
  *
  * Backends without gemm_lowp (the CPU) run every product in f32; asking such a context for BF16/F16
  * is MT_ERR_UNSUPPORTED, and TF32 is accepted (f32 is a valid way to honour it).
@@ -61,9 +70,71 @@ int mt_gemm_dtype(mt_context *ctx, const char *op, const mt_tensor *a, const mt_
     return 1;
 }
 
+mt_dtype mt_backward_dtype(const mt_context *ctx, mt_dtype dt, const mt_tensor *a, const mt_tensor *b) {
+    (void)ctx;
+    return a->dtype == MT_DTYPE_F32 && b->dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : dt;
+}
+
 mt_tensor *mt_gemm_operand(mt_context *ctx, mt_tensor *t, mt_dtype dt) {
     if (!t || t->dtype == dt) return t;
+    mt_tensor *l = mt_weight_lowp(ctx, t);
+    if (l && l->dtype == dt) return l;
     return mt_cast(ctx, t, dt);
+}
+
+mt_tensor *mt_gemm_input(mt_context *ctx, mt_tensor *t, mt_dtype dt) {
+    mt_tensor *l = mt_gemm_operand(ctx, t, dt);
+    /* An op result on the tape never changes: its cast serves every product that reads it this step
+     * (the input shared by several projections: h, the query and key latents, the encoder output). */
+    if (l && l != t && t->node >= 0 && t->ctx == ctx && t->epoch == ctx->epoch && !mt_weight_lowp(ctx, t)) {
+        t->lowp = l;
+        __atomic_store_n(&t->lowp_epoch, ctx->epoch, __ATOMIC_RELEASE);
+    }
+    return l;
+}
+
+uint16_t *mt_lowp_side_output(mt_context *ctx, mt_tensor *y) {
+    if (!y || y->dtype != MT_DTYPE_F32 || ctx->ex.precision != MT_PRECISION_BF16 || !MT_BE(ctx)->gemm_lowp) return NULL;
+    mt_tensor *l = mt_new(ctx, MT_DTYPE_BF16, y->ndim, y->shape);
+    if (!l) return NULL;
+    y->lowp = l;
+    __atomic_store_n(&y->lowp_epoch, ctx->epoch, __ATOMIC_RELEASE);
+    return (uint16_t *)l->data;
+}
+
+mt_tensor *mt_weight_lowp(const mt_context *ctx, const mt_tensor *t) {
+    /* The epoch first (acquire): lowp was stored before it, by the context that owns that epoch. */
+    uint64_t e = __atomic_load_n(&t->lowp_epoch, __ATOMIC_ACQUIRE);
+    return e != 0 && e == ctx->epoch ? t->lowp : NULL;
+}
+
+void mt_weight_lowp_drop(mt_tensor *t) { __atomic_store_n(&t->lowp_epoch, 0, __ATOMIC_RELEASE); }
+
+mt_status mt_cast_weights(mt_context *ctx, mt_tensor *const *ts, int n) {
+    mt_dtype dt = ctx->ex.precision == MT_PRECISION_BF16 ? MT_DTYPE_BF16
+                  : ctx->ex.precision == MT_PRECISION_F16 ? MT_DTYPE_F16 : MT_DTYPE_F32;
+    const mt_backend *be = MT_BE(ctx);
+    if (dt == MT_DTYPE_F32 || !be->cast_multi || !be->gemm_lowp || n <= 0) return MT_OK;
+    mt_cast_slot *slots = mt_arena_alloc(&ctx->host, sizeof *slots * (size_t)n, 16);
+    mt_tensor **lows = mt_arena_alloc(&ctx->host, sizeof *lows * (size_t)n, 16);
+    if (!slots || !lows) return mt_error(MT_ERR_NOMEM, "cast_weights: out of host memory for %d slots", n);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        mt_tensor *t = ts[i];
+        if (!t || t->ndim != 2 || t->dtype != MT_DTYPE_F32 || t->device != ctx->device) continue;
+        mt_tensor *l = mt_new(ctx, dt, t->ndim, t->shape);
+        if (!l) return ctx->status;
+        slots[k] = (mt_cast_slot){.src = mt_f32(t), .dst = l->data, .n = t->numel};
+        lows[k++] = l;
+    }
+    MT_TRY(be->cast_multi(&ctx->ex, slots, k, dt));
+    for (int i = 0, j = 0; i < n; i++) {
+        mt_tensor *t = ts[i];
+        if (!t || t->ndim != 2 || t->dtype != MT_DTYPE_F32 || t->device != ctx->device) continue;
+        t->lowp = lows[j++];
+        __atomic_store_n(&t->lowp_epoch, ctx->epoch, __ATOMIC_RELEASE);
+    }
+    return MT_OK;
 }
 
 mt_status mt_gemm_run(mt_context *ctx, mt_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,

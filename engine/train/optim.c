@@ -100,6 +100,7 @@ static mt_status optimizer_update(mt_optimizer *o, mt_context *ctx, const mt_ada
     int k = 0;
     for (int i = 0; i < o->n; i++) {
         mt_tensor *p = model->params[i];
+        mt_weight_lowp_drop(p); /* the step's bf16 copy no longer matches */
         if (!p->grad) continue;
         o->slots[k++] = (mt_adamw_slot){.p = mt_f32(p), .g = mt_f32(p->grad), .m = mt_f32(o->m[i]),
                                         .v = mt_f32(o->v[i]), .n = p->numel,
@@ -135,6 +136,8 @@ mt_status mt_train_step(mt_context *ctx, mt_transformer *model, mt_optimizer *o,
     const mt_backend *be = ctx->ex.backend;
     for (int i = 0; i < n_micro; i++) {
         MT_TRY(mt_context_reset(ctx));
+        /* In bf16/f16, every weight's GEMM operand in one launch instead of one cast per use. */
+        MT_TRY(mt_cast_weights(ctx, model->params, model->n_params));
         float w = (float)((double)micro[i].tgt_tokens / (double)total);
         mt_tensor *l = mt_transformer_loss(ctx, model, &micro[i], (float)h->label_smoothing, 1, NULL);
         mt_tensor *gr = mt_full(ctx, 0, NULL, w);

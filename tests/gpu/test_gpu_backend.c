@@ -28,6 +28,7 @@
 
 #include "core/backend.h"
 #include "core/context.h"
+#include "core/numeric.h"
 #include "cuda/mt_cuda.h"
 #include "ops/ops_internal.h"
 
@@ -584,11 +585,21 @@ static void t_dropout(void) {
         snprintf(what, sizeof what, "dropout n=%lld", (long long)n);
         g_case = what;
         float *x = hrand(n, -1, 1), *y = xmalloc(bytes), *got = xmalloc(bytes);
-        OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345));
+        OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345, NULL));
         dbuf dx = dput(x, bytes), dy = dnew(bytes, 4, NULL);
-        OK(DEV->dropout_fwd(&DEX, dy.p, dx.p, n, 0.3f, 77, 12345));
+        OK(DEV->dropout_fwd(&DEX, dy.p, dx.p, n, 0.3f, 77, 12345, NULL));
         dget(&dy, got, what);
         cmp_f32(what, got, y, n, 0, 0); /* the same elements dropped: the same Philox stream */
+        { /* with a residual: r + dropout(x), the same bits on both */
+            float *r = hrand(n, -1, 1);
+            dbuf dr = dput(r, bytes), dz = dnew(bytes, 4, NULL);
+            OK(CPU->dropout_fwd(&CEX, y, x, n, 0.3f, 77, 12345, r));
+            OK(DEV->dropout_fwd(&DEX, dz.p, dx.p, n, 0.3f, 77, 12345, dr.p));
+            dget(&dz, got, what);
+            cmp_f32(what, got, y, n, 0, 0);
+            dfree(&dr), dfree(&dz);
+            free(r);
+        }
         float *acc = hrand(n, -1, 1), *acc0 = hcopy(acc, n);
         OK(CPU->dropout_bwd(&CEX, acc, x, n, 0.3f, 77, 12345));
         dbuf dacc = dput(acc0, bytes);
@@ -877,9 +888,43 @@ static void gemm_case(const gcase *c, int mode) {
     free(got);
 }
 
+/* gemm_lowp_bias: C = op(A) op(B) + bias on every row (cuBLASLt's bias epilogue), against the CPU's
+ * product of the rounded operands plus the bias; C starts NaN-poisoned (it is written, not added to). */
+static void gemm_bias_case(const gcase *c, mt_dtype lp) {
+    if (!DEV->gemm_lowp_bias) return; /* the CPU standing in for the device has none */
+    int64_t M = c->M, N = c->N, K = c->K;
+    int64_t ar = c->ta ? K : M, ac = c->ta ? M : K, br = c->tb ? N : K, bcn = c->tb ? K : N;
+    int64_t na = ar * ac, nb = br * bcn, nc = M * N;
+    char what[128];
+    snprintf(what, sizeof what, "gemm_lowp_bias %s M=%lld N=%lld K=%lld ta=%d tb=%d", lp == MT_DTYPE_BF16 ? "bf16" : "f16",
+             (long long)M, (long long)N, (long long)K, c->ta, c->tb);
+    g_case = what;
+    float *A = hrand(na, -1, 1), *B = hrand(nb, -1, 1), *bias = hrand(N, -1, 1), *C = xmalloc(4 * (size_t)nc);
+    float *got = xmalloc(4 * (size_t)nc);
+    round_lowp(A, na, lp);
+    round_lowp(B, nb, lp);
+    for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, 4 * (size_t)N);
+    OK(CPU->gemm(&CEX, c->ta, c->tb, M, N, K, 1.0f, A, ac, 0, B, bcn, 0, 1.0f, C, N, 0, 1));
+    uint16_t *hA = xmalloc(2 * (size_t)na), *hB = xmalloc(2 * (size_t)nb);
+    CPU->cast(&CEX, hA, lp, A, MT_DTYPE_F32, na);
+    CPU->cast(&CEX, hB, lp, B, MT_DTYPE_F32, nb);
+    dbuf dA = dnew(2 * (size_t)na, 2, hA), dB = dnew(2 * (size_t)nb, 2, hB), dbias = dput(bias, 4 * (size_t)N);
+    dbuf dC = dnew(4 * (size_t)nc, 4, NULL);
+    OK(DEV->gemm_lowp_bias(&DEX, lp, c->ta, c->tb, M, N, K, dA.p, ac, dB.p, bcn, dbias.p, dC.p, N));
+    dget(&dC, got, what);
+    cmp_f32(what, got, C, nc, 1e-5, 4e-6 * sqrt((double)K) * 2);
+    dfree(&dA), dfree(&dB), dfree(&dbias), dfree(&dC);
+    free(A), free(B), free(bias), free(C), free(got), free(hA), free(hB);
+}
+
 static void t_gemm(void) {
     for (size_t ci = 0; ci < sizeof GCASES / sizeof GCASES[0]; ci++)
         for (int mode = 0; mode < 4; mode++) gemm_case(&GCASES[ci], mode);
+    for (size_t ci = 0; ci < sizeof GCASES / sizeof GCASES[0]; ci++)
+        if (GCASES[ci].batch == 1 && GCASES[ci].M * GCASES[ci].N <= 1 << 17) {
+            gemm_bias_case(&GCASES[ci], MT_DTYPE_BF16);
+            gemm_bias_case(&GCASES[ci], MT_DTYPE_F16);
+        }
 }
 
 static void t_softmax(void) {
@@ -946,17 +991,31 @@ static void t_norms(void) {
                 float *y = xmalloc(4 * (size_t)n), *mean = xmalloc(4 * (size_t)N), *rstd = xmalloc(4 * (size_t)N);
                 float *got = xmalloc(4 * (size_t)n), *gm = xmalloc(4 * (size_t)N), *gr = xmalloc(4 * (size_t)N);
                 dbuf dy = dnew(4 * (size_t)n, 4, NULL), dm = dnew(4 * (size_t)N, 4, NULL), dr = dnew(4 * (size_t)N, 4, NULL);
+                /* The bf16 copy of the output (odd cases: none asked for). */
+                int side = (ci & 1) == 0;
+                uint16_t *y16 = xmalloc(2 * (size_t)n), *got16 = xmalloc(2 * (size_t)n);
+                dbuf dy16 = dnew(2 * (size_t)n, 2, NULL);
+                uint16_t *cy16 = side ? y16 : NULL, *gy16 = side ? (uint16_t *)dy16.p : NULL;
                 if (rms) {
-                    OK(CPU->rmsnorm_fwd(&CEX, y, rstd, x, w, N, C, 1e-6f));
-                    OK(DEV->rmsnorm_fwd(&DEX, dy.p, dr.p, dx.p, dw.p, N, C, 1e-6f));
+                    OK(CPU->rmsnorm_fwd(&CEX, y, rstd, x, w, N, C, 1e-6f, cy16));
+                    OK(DEV->rmsnorm_fwd(&DEX, dy.p, dr.p, dx.p, dw.p, N, C, 1e-6f, gy16));
                 } else {
-                    OK(CPU->layernorm_fwd(&CEX, y, mean, rstd, x, w, with_b ? b : NULL, N, C, 1e-5f));
-                    OK(DEV->layernorm_fwd(&DEX, dy.p, dm.p, dr.p, dx.p, dw.p, with_b ? db.p : NULL, N, C, 1e-5f));
+                    OK(CPU->layernorm_fwd(&CEX, y, mean, rstd, x, w, with_b ? b : NULL, N, C, 1e-5f, cy16));
+                    OK(DEV->layernorm_fwd(&DEX, dy.p, dm.p, dr.p, dx.p, dw.p, with_b ? db.p : NULL, N, C, 1e-5f, gy16));
                     dget(&dm, gm, what);
                     cmp_f32(what, gm, mean, N, 1e-5, 1e-6);
                 }
                 dget(&dy, got, what);
                 cmp_f32(what, got, y, n, 2e-5, 2e-5);
+                if (side) { /* each copy is its own f32 output rounded to bf16, bit for bit */
+                    dget(&dy16, got16, what);
+                    for (int64_t i = 0; i < n; i++)
+                        if (got16[i] != mt_f32_to_bf16(got[i]) || y16[i] != mt_f32_to_bf16(y[i]))
+                            failf("%s: bf16 copy [%lld]: device %04x of %.9g, cpu %04x of %.9g", what, (long long)i,
+                                  got16[i], got[i], y16[i], y[i]);
+                }
+                dfree(&dy16);
+                free(y16), free(got16);
                 dget(&dr, gr, what);
                 cmp_f32(what, gr, rstd, N, 2e-5, 0);
                 /* backward: dx, dw, db accumulate; also with only some of them asked */
@@ -1185,15 +1244,15 @@ static void t_rope(void) {
     static const int64_t cases[][4] = {{1, 1, 2, 0}, {3, 7, 16, 0}, {8, 33, 64, 5}, {2, 1, 128, 1000}, {16, 257, 32, 0}};
     for (int ci = 0; ci < 5; ci++) {
         int64_t R = cases[ci][0], T = cases[ci][1], D = cases[ci][2], pos0 = cases[ci][3], n = R * T * D;
-        for (int sgn = 0; sgn < 2; sgn++) {
+        for (int sgn = 0; sgn < 2; sgn++) { /* sign -1 (the backward) accumulates into random values */
             char what[96];
             snprintf(what, sizeof what, "rope (%lld,%lld,%lld) pos0=%lld sign=%d", (long long)R, (long long)T, (long long)D,
                      (long long)pos0, sgn ? -1 : 1);
             g_case = what;
-            float *x = hrand(n, -1, 1), *y = xmalloc(4 * (size_t)n), *got = xmalloc(4 * (size_t)n);
-            OK(CPU->rope(&CEX, y, x, R, T, D, pos0, 10000.0f, sgn ? -1.0f : 1.0f));
-            dbuf dx = dput(x, 4 * (size_t)n), dy = dnew(4 * (size_t)n, 4, NULL);
-            OK(DEV->rope(&DEX, dy.p, dx.p, R, T, D, pos0, 10000.0f, sgn ? -1.0f : 1.0f));
+            float *x = hrand(n, -1, 1), *y = sgn ? hrand(n, -1, 1) : xmalloc(4 * (size_t)n), *got = xmalloc(4 * (size_t)n);
+            dbuf dx = dput(x, 4 * (size_t)n), dy = sgn ? dput(y, 4 * (size_t)n) : dnew(4 * (size_t)n, 4, NULL);
+            OK(CPU->rope(&CEX, y, x, R, T, D, pos0, 10000.0f, sgn ? -1.0f : 1.0f, sgn));
+            OK(DEV->rope(&DEX, dy.p, dx.p, R, T, D, pos0, 10000.0f, sgn ? -1.0f : 1.0f, sgn));
             dget(&dy, got, what);
             /* inv_freq = base^(-2i/D) may differ by an ulp between libms (CUDA's powf: 2 ulp), which
              * moves the angle pos * inv_freq by up to pos * 2^-22 */

@@ -140,7 +140,7 @@ static void test_table_without_exec(void **state) {
     NODEV(be->binary_bwd(&ex, MT_BINARY_ADD, f, f, f, f, f, &bc));
     NODEV(be->masked_fill_fwd(&ex, f, f, f, 0, &bc));
     NODEV(be->masked_fill_bwd(&ex, f, f, f, &bc));
-    NODEV(be->dropout_fwd(&ex, f, f, 4, 0.5f, 1, 0));
+    NODEV(be->dropout_fwd(&ex, f, f, 4, 0.5f, 1, 0, NULL));
     NODEV(be->dropout_bwd(&ex, f, f, 4, 0.5f, 1, 0));
     NODEV(be->reduce_fwd(&ex, MT_REDUCE_SUM, f, NULL, f, &rd, 0));
     NODEV(be->reduce_bwd(&ex, MT_REDUCE_SUM, f, f, NULL, &rd, 1));
@@ -151,9 +151,9 @@ static void test_table_without_exec(void **state) {
     NODEV(be->gemm_lowp(&ex, MT_DTYPE_BF16, 0, 0, 2, 2, 1, 1, f, 1, 0, f, 2, 0, 0, f, 2, 0, 1));
     NODEV(be->softmax_fwd(&ex, f, f, 1, 4, 0));
     NODEV(be->softmax_bwd(&ex, f, f, f, 1, 4, 0));
-    NODEV(be->layernorm_fwd(&ex, f, f, f, f, f, f, 1, 4, 1e-5f));
+    NODEV(be->layernorm_fwd(&ex, f, f, f, f, f, f, 1, 4, 1e-5f, NULL));
     NODEV(be->layernorm_bwd(&ex, f, f, f, f, f, f, f, f, 1, 4));
-    NODEV(be->rmsnorm_fwd(&ex, f, f, f, f, 1, 4, 1e-5f));
+    NODEV(be->rmsnorm_fwd(&ex, f, f, f, f, 1, 4, 1e-5f, NULL));
     NODEV(be->rmsnorm_bwd(&ex, f, f, f, f, f, f, 1, 4));
     NODEV(be->embedding_fwd(&ex, f, f, ids, 1, 4));
     NODEV(be->embedding_bwd(&ex, f, f, ids, 1, 4));
@@ -161,7 +161,7 @@ static void test_table_without_exec(void **state) {
     NODEV(be->cross_entropy_bwd(&ex, f, f, f, f, f, ids, 1, 4, 0, -100));
     NODEV(be->attention_fwd(&ex, f, f, f, f, f, &ad));
     NODEV(be->attention_bwd(&ex, f, f, f, f, f, f, f, f, f, &ad));
-    NODEV(be->rope(&ex, f, f, 1, 1, 4, 0, 10000, 1));
+    NODEV(be->rope(&ex, f, f, 1, 1, 4, 0, 10000, 1, 0));
     NODEV(be->adamw(&ex, f, f, f, f, 4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1, 1, 1));
     NODEV(be->publish(&ex));
     NODEV(be->join(&ex));
@@ -169,6 +169,9 @@ static void test_table_without_exec(void **state) {
     mt_adamw_slot slot = {.p = f, .g = f, .m = f, .v = f, .n = 4, .wd = 0};
     NODEV(be->sumsq_multi(&ex, f, &slot, 1, 0));
     NODEV(be->adamw_multi(&ex, &slot, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, 1, 1, f, 1.0, 1));
+    mt_cast_slot cslot = {.src = f, .dst = f, .n = 4};
+    NODEV(be->cast_multi(&ex, &cslot, 1, MT_DTYPE_BF16));
+    NODEV(be->gemm_lowp_bias(&ex, MT_DTYPE_BF16, 0, 1, 2, 2, 1, f, 1, f, 1, f, f, 2));
     assert_int_equal(be->device_count(NULL, 0), mt_cuda_device_count()); /* the table counts the same devices */
     printf("entry without a device: %s\n", mt_last_error());
     be->exec_free(&ex); /* no-op, no crash */

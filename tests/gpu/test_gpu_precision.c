@@ -7,7 +7,8 @@
  * values are exact in f32; only the accumulation could differ, and here it is the same sgemm), in the
  * forward and in the backward (where the output gradient is rounded too: the test picks gradients
  * that bf16 represents exactly). Also: the casts are kept on the tape, bf16 weights work in any
- * precision, f16 likewise, and contexts that cannot do it say so.
+ * precision, f16 likewise, contexts that cannot do it say so, and the weights cast once per step
+ * (mt_cast_weights) give the same products as a cast per use.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -44,12 +45,50 @@ static mt_status ref_gemm_lowp(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t
     return st;
 }
 
+/* Per-tensor casts made through the table (counted), and the reference multi-tensor cast. */
+static int g_casts, g_cast_multis;
+
+static mt_status counting_cast(mt_exec *ex, void *out, mt_dtype to, const void *in, mt_dtype from, int64_t n) {
+    g_casts++;
+    return mt_cpu_backend.cast(ex, out, to, in, from, n);
+}
+
+static mt_status ref_cast_multi(mt_exec *ex, const mt_cast_slot *slots, int n, mt_dtype dt) {
+    g_cast_multis++;
+    for (int i = 0; i < n; i++) MT_TRY(mt_cpu_backend.cast(ex, slots[i].dst, dt, slots[i].src, MT_DTYPE_F32, slots[i].n));
+    return MT_OK;
+}
+
+/* The f32 entry in a bf16/f16 context rounds its operands first (core/backend.h; cuBLAS's _FAST_16BF). */
+static mt_status ref_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
+                          float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
+    mt_dtype dt = ex->precision == MT_PRECISION_BF16 ? MT_DTYPE_BF16 : ex->precision == MT_PRECISION_F16 ? MT_DTYPE_F16
+                                                                                                           : MT_DTYPE_F32;
+    if (dt == MT_DTYPE_F32)
+        return mt_cpu_backend.gemm(ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                                   stride_c, batch);
+    int64_t na = span(ta ? K : M, ta ? M : K, lda, stride_a, batch), nb = span(tb ? N : K, tb ? K : N, ldb, stride_b, batch);
+    uint16_t *a = malloc(2 * (size_t)na), *b = malloc(2 * (size_t)nb);
+    if (!a || !b) return MT_ERR_NOMEM;
+    mt_cpu_backend.cast(ex, a, dt, A, MT_DTYPE_F32, na);
+    mt_cpu_backend.cast(ex, b, dt, B, MT_DTYPE_F32, nb);
+    mt_status st = ref_gemm_lowp(ex, dt, ta, tb, M, N, K, alpha, a, lda, stride_a, b, ldb, stride_b, beta, C, ldc,
+                                 stride_c, batch);
+    free(a);
+    free(b);
+    return st;
+}
+
 static mt_context *lowp_ctx(void) {
     mt_context *ctx = NULL;
     assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 2), MT_OK);
     g_lowp_backend = mt_cpu_backend;
     g_lowp_backend.name = "cpu+reference-lowp";
     g_lowp_backend.gemm_lowp = ref_gemm_lowp;
+    g_lowp_backend.gemm = ref_gemm;
+    g_lowp_backend.cast = counting_cast;
+    g_lowp_backend.cast_multi = ref_cast_multi;
     ctx->ex.backend = &g_lowp_backend;
     return ctx;
 }
@@ -273,10 +312,67 @@ static void test_f32_unchanged(void **state) {
     mt_context_free(ctx);
 }
 
+/* The weights cast once per step (mt_cast_weights) and an input read by two products cast once: the
+ * same products as casting at every use, one multi-tensor launch and one activation cast instead of
+ * four casts; the copies are dropped when a weight is written and at the next reset. */
+static void test_weights_cast_once(void **state) {
+    (void)state;
+    enum { R = 5, K = 6, N = 4 };
+    float x[R * K], w[2][N * K], want[2][R * N], got[R * N];
+    for (int i = 0; i < R * K; i++) x[i] = frand();
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < N * K; i++) w[j][i] = frand();
+    mt_tensor *tw[2];
+    for (int pass = 0; pass < 2; pass++) { /* 0: a cast per use (the reference), 1: the weights cast once */
+        mt_context *ctx = lowp_ctx();
+        assert_int_equal(mt_context_set_precision(ctx, MT_PRECISION_BF16), MT_OK);
+        for (int j = 0; j < 2; j++) {
+            assert_int_equal(mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, 2, (int64_t[]){N, K}, "w", &tw[j]),
+                             MT_OK);
+            assert_int_equal(mt_copy_from_host(ctx, tw[j], w[j], sizeof w[j]), MT_OK);
+            tw[j]->flags |= MT_TENSOR_REQUIRES_GRAD;
+        }
+        g_casts = g_cast_multis = 0;
+        if (pass == 1) {
+            assert_int_equal(mt_cast_weights(ctx, tw, 2), MT_OK);
+            assert_int_equal(g_cast_multis, 1);
+            assert_non_null(mt_weight_lowp(ctx, tw[0]));
+            assert_int_equal(mt_weight_lowp(ctx, tw[1])->dtype, MT_DTYPE_BF16);
+        }
+        mt_tensor *h = mt_relu(ctx, leaf(ctx, 2, (int64_t[]){R, K}, x)); /* an op result read twice */
+        for (int j = 0; j < 2; j++) {
+            mt_tensor *y = mt_linear(ctx, h, tw[j], NULL);
+            read_all(ctx, y, pass ? got : want[j]);
+            if (pass) {
+                for (int i = 0; i < R * N; i++) assert_true(got[i] == want[j][i]); /* the same bits */
+                assert_ptr_equal(ctx->tape[ctx->n_nodes - 1].saved[1], mt_weight_lowp(ctx, tw[j]));
+            }
+        }
+        assert_int_equal(g_casts, pass ? 1 : 3); /* h once, and the weights once each without the copies */
+        if (pass) {
+            assert_int_equal(mt_fill(ctx, tw[0], 0.5f), MT_OK); /* a write drops the copy */
+            assert_null(mt_weight_lowp(ctx, tw[0]));
+            assert_non_null(mt_weight_lowp(ctx, tw[1]));
+            assert_int_equal(mt_context_reset(ctx), MT_OK); /* so does a reset */
+            assert_null(mt_weight_lowp(ctx, tw[1]));
+        }
+        for (int j = 0; j < 2; j++) mt_tensor_free(tw[j]);
+        mt_context_free(ctx);
+    }
+    /* f32: nothing to cast. */
+    mt_context *ctx = lowp_ctx();
+    g_cast_multis = 0;
+    mt_tensor *none[2] = {NULL, NULL};
+    assert_int_equal(mt_cast_weights(ctx, none, 2), MT_OK);
+    assert_int_equal(g_cast_multis, 0);
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_refuses_lowp), cmocka_unit_test(test_linear_bf16), cmocka_unit_test(test_linear_f16),
         cmocka_unit_test(test_matmul_bf16),      cmocka_unit_test(test_bf16_weight), cmocka_unit_test(test_f32_unchanged),
+        cmocka_unit_test(test_weights_cast_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * test_autograd.c — the tape's semantics: a tensor used several times, a broadcast operand, a chain of
  * more than 20 ops (against finite differences), no_grad scopes, detach, zero_grad, backward with a
- * given output gradient, two backward passes over one tape, persistent parameters across steps.
+ * given output gradient, two backward passes over one tape, persistent parameters across steps, the
+ * attention-heads concat with a part shared by every head, the residual add fused with dropout.
  *
  * Expected gradients are computed here in double from the inputs (closed forms), never taken from
  * the engine.
@@ -306,6 +307,84 @@ static void test_views_and_leaves(void **state) {
     mt_context_free(ctx);
 }
 
+/* concat_heads: y[b,h,t] = [a[b,t,h-th D1 slice], r[b,0,t] (every head), p[b,h,t]]; the backward
+ * splits gy back, summing the heads' gradients for the shared part r (in head order). */
+static void test_concat_heads(void **state) {
+    (void)state;
+    enum { B = 2, H = 3, T = 4, D1 = 2, D2 = 3, D3 = 1, D = D1 + D2 + D3 };
+    mt_context *ctx = new_ctx();
+    mt_tensor *a = leaf(ctx, MT_DIMS(B, T, H * D1), 71), *r = leaf(ctx, MT_DIMS(B, 1, T, D2), 72);
+    mt_tensor *p = leaf(ctx, MT_DIMS(B, H, T, D3), 73);
+    mt_tensor *y = mt_concat_heads(ctx, (mt_tensor *[]){a, r, p}, 3, H);
+    assert_non_null(y);
+    assert_int_equal(y->ndim, 4);
+    assert_true(y->shape[0] == B && y->shape[1] == H && y->shape[2] == T && y->shape[3] == D);
+    float gyv[B * H * T * D];
+    fill_data(gyv, B * H * T * D, 74, 0.1f, 2.0f, 1);
+    mt_tensor *gy = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(B, H, T, D), gyv);
+    assert_int_equal(mt_backward(ctx, y, gy), MT_OK);
+    const float *yv = mt_f32(y);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < D; j++) {
+                    int64_t i = ((b * H + h) * T + t) * D + j;
+                    double want = j < D1 ? mt_f32(a)[(b * T + t) * H * D1 + h * D1 + j]
+                                  : j < D1 + D2 ? mt_f32(r)[(b * T + t) * D2 + j - D1]
+                                                : mt_f32(p)[((b * H + h) * T + t) * D3 + j - D1 - D2];
+                    assert_close(yv[i], want, 0, "concat_heads", i);
+                    if (j < D1) assert_close(mt_f32(a->grad)[(b * T + t) * H * D1 + h * D1 + j], gyv[i], 0, "d a", i);
+                    else if (j >= D1 + D2)
+                        assert_close(mt_f32(p->grad)[((b * H + h) * T + t) * D3 + j - D1 - D2], gyv[i], 0, "d p", i);
+                }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < D2; j++) {
+                double want = 0;
+                for (int h = 0; h < H; h++) want += gyv[((b * H + h) * T + t) * D + D1 + j];
+                assert_close(mt_f32(r->grad)[(b * T + t) * D2 + j], want, 1e-6, "d r (summed over heads)", j);
+            }
+    /* A part that fits neither form is refused with its shape. */
+    assert_null(mt_concat_heads(ctx, (mt_tensor *[]){a, leaf(ctx, MT_DIMS(B, 2, T, D2), 75)}, 2, H));
+    assert_int_equal(ctx->status, MT_ERR_SHAPE);
+    mt_context_free(ctx);
+}
+
+/* add_dropout(r, x) = add(r, dropout(x)): the same values, gradients and random numbers, bit for bit. */
+static void test_add_dropout(void **state) {
+    (void)state;
+    enum { N = 3, C = 37 };
+    float y[2][N * C], gr[2][N * C], gx[2][N * C], gyv[N * C];
+    fill_data(gyv, N * C, 81, 0.1f, 2.0f, 1);
+    for (int fused = 0; fused < 2; fused++) {
+        mt_context *ctx = new_ctx();
+        ctx->seed = 1234;
+        ctx->rng_offset = 0;
+        mt_tensor *r = leaf(ctx, MT_DIMS(N, C), 82), *x = leaf(ctx, MT_DIMS(N, C), 83);
+        mt_tensor *out = fused ? mt_add_dropout(ctx, r, x, 0.3f, 1) : mt_add(ctx, r, mt_dropout(ctx, x, 0.3f, 1));
+        assert_non_null(out);
+        assert_int_equal(ctx->rng_offset, (N * C + 3) / 4 * 4); /* what one dropout of N*C draws */
+        mt_tensor *g = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(N, C), gyv);
+        assert_int_equal(mt_backward(ctx, out, g), MT_OK);
+        memcpy(y[fused], mt_f32(out), sizeof y[0]);
+        memcpy(gr[fused], mt_f32(r->grad), sizeof gr[0]);
+        memcpy(gx[fused], mt_f32(x->grad), sizeof gx[0]);
+        if (fused) { /* not training: r + x */
+            mt_tensor *e = mt_add_dropout(ctx, r, x, 0.3f, 0);
+            for (int i = 0; i < N * C; i++) assert_true(mt_f32(e)[i] == mt_f32(r)[i] + mt_f32(x)[i]);
+        }
+        mt_context_free(ctx);
+    }
+    int dropped = 0;
+    for (int i = 0; i < N * C; i++) {
+        assert_true(y[1][i] == y[0][i]);
+        assert_true(gr[1][i] == gr[0][i]);
+        assert_true(gx[1][i] == gx[0][i]);
+        dropped += gx[1][i] == 0.0f;
+    }
+    assert_true(dropped > 0 && dropped < N * C); /* p = 0.3 dropped some, not all */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_used_many_times),
@@ -317,6 +396,8 @@ int main(void) {
         cmocka_unit_test(test_backward_with_output_gradient),
         cmocka_unit_test(test_two_backward_passes),
         cmocka_unit_test(test_views_and_leaves),
+        cmocka_unit_test(test_concat_heads),
+        cmocka_unit_test(test_add_dropout),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }

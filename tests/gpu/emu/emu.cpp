@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cublas_v2.h"
+#include "cublasLt.h"
 #include "cuda_runtime.h"
 
 #include "core/numeric.h" /* the engine's f16/bf16 -> f32, exact conversions */
@@ -615,4 +616,101 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasComputeType_t compute, cublasGemmAlgo_t algo) {
     return cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, alpha, A, at, lda, 0, B, bt, ldb, 0, beta, C, ct, ldc, 0, 1,
                                       compute, algo);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * cuBLASLt: the matmul with a bias epilogue (cublasLt.h)
+ * ------------------------------------------------------------------------------------------- */
+
+struct emu_lt {};
+struct emu_lt_desc {
+    cublasComputeType_t compute;
+    cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    const float *bias = nullptr;
+    cudaDataType_t bias_type = CUDA_R_32F;
+};
+struct emu_lt_layout {
+    cudaDataType_t type;
+    uint64_t rows, cols;
+    int64_t ld;
+};
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    *h = new emu_lt();
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute, cudaDataType_t scale) {
+    if (scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    *d = new emu_lt_desc();
+    (*d)->compute = compute;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    delete d;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t bytes) {
+    switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+        if (bytes != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
+        (a == CUBLASLT_MATMUL_DESC_TRANSA ? d->ta : d->tb) = *(const cublasOperation_t *)v;
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+        if (bytes != sizeof(cublasLtEpilogue_t)) return CUBLAS_STATUS_INVALID_VALUE;
+        d->epilogue = *(const cublasLtEpilogue_t *)v;
+        return d->epilogue == CUBLASLT_EPILOGUE_DEFAULT || d->epilogue == CUBLASLT_EPILOGUE_BIAS
+                   ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (bytes != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
+        d->bias = *(const float *const *)v;
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+        if (bytes != sizeof(cudaDataType_t)) return CUBLAS_STATUS_INVALID_VALUE;
+        d->bias_type = *(const cudaDataType_t *)v;
+        return d->bias_type == CUDA_R_32F ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+    if (ld < (int64_t)rows) return CUBLAS_STATUS_INVALID_VALUE;
+    *l = new emu_lt_layout{type, rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    delete l;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
+                              const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes, cudaStream_t stream) {
+    (void)h, (void)algo, (void)ws, (void)ws_bytes;
+    /* op(A) is m x k, op(B) k x n, C and D m x n; the emulator computes in place (C == D). */
+    uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
+    uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
+    if (C != D || kb != k || lc->rows != m || lc->cols != n || ld->rows != m || ld->cols != n || lc->ld != ld->ld ||
+        la->type != lb->type || ld->type != CUDA_R_32F || (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    cublasLtMatmulDesc_t dd = d;
+    emu_lt_desc desc = *dd; /* read now: the caller may destroy it once the call returns */
+    cudaDataType_t at = la->type;
+    int lda = (int)la->ld, ldb = (int)lb->ld, ldc = (int)ld->ld;
+    emu_enqueue(stream, [=]() {
+        gemm_run(desc.ta, desc.tb, (int)m, (int)n, (int)k, al, A, at, lda, 0, B, at, ldb, 0, be, D, ldc, 0, 1,
+                 desc.compute);
+        if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS)
+            for (uint64_t j = 0; j < n; j++)
+                for (uint64_t i = 0; i < m; i++) ((float *)D)[i + j * (uint64_t)ldc] += desc.bias[i];
+        return cudaSuccess;
+    });
+    return CUBLAS_STATUS_SUCCESS;
 }
