@@ -134,9 +134,10 @@ void mt_absorbed_free(mt_absorbed *a);
 
 /* The key side of an attention in the form a cache keeps it, for key rows m (B, S, d) at positions
  * pos0..: MLA *k = the latents [c_kv, RoPE(m W_kr^T)] (B, 1, S, dc+dr), *v = NULL (the latents are
- * the values too); MHA *k = the rotated keys (B, H, S, dh), *v = the values (B, H, S, dh). */
+ * the values too); MHA *k = the rotated keys (B, H, S, dh), *v = the values (B, H, S, dh). rope 0:
+ * no rotation (cross-attention of a model with cross_rope false). */
 void mt_attention_kv(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
-                     mt_tensor **k, mt_tensor **v);
+                     int rope, mt_tensor **k, mt_tensor **v);
 
 /* What incremental decoding keeps between steps, owned by the caller (engine/decode/): the
  * self-attention rows of every position so far, per layer, and the memory side's rows. */

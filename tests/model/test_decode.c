@@ -25,9 +25,10 @@ typedef struct fixture {
     int64_t len[NSENT];
 } fixture;
 
-static int setup_kind(void **state, int kind) {
+static int setup_kind(void **state, int kind, int cross_rope) {
     fixture *f = calloc(1, sizeof *f);
     mt_model_config c = tu_tiny_config(kind);
+    c.cross_rope = cross_rope;
     f->m = tu_model(&c, 11);
     if (!f->m || mt_absorbed_create(f->m, &f->abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, 0, &f->ws) != MT_OK)
         return -1;
@@ -40,8 +41,10 @@ static int setup_kind(void **state, int kind) {
     *state = f;
     return 0;
 }
-static int setup_mla(void **state) { return setup_kind(state, MT_ATTN_MLA); }
-static int setup_mha(void **state) { return setup_kind(state, MT_ATTN_MHA); }
+static int setup_mla(void **state) { return setup_kind(state, MT_ATTN_MLA, 1); }
+static int setup_mha(void **state) { return setup_kind(state, MT_ATTN_MHA, 1); }
+static int setup_mla_xnorope(void **state) { return setup_kind(state, MT_ATTN_MLA, 0); }
+static int setup_mha_xnorope(void **state) { return setup_kind(state, MT_ATTN_MHA, 0); }
 
 static int teardown(void **state) {
     fixture *f = *state;
@@ -367,5 +370,12 @@ int main(void) {
     };
     int fails = cmocka_run_group_tests_name("decode (MLA)", mla, setup_mla, teardown);
     fails += cmocka_run_group_tests_name("decode (MHA)", mha, setup_mha, teardown);
+    /* cross_rope false: the cross-attention's cached keys are not rotated; cached and uncached agree. */
+    const struct CMUnitTest xnorope[] = {
+        cmocka_unit_test(test_cached_greedy), cmocka_unit_test(test_cached_beam),
+        cmocka_unit_test(test_batch_beam),
+    };
+    fails += cmocka_run_group_tests_name("decode (MLA, cross_rope false)", xnorope, setup_mla_xnorope, teardown);
+    fails += cmocka_run_group_tests_name("decode (MHA, cross_rope false)", xnorope, setup_mha_xnorope, teardown);
     return fails ? 1 : 0;
 }

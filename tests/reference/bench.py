@@ -106,11 +106,12 @@ def attn_kv_step(att, h, t, cache, mem=None, mask=None):
     c = att.c
     B = h.shape[0]
     H, dh = c.heads, c.d_head
+    rot = mem is None or c.cross_rope
     if isinstance(att, M.MLA):
         dr = c.d_rope
         cq = att.q_norm(att.w_dq(h))
         qn = att.w_uq(cq).view(B, 1, H, dh).transpose(1, 2)
-        qr = M.rope(att.w_qr(cq).view(B, 1, H, dr).transpose(1, 2), t, c.rope_base)
+        qr = M.rope(att.w_qr(cq).view(B, 1, H, dr).transpose(1, 2), t, c.rope_base, rot)
         q = torch.cat([qn, qr], -1)
         if mem is None:
             ckv = att.kv_norm(att.w_dkv(h))
@@ -122,7 +123,7 @@ def attn_kv_step(att, h, t, cache, mem=None, mask=None):
             cache.v = v if cache.v is None else torch.cat([cache.v, v], 2)
         scale = 1.0 / math.sqrt(dh + dr)
     else:
-        q = M.rope(att.w_q(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base)
+        q = M.rope(att.w_q(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base, rot)
         if mem is None:
             k = M.rope(att.w_k(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base)
             v = att.w_v(h).view(B, 1, H, dh).transpose(1, 2)
@@ -144,10 +145,10 @@ def cross_kv(att, mem):
         ckv = att.kv_norm(att.w_dkv(mem))
         kn = att.w_uk(ckv).view(B, S, H, dh).transpose(1, 2)
         cache.v = att.w_uv(ckv).view(B, S, H, dh).transpose(1, 2)
-        kr = M.rope(att.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base).expand(B, H, S, dr)
+        kr = M.rope(att.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base, c.cross_rope).expand(B, H, S, dr)
         cache.k = torch.cat([kn, kr], -1)
     else:
-        cache.k = M.rope(att.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base)
+        cache.k = M.rope(att.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base, c.cross_rope)
         cache.v = att.w_v(mem).view(B, S, H, dh).transpose(1, 2)
     return cache
 
