@@ -39,6 +39,9 @@ struct mt_tensor {
     uint64_t epoch;                /* ctx->epoch when made: detects use after mt_context_reset */
     struct mt_qweight *qw;         /* a weight's int8 form (core/quant.h) when the model is quantized, used
                                       by inference's linear layers; owned (freed with the tensor); or NULL */
+    float *wt;                     /* a CPU linear weight (n, k)'s transposed f32 copy (k, n) for inference
+                                      (mt_weight_pack, nn/quant.c), which mt_linear multiplies by without
+                                      a transposition when no gradient is needed; owned; or NULL */
     char name[64];                 /* parameters: their name in the model file */
 };
 typedef struct mt_tensor mt_tensor;

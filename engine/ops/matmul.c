@@ -265,10 +265,15 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
         int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
         MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
     }
-    MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
-                               mt_f32(y), N, 0, 1));
     mt_tensor *in[3] = {x, w, bias};
-    if (mt_needs_grad(ctx, in, 3)) {
+    int grad = mt_needs_grad(ctx, in, 3);
+    if (w->wt && dt == MT_DTYPE_F32 && !grad) /* inference: the transposed copy (k, n), x W^T = x (W^T) */
+        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 0, R, N, K, 1.0f, xl->data, K, 0, w->wt, N, 0, bias ? 1.0f : 0.0f,
+                                   mt_f32(y), N, 0, 1));
+    else
+        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0,
+                                   bias ? 1.0f : 0.0f, mt_f32(y), N, 0, 1));
+    if (grad) {
         mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);
         if (!n) return NULL;
         n->in[0] = x;
