@@ -572,10 +572,6 @@ static int decode_ct2(const dec_opts *o, const char *dir, const char *thr) {
         return 1;
     }
     json_decref(ch.result);
-    /* Both sides' OpenMP workers sleep when idle unless the caller says otherwise: on a machine shared
-     * with other busy processes spinning workers lose most of their time (measured here: CTranslate2
-     * f32, greedy, batch 32, 131 tokens/s spinning, 2,711 passive). */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
     int64_t src_tokens = 0;
     for (int i = 0; i < ss.n; i++) src_tokens += ss.len[i];
     printf("mt-bench decode --ct2: the engine against CTranslate2, model %s (d_model %lld, %lld heads, %lld+%lld "
@@ -682,6 +678,18 @@ int mt_bench_decode(int argc, char **argv) {
     snprintf(model, sizeof model, "%s/model.mt", dir);
     snprintf(srcp, sizeof srcp, "%s/src.safetensors", dir);
     mtb_set_threads(o.threads, thr);
+    if (o.ct2 && !getenv("OMP_WAIT_POLICY")) {
+        /* Both sides' OpenMP workers sleep when idle unless the caller says otherwise: on a machine
+         * shared with other busy processes spinning workers lose most of their time (measured here:
+         * CTranslate2 f32, greedy, batch 32, 131 tokens/s spinning, 2,711 passive). libgomp reads the
+         * policy once, when the process starts, and the engine's children are forks of this one: so
+         * this process starts again with it (argv - 1 is mt-bench's own argv, NULL-terminated). */
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        mtb_rmrf(dir);
+        execv("/proc/self/exe", argv - 1);
+        fprintf(stderr, "mt-bench decode --ct2: re-executing with OMP_WAIT_POLICY=passive: %s\n", strerror(errno));
+        return 1;
+    }
     if (o.ct2) {
         int rc = decode_ct2(&o, dir, thr);
         mtb_rmrf(dir);
