@@ -30,6 +30,14 @@ mt_status mt_model_load(const char *path, int device, mt_model_t **out) {
         mt_modelfile_clear(&mf);
         return st;
     }
+    /* A model loaded through the ABI is for inference (training reads its files itself): pack it. */
+    if (st == MT_OK) st = mt_transformer_pack(mf.model);
+    if (st != MT_OK) {
+        mt_tok_free(m->tok);
+        mt_sys_free(m);
+        mt_modelfile_clear(&mf);
+        return st;
+    }
     m->tf = mf.model;
     m->tok_json = mf.tokenizer_json;
     m->device = device;

@@ -96,5 +96,6 @@ void mt_tensor_free(mt_tensor *t) {
     }
     mt_tensor_free(t->grad);
     mt_sys_free(t->qw);
+    mt_sys_free(t->wt);
     mt_sys_free(t);
 }

@@ -42,6 +42,9 @@ struct mt_tensor {
     struct mt_tensor *lowp;        /* a weight's bf16/f16 GEMM operand for the current step (arena memory of
                                       the context whose epoch is lowp_epoch; ops/precision.c) */
     uint64_t lowp_epoch;           /* lowp is valid only while that context's epoch is this (0: none) */
+    float *wt;                     /* a CPU linear weight (n, k)'s transposed f32 copy (k, n) for inference
+                                      (mt_weight_pack, nn/quant.c), which mt_linear multiplies by without
+                                      a transposition when no gradient is needed; owned; or NULL */
     char name[64];                 /* parameters: their name in the model file (last: arena tensors
                                       clear the fields before it) */
 };

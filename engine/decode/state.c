@@ -189,7 +189,7 @@ mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t 
     } else {
         for (int64_t l = 0; l < c->layers_dec; l++) {
             mt_tensor *k, *v;
-            mt_attention_kv(ctx, c, &m->dec[l].cross_attn, mem, 0, &k, &v);
+            mt_attention_kv(ctx, c, &m->dec[l].cross_attn, mem, 0, c->cross_rope, &k, &v);
             stash(s->ws, lbuf(s, l, B_XK0), mt_index_rows(ctx, k, rid));
             if (v) stash(s->ws, lbuf(s, l, B_XV0), mt_index_rows(ctx, v, rid));
         }

@@ -68,6 +68,11 @@ mt_status mt_absorbed_create(const mt_transformer *m, mt_absorbed **out) {
             if (st == MT_OK) st = mt_weight_quantize(a->self_attn[l].ao);
             if (st == MT_OK) st = mt_weight_quantize(a->cross_attn[l].aq);
             if (st == MT_OK) st = mt_weight_quantize(a->cross_attn[l].ao);
+        } else if (st == MT_OK && m->device == MT_DEVICE_CPU) { /* and f32 ones are packed like them */
+            st = mt_weight_pack(a->self_attn[l].aq);
+            if (st == MT_OK) st = mt_weight_pack(a->self_attn[l].ao);
+            if (st == MT_OK) st = mt_weight_pack(a->cross_attn[l].aq);
+            if (st == MT_OK) st = mt_weight_pack(a->cross_attn[l].ao);
         }
     }
     mt_context_free(ctx);

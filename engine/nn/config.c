@@ -282,6 +282,8 @@ static const mt_cfg_key model_keys[] = {
     MK(dropout, MT_CFG_FLOAT, 0, 0.95, "dropout on embeddings and residual branches"),
     MK(max_len, MT_CFG_INT, 4, 1 << 20, "maximum tokens per sentence, [SOS]/[EOS] included"),
     MK(rope_base, MT_CFG_FLOAT, 1.0001, 1e9, "rotary embedding base"),
+    {"cross_rope", MT_CFG_BOOL, offsetof(mt_model_config, cross_rope), 0, 1, NULL,
+     "rotary positions in cross-attention too (false: self-attention only)"},
     {"tie_embeddings", MT_CFG_BOOL, offsetof(mt_model_config, tie_embeddings), 0, 1, NULL,
      "output projection shares the embedding table"},
     MK(norm_eps, MT_CFG_FLOAT, 1e-12, 1e-2, "layer norm epsilon"),
@@ -309,6 +311,7 @@ void mt_model_config_default(mt_model_config *c) {
     c->dropout = 0.1;
     c->max_len = 256;
     c->rope_base = 10000.0;
+    c->cross_rope = 1;
     c->tie_embeddings = 1;
     c->norm_eps = 1e-5;
     c->pad_id = 0;

@@ -90,6 +90,7 @@ typedef struct mt_model_config {
     double dropout;      /* residual and embedding dropout */
     int64_t max_len;     /* tokens per side, [SOS]/[EOS] included */
     double rope_base;
+    int cross_rope;      /* rotary positions in cross-attention too (target vs source positions) */
     int tie_embeddings;  /* output projection = embedding table */
     double norm_eps;     /* layer norm epsilon (the latents' RMS norms use 1e-6) */
     int64_t pad_id, sos_id, eos_id;

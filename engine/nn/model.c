@@ -226,27 +226,33 @@ static mt_tensor *merge_heads(mt_context *ctx, mt_tensor *x) {
     return mt_reshape(ctx, mt_permute(ctx, x, perm), 3, (const int64_t[]){B, T, H * D});
 }
 
+/* x (..., T, D) at positions pos0.. rotated by RoPE, or x itself when rope is 0 (a cross-attention of a
+ * model with cross_rope false). */
+static mt_tensor *rotate(mt_context *ctx, const mt_model_config *c, mt_tensor *x, int64_t pos0, int rope) {
+    return rope ? mt_rope(ctx, x, pos0, (float)c->rope_base) : x;
+}
+
 /* MLA latents of key rows m (B,S,d) at positions pos0..: c_kv (B,S,dc) and the rotary key (B,1,S,dr). */
 static void mla_latents(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
-                        mt_tensor **ckv, mt_tensor **kr) {
+                        int rope, mt_tensor **ckv, mt_tensor **kr) {
     int64_t B = m ? m->shape[0] : 1, S = m ? m->shape[1] : 1;
     *ckv = mt_rms_norm(ctx, mt_layer_linear(ctx, m, a->w_dkv, NULL), a->kv_norm, MT_LATENT_NORM_EPS);
-    *kr = mt_rope(ctx, mt_reshape(ctx, mt_layer_linear(ctx, m, a->w_kr, NULL), 4, (const int64_t[]){B, 1, S, c->d_rope}),
-                  pos0, (float)c->rope_base);
+    *kr = rotate(ctx, c, mt_reshape(ctx, mt_layer_linear(ctx, m, a->w_kr, NULL), 4, (const int64_t[]){B, 1, S, c->d_rope}),
+                 pos0, rope);
 }
 
 void mt_attention_kv(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
-                     mt_tensor **k, mt_tensor **v) {
+                     int rope, mt_tensor **k, mt_tensor **v) {
     *k = *v = NULL;
     if (!m) return;
     int64_t B = m->shape[0], S = m->shape[1], H = c->heads;
     if (c->attention == MT_ATTN_MLA) {
         mt_tensor *ckv, *kr;
-        mla_latents(ctx, c, a, m, pos0, &ckv, &kr);
+        mla_latents(ctx, c, a, m, pos0, rope, &ckv, &kr);
         mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, c->d_c}), kr};
         *k = mt_concat(ctx, parts, 2, 3);
     } else {
-        *k = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, m, a->w_k, NULL), H), pos0, (float)c->rope_base);
+        *k = rotate(ctx, c, split_heads(ctx, mt_layer_linear(ctx, m, a->w_k, NULL), H), pos0, rope);
         *v = split_heads(ctx, mt_layer_linear(ctx, m, a->w_v, NULL), H);
     }
 }
@@ -257,17 +263,17 @@ void mt_attention_kv(mt_context *ctx, const mt_model_config *c, const mt_attn_pa
  * without it the latents are expanded per head by W_uk and W_uv (training). */
 static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
                             const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *kv, mt_tensor *mask,
-                            int causal, int64_t pos0) {
+                            int causal, int64_t pos0, int rope) {
     if (!h || (!mem && !kv)) return NULL;
     int64_t H = c->heads, dh = mt_model_d_head(c), dr = c->d_rope, dc = c->d_c, B = h->shape[0];
     float scale = 1.0f / sqrtf((float)(dh + dr));
     mt_tensor *cq = mt_rms_norm(ctx, mt_layer_linear(ctx, h, a->w_dq, NULL), a->q_norm, MT_LATENT_NORM_EPS);
-    mt_tensor *qr = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, cq, a->w_qr, NULL), H), pos0,
-                            (float)c->rope_base);                                  /* (B,H,T,dr) */
+    mt_tensor *qr = rotate(ctx, c, split_heads(ctx, mt_layer_linear(ctx, cq, a->w_qr, NULL), H), pos0,
+                           rope);                                                 /* (B,H,T,dr) */
     if (ab) {
         mt_tensor *ckv = NULL, *kr = NULL;
         if (!kv) {
-            mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
+            mla_latents(ctx, c, a, mem, 0, rope, &ckv, &kr);
             int64_t S = mem->shape[1];
             mt_tensor *parts[2] = {mt_reshape(ctx, ckv, 4, (const int64_t[]){B, 1, S, dc}), kr};
             kv = mt_concat(ctx, parts, 2, 3);                                      /* (B,1,S,dc+dr) */
@@ -279,7 +285,7 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
     }
     if (kv) return mt_fail(ctx, MT_ERR_INVALID_ARG, "mla attention: cached latents need the absorbed projections");
     mt_tensor *ckv, *kr;
-    mla_latents(ctx, c, a, mem, 0, &ckv, &kr);
+    mla_latents(ctx, c, a, mem, 0, rope, &ckv, &kr);
     mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, a->w_uq, NULL), qr};
     mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                            /* (B,H,T,dh+dr) */
     mt_tensor *kn = mt_layer_linear(ctx, ckv, a->w_uk, NULL);                    /* (B,S,H*dh) */
@@ -295,22 +301,22 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
 /* MHA attention of h (B,T,d) at positions pos0.. to the keys of mem (B,S,d), or to cached rows k, v
  * (mt_attention_kv's form). */
 static mt_tensor *mha_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
-                            mt_tensor *mem, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal, int64_t pos0) {
+                            mt_tensor *mem, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal, int64_t pos0,
+                            int rope) {
     if (!h || (!mem && !k)) return NULL;
     int64_t dh = mt_model_d_head(c);
-    mt_tensor *q = mt_rope(ctx, split_heads(ctx, mt_layer_linear(ctx, h, a->w_q, NULL), c->heads), pos0,
-                           (float)c->rope_base);
-    if (!k) mt_attention_kv(ctx, c, a, mem, 0, &k, &v);
+    mt_tensor *q = rotate(ctx, c, split_heads(ctx, mt_layer_linear(ctx, h, a->w_q, NULL), c->heads), pos0, rope);
+    if (!k) mt_attention_kv(ctx, c, a, mem, 0, rope, &k, &v);
     mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)dh));
     return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }
 
-/* One attention of h at positions pos0.. to mem (or to cached rows k, v). */
+/* One attention of h at positions pos0.. to mem (or to cached rows k, v); rope 0: no rotary positions. */
 static mt_tensor *attention_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
                                   const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *k, mt_tensor *v,
-                                  mt_tensor *mask, int causal, int64_t pos0) {
-    return c->attention == MT_ATTN_MLA ? mla_block(ctx, c, a, ab, h, mem, k, mask, causal, pos0)
-                                       : mha_block(ctx, c, a, h, mem, k, v, mask, causal, pos0);
+                                  mt_tensor *mask, int causal, int64_t pos0, int rope) {
+    return c->attention == MT_ATTN_MLA ? mla_block(ctx, c, a, ab, h, mem, k, mask, causal, pos0, rope)
+                                       : mha_block(ctx, c, a, h, mem, k, v, mask, causal, pos0, rope);
 }
 
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h) {
@@ -336,7 +342,7 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
     for (int64_t l = 0; l < c->layers_enc; l++) {
         const mt_layer_params *L = &m->enc[l];
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
-        mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0);
+        mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0, 1);
         x = mt_add_dropout(ctx, x, a, p, training);
         h = norm(ctx, c, &L->norm2, x);
         x = mt_add_dropout(ctx, x, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
@@ -359,20 +365,21 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     mt_tensor *h = norm(ctx, c, &L->norm1, y), *a;
     if (cache) {
         mt_tensor *k, *v;
-        mt_attention_kv(ctx, c, &L->self_attn, h, pos0, &k, &v);
+        mt_attention_kv(ctx, c, &L->self_attn, h, pos0, 1, &k, &v);
         k = cache->append(cache->user, l, 0, k, pos0);
         if (v) v = cache->append(cache->user, l, 1, v, pos0);
-        a = attention_block(ctx, c, &L->self_attn, sab, h, NULL, k, v, NULL, T > 1, pos0);
+        a = attention_block(ctx, c, &L->self_attn, sab, h, NULL, k, v, NULL, T > 1, pos0, 1);
     } else {
-        a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0);
+        a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0, 1);
     }
     y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm2, y);
     if (cache) {
         mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, src_mask, 0, pos0);
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, src_mask, 0, pos0,
+                            c->cross_rope);
     } else {
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0);
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0, c->cross_rope);
     }
     y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm3, y);

@@ -137,9 +137,10 @@ void mt_absorbed_free(mt_absorbed *a);
 
 /* The key side of an attention in the form a cache keeps it, for key rows m (B, S, d) at positions
  * pos0..: MLA *k = the latents [c_kv, RoPE(m W_kr^T)] (B, 1, S, dc+dr), *v = NULL (the latents are
- * the values too); MHA *k = the rotated keys (B, H, S, dh), *v = the values (B, H, S, dh). */
+ * the values too); MHA *k = the rotated keys (B, H, S, dh), *v = the values (B, H, S, dh). rope 0:
+ * no rotation (cross-attention of a model with cross_rope false). */
 void mt_attention_kv(mt_context *ctx, const mt_model_config *cfg, const mt_attn_params *a, mt_tensor *m, int64_t pos0,
-                     mt_tensor **k, mt_tensor **v);
+                     int rope, mt_tensor **k, mt_tensor **v);
 
 /* What incremental decoding keeps between steps, owned by the caller (engine/decode/): the
  * self-attention rows of every position so far, per layer, and the memory side's rows. */
@@ -196,6 +197,15 @@ int mt_param_is_linear(const mt_transformer *m, const mt_tensor *p);
 mt_status mt_transformer_quantize(mt_transformer *m);
 /* Gives one CPU weight (n, k) its int8 form (replacing any it had). */
 mt_status mt_weight_quantize(mt_tensor *w);
+/* For inference only (nn/quant.c): gives every CPU linear weight without an int8 form, and the tied
+ * output projection's embedding, its transposed f32 copy (mt_tensor.wt; the f32 weights' memory once
+ * more), which mt_linear uses while no gradient is needed: the decoder's products with few rows run
+ * at up to 2x the speed of dnnl_sgemm on a weight stored (n, k). The copies are not updated by
+ * training: pack a model that is no longer trained (mt_model_load does; the trainer never packs).
+ * Nothing on a GPU. */
+mt_status mt_transformer_pack(mt_transformer *m);
+/* Gives one CPU weight (n, k) its transposed copy (replacing any it had). */
+mt_status mt_weight_pack(mt_tensor *w);
 
 /* RMS norm epsilon of the MLA latents (as DeepSeek-V2). */
 #define MT_LATENT_NORM_EPS 1e-6f

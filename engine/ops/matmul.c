@@ -266,6 +266,8 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, x->ndim, oshape);
     mt_tensor *xl = mt_gemm_input(ctx, x, dt), *wl = mt_gemm_input(ctx, w, dt);
     if (!y || !xl || !wl) return NULL;
+    mt_tensor *in[3] = {x, w, bias};
+    int grad = mt_needs_grad(ctx, in, 3);
     if (bias && dt != MT_DTYPE_F32 && MT_BE(ctx)->gemm_lowp_bias) { /* the bias in the GEMM's epilogue */
         ctx->ex.flops += 2 * (uint64_t)R * (uint64_t)N * (uint64_t)K;
         MT_KERNEL(ctx, MT_BE(ctx)->gemm_lowp_bias(&ctx->ex, dt, 0, 1, R, N, K, xl->data, K, wl->data, K, mt_f32(bias),
@@ -275,11 +277,14 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
             int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
             MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
         }
-        MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0, bias ? 1.0f : 0.0f,
-                                   mt_f32(y), N, 0, 1));
+        if (w->wt && dt == MT_DTYPE_F32 && !grad) /* inference: the transposed copy (k, n), x W^T = x (W^T) */
+            MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 0, R, N, K, 1.0f, xl->data, K, 0, w->wt, N, 0, bias ? 1.0f : 0.0f,
+                                       mt_f32(y), N, 0, 1));
+        else
+            MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 1, R, N, K, 1.0f, xl->data, K, 0, wl->data, K, 0,
+                                       bias ? 1.0f : 0.0f, mt_f32(y), N, 0, 1));
     }
-    mt_tensor *in[3] = {x, w, bias};
-    if (mt_needs_grad(ctx, in, 3)) {
+    if (grad) {
         mt_node *n = mt_tape_push(ctx, "linear", linear_backward, y);
         if (!n) return NULL;
         n->in[0] = x;

@@ -20,6 +20,19 @@
  * KV-cached loop in f32 and after quantize_dynamic (the original design's way) on the same batch; and,
  * with --split (the directory of `mt-train --dump-split`), BLEU and chrF of both models on its held-out
  * test corpora test.0.tsv, test.1.tsv (beam 4, length penalty 0.6; the first --max-sents of each).
+ *
+ * --ct2 --model M.mt --split DIR [--sents N]: the engine against CTranslate2 (pip `ctranslate2` in the
+ * bench venv) on the same trained MHA model (cross_rope false: what CTranslate2 can express), converted
+ * by tests/reference/ct2_export.py, and the same real sentences (N of the held-out test corpora of
+ * DIR, default 128): greedy and beam 4, batch --batch and 1, f32 and int8 (the engine's
+ * int8 model as mt-quantize writes it, CTranslate2's compute_type int8 of the f32 model), --threads
+ * each (CTranslate2: intra_threads, inter_threads 1). Both under the engine's rules: [PAD] and [SOS]
+ * never generated, beam hypotheses ranked by log probability (length penalty 0 on both sides, which
+ * rank differently otherwise), the engine's output limit. Per cell: tokens/s of each (generated
+ * tokens, [EOS] included; best of --rounds alternating rounds), the ratio, and the share of sentences
+ * whose outputs are identical. The sentences come in chunks of --batch of one source length each, so
+ * that CTranslate2's one output limit per call is each sentence's limit in the engine. OpenMP workers
+ * of both sides wait passively (OMP_WAIT_POLICY=passive, unless set).
  */
 #include <omp.h>
 
@@ -28,13 +41,18 @@
 #include "decode/decode.h"
 #include "format/modelfile.h"
 #include "microtensor.h"
+#include "text/buf.h"
 #include "text/metrics.h"
+#include "text/tokenizer.h"
+
+#include <math.h>
 
 #include <sys/stat.h>
 
 typedef struct dec_opts {
     int threads, batch, len, rounds, torch;
     int int8, max_sents;        /* --int8: the quantization figures; --max-sents per test corpus */
+    int ct2, sents;             /* --ct2: against CTranslate2 on --sents real sentences */
     const char *model, *split;  /* --model: a trained .mt (default: random weights); --split: mt-train's --dump-split dir */
 } dec_opts;
 
@@ -51,8 +69,9 @@ static int engine_decode(void *argp, int fd) {
     mt_modelfile mf;
     mt_absorbed *abs = NULL;
     mt_decode_ws *ws;
-    if (mt_modelfile_load(a->model, MT_DEVICE_CPU, 0, &mf) != MT_OK || mt_absorbed_create(mf.model, &abs) != MT_OK ||
-        mt_decode_ws_create(MT_DEVICE_CPU, a->o->threads, &ws) != MT_OK) {
+    /* packed as mt_model_load packs it for mt-translate, mt-server and the bindings */
+    if (mt_modelfile_load(a->model, MT_DEVICE_CPU, 0, &mf) != MT_OK || mt_transformer_pack(mf.model) != MT_OK ||
+        mt_absorbed_create(mf.model, &abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, a->o->threads, &ws) != MT_OK) {
         fprintf(stderr, "engine: %s\n", mt_last_error());
         return 1;
     }
@@ -282,8 +301,355 @@ static int decode_int8(const dec_opts *o, const char *f32, const char *i8, const
     return 0;
 }
 
+/* ---- --ct2: the engine against CTranslate2 ------------------------------------------------------ */
+
+/* The real sentences of the benchmark: token ids (without [EOS]) of sources of the held-out test
+ * corpora of split (test.0.tsv, test.1.tsv), as the model's tokenizer encodes them, in chunks of batch
+ * sentences of one source length each (CTranslate2 has one output limit per call, the engine one per
+ * sentence: equal lengths give both the same limits). The chunks go round the lengths that have a
+ * whole chunk left, the most frequent first, taking sentences in file order, until n sentences. */
+typedef struct ct2_sents {
+    int n;
+    int32_t **ids;
+    int64_t *len;
+} ct2_sents;
+
+static void ct2_free_sents(ct2_sents *ss) {
+    for (int i = 0; i < ss->n; i++) mt_sys_free(ss->ids[i]);
+    free(ss->ids);
+    free(ss->len);
+    ss->n = 0;
+}
+
+static int ct2_read_sents(const char *split, const char *tok_json, int64_t max_len, int n, int batch, ct2_sents *out) {
+    mt_tokenizer *tok;
+    if (mt_tok_load_json(tok_json, strlen(tok_json), "model tokenizer", &tok) != MT_OK) return -1;
+    ct2_sents pool = {0};
+    int cap = 0, rc = 0;
+    for (int c = 0; c < 2 && rc == 0; c++) {
+        char tsv[800];
+        snprintf(tsv, sizeof tsv, "%s/test.%d.tsv", split, c);
+        FILE *f = fopen(tsv, "r");
+        if (!f) {
+            fprintf(stderr, "mt-bench decode --ct2: cannot open %s: %s\n", tsv, strerror(errno));
+            rc = -1;
+            break;
+        }
+        char *line = NULL;
+        size_t lcap = 0;
+        while (getline(&line, &lcap, f) > 0) {
+            char *tab = strchr(line, '\t');
+            if (!tab) continue;
+            mt_ids v = {0};
+            if (mt_tok_encode(tok, line, (size_t)(tab - line), &v) != MT_OK) {
+                rc = -1;
+                break;
+            }
+            if (v.n == 0 || (int64_t)v.n > max_len - 1) { /* empty or over the limit: not a clean pair */
+                mt_ids_free(&v);
+                continue;
+            }
+            if (pool.n == cap) {
+                cap = cap ? 2 * cap : 1024;
+                pool.ids = realloc(pool.ids, sizeof *pool.ids * (size_t)cap);
+                pool.len = realloc(pool.len, sizeof *pool.len * (size_t)cap);
+            }
+            pool.ids[pool.n] = v.v;
+            pool.len[pool.n++] = (int64_t)v.n;
+        }
+        free(line);
+        fclose(f);
+    }
+    mt_tok_free(tok);
+    n = (n + batch - 1) / batch * batch;
+    int64_t *left = calloc((size_t)max_len, sizeof *left), *next = calloc((size_t)max_len, sizeof *next);
+    for (int i = 0; i < pool.n; i++) left[pool.len[i]]++;
+    out->ids = calloc((size_t)n, sizeof *out->ids);
+    out->len = calloc((size_t)n, sizeof *out->len);
+    out->n = 0;
+    int64_t *round = calloc((size_t)max_len, sizeof *round); /* what each length had when the round began */
+    while (rc == 0 && out->n < n) {
+        int took = 0;
+        memcpy(round, left, sizeof *round * (size_t)max_len);
+        for (int64_t pass = pool.n; pass >= batch && out->n < n; pass--) /* most frequent lengths first */
+            for (int64_t L = 1; L < max_len && out->n < n; L++) {
+                if (round[L] != pass) continue;
+                for (int k = 0; k < batch; k++) {
+                    while (pool.len[next[L]] != L) next[L]++;
+                    out->ids[out->n] = pool.ids[next[L]];
+                    pool.ids[next[L]++] = NULL;
+                    out->len[out->n++] = L;
+                }
+                left[L] -= batch;
+                took = 1;
+            }
+        if (!took) {
+            fprintf(stderr, "mt-bench decode --ct2: %s has %d sentences in chunks of %d of one length, %d asked\n",
+                    split, out->n, batch, n);
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < pool.n; i++) mt_sys_free(pool.ids[i]);
+    free(pool.ids);
+    free(pool.len);
+    free(left);
+    free(next);
+    free(round);
+    return rc;
+}
+
+/* The sources for bench.py ct2: "src" (n, S) padded with [PAD], "src_len" (n). */
+static int ct2_write_src(const char *path, const ct2_sents *ss, int32_t pad) {
+    int64_t S = 1;
+    for (int i = 0; i < ss->n; i++) if (ss->len[i] > S) S = ss->len[i];
+    int32_t *src = malloc(sizeof(int32_t) * (size_t)(ss->n * S)), *len = malloc(sizeof(int32_t) * (size_t)ss->n);
+    for (int i = 0; i < ss->n; i++) {
+        for (int64_t j = 0; j < S; j++) src[i * S + j] = j < ss->len[i] ? ss->ids[i][j] : pad;
+        len[i] = (int32_t)ss->len[i];
+    }
+    mt_st_tensor t[2] = {
+        {.name = "src", .dtype = MT_DTYPE_I32, .ndim = 2, .shape = {ss->n, S}, .data = src,
+         .bytes = sizeof(int32_t) * (size_t)(ss->n * S)},
+        {.name = "src_len", .dtype = MT_DTYPE_I32, .ndim = 1, .shape = {ss->n}, .data = len,
+         .bytes = sizeof(int32_t) * (size_t)ss->n},
+    };
+    mt_status st = mt_st_write(path, t, 2, NULL, 0, 0);
+    free(src);
+    free(len);
+    return st == MT_OK ? 0 : -1;
+}
+
+typedef struct ct2_arg {
+    const char *model, *out; /* the .mt file (f32 or int8); where the output ids go */
+    const dec_opts *o;
+    const ct2_sents *ss;
+    int beam, batch;
+} ct2_arg;
+
+/* The engine on the real sentences, a.batch per mt_decode call: best of 2 repetitions after a warm-up;
+ * writes the output ids (one line per sentence) to a.out. */
+static int engine_decode_real(void *argp, int fd) {
+    ct2_arg *a = argp;
+    omp_set_num_threads(a->o->threads);
+    mt_modelfile mf;
+    mt_absorbed *abs = NULL;
+    mt_decode_ws *ws;
+    /* packed as mt_model_load packs it for mt-translate, mt-server and the bindings */
+    if (mt_modelfile_load(a->model, MT_DEVICE_CPU, 0, &mf) != MT_OK || mt_transformer_pack(mf.model) != MT_OK ||
+        mt_absorbed_create(mf.model, &abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, a->o->threads, &ws) != MT_OK) {
+        fprintf(stderr, "engine: %s\n", mt_last_error());
+        return 1;
+    }
+    const ct2_sents *ss = a->ss;
+    mt_decode_opts o = mt_decode_opts_default();
+    o.beam = a->beam;
+    o.length_penalty = 0.0f;
+    mt_decode_result r;
+    if (mt_decode(ws, mf.model, abs, (const int32_t *const *)ss->ids, ss->len, NULL, NULL, 2, &o, &r) != MT_OK) {
+        fprintf(stderr, "engine: %s\n", mt_last_error());
+        return 1;
+    }
+    mt_decode_result_free(&r);
+    int32_t **out = calloc((size_t)ss->n, sizeof *out);
+    int64_t *olen = calloc((size_t)ss->n, sizeof *olen);
+    double best = 1e30;
+    int64_t tokens = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        double dt = 0;
+        tokens = 0;
+        for (int b0 = 0; b0 < ss->n; b0 += a->batch) {
+            int n = ss->n - b0 < a->batch ? ss->n - b0 : a->batch;
+            double t0 = mt_bench_now();
+            if (mt_decode(ws, mf.model, abs, (const int32_t *const *)ss->ids + b0, ss->len + b0, NULL, NULL, n, &o,
+                          &r) != MT_OK) {
+                fprintf(stderr, "engine: %s\n", mt_last_error());
+                return 1;
+            }
+            dt += mt_bench_now() - t0;
+            for (int b = 0; b < n; b++) {
+                int64_t maxo = (int64_t)floor(o.max_len_ratio * (double)ss->len[b0 + b]) + MT_DECODE_LEN_EXTRA;
+                if (maxo > mf.model->cfg.max_len - 1) maxo = mf.model->cfg.max_len - 1;
+                tokens += r.len[b] + (r.len[b] < maxo ? 1 : 0); /* [EOS] is generated too */
+                free(out[b0 + b]);
+                out[b0 + b] = malloc(sizeof(int32_t) * (size_t)(r.len[b] + 1));
+                memcpy(out[b0 + b], r.ids[b], sizeof(int32_t) * (size_t)r.len[b]);
+                olen[b0 + b] = r.len[b];
+            }
+            mt_decode_result_free(&r);
+        }
+        if (dt < best) best = dt;
+    }
+    FILE *f = fopen(a->out, "w");
+    if (!f) return 1;
+    for (int i = 0; i < ss->n; i++) {
+        for (int64_t j = 0; j < olen[i]; j++) fprintf(f, j ? " %d" : "%d", out[i][j]);
+        fputc('\n', f);
+        free(out[i]);
+    }
+    fclose(f);
+    free(out);
+    free(olen);
+    dprintf(fd, "{\"tokens\": %lld, \"seconds\": %.6f, \"tokens_per_s\": %.3f}\n", (long long)tokens, best,
+            (double)tokens / best);
+    return 0;
+}
+
+/* Lines of two output files that are equal, and the number of lines (-1 when a file is missing or
+ * they have different numbers of lines). */
+static int same_lines(const char *pa, const char *pb, int *n) {
+    FILE *a = fopen(pa, "r"), *b = fopen(pb, "r");
+    int same = 0;
+    *n = 0;
+    char *la = NULL, *lb = NULL;
+    size_t ca = 0, cb = 0;
+    if (!a || !b) same = -1;
+    while (same >= 0) {
+        ssize_t ka = getline(&la, &ca, a), kb = getline(&lb, &cb, b);
+        if (ka < 0 && kb < 0) break;
+        if (ka < 0 || kb < 0) {
+            same = -1;
+            break;
+        }
+        (*n)++;
+        same += strcmp(la, lb) == 0;
+    }
+    free(la);
+    free(lb);
+    if (a) fclose(a);
+    if (b) fclose(b);
+    return same;
+}
+
+static int decode_ct2(const dec_opts *o, const char *dir, const char *thr) {
+    const char *py = mtb_python();
+    if (!o->model || !o->split) {
+        fprintf(stderr, "mt-bench decode --ct2 needs --model M.mt (a trained MHA model with cross_rope false) and "
+                        "--split DIR (mt-train --dump-split)\n");
+        return 2;
+    }
+    if (!py) {
+        fprintf(stderr, "mt-bench decode --ct2: no Python with torch (make the bench venv: tests/bench/venv.sh)\n");
+        return 1;
+    }
+    mt_modelfile mf;
+    if (mt_modelfile_load(o->model, MT_DEVICE_CPU, 0, &mf) != MT_OK) {
+        fprintf(stderr, "mt-bench decode --ct2: %s\n", mt_last_error());
+        return 1;
+    }
+    mt_model_config c = mf.model->cfg;
+    ct2_sents ss = {0};
+    int rc = 0;
+    if (c.attention != MT_ATTN_MHA || c.cross_rope) {
+        fprintf(stderr, "mt-bench decode --ct2: %s is %s with cross_rope %s; CTranslate2 expresses attention mha "
+                        "with cross_rope false only\n", o->model, c.attention == MT_ATTN_MHA ? "mha" : "mla",
+                c.cross_rope ? "true" : "false");
+        rc = 2;
+    } else if (ct2_read_sents(o->split, mf.tokenizer_json, c.max_len, o->sents, o->batch, &ss) != 0) {
+        rc = 1;
+    }
+    mt_modelfile_clear(&mf);
+    if (rc) {
+        ct2_free_sents(&ss);
+        return rc;
+    }
+    char i8[700], srcp[700], ct2dir[700], script[700], export[700], maxlen[32], pad[32];
+    snprintf(i8, sizeof i8, "%s/int8.mt", dir);
+    snprintf(srcp, sizeof srcp, "%s/src.safetensors", dir);
+    snprintf(ct2dir, sizeof ct2dir, "%s/ct2", dir);
+    snprintf(maxlen, sizeof maxlen, "%lld", (long long)c.max_len);
+    snprintf(pad, sizeof pad, "%lld", (long long)c.pad_id);
+    mtb_script(script, sizeof script, "bench.py");
+    mtb_script(export, sizeof export, "ct2_export.py");
+    if (ct2_write_src(srcp, &ss, (int32_t)c.pad_id) != 0 || write_int8(o->model, i8) != 0) {
+        fprintf(stderr, "mt-bench decode --ct2: %s\n", mt_last_error());
+        return 1;
+    }
+    char *conv[] = {(char *)py, export, "convert", "--model", (char *)o->model, "--out", ct2dir, NULL};
+    mtb_child ch = mtb_exec(conv);
+    if (ch.status != 0 || !ch.result) {
+        fprintf(stderr, "mt-bench decode --ct2: ct2_export.py convert failed (is ctranslate2 installed in the bench "
+                        "venv? tests/bench/venv.sh)\n");
+        return 1;
+    }
+    json_decref(ch.result);
+    int64_t src_tokens = 0;
+    for (int i = 0; i < ss.n; i++) src_tokens += ss.len[i];
+    printf("mt-bench decode --ct2: the engine against CTranslate2, model %s (d_model %lld, %lld heads, %lld+%lld "
+           "layers, vocab %lld), %d real sentences of %s (%.1f source tokens on average), %d threads, "
+           "OMP_WAIT_POLICY=%s\n",
+           o->model, (long long)c.d_model, (long long)c.heads, (long long)c.layers_enc, (long long)c.layers_dec,
+           (long long)c.vocab_size, ss.n, o->split, (double)src_tokens / ss.n, o->threads, getenv("OMP_WAIT_POLICY"));
+    mtb_print_conditions();
+    enum { K = 8 };
+    const char *cell[K];
+    char names[K][64];
+    int beams[K], batches[K], q8[K];
+    for (int k = 0; k < K; k++) {
+        beams[k] = k & 4 ? 4 : 1;
+        batches[k] = k & 2 ? 1 : o->batch;
+        q8[k] = k & 1;
+        snprintf(names[k], sizeof names[k], "%s, batch %d, %s", beams[k] == 1 ? "greedy" : "beam 4", batches[k],
+                 q8[k] ? "int8" : "f32");
+        cell[k] = names[k];
+    }
+    double best[K][2] = {{0}}, same[K] = {0};
+    for (int r = 0; r < o->rounds; r++) {
+        for (int k = 0; k < K; k++) {
+            char eo[800], co[800], beam[16], batch[16];
+            snprintf(eo, sizeof eo, "%s/engine-%d.txt", dir, k);
+            snprintf(co, sizeof co, "%s/ct2-%d.txt", dir, k);
+            snprintf(beam, sizeof beam, "%d", beams[k]);
+            snprintf(batch, sizeof batch, "%d", batches[k]);
+            for (int side = 0; side < 2; side++) {
+                if (side == 0) {
+                    ct2_arg a = {q8[k] ? i8 : o->model, eo, o, &ss, beams[k], batches[k]};
+                    ch = mtb_fork(engine_decode_real, &a);
+                } else {
+                    char *args[] = {(char *)py, script, "ct2", "--ct2", ct2dir, "--src", srcp, "--out", co,
+                                    "--threads", (char *)thr, "--beam", beam, "--batch", batch, "--compute-type",
+                                    q8[k] ? "int8" : "float32", "--max-len", maxlen, "--pad-id", pad, NULL};
+                    ch = mtb_exec(args);
+                }
+                if (ch.status != 0 || !ch.result) {
+                    fprintf(stderr, "mt-bench decode --ct2: the %s run of %s failed\n", side ? "CTranslate2" : "engine",
+                            cell[k]);
+                    return 1;
+                }
+                double tps = mtb_num(&ch, "tokens_per_s");
+                printf("  round %d: %-24s %-12s %8.1f tokens/s  (%.0f tokens in %.3f s, peak RSS %.0f MB)\n", r + 1,
+                       cell[k], side ? "CTranslate2" : "engine", tps, mtb_num(&ch, "tokens"), mtb_num(&ch, "seconds"),
+                       ch.maxrss_mb);
+                if (tps > best[k][side]) best[k][side] = tps;
+                json_decref(ch.result);
+            }
+            int n, sm = same_lines(eo, co, &n);
+            same[k] = sm >= 0 && n == ss.n ? (double)sm / n : -1;
+        }
+    }
+    printf("\n  %-24s %12s %12s %10s %10s\n", "", "engine tok/s", "CT2 tok/s", "engine x", "identical");
+    double worst = 1e30, worst_same_f32 = 1e30;
+    for (int k = 0; k < K; k++) {
+        double x = best[k][0] / best[k][1];
+        if (x < worst) worst = x;
+        if (!q8[k] && same[k] < worst_same_f32) worst_same_f32 = same[k];
+        printf("  %-24s %12.1f %12.1f %10.2f %9.1f%%\n", cell[k], best[k][0], best[k][1], x, 100.0 * same[k]);
+    }
+    printf("  lowest engine / CTranslate2: %.2fx (goal >= 1.2x in every cell); lowest identical share in f32: %.1f%% "
+           "(goal >= 99%%)\n", worst, 100.0 * worst_same_f32);
+    printf("{\"bench\": \"decode_ct2\", \"threads\": %d, \"batch\": %d, \"sentences\": %d, \"cells\": [", o->threads,
+           o->batch, ss.n);
+    for (int k = 0; k < K; k++)
+        printf("%s{\"beam\": %d, \"batch\": %d, \"dtype\": \"%s\", \"engine_tokens_per_s\": %.1f, "
+               "\"ct2_tokens_per_s\": %.1f, \"ratio\": %.3f, \"identical\": %.4f}",
+               k ? ", " : "", beams[k], batches[k], q8[k] ? "int8" : "f32", best[k][0], best[k][1],
+               best[k][0] / best[k][1], same[k]);
+    printf("], \"min_ratio\": %.3f, \"min_identical_f32\": %.4f}\n", worst, worst_same_f32);
+    ct2_free_sents(&ss);
+    return 0;
+}
+
 int mt_bench_decode(int argc, char **argv) {
-    dec_opts o = {.threads = 2, .batch = 32, .len = 20, .rounds = 2, .torch = 1};
+    dec_opts o = {.threads = 2, .batch = 32, .len = 20, .rounds = 2, .torch = 1, .sents = 128};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--threads")) o.threads = atoi(v), i++;
@@ -292,23 +658,43 @@ int mt_bench_decode(int argc, char **argv) {
         else if (!strcmp(a, "--rounds")) o.rounds = atoi(v), i++;
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
         else if (!strcmp(a, "--int8")) o.int8 = 1;
+        else if (!strcmp(a, "--ct2")) o.ct2 = 1;
+        else if (!strcmp(a, "--sents")) o.sents = atoi(v), i++;
         else if (!strcmp(a, "--model")) o.model = v, i++;
         else if (!strcmp(a, "--split")) o.split = v, i++;
         else if (!strcmp(a, "--max-sents")) o.max_sents = atoi(v), i++;
         else if (!strcmp(a, "--nice")) mtb_nice_value = atoi(v), i++;
         else {
             fprintf(stderr, "usage: mt-bench decode [--threads N] [--batch N] [--len L] [--rounds N] [--no-torch] [--nice N]\n"
-                            "                       [--int8 [--model M.mt] [--split DIR [--max-sents N]]]\n");
+                            "                       [--int8 [--model M.mt] [--split DIR [--max-sents N]]]\n"
+                            "                       [--ct2 --model M.mt --split DIR [--sents N]]\n");
             return 2;
         }
     }
-    if (o.threads < 1 || o.batch < 1 || o.len < 1 || o.rounds < 1) return 2;
+    if (o.threads < 1 || o.batch < 1 || o.len < 1 || o.rounds < 1 || o.sents < 2) return 2;
     mt_model_config c = mtb_config(MT_ATTN_MLA), cm = mtb_config(MT_ATTN_MHA);
     char dir[512], model[700], srcp[700], thr[16];
     if (mtb_tmpdir(dir, sizeof dir, "decode") != 0) return 1;
     snprintf(model, sizeof model, "%s/model.mt", dir);
     snprintf(srcp, sizeof srcp, "%s/src.safetensors", dir);
     mtb_set_threads(o.threads, thr);
+    if (o.ct2 && !getenv("OMP_WAIT_POLICY")) {
+        /* Both sides' OpenMP workers sleep when idle unless the caller says otherwise: on a machine
+         * shared with other busy processes spinning workers lose most of their time (measured here:
+         * CTranslate2 f32, greedy, batch 32, 131 tokens/s spinning, 2,711 passive). libgomp reads the
+         * policy once, when the process starts, and the engine's children are forks of this one: so
+         * this process starts again with it (argv - 1 is mt-bench's own argv, NULL-terminated). */
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        mtb_rmrf(dir);
+        execv("/proc/self/exe", argv - 1);
+        fprintf(stderr, "mt-bench decode --ct2: re-executing with OMP_WAIT_POLICY=passive: %s\n", strerror(errno));
+        return 1;
+    }
+    if (o.ct2) {
+        int rc = decode_ct2(&o, dir, thr);
+        mtb_rmrf(dir);
+        return rc;
+    }
     mt_transformer *m;
     mt_context *ctx;
     if (o.int8) {

@@ -3,7 +3,8 @@
  * tokens as recomputing the prefix (greedy and beam, MLA and MHA); the absorbed projections without a
  * cache give the decoder states of the full ones; a batch of sentences of different lengths gives what
  * each sentence gives alone; beam 1 equals greedy; n-best lists, target prefixes, sampling (seeded,
- * top-k, top-p, temperature) and the stream callback; empty and overlong inputs.
+ * top-k, top-p, temperature) and the stream callback; empty and overlong inputs; the transposed weight
+ * copies of inference (mt_transformer_pack) give the same tokens.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -25,9 +26,10 @@ typedef struct fixture {
     int64_t len[NSENT];
 } fixture;
 
-static int setup_kind(void **state, int kind) {
+static int setup_kind(void **state, int kind, int cross_rope) {
     fixture *f = calloc(1, sizeof *f);
     mt_model_config c = tu_tiny_config(kind);
+    c.cross_rope = cross_rope;
     f->m = tu_model(&c, 11);
     if (!f->m || mt_absorbed_create(f->m, &f->abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, 0, &f->ws) != MT_OK)
         return -1;
@@ -40,8 +42,10 @@ static int setup_kind(void **state, int kind) {
     *state = f;
     return 0;
 }
-static int setup_mla(void **state) { return setup_kind(state, MT_ATTN_MLA); }
-static int setup_mha(void **state) { return setup_kind(state, MT_ATTN_MHA); }
+static int setup_mla(void **state) { return setup_kind(state, MT_ATTN_MLA, 1); }
+static int setup_mha(void **state) { return setup_kind(state, MT_ATTN_MHA, 1); }
+static int setup_mla_xnorope(void **state) { return setup_kind(state, MT_ATTN_MLA, 0); }
+static int setup_mha_xnorope(void **state) { return setup_kind(state, MT_ATTN_MHA, 0); }
 
 static int teardown(void **state) {
     fixture *f = *state;
@@ -90,6 +94,58 @@ static void cached_equals_uncached(void **state, int beam) {
 }
 
 static void test_cached_greedy(void **state) { cached_equals_uncached(state, 1); }
+
+/* The transposed weight copies of inference (mt_transformer_pack): every linear layer gives what the
+ * stored weight gives, so decoding gives the same tokens, greedy and beam; a product that needs a
+ * gradient ignores the copy. The copies are dropped again at the end (the fixture is shared). */
+static void test_packed(void **state) {
+    fixture *f = *state;
+    mt_decode_result a[2], b[2];
+    run(f, 1, 1, 0, NSENT, &a[0]);
+    run(f, 3, 1, 0, NSENT, &a[1]);
+    mt_tensor *w = f->m->dec[0].ffn.w1;
+    mt_context *ctx;
+    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 1), MT_OK);
+    int64_t K = w->shape[1], N = w->shape[0];
+    float *xs = malloc(sizeof(float) * (size_t)(5 * K));
+    for (int64_t i = 0; i < 5 * K; i++) xs[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    mt_tensor *x = mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){5, K}, xs);
+    free(xs);
+    ctx->grad_enabled = 0;
+    mt_tensor *y0 = mt_linear(ctx, x, w, f->m->dec[0].ffn.b1);
+    assert_int_equal(mt_transformer_pack(f->m), MT_OK);
+    assert_non_null(w->wt);
+    for (int64_t i = 0; i < N; i += 7) /* the copy is the transpose */
+        for (int64_t j = 0; j < K; j += 3) assert_true(w->wt[j * N + i] == mt_f32(w)[i * K + j]);
+    mt_tensor *y1 = mt_linear(ctx, x, w, f->m->dec[0].ffn.b1);
+    assert_non_null(y0);
+    assert_non_null(y1);
+    for (int64_t i = 0; i < y0->numel; i++)
+        assert_true(fabsf(mt_f32(y0)[i] - mt_f32(y1)[i]) <= 1e-5f * (1 + fabsf(mt_f32(y0)[i])));
+    /* with a gradient to compute, the stored weight (a stale copy must never feed training) */
+    float keep = w->wt[0];
+    w->wt[0] = 1e6f;
+    ctx->grad_enabled = 1;
+    w->flags |= MT_TENSOR_REQUIRES_GRAD;
+    mt_tensor *y2 = mt_linear(ctx, x, w, f->m->dec[0].ffn.b1);
+    assert_non_null(y2);
+    for (int64_t i = 0; i < y0->numel; i++)
+        assert_true(fabsf(mt_f32(y0)[i] - mt_f32(y2)[i]) <= 1e-5f * (1 + fabsf(mt_f32(y0)[i])));
+    w->flags &= ~MT_TENSOR_REQUIRES_GRAD;
+    w->wt[0] = keep;
+    mt_context_free(ctx);
+    run(f, 1, 1, 0, NSENT, &b[0]);
+    run(f, 3, 1, 0, NSENT, &b[1]);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < NSENT; i++) assert_same(&a[k], i, &b[k], i, 1e-4f);
+        mt_decode_result_free(&a[k]);
+        mt_decode_result_free(&b[k]);
+    }
+    for (int i = 0; i < f->m->n_params; i++) {
+        mt_sys_free(f->m->params[i]->wt);
+        f->m->params[i]->wt = NULL;
+    }
+}
 static void test_cached_beam(void **state) { cached_equals_uncached(state, 3); }
 
 static void batch_equals_single(void **state, int beam) {
@@ -358,14 +414,21 @@ int main(void) {
         cmocka_unit_test(test_beam1_is_greedy), cmocka_unit_test(test_limits),
         cmocka_unit_test(test_absorbed_uncached), cmocka_unit_test(test_nbest),
         cmocka_unit_test(test_prefix), cmocka_unit_test(test_sampling),
-        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_stream), cmocka_unit_test(test_packed),
     };
     const struct CMUnitTest mha[] = {
         cmocka_unit_test(test_cached_greedy), cmocka_unit_test(test_cached_beam),
         cmocka_unit_test(test_batch_greedy),  cmocka_unit_test(test_batch_beam),
-        cmocka_unit_test(test_nbest), cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_nbest), cmocka_unit_test(test_prefix), cmocka_unit_test(test_packed),
     };
     int fails = cmocka_run_group_tests_name("decode (MLA)", mla, setup_mla, teardown);
     fails += cmocka_run_group_tests_name("decode (MHA)", mha, setup_mha, teardown);
+    /* cross_rope false: the cross-attention's cached keys are not rotated; cached and uncached agree. */
+    const struct CMUnitTest xnorope[] = {
+        cmocka_unit_test(test_cached_greedy), cmocka_unit_test(test_cached_beam),
+        cmocka_unit_test(test_batch_beam),
+    };
+    fails += cmocka_run_group_tests_name("decode (MLA, cross_rope false)", xnorope, setup_mla_xnorope, teardown);
+    fails += cmocka_run_group_tests_name("decode (MHA, cross_rope false)", xnorope, setup_mha_xnorope, teardown);
     return fails ? 1 : 0;
 }

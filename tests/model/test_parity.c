@@ -2,7 +2,8 @@
  * test_parity.c — the engine's model against tests/reference/model.py (PyTorch) on the same weights
  * (loaded by the reference from our .mt file) and the same batch: logits (relative error < 1e-4),
  * loss, the gradient of every parameter, and the losses of 5 AdamW steps (warm-up schedule and
- * clipping included) with dropout off. MLA and MHA, ReLU and GELU, tied and untied embeddings.
+ * clipping included) with dropout off. MLA and MHA, ReLU and GELU, tied and untied embeddings, rotary
+ * positions in cross-attention or not (cross_rope).
  * Skips (77) only when the PyTorch interpreter is absent.
  */
 #include <math.h>
@@ -58,17 +59,18 @@ static void write_data(const char *path, named *ns, int n) {
     for (int i = 0; i < n; i++) free(ns[i].owned);
 }
 
-static void parity_case(int attention, int activation, int tied, float ls, uint64_t seed) {
+static void parity_case(int attention, int activation, int tied, int cross_rope, float ls, uint64_t seed) {
     mt_model_config c = tu_tiny_config(attention);
     c.activation = activation;
     c.tie_embeddings = tied;
+    c.cross_rope = cross_rope;
     mt_transformer *m = tu_model(&c, seed);
     assert_non_null(m);
     mt_context *ctx;
     assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 0), MT_OK);
     char mpath[700], dpath[700], args[2200];
-    snprintf(mpath, sizeof mpath, "%s/model-%d%d%d.mt", g_dir, attention, activation, tied);
-    snprintf(dpath, sizeof dpath, "%s/data-%d%d%d.safetensors", g_dir, attention, activation, tied);
+    snprintf(mpath, sizeof mpath, "%s/model-%d%d%d%d.mt", g_dir, attention, activation, tied, cross_rope);
+    snprintf(dpath, sizeof dpath, "%s/data-%d%d%d%d.safetensors", g_dir, attention, activation, tied, cross_rope);
     if (mt_modelfile_save(mpath, m, ctx, NULL, NULL) != MT_OK) fail_msg("save: %s", mt_last_error());
 
     mt_seq_batch b = tu_batch(&c, 5, 9, 8, seed + 1);
@@ -151,15 +153,24 @@ static void parity_case(int attention, int activation, int tied, float ls, uint6
 
 static void test_mla_relu_tied(void **state) {
     (void)state;
-    parity_case(MT_ATTN_MLA, MT_ACT_RELU, 1, 0.1f, 3);
+    parity_case(MT_ATTN_MLA, MT_ACT_RELU, 1, 1, 0.1f, 3);
 }
 static void test_mla_gelu_untied(void **state) {
     (void)state;
-    parity_case(MT_ATTN_MLA, MT_ACT_GELU, 0, 0.0f, 4);
+    parity_case(MT_ATTN_MLA, MT_ACT_GELU, 0, 1, 0.0f, 4);
 }
 static void test_mha_relu_tied(void **state) {
     (void)state;
-    parity_case(MT_ATTN_MHA, MT_ACT_RELU, 1, 0.1f, 5);
+    parity_case(MT_ATTN_MHA, MT_ACT_RELU, 1, 1, 0.1f, 5);
+}
+/* cross_rope false: rotary positions in self-attention only (what CTranslate2 can express). */
+static void test_mha_no_cross_rope(void **state) {
+    (void)state;
+    parity_case(MT_ATTN_MHA, MT_ACT_RELU, 1, 0, 0.1f, 6);
+}
+static void test_mla_no_cross_rope(void **state) {
+    (void)state;
+    parity_case(MT_ATTN_MLA, MT_ACT_RELU, 0, 0, 0.0f, 7);
 }
 
 int main(void) {
@@ -179,6 +190,8 @@ int main(void) {
         cmocka_unit_test(test_mla_relu_tied),
         cmocka_unit_test(test_mla_gelu_untied),
         cmocka_unit_test(test_mha_relu_tied),
+        cmocka_unit_test(test_mha_no_cross_rope),
+        cmocka_unit_test(test_mla_no_cross_rope),
     };
     int rc = cmocka_run_group_tests_name("parity with the PyTorch reference", tests, NULL, NULL);
     tu_rmrf(g_dir);

@@ -12,6 +12,16 @@
            nn.Linear to qint8: the original design's way; the tied output projection is a matmul with the
            embedding, not an nn.Linear, so it stays f32)
          prints {"tokens", "seconds", "tokens_per_s", "peak_rss_mb"}.
+  ct2    --ct2 DIR --src S.safetensors --out OUT.txt --threads 2 --beam K --batch B --compute-type float32|int8
+         [--max-len-ratio 1.5] [--max-len N] [--repeat 2] [--pad-id 0]
+         CTranslate2 (the model ct2_export.py wrote from the same .mt file) on the same sources, in calls
+         of B sentences, intra_threads = --threads, inter_threads 1; the engine's rules: [EOS] appended
+         to the source, [PAD] and [SOS] never generated, [EOS] allowed first, length penalty 0 (beam
+         hypotheses ranked by log probability, as the engine with alpha 0), at most
+         min(floor(ratio x len) + 10, max_len - 1) tokens (the longest of the call's sentences); writes
+         each sentence's output ids, one line each, cut at its own limit, to OUT (the best repetition's);
+         prints {"tokens", "seconds", "tokens_per_s", "peak_rss_mb"} (tokens: those generated, [EOS]
+         included).
 The model comes from the engine's .mt file (model.py), so both sides run the same weights.
 """
 import argparse
@@ -106,11 +116,12 @@ def attn_kv_step(att, h, t, cache, mem=None, mask=None):
     c = att.c
     B = h.shape[0]
     H, dh = c.heads, c.d_head
+    rot = mem is None or c.cross_rope
     if isinstance(att, M.MLA):
         dr = c.d_rope
         cq = att.q_norm(att.w_dq(h))
         qn = att.w_uq(cq).view(B, 1, H, dh).transpose(1, 2)
-        qr = M.rope(att.w_qr(cq).view(B, 1, H, dr).transpose(1, 2), t, c.rope_base)
+        qr = M.rope(att.w_qr(cq).view(B, 1, H, dr).transpose(1, 2), t, c.rope_base, rot)
         q = torch.cat([qn, qr], -1)
         if mem is None:
             ckv = att.kv_norm(att.w_dkv(h))
@@ -122,7 +133,7 @@ def attn_kv_step(att, h, t, cache, mem=None, mask=None):
             cache.v = v if cache.v is None else torch.cat([cache.v, v], 2)
         scale = 1.0 / math.sqrt(dh + dr)
     else:
-        q = M.rope(att.w_q(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base)
+        q = M.rope(att.w_q(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base, rot)
         if mem is None:
             k = M.rope(att.w_k(h).view(B, 1, H, dh).transpose(1, 2), t, c.rope_base)
             v = att.w_v(h).view(B, 1, H, dh).transpose(1, 2)
@@ -144,10 +155,10 @@ def cross_kv(att, mem):
         ckv = att.kv_norm(att.w_dkv(mem))
         kn = att.w_uk(ckv).view(B, S, H, dh).transpose(1, 2)
         cache.v = att.w_uv(ckv).view(B, S, H, dh).transpose(1, 2)
-        kr = M.rope(att.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base).expand(B, H, S, dr)
+        kr = M.rope(att.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base, c.cross_rope).expand(B, H, S, dr)
         cache.k = torch.cat([kn, kr], -1)
     else:
-        cache.k = M.rope(att.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base)
+        cache.k = M.rope(att.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base, c.cross_rope)
         cache.v = att.w_v(mem).view(B, S, H, dh).transpose(1, 2)
     return cache
 
@@ -207,6 +218,51 @@ def cmd_decode(a):
     return 0
 
 
+def cmd_ct2(a):
+    import ctranslate2
+
+    with open(a.ct2 + "/shared_vocabulary.json", encoding="utf-8") as f:
+        vocab = json.load(f)
+    ids = {t: i for i, t in enumerate(vocab)}
+    with open(a.ct2 + "/config.json", encoding="utf-8") as f:
+        conf = json.load(f)
+    eos, sos = conf["eos_token"], conf["decoder_start_token"]
+    pad = vocab[a.pad_id]  # never generated, like [SOS]
+    tr = ctranslate2.Translator(a.ct2, device="cpu", compute_type=a.compute_type, intra_threads=a.threads,
+                                inter_threads=1)
+    d = load_file(a.src)
+    src, src_len = d["src"].tolist(), d["src_len"].tolist()
+    sents = [[vocab[i] for i in row[:n]] + [eos] for row, n in zip(src, src_len)]
+    limit = [min(int(math.floor(a.max_len_ratio * n)) + 10, a.max_len - 1) for n in src_len]
+    cap = list(limit)  # the call's limit, the longest of its sentences'
+
+    def run(lo, hi):
+        for i in range(lo, hi):
+            cap[i] = max(limit[lo:hi])
+        return tr.translate_batch(sents[lo:hi], beam_size=a.beam, max_batch_size=0, length_penalty=0.0,
+                                  min_decoding_length=0, max_decoding_length=max(limit[lo:hi]),
+                                  suppress_sequences=[[pad], [sos]])
+
+    run(0, min(2, len(sents)))  # warm-up
+    best, outs = None, None
+    for _ in range(a.repeat):
+        res, dt = [], 0.0
+        for lo in range(0, len(sents), a.batch):
+            t0 = time.perf_counter()
+            r = run(lo, min(lo + a.batch, len(sents)))
+            dt += time.perf_counter() - t0
+            res.extend(h.hypotheses[0] for h in r)
+        if best is None or dt < best:
+            best, outs = dt, res
+    tokens = sum(len(h) + (1 if len(h) < cap[i] else 0) for i, h in enumerate(outs))
+    with open(a.out, "w", encoding="utf-8") as f:  # each output as the engine's limit would cut it
+        for i, h in enumerate(outs):
+            f.write(" ".join(str(ids[t]) for t in h[:limit[i]]) + "\n")
+    print(json.dumps({"tokens": tokens, "seconds": best, "tokens_per_s": tokens / best, "peak_rss_mb": peak_rss_mb(),
+                      "ctranslate2": ctranslate2.__version__}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -225,9 +281,21 @@ def main():
     d.add_argument("--max-len-ratio", type=float, default=1.5)
     d.add_argument("--repeat", type=int, default=1)
     d.add_argument("--int8", action="store_true")
+    c = sub.add_parser("ct2")
+    c.add_argument("--ct2", required=True)
+    c.add_argument("--src", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--beam", type=int, default=1)
+    c.add_argument("--batch", type=int, default=32)
+    c.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
+    c.add_argument("--max-len-ratio", type=float, default=1.5)
+    c.add_argument("--max-len", type=int, default=256)
+    c.add_argument("--repeat", type=int, default=2)
+    c.add_argument("--pad-id", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    return {"train": cmd_train, "decode": cmd_decode}[a.cmd](a)
+    return {"train": cmd_train, "decode": cmd_decode, "ct2": cmd_ct2}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ LATENT_EPS = 1e-6
 
 class Config:
     def __init__(self, d):
+        self.cross_rope = True  # files written before the key existed
         self.__dict__.update(d)
         self.d_head = self.d_model // self.heads
 
@@ -47,8 +48,11 @@ def load_mt(path):
     return cfg, state, meta
 
 
-def rope(x, pos0, base):
-    """Real RoPE on x (..., T, D): pairs (2i, 2i+1) at position pos0+t rotated by (pos0+t)*base^(-2i/D)."""
+def rope(x, pos0, base, on=True):
+    """Real RoPE on x (..., T, D): pairs (2i, 2i+1) at position pos0+t rotated by (pos0+t)*base^(-2i/D);
+    x itself when not on (cross-attention of a model with cross_rope false)."""
+    if not on:
+        return x
     T, D = x.shape[-2], x.shape[-1]
     inv_freq = 1.0 / torch.pow(torch.tensor(base, dtype=torch.float32),
                                torch.arange(0, D, 2, dtype=torch.float32) / D)
@@ -101,18 +105,18 @@ class MLA(nn.Module):
         self.w_kr = lin(c.d_model, dr)
         self.w_o = lin(H * dh, c.d_model)
 
-    def forward(self, h, mem, mask, causal, pos0=0):
+    def forward(self, h, mem, mask, causal, pos0=0, rot=True):
         c = self.c
         B, T, _ = h.shape
         S = mem.shape[1]
         H, dh, dr = c.heads, c.d_head, c.d_rope
         cq = self.q_norm(self.w_dq(h))
         qn = self.w_uq(cq).view(B, T, H, dh).transpose(1, 2)
-        qr = rope(self.w_qr(cq).view(B, T, H, dr).transpose(1, 2), pos0, c.rope_base)
+        qr = rope(self.w_qr(cq).view(B, T, H, dr).transpose(1, 2), pos0, c.rope_base, rot)
         ckv = self.kv_norm(self.w_dkv(mem))
         kn = self.w_uk(ckv).view(B, S, H, dh).transpose(1, 2)
         v = self.w_uv(ckv).view(B, S, H, dh).transpose(1, 2)
-        kr = rope(self.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base).expand(B, H, S, dr)
+        kr = rope(self.w_kr(mem).view(B, 1, S, dr), 0, c.rope_base, rot).expand(B, H, S, dr)
         q = torch.cat([qn, qr], -1)
         k = torch.cat([kn, kr], -1)
         o = attend(q, k, v, mask, causal, 1.0 / math.sqrt(dh + dr))
@@ -126,13 +130,13 @@ class MHA(nn.Module):
         d = c.d_model
         self.w_q, self.w_k, self.w_v, self.w_o = lin(d, d), lin(d, d), lin(d, d), lin(d, d)
 
-    def forward(self, h, mem, mask, causal, pos0=0):
+    def forward(self, h, mem, mask, causal, pos0=0, rot=True):
         c = self.c
         B, T, _ = h.shape
         S = mem.shape[1]
         H, dh = c.heads, c.d_head
-        q = rope(self.w_q(h).view(B, T, H, dh).transpose(1, 2), pos0, c.rope_base)
-        k = rope(self.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base)
+        q = rope(self.w_q(h).view(B, T, H, dh).transpose(1, 2), pos0, c.rope_base, rot)
+        k = rope(self.w_k(mem).view(B, S, H, dh).transpose(1, 2), 0, c.rope_base, rot)
         v = self.w_v(mem).view(B, S, H, dh).transpose(1, 2)
         o = attend(q, k, v, mask, causal, 1.0 / math.sqrt(dh))
         return self.w_o(o.transpose(1, 2).reshape(B, T, H * dh))
@@ -182,7 +186,7 @@ class DecoderLayer(nn.Module):
     def forward(self, y, mem, mask):
         h = self.norm1(y)
         y = y + self.drop(self.self_attn(h, h, None, True))
-        y = y + self.drop(self.cross_attn(self.norm2(y), mem, mask, False))
+        y = y + self.drop(self.cross_attn(self.norm2(y), mem, mask, False, rot=self.cross_attn.c.cross_rope))
         return y + self.drop(self.ffn(self.norm3(y)))
 
 

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 import model as M
 
 MODEL_KEYS = ["vocab_size", "d_model", "heads", "layers_enc", "layers_dec", "d_ff", "d_c", "d_cq", "d_rope",
-              "attention", "activation", "dropout", "max_len", "rope_base", "tie_embeddings", "norm_eps",
+              "attention", "activation", "dropout", "max_len", "rope_base", "cross_rope", "tie_embeddings", "norm_eps",
               "pad_id", "sos_id", "eos_id"]
 
 
