@@ -42,27 +42,24 @@ run_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 step_ms=$(( (run_ms - startup_ms) / 300 + 1 ))
 
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
-count() { local n; n=$(grep -c "$1" "$tmp/killed/metrics.jsonl" 2>/dev/null) || true; echo "${n:-0}"; }
 # Each kill's moment is drawn by progress, not only by the clock, so that a slow or busy machine
 # cannot let a restart finish: a random moment of the startup, or a random moment within the step
 # after 1 to 5 new steps (a checkpoint is written every 3). The 20 restarts advance 100 of the 300
 # steps at most.
 kills=0
 for i in $(seq 20); do
-  starts=$(count '"event":"start"')
   "$bin/mt-train" --config "$tmp/killed.json" 2> "$tmp/killed.$i.log" &
   pid=$!
   k=$(( RANDOM % 6 ))
   if [ "$k" = 0 ]; then
     sleep_ms $(( RANDOM % startup_ms + 1 ))
   else
-    # Its start event (metrics.jsonl is cut back to its checkpoint before that), then k steps.
+    # k steps of this restart: its own progress lines on stderr (one per step, unbuffered). Counting start
+    # events of metrics.jsonl could miss a restart: a resume cuts the file back to its checkpoint,
+    # which may drop the start event of a run killed before its first checkpoint.
     for _ in $(seq 30000); do
       kill -0 "$pid" 2>/dev/null || break
-      if [ "$(count '"event":"start"')" -gt "$starts" ]; then
-        base=$(grep '"event":"start"' "$tmp/killed/metrics.jsonl" | tail -1 | sed 's/.*"step":\([0-9]*\).*/\1/')
-        grep -q "\"event\":\"step\",\"step\":$((base + k))," "$tmp/killed/metrics.jsonl" && break
-      fi
+      [ "$(grep -c '^step ' "$tmp/killed.$i.log" 2>/dev/null || true)" -ge "$k" ] && break
       sleep 0.005
     done
     sleep_ms $(( RANDOM % step_ms ))
