@@ -354,6 +354,13 @@ tiny_config corpora/demo.tsv runs/cluster 100 5 >"$work/train.json"
 nodes3() { [ "$(admin train status | grep -cE '^node (server|worker-1|worker-2) ')" -ge 3 ]; }
 wait_for 120 "worker-1 and worker-2 joined to the server" nodes3
 # --min-nodes 2: the job takes every joined node (3), and goes on with 2 after losing one.
+# train watch from before the start (a subscription covers the runs that start later), so that it
+# sees the job's end however fast the job is.
+timeout 600 "$bin/mt-client" --server "127.0.0.1:$port" --token-file "$work/secrets/admin-token" \
+  train watch >"$work/watch.log" 2>&1 &
+watch_pid=$!
+subscribed() { grep -q '^mt-client: training ' "$work/watch.log"; }
+wait_for 30 "train watch subscribed" subscribed
 quietly "train start --min-nodes 2" admin train start --config "$work/train.json" --min-nodes 2
 ranks3() { admin train status | grep -q '^cluster: .*(world 3,'; }
 wait_for 120 "a job over the ranks of server, worker-1 and worker-2" ranks3
@@ -372,8 +379,7 @@ restarted() { compose exec -T server grep -q '"event":"start".*"resumed_from":"'
 wait_for 180 "the job restarting from the checkpoint without worker-2" restarted
 ok "the job restarted from its last checkpoint on the nodes left"
 run=runs/cluster
-timeout 600 "$bin/mt-client" --server "127.0.0.1:$port" --token-file "$work/secrets/admin-token" \
-  train watch >"$work/watch.log" 2>&1 || {
+wait "$watch_pid" || {
   tail -5 "$work/watch.log"
   fail "train watch did not end with the run done"
 }
