@@ -154,7 +154,7 @@ bool mt_cluster_accepts_joins(const mt_server *s);
 int mt_cluster_train_start(mt_server *s, const char *config_json, uint32_t min_nodes, char *msg, size_t cap);
 /* train.c's rank 0 trainer ended: true when the job goes on (a restart is being prepared), so the
  * end is not final; false when the job ends with it. */
-bool mt_cluster_rank0_ended(mt_server *s, int status, const char *msg, const char *status_json);
+bool mt_cluster_rank0_ended(mt_server *s, int status, const char *msg);
 /* train.c's rank 0 trainer could not be created (its error is final): the job ends. */
 void mt_cluster_rank0_create_failed(mt_server *s, const char *msg);
 /* train stop / drain: a job still waiting or shipping ends cancelled; a running one stops with its

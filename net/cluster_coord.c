@@ -757,8 +757,7 @@ int mt_cluster_train_start(mt_server *s, const char *config_json, uint32_t min_n
     return 0;
 }
 
-bool mt_cluster_rank0_ended(mt_server *s, int status, const char *msg, const char *status_json) {
-    (void)status_json;
+bool mt_cluster_rank0_ended(mt_server *s, int status, const char *msg) {
     mt_cluster *cl = s->cluster;
     if (!cl || !cl->coordinator || (cl->phase != MT_JOB_RUNNING && cl->phase != MT_JOB_RECOVERING)) {
         if (cl && cl->coordinator && cl->phase == MT_JOB_ENDED) abort_job(cl, "the job ended");

@@ -33,6 +33,9 @@
 
 static void link_down(mt_cluster *cl, const char *why);
 
+/* The wait before the next connect: doubled after each failure, at most 10 s. */
+static void grow_backoff(mt_cluster *cl) { cl->backoff = cl->backoff * 2 > 10 ? 10 : cl->backoff * 2; }
+
 static void send_frame(mt_cluster *cl, mt_frame *f) {
     if (!cl->link) return;
     f->id = ++cl->seq;
@@ -380,7 +383,7 @@ static void link_down(mt_cluster *cl, const char *why) {
     cl->next_connect = mt_cluster_now() + cl->backoff;
     MT_LOGW("cluster: link to the coordinator %s:%d %s: %s; trying again in %.0f s", cl->join_host, cl->join_port,
             was ? "lost" : "failed", why, cl->backoff);
-    cl->backoff = cl->backoff * 2 > 10 ? 10 : cl->backoff * 2;
+    grow_backoff(cl);
     /* The coordinator counts this node lost: its ranks stop; a fetch resumes from the .part file. */
     mt_cluster_cancel_ranks(cl);
     mt_ship_rx_close(&cl->rx);
@@ -397,7 +400,7 @@ static void connect_link(mt_cluster *cl) {
     cl->next_connect = mt_cluster_now() + cl->backoff;
     if (mt_resolve_hostport(hp, &ss, &sl, err, sizeof err) != 0) {
         MT_LOGW("cluster: --join %s: %s; trying again in %.0f s", hp, err, cl->backoff);
-        cl->backoff = cl->backoff * 2 > 10 ? 10 : cl->backoff * 2;
+        grow_backoff(cl);
         return;
     }
     cl->link = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);

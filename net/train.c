@@ -641,7 +641,7 @@ void mt_srv_train_on_post(mt_server *s, mt_post_msg *m) {
         t->phase = PH_ENDED;
         t->end_status = m->status;
         snprintf(t->end_msg, sizeof t->end_msg, "%s", m->text ? m->text : "");
-        if (mt_cluster_rank0_ended(s, m->status, t->end_msg, NULL)) { /* the cluster job restarts */
+        if (mt_cluster_rank0_ended(s, m->status, t->end_msg)) { /* the cluster job restarts */
             if (t->phase == PH_ENDED) t->phase = PH_STARTING;
             break;
         }

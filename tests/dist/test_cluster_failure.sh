@@ -38,41 +38,36 @@ since() {
   awk -v t0="$1" '/"event":"restart"/ { r = 1 } r && /"event":"step"/ { printf "%.1f", $1 - t0; exit }' "$2"
 }
 
-cluster_config "$tmp/coord/cfg.json" 60
-watch_run kill
-client train start --config "$tmp/coord/cfg.json" --min-nodes 2 > /dev/null
-wait_step 15 120
-t_kill=$(date +%s.%N); kill -KILL "$p2"
-wait "$wapid" || true
+# lose NAME SIGNAL PID OUT_DIR: a job on the nodes joined (--min-nodes 2), the worker PID sent SIGNAL
+# once rank 0 passed step 15, then train watch until the job's end ($tmp/NAME.watch); $t_loss is when.
+lose() {
+  cluster_config "$tmp/coord/$1.json" 60 "dict(out_dir='$4')"
+  watch_run "$1"
+  client train start --config "$tmp/coord/$1.json" --min-nodes 2 > /dev/null
+  wait_step 15 120
+  t_loss=$(date +%s.%N); kill -"$2" "$3"
+  wait "$wapid" || true
+  grep -q '"event":"end","state":"done"' "$tmp/$1.watch" || {
+    echo "FAIL: the job did not finish after SIG$2 of a worker" >&2; tail -n 20 "$tmp/$1.watch" "$tmp/coord.log" >&2; exit 1; }
+}
+
+lose kill KILL "$p2" run
 grep -q '"event":"restart","lost":"w2"' "$tmp/kill.watch" || { echo "FAIL: no restart without w2" >&2; tail -n 30 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
-grep -q '"event":"end","state":"done"' "$tmp/kill.watch" || { echo "FAIL: the restarted job did not finish" >&2; tail -n 20 "$tmp/kill.watch" "$tmp/coord.log" >&2; exit 1; }
 grep -q '^cluster: .*(world 2, 1 restart)' <<< "$(client train status)" || { echo "FAIL: not restarted on 2 ranks" >&2; client train status >&2; exit 1; }
 grep -q '"from_checkpoint":"run/checkpoints/step-000000[0-9]0.mt"' "$tmp/kill.watch" || { echo "FAIL: not restarted from a checkpoint" >&2; exit 1; }
-echo "kill -9 of a worker: restarted on 2 nodes and finished; loss -> first step of the restarted job $(since "$t_kill" "$tmp/kill.watch") s"
+echo "kill -9 of a worker: restarted on 2 nodes and finished; loss -> first step of the restarted job $(since "$t_loss" "$tmp/kill.watch") s"
 
 start_worker w3 -; p3=$wpid
 wait_nodes 3
-cluster_config "$tmp/coord/cfg2.json" 60 "dict(out_dir='run2')"
-watch_run stop
-client train start --config "$tmp/coord/cfg2.json" --min-nodes 2 > /dev/null
-wait_step 15 120
-t_stop=$(date +%s.%N); kill -STOP "$p3"
-wait "$wapid" || true
+lose stop STOP "$p3" run2
 kill -KILL "$p3"
 grep -q '"event":"node_lost","node":"w3","why":"no heartbeat' "$tmp/stop.watch" || { echo "FAIL: the stopped node was not found lost" >&2; tail -n 30 "$tmp/stop.watch" >&2; exit 1; }
-grep -q '"event":"end","state":"done"' "$tmp/stop.watch" || { echo "FAIL: the job did not finish after SIGSTOP" >&2; tail -n 20 "$tmp/stop.watch" "$tmp/coord.log" >&2; exit 1; }
-echo "SIGSTOP of a worker: found lost, restarted and finished; loss -> first step of the restarted job $(since "$t_stop" "$tmp/stop.watch") s"
+echo "SIGSTOP of a worker: found lost, restarted and finished; loss -> first step of the restarted job $(since "$t_loss" "$tmp/stop.watch") s"
 
 start_worker w4 -; p4=$wpid
 wait_nodes 3
-cluster_config "$tmp/coord/cfg3.json" 60 "dict(out_dir='run3')"
-watch_run term
-client train start --config "$tmp/coord/cfg3.json" --min-nodes 2 > /dev/null
-wait_step 15 120
-kill -TERM "$p4"
-wait "$wapid" || true
+lose term TERM "$p4" run3
 grep -q '"event":"restart","lost":"w4"' "$tmp/term.watch" || { echo "FAIL: no restart after a worker's SIGTERM" >&2; tail -n 20 "$tmp/term.watch" "$tmp/coord.log" >&2; exit 1; }
-grep -q '"event":"end","state":"done"' "$tmp/term.watch" || { echo "FAIL: the job did not finish after SIGTERM" >&2; exit 1; }
 echo "SIGTERM of a worker: its ranks stopped the job at a checkpoint, which restarted without it and finished"
 
 touch "$tmp/stop-translate"; wait "$tpid"
