@@ -27,29 +27,22 @@ PIP_PACKAGES=(sacrebleu safetensors tokenizers)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# apt_install PKG...: installs the packages not installed yet (one apt-get update first, if any).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
   echo "install-deps: apt: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq </dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-fi
+}
+apt_install "${APT_PACKAGES[@]}"
 
 if [ "${MT_INSTALL_DOCKER:-0}" = 1 ]; then
-  DOCKER_PACKAGES=(docker.io debootstrap iptables iproute2)
-  missing=()
-  for p in "${DOCKER_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "install-deps: apt: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq </dev/null
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-  fi
+  apt_install docker.io debootstrap iptables iproute2
   case "$(docker compose version --short 2>/dev/null)" in
   v[2-9].* | [2-9].* | v[1-9][0-9].* | [1-9][0-9].*) ;;
   *)
