@@ -164,7 +164,9 @@ def cross_kv(att, mem):
 
 
 @torch.no_grad()
-def greedy_kvcache(m, src, src_len, ratio):
+def greedy_kvcache(m, src, src_len, ratio, outs=None):
+    """Greedy search with cached keys/values; the count of generated tokens ([EOS] included). With outs
+    (a list), each row's output ids (without [EOS]) are appended to it."""
     c = m.c
     mask = m.src_mask(src)
     mem = m.encode(src, mask)
@@ -175,6 +177,7 @@ def greedy_kvcache(m, src, src_len, ratio):
     cross_c = [cross_kv(L.cross_attn, mem) for L in layers]
     y = torch.full((B, 1), c.sos_id, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
+    rows = [[] for _ in range(B)]
     tokens = 0
     for t in range(max(limit)):
         x = m.emb(y)
@@ -191,9 +194,13 @@ def greedy_kvcache(m, src, src_len, ratio):
                 tokens += 1
                 if nxt[b].item() == c.eos_id or t + 1 >= limit[b]:
                     done[b] = True
+                if nxt[b].item() != c.eos_id:
+                    rows[b].append(nxt[b].item())
         y = nxt[:, None]
         if bool(done.all()):
             break
+    if outs is not None:
+        outs.extend(rows)
     return tokens
 
 
