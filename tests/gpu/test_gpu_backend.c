@@ -1244,14 +1244,14 @@ static void t_attention(void) {
  * precision mode on sm_80+ for head dims up to 128. The CPU reference runs on the same bf16-rounded
  * q, k, v and output gradient, so what is left is the kernels' own rounding of P and dS to bf16 (and
  * the order of f32 sums): forward output, lse, dq, dk, dv within a few bf16 ulps of the largest
- * magnitude of each. Causal (aligned bottom-right, Tq < Tk), padded and full additive masks, a fully
+ * magnitude of each. Causal (aligned bottom-right: Tq < Tk, and Tq > Tk, whose first rows see no key), padded and full additive masks, a fully
  * masked row, lengths that are not multiples of the 64-row tiles, grouped heads (Hk < H, group tiles
  * straddling heads), a decoding step (Tq = 1, Hk = 1), head dims padded to 64 and to 128. Cases with
  * D or Dv above 128 must fall back to the f32 kernel, and say so. */
 static const acase FCASES[] = {
     {1, 2, 2, 70, 70, 64, 64, 1, 0},    {2, 2, 2, 33, 65, 32, 32, 0, 1},  {1, 4, 2, 45, 45, 96, 64, 1, 0},
     {2, 8, 1, 1, 37, 80, 64, 0, 1},     {1, 2, 1, 130, 130, 64, 32, 1, 2}, {1, 2, 2, 9, 17, 16, 16, 0, 3},
-    {1, 1, 1, 20, 150, 128, 128, 1, 0}, {1, 2, 2, 3, 40, 160, 128, 1, 0},
+    {1, 1, 1, 20, 150, 128, 128, 1, 0}, {1, 2, 1, 40, 20, 32, 32, 1, 0},   {1, 2, 2, 3, 40, 160, 128, 1, 0},
 };
 
 #define EXPECT(cond, ...)              \
