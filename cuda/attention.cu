@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "flash_attention.cuh"
 
 #define BK 32    /* keys (or queries, in the dk/dv kernel) per shared tile: one per lane */
 #define NWARP 4  /* warps per block */
@@ -595,6 +596,8 @@ extern "C" mt_status mt_cuda_attention_fwd(mt_exec *ex, float *out, float *lse, 
     MT_CUDA_ENTER(ex, cx);
     attn_args a;
     MT_TRY(make_args(ad, &a, "attention"));
+    /* bf16 precision on sm_80+, head dims <= 128: the tensor-core kernels (flash_attention.cu) */
+    if (mt_cuda_flash_eligible(cx, ex->precision, ad->D, ad->Dv, 0)) return mt_cuda_flash_fwd(cx, out, lse, q, k, v, ad);
     return dispatch_fwd(cx, out, lse, q, k, v, a);
 }
 
@@ -611,6 +614,8 @@ extern "C" mt_status mt_cuda_attention_bwd(mt_exec *ex, float *dq, float *dk, fl
     float *Dd = (float *)scr;
     attn_bwd_prep_kernel<<<mt_grid_rows(rows, 8), 256, 0, cx->stream>>>(Dd, dout, out, rows, a.Dv);
     MT_LAUNCHED();
+    if (mt_cuda_flash_eligible(cx, ex->precision, ad->D, ad->Dv, 1))
+        return mt_cuda_flash_bwd(cx, dq, dk, dv, dout, Dd, lse, q, k, v, ad);
     if (dq) MT_TRY(dispatch_dq(cx, dq, dout, Dd, lse, q, k, v, a));
     if (dk || dv) MT_TRY(dispatch_dkdv(cx, dk, dv, dout, Dd, lse, q, k, v, a));
     return MT_OK;

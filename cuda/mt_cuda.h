@@ -46,6 +46,12 @@ typedef struct mt_cuda_counters {
 } mt_cuda_counters;
 void mt_cuda_counters_get(mt_cuda_counters *out);
 
+/* Whether attention on device takes the bf16 tensor-core kernels (cuda/flash_attention.cu) for a
+ * context of this precision (an mt_precision) and head dims D, Dv (backward: the backward kernels):
+ * 1, or 0 when it runs the f32 kernel; why (may be NULL) receives the reason either way. */
+int mt_cuda_flash_attention_supported(int device, int precision, int64_t D, int64_t Dv, int backward, char *why,
+                                      size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

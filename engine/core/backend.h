@@ -23,7 +23,8 @@ struct mt_qweight;
 
 /* The precision of a context's matrix products (mt_context_set_precision). F32 is exact f32; TF32
  * lets the backend use TF32 tensor cores (f32 storage, 10-bit mantissa products); BF16 / F16 are mixed
- * precision: GEMM operands are rounded to bf16 / f16 and accumulated in f32, everything else (weights,
+ * precision: GEMM operands are rounded to bf16 / f16 and accumulated in f32 (in BF16 a backend may do the
+ * same inside its fused attention: the CUDA backend's tensor-core kernels), everything else (weights,
  * gradients, optimizer state, norms, softmax, losses) stays f32. Values are only ever appended. */
 typedef enum mt_precision {
     MT_PRECISION_F32 = 0,

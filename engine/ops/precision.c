@@ -4,7 +4,8 @@
  * Mixed precision (MT_PRECISION_BF16 / F16) changes only what matmul and linear multiply: their f32
  * operands are rounded to bf16/f16 in the step arena and multiplied by the backend's gemm_lowp with
  * f32 accumulation into an f32 result. Everything else stays f32: master weights, gradients, optimizer
- * state, norms, softmax, attention, losses. As with PyTorch autocast, each operand is cast once per use
+ * state, norms, softmax, attention's tensors, losses (in the bf16 mode the CUDA backend's attention rounds
+ * q, k, v and the probabilities to bf16 inside its tensor-core kernels, cuda/flash_attention.cu). As with PyTorch autocast, each operand is cast once per use
  * site and the casts are kept on the tape. The backward of a product of two f32 tensors hands the f32
  * operands and output gradient to the backend's f32 GEMM, which in a bf16/f16 context rounds them
  * itself (cuBLAS's _FAST_16BF / _16F compute types): the same products as casting them first, without

@@ -8,11 +8,19 @@
  *   attention  the fused flash-style kernels (forward, backward) vs an unfused anchor made of cuBLAS
  *              batched GEMMs and the engine's softmax (scores written to memory). Ratio = anchor time /
  *              fused time.
+ *   flash      the bf16 tensor-core attention (cuda/flash_attention.cu, the bf16 precision mode) vs
+ *              PyTorch's torch.nn.functional.scaled_dot_product_attention in bf16 on the same shapes, in the
+ *              same run (tests/gpu/sdpa_bench.py, run by the first Python that imports torch with CUDA:
+ *              $MT_TORCH_PYTHON, the benchmark venv, /usr/bin/python3), causal and not: forward and
+ *              forward+backward TFLOP/s (the usual count: 4·B·H·T²·D forward, 2.5 times that backward,
+ *              halved when causal) and the ratio engine / PyTorch; the f32 kernel's forward+backward
+ *              for reference. The engine reads f32 q/k/v (rounding them as it stages its tiles),
+ *              PyTorch bf16 tensors.
  *   train      hook for training tokens/s vs PyTorch: not wired until the model lands (prints so).
  * Human table first, then one JSON line with every figure. Times: median of timed repetitions after
  * warm-up, each repetition closed by a stream synchronisation on both sides.
  *
- *   mt-bench-gpu [gemm|attention|all] [--quick]
+ *   mt-bench-gpu [gemm|attention|flash|all] [--quick]
  *   mt-bench-gpu --count [--layers E,D] [--mha] [--micro N]   launches and host waits per training
  *                                                            step (bench_count.c)
  */
@@ -25,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common.cuh" /* white-box: the anchor runs on the engine context's own stream */
 extern "C" {
@@ -49,7 +58,7 @@ static double now(void) {
     } while (0)
 
 static int g_quick;
-static char g_json[8192];
+static char g_json[16384];
 static size_t g_json_n;
 
 static void json_add(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -277,6 +286,150 @@ static void bench_attention(mt_context *ctx, cublasHandle_t h, cudaStream_t s) {
            "ratio = anchor / fused forward)\n");
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * flash: the bf16 tensor-core attention vs PyTorch's scaled_dot_product_attention
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct fcfg {
+    int64_t B, H, T, D;
+    int causal;
+    double torch_fwd_ms, torch_fb_ms; /* 0: PyTorch gave no figure */
+} fcfg;
+
+/* The first interpreter that imports torch and sees a CUDA device, or NULL (why says what was tried). */
+static const char *torch_python(char *why, size_t cap) {
+    static char found[600];
+    char venv[512];
+    const char *home = getenv("HOME"), *v = getenv("MT_BENCH_VENV");
+    if (v && *v) snprintf(venv, sizeof venv, "%s/bin/python", v);
+    else snprintf(venv, sizeof venv, "%s/.cache/microtensor/bench-venv/bin/python", home && *home ? home : "/root");
+    const char *cand[3] = {getenv("MT_TORCH_PYTHON"), venv, "/usr/bin/python3"};
+    for (int i = 0; i < 3; i++) {
+        if (!cand[i] || !*cand[i] || access(cand[i], X_OK) != 0) continue;
+        char cmd[800];
+        snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' "
+                 ">/dev/null 2>&1", cand[i]);
+        if (system(cmd) == 0) {
+            snprintf(found, sizeof found, "%s", cand[i]);
+            return found;
+        }
+    }
+    snprintf(why, cap, "no interpreter with PyTorch and CUDA ($MT_TORCH_PYTHON, %s, /usr/bin/python3)", venv);
+    return NULL;
+}
+
+/* Runs tests/gpu/sdpa_bench.py over every shape; fills torch_*_ms. 0 on success, else why is set. */
+static int run_sdpa(fcfg *cfgs, int n, char *why, size_t cap, char *version, size_t vcap) {
+    const char *py = torch_python(why, cap);
+    if (!py) return -1;
+    const char *src = getenv("MT_SOURCE_DIR");
+    char cmd[4096];
+    size_t len = (size_t)snprintf(cmd, sizeof cmd, "'%s' '%s/tests/gpu/sdpa_bench.py'", py, src && *src ? src : ".");
+    for (int i = 0; i < n && len < sizeof cmd - 100; i++)
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len, " %lld %lld %lld %lld %d", (long long)cfgs[i].B,
+                                (long long)cfgs[i].H, (long long)cfgs[i].T, (long long)cfgs[i].D, cfgs[i].causal);
+    snprintf(cmd + len, sizeof cmd - len, " 2>&1");
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        snprintf(why, cap, "popen(%s) failed", py);
+        return -1;
+    }
+    char line[512];
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+        long long B, H, T, D;
+        int c;
+        double tf, tb;
+        if (sscanf(line, "sdpa %lld %lld %lld %lld %d %lf %lf", &B, &H, &T, &D, &c, &tf, &tb) == 7) {
+            for (int i = 0; i < n; i++)
+                if (cfgs[i].B == B && cfgs[i].H == H && cfgs[i].T == T && cfgs[i].D == D && cfgs[i].causal == c) {
+                    cfgs[i].torch_fwd_ms = tf;
+                    cfgs[i].torch_fb_ms = tb;
+                    got++;
+                }
+        } else if (!strncmp(line, "sdpa: ", 6)) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(version, vcap, "%s", line + 6);
+        }
+    }
+    int rc = pclose(f);
+    if (!got) {
+        snprintf(why, cap, "sdpa_bench.py under %s gave no figure (exit status %d; %s)", py, rc, version);
+        return -1;
+    }
+    return 0;
+}
+
+static void bench_flash(mt_context *ctx) {
+    fcfg cfgs[] = {
+        {64, 8, 128, 64, 1, 0, 0},   {64, 8, 128, 64, 0, 0, 0},   {8, 16, 1024, 64, 1, 0, 0},
+        {8, 16, 1024, 64, 0, 0, 0},  {4, 16, 2048, 128, 1, 0, 0}, {4, 16, 2048, 128, 0, 0, 0},
+    };
+    int n_cfg = g_quick ? 4 : (int)(sizeof cfgs / sizeof cfgs[0]);
+    const mt_backend *be = ctx->ex.backend;
+    mt_exec *ex = &ctx->ex;
+    char why[300] = "", version[200] = "?";
+    printf("\nflash attention (bf16 tensor cores) vs PyTorch scaled_dot_product_attention (bf16)\n");
+    char fwhy[200];
+    if (!mt_cuda_flash_attention_supported(0, MT_PRECISION_BF16, 64, 64, 1, fwhy, sizeof fwhy)) {
+        printf("flash: skipped on this device: %s\n", fwhy);
+        json_add("\"flash\":null,");
+        return;
+    }
+    int have_torch = run_sdpa(cfgs, n_cfg, why, sizeof why, version, sizeof version) == 0;
+    if (have_torch) printf("(PyTorch: %s)\n", version);
+    else printf("(PyTorch: unavailable: %s; engine figures only)\n", why);
+    printf("%-34s %9s %9s %9s %9s %9s %9s %8s\n", "shape", "fwd TF", "f+b TF", "torch fwd", "torch f+b", "fwd x",
+           "f+b x", "f32 f+b");
+    json_add("\"flash\":[");
+    auto sync = [&]() { CK(be->sync(ex)); };
+    for (int ci = 0; ci < n_cfg; ci++) {
+        fcfg *c = &cfgs[ci];
+        int64_t n = c->B * c->H * c->T * c->D, nl = c->B * c->H * c->T;
+        float *q = dev_rand(n, 11), *k = dev_rand(n, 12), *v = dev_rand(n, 13), *g = dev_rand(n, 14);
+        float *o = NULL, *l = NULL, *dq = NULL, *dk = NULL, *dv = NULL;
+        CK(cudaMalloc(&o, 4 * (size_t)n));
+        CK(cudaMalloc(&l, 4 * (size_t)nl));
+        CK(cudaMalloc(&dq, 4 * (size_t)n));
+        CK(cudaMalloc(&dk, 4 * (size_t)n));
+        CK(cudaMalloc(&dv, 4 * (size_t)n));
+        CK(cudaDeviceSynchronize());
+        mt_attn_desc ad = {};
+        ad.B = c->B, ad.H = c->H, ad.Hk = c->H, ad.Tq = c->T, ad.Tk = c->T, ad.D = c->D, ad.Dv = c->D;
+        ad.scale = 1.0f / sqrtf((float)c->D), ad.causal = c->causal;
+        auto fwd = [&]() { CK(be->attention_fwd(ex, o, l, q, k, v, &ad)); };
+        auto fwd_bwd = [&]() {
+            CK(be->attention_fwd(ex, o, l, q, k, v, &ad));
+            CK(be->attention_bwd(ex, dq, dk, dv, g, o, l, q, k, v, &ad));
+        };
+        CK(mt_context_set_precision(ctx, MT_PRECISION_BF16));
+        double tf = time_it(fwd, sync, 20), tfb = time_it(fwd_bwd, sync, 10);
+        CK(mt_context_set_precision(ctx, MT_PRECISION_F32));
+        double t32 = time_it(fwd_bwd, sync, g_quick ? 3 : 5);
+        double flop = 4.0 * (double)(c->B * c->H) * (double)c->T * (double)c->T * (double)c->D *
+                      (c->causal ? 0.5 : 1.0);
+        double tff = flop / tf * 1e-12, tfbf = 3.5 * flop / tfb * 1e-12;
+        double rf = c->torch_fwd_ms > 0 ? c->torch_fwd_ms * 1e-3 / tf : 0,
+               rfb = c->torch_fb_ms > 0 ? c->torch_fb_ms * 1e-3 / tfb : 0;
+        char name[80];
+        snprintf(name, sizeof name, "B%lld H%lld T%lld D%lld%s", (long long)c->B, (long long)c->H, (long long)c->T,
+                 (long long)c->D, c->causal ? " causal" : "");
+        printf("%-34s %9.1f %9.1f %9.1f %9.1f %9.2f %9.2f %8.1f\n", name, tff, tfbf,
+               c->torch_fwd_ms > 0 ? flop / (c->torch_fwd_ms * 1e-3) * 1e-12 : 0.0,
+               c->torch_fb_ms > 0 ? 3.5 * flop / (c->torch_fb_ms * 1e-3) * 1e-12 : 0.0, rf, rfb,
+               3.5 * flop / t32 * 1e-12);
+        json_add("%s{\"case\":\"%s\",\"fwd_tflops\":%.2f,\"fwdbwd_tflops\":%.2f,\"torch_fwd_ms\":%.4f,"
+                 "\"torch_fwdbwd_ms\":%.4f,\"ratio_fwd_vs_torch\":%.3f,\"ratio_fwdbwd_vs_torch\":%.3f,"
+                 "\"f32_fwdbwd_tflops\":%.2f}",
+                 ci ? "," : "", name, tff, tfbf, c->torch_fwd_ms, c->torch_fb_ms, rf, rfb, 3.5 * flop / t32 * 1e-12);
+        cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(g), cudaFree(o), cudaFree(l);
+        cudaFree(dq), cudaFree(dk), cudaFree(dv);
+    }
+    json_add("],");
+    printf("(TFLOP/s; x = engine / PyTorch, same shape, same run (0: no PyTorch figure); f32 f+b: the f32 kernel, "
+           "TFLOP/s)\n");
+}
+
 extern "C" int mtb_gpu_count(int emu, int argc, char **argv);
 
 int main(int argc, char **argv) {
@@ -314,6 +467,7 @@ int main(int argc, char **argv) {
     json_add("{\"bench\":\"gpu\",\"device\":\"%s\",", desc);
     if (!strcmp(what, "all") || !strcmp(what, "gemm")) bench_gemm(ctx, h, s);
     if (!strcmp(what, "all") || !strcmp(what, "attention")) bench_attention(ctx, h, s);
+    if (!strcmp(what, "all") || !strcmp(what, "flash")) bench_flash(ctx);
     printf("\ntrain: training tokens/s vs PyTorch: not wired yet (needs the model; see cuda/README.md)\n");
     json_add("\"train\":null}");
     printf("%s\n", g_json);

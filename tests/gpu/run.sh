@@ -54,7 +54,7 @@ t2=$(date +%s)
 echo "== benchmarks"
 quick=""
 [ "${MT_GPU_QUICK:-0}" != 0 ] && quick="--quick"
-"$build/bin/mt-bench-gpu" all $quick >"$out/bench_gpu.log" 2>&1
+MT_SOURCE_DIR="$here" "$build/bin/mt-bench-gpu" all $quick >"$out/bench_gpu.log" 2>&1
 bench_rc=$?
 grep -v '^{' "$out/bench_gpu.log"
 grep '^{' "$out/bench_gpu.log" >"$out/bench_gpu.json" || true
@@ -80,6 +80,7 @@ verdict=PASSED
 printf "%-34s %s\n" "gpu tests" "$verdict"
 if [ -f "$out/test_gpu_backend.log" ]; then
   printf "%-34s %s\n" "  kernels vs CPU" "$(tail -1 "$out/test_gpu_backend.log")"
+  printf "%-34s %s\n" "  bf16 tensor-core attention" "$(grep -E '^attention_bf16 ' "$out/test_gpu_backend.log")"
 fi
 if [ -f "$out/test_gpu_step.log" ]; then
   printf "%-34s %s\n" "  step: contexts, repeatable, waits" "$(tail -1 "$out/test_gpu_step.log")"
@@ -100,6 +101,10 @@ for g in d.get("gemm", []):
 for a in d.get("attention", []):
     print("%-34s fwd %.3f ms  bwd %.3f ms  %.2f TFLOP/s  x%.2f vs unfused" % (
         a["case"][:34], a["fwd_ms"], a["bwd_ms"], a["fwd_tflops"], a["ratio_vs_unfused"]))
+for f in d.get("flash") or []:
+    print("%-34s fwd %.1f TF  fwd+bwd %.1f TF  x%.2f / x%.2f vs PyTorch sdpa" % (
+        ("flash " + f["case"])[:34], f["fwd_tflops"], f["fwdbwd_tflops"], f["ratio_fwd_vs_torch"],
+        f["ratio_fwdbwd_vs_torch"]))
 print("%-34s %s" % ("train tokens/s vs PyTorch", "not wired (needs the model)" if d.get("train") is None else d["train"]))
 EOF
 else

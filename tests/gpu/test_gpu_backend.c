@@ -1240,6 +1240,153 @@ static void t_attention(void) {
     for (size_t ci = 0; ci < sizeof ACASES / sizeof ACASES[0]; ci++) attention_case(&ACASES[ci]);
 }
 
+/* The bf16 tensor-core attention (cuda/flash_attention.cu), which the backend takes in the bf16
+ * precision mode on sm_80+ for head dims up to 128. The CPU reference runs on the same bf16-rounded
+ * q, k, v and output gradient, so what is left is the kernels' own rounding of P and dS to bf16 (and
+ * the order of f32 sums): forward output, lse, dq, dk, dv within a few bf16 ulps of the largest
+ * magnitude of each. Causal (aligned bottom-right: Tq < Tk, and Tq > Tk, whose first rows see no key), padded and full additive masks, a fully
+ * masked row, lengths that are not multiples of the 64-row tiles, grouped heads (Hk < H, group tiles
+ * straddling heads), a decoding step (Tq = 1, Hk = 1), head dims padded to 64 and to 128. Cases with
+ * D or Dv above 128 must fall back to the f32 kernel, and say so. */
+static const acase FCASES[] = {
+    {1, 2, 2, 70, 70, 64, 64, 1, 0},    {2, 2, 2, 33, 65, 32, 32, 0, 1},  {1, 4, 2, 45, 45, 96, 64, 1, 0},
+    {2, 8, 1, 1, 37, 80, 64, 0, 1},     {1, 2, 1, 130, 130, 64, 32, 1, 2}, {1, 2, 2, 9, 17, 16, 16, 0, 3},
+    {1, 1, 1, 20, 150, 128, 128, 1, 0}, {1, 2, 1, 40, 20, 32, 32, 1, 0},   {1, 2, 2, 3, 40, 160, 128, 1, 0},
+};
+
+#define EXPECT(cond, ...)              \
+    do {                               \
+        n_checks++;                    \
+        if (!(cond)) failf(__VA_ARGS__); \
+    } while (0)
+
+static float *bf16_round(const float *x, int64_t n) {
+    float *p = xmalloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) p[i] = mt_bf16_to_f32(mt_f32_to_bf16(x[i]));
+    return p;
+}
+
+static double max_abs(const float *x, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(x[i]) && fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+/* got vs want within rtol of each element plus tol_of_max of want's largest magnitude. */
+static void cmp_bf16(const char *what, const char *part, const float *got, const float *want, int64_t n, double rtol,
+                     double tol_of_max) {
+    char w[240];
+    snprintf(w, sizeof w, "%s: %s", what, part);
+    cmp_f32(w, got, want, n, rtol, tol_of_max * max_abs(want, n) + 1e-6);
+}
+
+static void attention_bf16_case(const acase *c) {
+    mt_attn_desc ad = {.B = c->B, .H = c->H, .Hk = c->Hk, .Tq = c->Tq, .Tk = c->Tk, .D = c->D, .Dv = c->Dv,
+                       .scale = 1.0f / sqrtf((float)c->D), .causal = c->causal};
+    int64_t nq = c->B * c->H * c->Tq * c->D, nk = c->B * c->Hk * c->Tk * c->D, nv = c->B * c->Hk * c->Tk * c->Dv;
+    int64_t no = c->B * c->H * c->Tq * c->Dv, nl = c->B * c->H * c->Tq, nm = 0;
+    char what[200];
+    snprintf(what, sizeof what,
+             "attention bf16 B=%lld H=%lld Hk=%lld Tq=%lld Tk=%lld D=%lld Dv=%lld causal=%d mask=%d", (long long)c->B,
+             (long long)c->H, (long long)c->Hk, (long long)c->Tq, (long long)c->Tk, (long long)c->D, (long long)c->Dv,
+             c->causal, c->mask);
+    g_case = what;
+    int flash = 0;
+    if (!g_self) {
+        char why[200], whyb[200];
+        flash = mt_cuda_flash_attention_supported(DEV_ID, MT_PRECISION_BF16, c->D, c->Dv, 0, why, sizeof why);
+        int flash_b = mt_cuda_flash_attention_supported(DEV_ID, MT_PRECISION_BF16, c->D, c->Dv, 1, whyb, sizeof whyb);
+        int want = c->D <= 128 && c->Dv <= 128;
+        EXPECT(flash == want && flash_b == want, "%s: tensor-core path %d/%d, expected %d (%s; %s)", what, flash,
+              flash_b, want, why, whyb);
+        EXPECT(!mt_cuda_flash_attention_supported(DEV_ID, MT_PRECISION_F32, c->D, c->Dv, 0, why, sizeof why) &&
+                  strstr(why, "f32 kernel"), "%s: f32 precision must keep the f32 kernel (%s)", what, why);
+        if (!want) printf("  %s: falls back: %s\n", what, whyb);
+    }
+    float *q0 = hrand(nq, -1, 1), *k0 = hrand(nk, -1, 1), *v0 = hrand(nv, -1, 1), *mask = NULL;
+    float *q = bf16_round(q0, nq), *k = bf16_round(k0, nk), *v = bf16_round(v0, nv);
+    if (c->mask == 1) {
+        nm = c->B * c->Tk;
+        mask = xmalloc(4 * (size_t)nm);
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t j = 0; j < c->Tk; j++) mask[b * c->Tk + j] = (b == 0 && j >= c->Tk - c->Tk / 3) ? -INFINITY : 0.0f;
+        ad.mask_sb = c->Tk;
+    } else if (c->mask == 2) {
+        nm = c->B * c->H * c->Tq * c->Tk;
+        mask = hrand(nm, -3, 1);
+        ad.mask_sb = c->H * c->Tq * c->Tk;
+        ad.mask_sh = c->Tq * c->Tk;
+        ad.mask_si = c->Tk;
+    } else if (c->mask == 3) {
+        nm = c->Tq * c->Tk;
+        mask = hrand(nm, -2, 0);
+        for (int64_t j = 0; j < c->Tk; j++) mask[j] = -INFINITY;
+        ad.mask_si = c->Tk;
+    }
+    float *out = xmalloc(4 * (size_t)no), *lse = xmalloc(4 * (size_t)nl), *gout = xmalloc(4 * (size_t)no),
+          *glse = xmalloc(4 * (size_t)nl);
+    mt_attn_desc cad = ad;
+    cad.mask = mask;
+    OK(CPU->attention_fwd(&CEX, out, lse, q, k, v, &cad));
+    /* the device gets the unrounded inputs: the kernels round them as they stage their tiles (the CPU
+     * standing in for the device does not, so it gets the rounded ones) */
+    dbuf dq = dput(g_self ? q : q0, 4 * (size_t)nq), dk = dput(g_self ? k : k0, 4 * (size_t)nk),
+         dv = dput(g_self ? v : v0, 4 * (size_t)nv);
+    dbuf dm = {0};
+    if (mask) dm = dput(mask, 4 * (size_t)nm);
+    dbuf dout = dnew(4 * (size_t)no, 4, NULL), dlse = dnew(4 * (size_t)nl, 4, NULL);
+    mt_attn_desc dad = ad;
+    dad.mask = mask ? dm.p : NULL;
+    mt_precision saved = DEX.precision;
+    DEX.precision = MT_PRECISION_BF16;
+    OK(DEV->attention_fwd(&DEX, dout.p, dlse.p, dq.p, dk.p, dv.p, &dad));
+    dget(&dout, gout, what);
+    dget(&dlse, glse, what);
+    cmp_bf16(what, "out", gout, out, no, 1e-2, 1e-2);
+    cmp_bf16(what, "lse", glse, lse, nl, 1e-4, 1e-4);
+    if (flash) { /* P was rounded to bf16: the f32 kernel would match the reference to f32 rounding */
+        double d = 0;
+        for (int64_t i = 0; i < no; i++)
+            if (isfinite(out[i]) && fabs(gout[i] - out[i]) > d) d = fabs(gout[i] - out[i]);
+        EXPECT(d > 1e-6 * max_abs(out, no), "%s: output equals the f32 result (%.3g): the tensor-core path did not run",
+              what, d);
+    }
+    /* backward: all three gradients, then dq alone, then dk/dv, accumulating onto random values */
+    for (int which = 0; which < 3; which++) {
+        float *g0 = hrand(no, -1, 1), *g = bf16_round(g0, no), *aq = hrand(nq, -1, 1), *ak = hrand(nk, -1, 1),
+              *av = hrand(nv, -1, 1);
+        float *aq0 = hcopy(aq, nq), *ak0 = hcopy(ak, nk), *av0 = hcopy(av, nv);
+        int wq = which != 2, wkv = which != 1;
+        OK(CPU->attention_bwd(&CEX, wq ? aq : NULL, wkv ? ak : NULL, wkv ? av : NULL, g, out, lse, q, k, v, &cad));
+        dbuf dg = dput(g_self ? g : g0, 4 * (size_t)no), daq = dput(aq0, 4 * (size_t)nq), dak = dput(ak0, 4 * (size_t)nk),
+             dav = dput(av0, 4 * (size_t)nv), dou = dput(out, 4 * (size_t)no), dls = dput(lse, 4 * (size_t)nl);
+        OK(DEV->attention_bwd(&DEX, wq ? daq.p : NULL, wkv ? dak.p : NULL, wkv ? dav.p : NULL, dg.p, dou.p, dls.p, dq.p,
+                              dk.p, dv.p, &dad));
+        float *hq = xmalloc(4 * (size_t)nq), *hk = xmalloc(4 * (size_t)nk), *hv = xmalloc(4 * (size_t)nv);
+        dget(&daq, hq, what);
+        dget(&dak, hk, what);
+        dget(&dav, hv, what);
+        /* the gradient's own part (what the backward added) against the reference's */
+        for (int64_t i = 0; i < nq; i++) hq[i] -= aq0[i], aq[i] -= aq0[i];
+        for (int64_t i = 0; i < nk; i++) hk[i] -= ak0[i], ak[i] -= ak0[i];
+        for (int64_t i = 0; i < nv; i++) hv[i] -= av0[i], av[i] -= av0[i];
+        cmp_bf16(what, "dq", hq, aq, nq, 2e-2, 2e-2);
+        cmp_bf16(what, "dk", hk, ak, nk, 2e-2, 2e-2);
+        cmp_bf16(what, "dv", hv, av, nv, 2e-2, 2e-2);
+        dfree(&dg), dfree(&daq), dfree(&dak), dfree(&dav), dfree(&dou), dfree(&dls);
+        free(g0), free(g), free(aq), free(ak), free(av), free(aq0), free(ak0), free(av0), free(hq), free(hk), free(hv);
+    }
+    DEX.precision = saved;
+    dfree(&dq), dfree(&dk), dfree(&dv), dfree(&dout), dfree(&dlse);
+    if (mask) dfree(&dm);
+    free(q0), free(k0), free(v0), free(q), free(k), free(v), free(mask), free(out), free(lse), free(gout), free(glse);
+}
+
+static void t_attention_bf16(void) {
+    for (size_t ci = 0; ci < sizeof FCASES / sizeof FCASES[0]; ci++) attention_bf16_case(&FCASES[ci]);
+}
+
 static void t_rope(void) {
     static const int64_t cases[][4] = {{1, 1, 2, 0}, {3, 7, 16, 0}, {8, 33, 64, 5}, {2, 1, 128, 1000}, {16, 257, 32, 0}};
     for (int ci = 0; ci < 5; ci++) {
@@ -1459,7 +1606,8 @@ static const tcase TESTS[] = {
     {"masked_fill", t_masked_fill}, {"dropout", t_dropout},     {"reduce", t_reduce},
     {"argmax", t_argmax_sumsq}, {"copy_strided", t_copy_strided}, {"gemm", t_gemm},
     {"softmax", t_softmax},     {"norm", t_norms},              {"embedding", t_embedding},
-    {"cross_entropy", t_cross_entropy}, {"attention", t_attention}, {"rope", t_rope},
+    {"cross_entropy", t_cross_entropy}, {"attention", t_attention}, {"attention_bf16", t_attention_bf16},
+    {"rope", t_rope},
     {"adamw", t_adamw},         {"guards", t_guards},           {"allocator", t_alloc},
 };
 

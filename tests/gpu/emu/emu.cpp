@@ -67,6 +67,7 @@ struct Fiber {
 
 struct Warp {
     uint64_t slot[2][32];
+    uint32_t words[2][32][8]; /* emu_warp_gather's posts */
     uint32_t tag[2][32];
     uint32_t gen[32];
 };
@@ -230,6 +231,49 @@ int emu_warp_any(int pred) {
         if (w.tag[b][l] == gen && w.slot[b][l]) any = 1;
     w.gen[lane]++;
     return any;
+}
+
+void emu_warp_gather(const uint32_t *mine, int n, uint32_t *all) {
+    int i = g_cur, lane = i & 31;
+    Warp &w = g_warps[i / 32];
+    uint32_t gen = w.gen[lane];
+    int b = gen & 1;
+    memcpy(w.words[b][lane], mine, sizeof(uint32_t) * (size_t)n);
+    w.tag[b][lane] = gen;
+    g_f[i].state = AT_WARP;
+    yield_to_scheduler();
+    for (int l = 0; l < 32; l++) {
+        if ((i / 32) * 32 + l >= g_n || w.tag[b][l] != gen) {
+            fprintf(stderr, "emu: a warp-wide mma with lane %d absent (a partial warp or a divergent call)\n", l);
+            abort();
+        }
+        memcpy(all + (size_t)l * n, w.words[b][l], sizeof(uint32_t) * (size_t)n);
+    }
+    w.gen[lane]++;
+}
+
+/* The element of a bf16 fragment: word r of lane l, half h. */
+static float frag_elem(const uint32_t *all, int l, int r, int h) {
+    uint32_t u = all[l * 6 + r];
+    return mt_bf16_to_f32((uint16_t)(h ? u >> 16 : u & 0xffffu));
+}
+
+void emu_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]}, all[32 * 6];
+    emu_warp_gather(mine, 6, all);
+    int lane = g_cur & 31, g = lane >> 2, t = lane & 3;
+    for (int e = 0; e < 4; e++) {
+        int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+        float acc = 0.0f;
+        for (int k = 0; k < 16; k++) {
+            /* A[row][k]: lane (row % 8) * 4 + (k % 8) / 2, word (row >= 8) + 2 (k >= 8), half k & 1 */
+            float av = frag_elem(all, (row & 7) * 4 + ((k & 7) >> 1), (row >> 3) + 2 * (k >> 3), k & 1);
+            /* B[k][col]: lane col * 4 + (k % 8) / 2, word 4 + (k >= 8), half k & 1 */
+            float bv = frag_elem(all, col * 4 + ((k & 7) >> 1), 4 + (k >> 3), k & 1);
+            acc += av * bv;
+        }
+        d[e] += acc;
+    }
 }
 
 void *emu_dynamic_smem(void) { return g_smem.data(); }

@@ -8,7 +8,8 @@
  * its threads as fibers (one stack per CUDA thread) on one OS thread: __syncthreads() parks a thread
  * until every live thread of its block has arrived, and a warp collective (__shfl_*_sync, __any_sync)
  * parks a lane until all 32 lanes of its warp have posted their value — the semantics the kernels rely
- * on, so missing barriers in the wrong place, wrong shuffle partners, index arithmetic, shared-memory
+ * on (and the tensor-core mma of cuda/mma.cuh, computed from the fragments the lanes exchange), so
+ * missing barriers in the wrong place, wrong shuffle partners, index arithmetic, shared-memory
  * layouts and launch geometry are all exercised. Blocks run one after another, so __shared__ variables
  * are plain statics; dynamic shared memory is filled with NaN bytes before each block (a read before a
  * write shows up); blocks run in a shuffled order. The runtime is lazy: work queued on a stream runs
@@ -159,6 +160,12 @@ static inline int __any_sync(unsigned mask, int pred) {
     (void)mask;
     return emu_warp_any(pred);
 }
+/* Posts this lane's n (<= 8) words, waits for the 32 lanes of the warp, copies every lane's words to
+ * all[lane * n ...]: the exchange behind the emulated tensor-core instruction. */
+void emu_warp_gather(const uint32_t *mine, int n, uint32_t *all);
+/* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (cuda/mma.cuh): d += a . b with the PTX ISA's
+ * fragment layout, computed in f32 from the fragments the 32 lanes hold. */
+void emu_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]);
 
 /* ---- launching ---- */
 /* Runs body (one call per CUDA thread) over the grid, block by block; smem: dynamic shared bytes. */
