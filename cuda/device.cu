@@ -36,14 +36,16 @@ static int probe_once(void) {
 
 extern "C" int mt_cuda_device_count(void) { return probe_once(); }
 
-static uint64_t g_launches, g_host_waits;
+static uint64_t g_launches, g_host_waits, g_vector_launches;
 
 void mt_cuda_count_launches(uint64_t n) { __atomic_add_fetch(&g_launches, n, __ATOMIC_RELAXED); }
 void mt_cuda_count_host_waits(uint64_t n) { __atomic_add_fetch(&g_host_waits, n, __ATOMIC_RELAXED); }
+void mt_cuda_count_vector_launches(uint64_t n) { __atomic_add_fetch(&g_vector_launches, n, __ATOMIC_RELAXED); }
 
 extern "C" void mt_cuda_counters_get(mt_cuda_counters *out) {
     out->launches = __atomic_load_n(&g_launches, __ATOMIC_RELAXED);
     out->host_waits = __atomic_load_n(&g_host_waits, __ATOMIC_RELAXED);
+    out->vector_launches = __atomic_load_n(&g_vector_launches, __ATOMIC_RELAXED);
 }
 
 extern "C" int mt_cuda_probe(char *why, size_t cap) {

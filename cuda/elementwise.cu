@@ -6,11 +6,15 @@
  * dropout draws from the same Philox stream (so the CPU and GPU drop the same elements).
  *
  * Broadcast index math runs in 32 bits when the tensor allows it (the common case), 64 otherwise.
+ * The flat kernels (fill, casts, unary, scalar, contiguous binary, dropout) are templates over the
+ * access width W (vec.cuh): float4 accesses when every pointer is 16-byte aligned, the scalar loop
+ * otherwise; any length, the partial last group element by element.
  */
 #include <string.h>
 
 #include "common.cuh"
 #include "core/reduce_plan.h"
+#include "vec.cuh"
 
 /* The collapsed broadcast of core/backend.h, passed by value to kernels. */
 struct bc_args {
@@ -54,8 +58,14 @@ static bool bc_fits32(const mt_bcast *bc) {
  * Kernels
  * ------------------------------------------------------------------------------------------- */
 
+template <int W>
 __global__ void fill_kernel(float *out, int64_t n, float v) {
-    MT_GRID_STRIDE(i, n) out[i] = v;
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+#pragma unroll
+        for (int k = 0; k < W; k++) r[k] = v;
+        mt_vst<W>(out, i, n, r);
+    }
 }
 
 __global__ void arange_kernel(float *out, int64_t n, double start, double step) {
@@ -82,9 +92,25 @@ __global__ void cast_kernel(void *out, mt_dtype to, const void *in, mt_dtype fro
     }
 }
 
-/* F32 -> BF16 without the per-element dtype switches: the cast mixed precision makes before a GEMM. */
+/* F32 -> BF16 without the per-element dtype switches: the cast mixed precision makes before a GEMM.
+ * W = 8: two float4 loads, one 16-byte store of eight bf16. */
+template <int W>
 __global__ void cast_f32_bf16_kernel(uint16_t *out, const float *in, int64_t n) {
-    MT_GRID_STRIDE(i, n) out[i] = mt_f32_to_bf16(in[i]);
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+        mt_vld<W>(in, i, n, r);
+        mt_vst_bf16<W>(out, i, n, r);
+    }
+}
+
+/* BF16 -> F32 (a bf16 tensor read back or widened): one 16-byte load, two float4 stores. */
+template <int W>
+__global__ void cast_bf16_f32_kernel(float *out, const uint16_t *in, int64_t n) {
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+        mt_vld_bf16<W>(in, i, n, r);
+        mt_vst<W>(out, i, n, r);
+    }
 }
 
 template <int OP>
@@ -125,15 +151,30 @@ __device__ __forceinline__ float unary_g(float dy, float x, float y) {
     }
 }
 
-template <int OP>
+template <int OP, int W>
 __global__ void unary_fwd_kernel(float *out, const float *x, int64_t n) {
-    MT_GRID_STRIDE(i, n) out[i] = unary_f<OP>(x[i]);
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+        mt_vld<W>(x, i, n, r);
+#pragma unroll
+        for (int k = 0; k < W; k++) r[k] = unary_f<OP>(r[k]);
+        mt_vst<W>(out, i, n, r);
+    }
 }
 
 /* x or y may be NULL when the op does not read it. */
-template <int OP>
+template <int OP, int W>
 __global__ void unary_bwd_kernel(float *dx, const float *dy, const float *x, const float *y, int64_t n) {
-    MT_GRID_STRIDE(i, n) dx[i] += unary_g<OP>(dy[i], x ? x[i] : 0.0f, y ? y[i] : 0.0f);
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float d[W], g[W], xv[W] = {}, yv[W] = {};
+        mt_vld<W>(dx, i, n, d);
+        mt_vld<W>(dy, i, n, g);
+        if (x) mt_vld<W>(x, i, n, xv);
+        if (y) mt_vld<W>(y, i, n, yv);
+#pragma unroll
+        for (int k = 0; k < W; k++) d[k] += unary_g<OP>(g[k], xv[k], yv[k]);
+        mt_vst<W>(dx, i, n, d);
+    }
 }
 
 __device__ __forceinline__ float scalar_f(mt_scalar_op op, float v, float s) {
@@ -148,23 +189,40 @@ __device__ __forceinline__ float scalar_f(mt_scalar_op op, float v, float s) {
     }
 }
 
+template <int W>
 __global__ void scalar_fwd_kernel(mt_scalar_op op, float *out, const float *x, float s, int64_t n) {
-    MT_GRID_STRIDE(i, n) out[i] = scalar_f(op, x[i], s);
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+        mt_vld<W>(x, i, n, r);
+#pragma unroll
+        for (int k = 0; k < W; k++) r[k] = scalar_f(op, r[k], s);
+        mt_vst<W>(out, i, n, r);
+    }
 }
 
+__device__ __forceinline__ float scalar_g(mt_scalar_op op, float dy, float x, float s) {
+    switch (op) {
+    case MT_SCALAR_ADD:
+    case MT_SCALAR_SUB: return dy;
+    case MT_SCALAR_MUL: return dy * s;
+    case MT_SCALAR_DIV: return dy / s;
+    case MT_SCALAR_RSUB: return -dy;
+    case MT_SCALAR_RDIV: return -dy * s / (x * x);
+    default: return s == 0.0f ? 0.0f : dy * s * powf(x, s - 1.0f);
+    }
+}
+
+/* x may be NULL when op does not read it (add, sub, mul, div, rsub). */
+template <int W>
 __global__ void scalar_bwd_kernel(mt_scalar_op op, float *dx, const float *dy, const float *x, float s, int64_t n) {
-    MT_GRID_STRIDE(i, n) {
-        float g;
-        switch (op) {
-        case MT_SCALAR_ADD:
-        case MT_SCALAR_SUB: g = dy[i]; break;
-        case MT_SCALAR_MUL: g = dy[i] * s; break;
-        case MT_SCALAR_DIV: g = dy[i] / s; break;
-        case MT_SCALAR_RSUB: g = -dy[i]; break;
-        case MT_SCALAR_RDIV: g = -dy[i] * s / (x[i] * x[i]); break;
-        default: g = s == 0.0f ? 0.0f : dy[i] * s * powf(x[i], s - 1.0f); break;
-        }
-        dx[i] += g;
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float d[W], g[W], xv[W] = {};
+        mt_vld<W>(dx, i, n, d);
+        mt_vld<W>(dy, i, n, g);
+        if (x) mt_vld<W>(x, i, n, xv);
+#pragma unroll
+        for (int k = 0; k < W; k++) d[k] += scalar_g(op, g[k], xv[k], s);
+        mt_vst<W>(dx, i, n, d);
     }
 }
 
@@ -179,9 +237,16 @@ __device__ __forceinline__ float binop(float a, float b) {
 }
 
 /* out may alias a (mt_accumulate: dst = dst + src): each element is read then written by one thread. */
-template <int OP>
+template <int OP, int W>
 __global__ void binary_contig_kernel(float *out, const float *a, const float *b, int64_t n) {
-    MT_GRID_STRIDE(i, n) out[i] = binop<OP>(a[i], b[i]);
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float x[W], y[W];
+        mt_vld<W>(a, i, n, x);
+        mt_vld<W>(b, i, n, y);
+#pragma unroll
+        for (int k = 0; k < W; k++) x[k] = binop<OP>(x[k], y[k]);
+        mt_vst<W>(out, i, n, x);
+    }
 }
 
 template <int OP, typename I>
@@ -216,8 +281,15 @@ __global__ void binary_grad_kernel(mt_binary_op op, int side, float *d, int accu
     }
 }
 
+template <int W>
 __global__ void neg_copy_kernel(float *g, const float *dy, int64_t n) {
-    MT_GRID_STRIDE(i, n) g[i] = -dy[i];
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W];
+        mt_vld<W>(dy, i, n, r);
+#pragma unroll
+        for (int k = 0; k < W; k++) r[k] = -r[k];
+        mt_vst<W>(g, i, n, r);
+    }
 }
 
 template <typename I>
@@ -238,18 +310,33 @@ __global__ void masked_fill_bwd_kernel(float *dx, const float *dy, const float *
     }
 }
 
+template <int W>
 __global__ void dropout_fwd_kernel(float *out, const float *x, int64_t n, float p, float scale, uint64_t seed,
                                    uint64_t offset, const float *residual) {
-    MT_GRID_STRIDE(i, n) {
-        float d = mt_rng_uniform(seed, offset + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
-        out[i] = residual ? residual[i] + d : d;
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float r[W], res[W];
+        mt_vld<W>(x, i, n, r);
+        if (residual) mt_vld<W>(residual, i, n, res);
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            float d = mt_rng_uniform(seed, offset + (uint64_t)(i + k)) >= p ? r[k] * scale : 0.0f;
+            r[k] = residual ? res[k] + d : d;
+        }
+        mt_vst<W>(out, i, n, r);
     }
 }
 
+template <int W>
 __global__ void dropout_bwd_kernel(float *dx, const float *dy, int64_t n, float p, float scale, uint64_t seed,
                                    uint64_t offset) {
-    MT_GRID_STRIDE(i, n) {
-        if (mt_rng_uniform(seed, offset + (uint64_t)i) >= p) dx[i] += dy[i] * scale;
+    MT_GRID_STRIDE_VEC(i, n, W) {
+        float d[W], g[W];
+        mt_vld<W>(dx, i, n, d);
+        mt_vld<W>(dy, i, n, g);
+#pragma unroll
+        for (int k = 0; k < W; k++)
+            if (mt_rng_uniform(seed, offset + (uint64_t)(i + k)) >= p) d[k] += g[k] * scale;
+        mt_vst<W>(dx, i, n, d);
     }
 }
 
@@ -309,7 +396,13 @@ __global__ void copy_strided_sum_kernel(float *out, const float *in, strided_arg
 extern "C" mt_status mt_cuda_fill(mt_exec *ex, float *out, int64_t n, float value) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    fill_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, n, value);
+    if (mt_vec_ok(out)) {
+        fill_kernel<MT_VEC><<<mt_blocks((n + MT_VEC - 1) / MT_VEC, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, n,
+                                                                                                          value);
+        mt_cuda_count_vector_launches(1);
+    } else {
+        fill_kernel<1><<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, n, value);
+    }
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -349,32 +442,59 @@ extern "C" mt_status mt_cuda_cast(mt_exec *ex, void *out, mt_dtype to, const voi
         }
         return MT_OK;
     }
-    if (from == MT_DTYPE_F32 && to == MT_DTYPE_BF16) /* the mixed-precision hot path */
-        cast_f32_bf16_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>((uint16_t *)out,
-                                                                                       (const float *)in, n);
-    else
-        cast_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, to, in, from, n);
+    bool vec = mt_vec_ok(out, in);
+    unsigned g8 = mt_blocks((n + 7) / 8, MT_THREADS), g1 = mt_blocks(n, MT_THREADS);
+    if (from == MT_DTYPE_F32 && to == MT_DTYPE_BF16) { /* the mixed-precision hot path */
+        if (vec) cast_f32_bf16_kernel<8><<<g8, MT_THREADS, 0, cx->stream>>>((uint16_t *)out, (const float *)in, n);
+        else cast_f32_bf16_kernel<1><<<g1, MT_THREADS, 0, cx->stream>>>((uint16_t *)out, (const float *)in, n);
+    } else if (from == MT_DTYPE_BF16 && to == MT_DTYPE_F32) {
+        if (vec) cast_bf16_f32_kernel<8><<<g8, MT_THREADS, 0, cx->stream>>>((float *)out, (const uint16_t *)in, n);
+        else cast_bf16_f32_kernel<1><<<g1, MT_THREADS, 0, cx->stream>>>((float *)out, (const uint16_t *)in, n);
+    } else {
+        vec = false;
+        cast_kernel<<<g1, MT_THREADS, 0, cx->stream>>>(out, to, in, from, n);
+    }
+    if (vec) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
+}
+
+/* A flat launch at width MT_VEC when vec, else 1: the grid for n elements at that width. */
+static inline unsigned vec_blocks(int64_t n, bool vec) {
+    return mt_blocks(vec ? (n + MT_VEC - 1) / MT_VEC : n, MT_THREADS);
+}
+
+template <int OP>
+static void unary_fwd_launch(cudaStream_t s, float *out, const float *x, int64_t n, bool vec) {
+    if (vec) unary_fwd_kernel<OP, MT_VEC><<<vec_blocks(n, true), MT_THREADS, 0, s>>>(out, x, n);
+    else unary_fwd_kernel<OP, 1><<<vec_blocks(n, false), MT_THREADS, 0, s>>>(out, x, n);
+}
+
+template <int OP>
+static void unary_bwd_launch(cudaStream_t s, float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                             bool vec) {
+    if (vec) unary_bwd_kernel<OP, MT_VEC><<<vec_blocks(n, true), MT_THREADS, 0, s>>>(dx, dy, x, y, n);
+    else unary_bwd_kernel<OP, 1><<<vec_blocks(n, false), MT_THREADS, 0, s>>>(dx, dy, x, y, n);
 }
 
 extern "C" mt_status mt_cuda_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    unsigned g = mt_blocks(n, MT_THREADS);
     cudaStream_t s = cx->stream;
+    bool v = mt_vec_ok(out, x);
     switch (op) {
-    case MT_UNARY_NEG: unary_fwd_kernel<MT_UNARY_NEG><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_EXP: unary_fwd_kernel<MT_UNARY_EXP><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_LOG: unary_fwd_kernel<MT_UNARY_LOG><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_SQRT: unary_fwd_kernel<MT_UNARY_SQRT><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_TANH: unary_fwd_kernel<MT_UNARY_TANH><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_SIGMOID: unary_fwd_kernel<MT_UNARY_SIGMOID><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_RELU: unary_fwd_kernel<MT_UNARY_RELU><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_GELU: unary_fwd_kernel<MT_UNARY_GELU><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
-    case MT_UNARY_SILU: unary_fwd_kernel<MT_UNARY_SILU><<<g, MT_THREADS, 0, s>>>(out, x, n); break;
+    case MT_UNARY_NEG: unary_fwd_launch<MT_UNARY_NEG>(s, out, x, n, v); break;
+    case MT_UNARY_EXP: unary_fwd_launch<MT_UNARY_EXP>(s, out, x, n, v); break;
+    case MT_UNARY_LOG: unary_fwd_launch<MT_UNARY_LOG>(s, out, x, n, v); break;
+    case MT_UNARY_SQRT: unary_fwd_launch<MT_UNARY_SQRT>(s, out, x, n, v); break;
+    case MT_UNARY_TANH: unary_fwd_launch<MT_UNARY_TANH>(s, out, x, n, v); break;
+    case MT_UNARY_SIGMOID: unary_fwd_launch<MT_UNARY_SIGMOID>(s, out, x, n, v); break;
+    case MT_UNARY_RELU: unary_fwd_launch<MT_UNARY_RELU>(s, out, x, n, v); break;
+    case MT_UNARY_GELU: unary_fwd_launch<MT_UNARY_GELU>(s, out, x, n, v); break;
+    case MT_UNARY_SILU: unary_fwd_launch<MT_UNARY_SILU>(s, out, x, n, v); break;
     default: return mt_error(MT_ERR_INTERNAL, "cuda unary: unknown op %d", (int)op);
     }
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -383,20 +503,21 @@ extern "C" mt_status mt_cuda_unary_bwd(mt_exec *ex, mt_unary_op op, float *dx, c
                                        const float *y, int64_t n) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    unsigned g = mt_blocks(n, MT_THREADS);
     cudaStream_t s = cx->stream;
+    bool v = mt_vec_ok(dx, dy, x, y);
     switch (op) {
-    case MT_UNARY_NEG: unary_bwd_kernel<MT_UNARY_NEG><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_EXP: unary_bwd_kernel<MT_UNARY_EXP><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_LOG: unary_bwd_kernel<MT_UNARY_LOG><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_SQRT: unary_bwd_kernel<MT_UNARY_SQRT><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_TANH: unary_bwd_kernel<MT_UNARY_TANH><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_SIGMOID: unary_bwd_kernel<MT_UNARY_SIGMOID><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_RELU: unary_bwd_kernel<MT_UNARY_RELU><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_GELU: unary_bwd_kernel<MT_UNARY_GELU><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
-    case MT_UNARY_SILU: unary_bwd_kernel<MT_UNARY_SILU><<<g, MT_THREADS, 0, s>>>(dx, dy, x, y, n); break;
+    case MT_UNARY_NEG: unary_bwd_launch<MT_UNARY_NEG>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_EXP: unary_bwd_launch<MT_UNARY_EXP>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_LOG: unary_bwd_launch<MT_UNARY_LOG>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_SQRT: unary_bwd_launch<MT_UNARY_SQRT>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_TANH: unary_bwd_launch<MT_UNARY_TANH>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_SIGMOID: unary_bwd_launch<MT_UNARY_SIGMOID>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_RELU: unary_bwd_launch<MT_UNARY_RELU>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_GELU: unary_bwd_launch<MT_UNARY_GELU>(s, dx, dy, x, y, n, v); break;
+    case MT_UNARY_SILU: unary_bwd_launch<MT_UNARY_SILU>(s, dx, dy, x, y, n, v); break;
     default: return mt_error(MT_ERR_INTERNAL, "cuda unary backward: unknown op %d", (int)op);
     }
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -405,7 +526,10 @@ extern "C" mt_status mt_cuda_scalar_fwd(mt_exec *ex, mt_scalar_op op, float *out
                                         int64_t n) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    scalar_fwd_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(op, out, x, s, n);
+    bool v = mt_vec_ok(out, x);
+    if (v) scalar_fwd_kernel<MT_VEC><<<vec_blocks(n, true), MT_THREADS, 0, cx->stream>>>(op, out, x, s, n);
+    else scalar_fwd_kernel<1><<<vec_blocks(n, false), MT_THREADS, 0, cx->stream>>>(op, out, x, s, n);
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -414,7 +538,10 @@ extern "C" mt_status mt_cuda_scalar_bwd(mt_exec *ex, mt_scalar_op op, float *dx,
                                         float s, int64_t n) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    scalar_bwd_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(op, dx, dy, x, s, n);
+    bool v = mt_vec_ok(dx, dy, x);
+    if (v) scalar_bwd_kernel<MT_VEC><<<vec_blocks(n, true), MT_THREADS, 0, cx->stream>>>(op, dx, dy, x, s, n);
+    else scalar_bwd_kernel<1><<<vec_blocks(n, false), MT_THREADS, 0, cx->stream>>>(op, dx, dy, x, s, n);
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -424,7 +551,12 @@ static void launch_binary(cudaStream_t s, float *out, const float *a, const floa
     int64_t n = bc->numel;
     unsigned g = mt_blocks(n, MT_THREADS);
     if (bc->ndim == 1 && bc->sa[0] == 1 && bc->sb[0] == 1) {
-        binary_contig_kernel<OP><<<g, MT_THREADS, 0, s>>>(out, a, b, n);
+        if (mt_vec_ok(out, a, b)) {
+            binary_contig_kernel<OP, MT_VEC><<<vec_blocks(n, true), MT_THREADS, 0, s>>>(out, a, b, n);
+            mt_cuda_count_vector_launches(1);
+        } else {
+            binary_contig_kernel<OP, 1><<<g, MT_THREADS, 0, s>>>(out, a, b, n);
+        }
     } else if (bc_fits32(bc)) {
         binary_bcast_kernel<OP, int32_t><<<g, MT_THREADS, 0, s>>>(out, a, b, make_bc(bc), (int32_t)n);
     } else {
@@ -477,7 +609,10 @@ static mt_status binary_bwd_side(mt_cuda_exec *cx, mt_binary_op op, int side, fl
     MT_TRY(mt_cuda_scratch(cx, g_bytes + red_bytes, &scr));
     float *g = (float *)scr;
     if (op == MT_BINARY_SUB) {
-        neg_copy_kernel<<<mt_blocks(bc->numel, MT_THREADS), MT_THREADS, 0, cx->stream>>>(g, dy, bc->numel);
+        bool v = mt_vec_ok(g, dy);
+        if (v) neg_copy_kernel<MT_VEC><<<vec_blocks(bc->numel, true), MT_THREADS, 0, cx->stream>>>(g, dy, bc->numel);
+        else neg_copy_kernel<1><<<vec_blocks(bc->numel, false), MT_THREADS, 0, cx->stream>>>(g, dy, bc->numel);
+        if (v) mt_cuda_count_vector_launches(1);
         MT_LAUNCHED();
     } else {
         MT_TRY(grad_launch(cx->stream, op, side, g, 0, dy, a, b, bc));
@@ -527,8 +662,12 @@ extern "C" mt_status mt_cuda_dropout_fwd(mt_exec *ex, float *out, const float *x
                                          uint64_t offset, const float *residual) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    dropout_fwd_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(out, x, n, p, 1.0f / (1.0f - p), seed,
-                                                                                 offset, residual);
+    bool v = mt_vec_ok(out, x, residual);
+    float scale = 1.0f / (1.0f - p);
+    unsigned g = vec_blocks(n, v);
+    if (v) dropout_fwd_kernel<MT_VEC><<<g, MT_THREADS, 0, cx->stream>>>(out, x, n, p, scale, seed, offset, residual);
+    else dropout_fwd_kernel<1><<<g, MT_THREADS, 0, cx->stream>>>(out, x, n, p, scale, seed, offset, residual);
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -537,8 +676,12 @@ extern "C" mt_status mt_cuda_dropout_bwd(mt_exec *ex, float *dx, const float *dy
                                          uint64_t offset) {
     MT_CUDA_ENTER(ex, cx);
     if (n <= 0) return MT_OK;
-    dropout_bwd_kernel<<<mt_blocks(n, MT_THREADS), MT_THREADS, 0, cx->stream>>>(dx, dy, n, p, 1.0f / (1.0f - p), seed,
-                                                                                offset);
+    bool v = mt_vec_ok(dx, dy);
+    float scale = 1.0f / (1.0f - p);
+    unsigned g = vec_blocks(n, v);
+    if (v) dropout_bwd_kernel<MT_VEC><<<g, MT_THREADS, 0, cx->stream>>>(dx, dy, n, p, scale, seed, offset);
+    else dropout_bwd_kernel<1><<<g, MT_THREADS, 0, cx->stream>>>(dx, dy, n, p, scale, seed, offset);
+    if (v) mt_cuda_count_vector_launches(1);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -38,11 +38,13 @@ mt_status mt_cuda_release_cache(int device);
 
 /* What the backend has asked of the GPU since the process started (all devices): launches counts
  * kernels, cuBLAS calls and device memsets/copies; host_waits counts the calls that made the host
- * wait for the device (stream, event or device synchronisation). mt-bench-gpu --count divides them
- * by the training steps run. */
+ * wait for the device (stream, event or device synchronisation); vector_launches counts the kernel
+ * launches (among launches) that took a 128-bit vectorised path (cuda/vec.cuh). mt-bench-gpu --count
+ * divides them by the training steps run. */
 typedef struct mt_cuda_counters {
     uint64_t launches;
     uint64_t host_waits;
+    uint64_t vector_launches;
 } mt_cuda_counters;
 void mt_cuda_counters_get(mt_cuda_counters *out);
 

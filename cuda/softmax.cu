@@ -6,8 +6,10 @@
  * the CPU: sum 0, so softmax gives NaN (0 * inf) and log_softmax NaN (-inf + inf), as PyTorch does.
  */
 #include "common.cuh"
+#include "vec.cuh"
 
-template <bool BLOCK>
+/* W (vec.cuh): a thread takes W consecutive columns per step, float4 accesses when W is 4. */
+template <bool BLOCK, int W>
 __global__ void softmax_fwd_kernel(float *out, const float *x, int64_t N, int64_t C, int log) {
     __shared__ float sh[32];
     ROW_GROUP(BLOCK);
@@ -15,29 +17,35 @@ __global__ void softmax_fwd_kernel(float *out, const float *x, int64_t N, int64_
     const float *xr = x + row * C;
     float *o = out + row * C;
     float m = -INFINITY, s = 0.0f;
-    for (int64_t j = t; j < C; j += nt) {
-        float v = xr[j];
-        if (v == -INFINITY) continue; /* contributes 0; keeps -inf - -inf out of the sum */
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += expf(v - m);
+    for (int64_t j = (int64_t)t * W; j < C; j += (int64_t)nt * W) {
+        float xv[W];
+        mt_vld<W>(xr, j, C, xv);
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            float v = j + k < C ? xv[k] : -INFINITY;
+            if (v == -INFINITY) continue; /* contributes 0; keeps -inf - -inf out of the sum */
+            if (v > m) {
+                s = s * expf(m - v) + 1.0f;
+                m = v;
+            } else {
+                s += expf(v - m);
+            }
         }
     }
     float M = grp_max<BLOCK>(m, sh);
     float S = grp_sum<BLOCK>(m == -INFINITY ? 0.0f : s * expf(m - M), sh);
     if (M == -INFINITY) M = 0.0f;
-    if (log) {
-        float ls = logf(S) + M;
-        for (int64_t j = t; j < C; j += nt) o[j] = xr[j] - ls;
-    } else {
-        float inv = 1.0f / S;
-        for (int64_t j = t; j < C; j += nt) o[j] = expf(xr[j] - M) * inv;
+    float ls = logf(S) + M, inv = 1.0f / S;
+    for (int64_t j = (int64_t)t * W; j < C; j += (int64_t)nt * W) {
+        float xv[W];
+        mt_vld<W>(xr, j, C, xv);
+#pragma unroll
+        for (int k = 0; k < W; k++) xv[k] = log ? xv[k] - ls : expf(xv[k] - M) * inv;
+        mt_vst<W>(o, j, C, xv);
     }
 }
 
-template <bool BLOCK>
+template <bool BLOCK, int W>
 __global__ void softmax_bwd_kernel(float *dx, const float *dy, const float *y, int64_t N, int64_t C, int log) {
     __shared__ float sh[32];
     ROW_GROUP(BLOCK);
@@ -45,26 +53,45 @@ __global__ void softmax_bwd_kernel(float *dx, const float *dy, const float *y, i
     const float *g = dy + row * C, *yr = y + row * C;
     float *d = dx + row * C;
     float acc = 0.0f;
-    if (log) {
-        for (int64_t j = t; j < C; j += nt) acc += g[j];
-    } else {
-        for (int64_t j = t; j < C; j += nt) acc += g[j] * yr[j];
+    for (int64_t j = (int64_t)t * W; j < C; j += (int64_t)nt * W) {
+        float gv[W], yv[W];
+        mt_vld<W>(g, j, C, gv);
+        if (!log) mt_vld<W>(yr, j, C, yv);
+#pragma unroll
+        for (int k = 0; k < W; k++) acc += log ? gv[k] : gv[k] * yv[k];
     }
     float s = grp_sum<BLOCK>(acc, sh);
-    if (log) { /* dx = dy - softmax * sum(dy) */
-        for (int64_t j = t; j < C; j += nt) d[j] += g[j] - expf(yr[j]) * s;
-    } else { /* dx = y * (dy - sum(dy * y)) */
-        for (int64_t j = t; j < C; j += nt) d[j] += yr[j] * (g[j] - s);
+    for (int64_t j = (int64_t)t * W; j < C; j += (int64_t)nt * W) {
+        float gv[W], yv[W], dv[W];
+        mt_vld<W>(g, j, C, gv);
+        mt_vld<W>(yr, j, C, yv);
+        mt_vld<W>(d, j, C, dv);
+#pragma unroll
+        for (int k = 0; k < W; k++) /* log: dx = dy - softmax * sum(dy); else dx = y * (dy - sum(dy * y)) */
+            dv[k] += log ? gv[k] - expf(yv[k]) * s : yv[k] * (gv[k] - s);
+        mt_vst<W>(d, j, C, dv);
     }
 }
+
+/* KERNEL<BLOCK, W> for rows of C: a warp per row up to MT_WARP_ROW_MAX, else a block; W = MT_VEC when
+ * C is a multiple of it and the pointers are 16-byte aligned. */
+#define SOFTMAX_LAUNCH(KERNEL, vec, stream, ...)                                                   \
+    do {                                                                                          \
+        if (C <= MT_WARP_ROW_MAX) {                                                               \
+            if (vec) KERNEL<false, MT_VEC><<<mt_grid_rows(N, 8), 256, 0, stream>>>(__VA_ARGS__);  \
+            else KERNEL<false, 1><<<mt_grid_rows(N, 8), 256, 0, stream>>>(__VA_ARGS__);           \
+        } else {                                                                                  \
+            if (vec) KERNEL<true, MT_VEC><<<mt_grid_rows(N, 1), 512, 0, stream>>>(__VA_ARGS__);   \
+            else KERNEL<true, 1><<<mt_grid_rows(N, 1), 512, 0, stream>>>(__VA_ARGS__);            \
+        }                                                                                         \
+        if (vec) mt_cuda_count_vector_launches(1);                                                \
+    } while (0)
 
 extern "C" mt_status mt_cuda_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
-    if (C <= MT_WARP_ROW_MAX)
-        softmax_fwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(out, x, N, C, log);
-    else
-        softmax_fwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(out, x, N, C, log);
+    bool vec = C % MT_VEC == 0 && mt_vec_ok(out, x);
+    SOFTMAX_LAUNCH(softmax_fwd_kernel, vec, cx->stream, out, x, N, C, log);
     MT_LAUNCHED();
     return MT_OK;
 }
@@ -73,10 +100,8 @@ extern "C" mt_status mt_cuda_softmax_bwd(mt_exec *ex, float *dx, const float *dy
                                          int64_t C, int log) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
-    if (C <= MT_WARP_ROW_MAX)
-        softmax_bwd_kernel<false><<<mt_grid_rows(N, 8), 256, 0, cx->stream>>>(dx, dy, y, N, C, log);
-    else
-        softmax_bwd_kernel<true><<<mt_grid_rows(N, 1), 512, 0, cx->stream>>>(dx, dy, y, N, C, log);
+    bool vec = C % MT_VEC == 0 && mt_vec_ok(dx, dy, y);
+    SOFTMAX_LAUNCH(softmax_bwd_kernel, vec, cx->stream, dx, dy, y, N, C, log);
     MT_LAUNCHED();
     return MT_OK;
 }

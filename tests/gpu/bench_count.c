@@ -118,17 +118,19 @@ int mtb_gpu_count(int emu, int argc, char **argv) {
     int layers = le + ld;
     double launches = (double)(c1.launches - c0.launches) / STEPS;
     double waits = (double)(c1.host_waits - c0.host_waits) / STEPS;
+    double vec = (double)(c1.vector_launches - c0.vector_launches) / STEPS;
     double llmc = 30.0 * layers + 37.0;
     printf("count: %s, %d+%d layers (%s), %d micro-batch%s, bf16, dropout 0.1\n", emu ? "CPU emulator" : "GPU", le,
            ld, mha ? "MHA" : "MLA", micro, micro == 1 ? "" : "es");
     printf("count: launches per training step      %8.1f  (%.1f per layer)\n", launches, launches / layers);
+    printf("count: of which 128-bit vectorised     %8.1f  (cuda/vec.cuh: aligned memory-bound kernels)\n", vec);
     printf("count: host waits per unread step      %8.1f\n", waits);
     printf("count: host waits of a read            %8llu  (once per logged step)\n",
            (unsigned long long)(c2.host_waits - c1.host_waits));
     printf("count: llm.c at %d layers (30 L + 37)   %8.1f  ratio %.2f (goal <= 3)\n", layers, llmc, launches / llmc);
     printf("{\"bench\":\"gpu_count\",\"emulator\":%d,\"layers\":%d,\"micro\":%d,\"launches_per_step\":%.1f,"
-           "\"host_waits_per_step\":%.1f,\"llmc_launches\":%.1f,\"ratio\":%.3f}\n",
-           emu, layers, micro, launches, waits, llmc, launches / llmc);
+           "\"vector_launches_per_step\":%.1f,\"host_waits_per_step\":%.1f,\"llmc_launches\":%.1f,\"ratio\":%.3f}\n",
+           emu, layers, micro, launches, vec, waits, llmc, launches / llmc);
     rc = 0;
 out:
     gpu_context_drain(ctx);

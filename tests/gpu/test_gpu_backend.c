@@ -10,7 +10,8 @@
  * Every device output lives between guard regions (checked after the call: a write outside the
  * output fails), and "=" outputs start poisoned with NaN (an element the kernel does not write fails).
  * Accumulating outputs (gradients, accumulate=1 reductions) start from the same random values on both
- * sides, so the "+=" contract is checked too.
+ * sides, so the "+=" contract is checked too. The "vec" case runs the 128-bit vectorised kernels on
+ * aligned and misaligned views and checks, with the backend's counter, which path each call took.
  *
  *   test_gpu_backend [filter]    run the cases whose name contains filter
  *   MT_GPU_TEST_SELF=1           run the harness with the CPU backend standing in for the device
@@ -1436,6 +1437,305 @@ static void t_adamw(void) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * 128-bit paths (cuda/vec.cuh): each vectorised kernel on views into padded buffers, once 16-byte
+ * aligned (the float4 path; lengths that are and are not multiples of 4: the scalar tail) and once one
+ * element off (the scalar fallback), against the CPU on the same layout. Whole buffers are compared, so
+ * an element written outside a view fails too. On the device the vector launch counter
+ * (mt_cuda_counters.vector_launches) must show the path each call was expected to take.
+ * ------------------------------------------------------------------------------------------- */
+
+#define VPAD 8 /* floats of padding after a view */
+
+typedef struct vview {
+    float *h;   /* CPU side: the whole padded buffer */
+    dbuf d;     /* device side */
+    int64_t len; /* floats in the buffer */
+} vview;
+
+/* A buffer of off + n + VPAD floats, random in [lo, hi) or NaN-poisoned (lo > hi), the same on both sides. */
+static vview vnew(int64_t n, int off, float lo, float hi) {
+    vview v;
+    v.len = off + n + VPAD;
+    if (lo > hi) {
+        v.h = xmalloc(4 * (size_t)v.len);
+        poison_fill((unsigned char *)v.h, 4 * (size_t)v.len, 4);
+    } else {
+        v.h = hrand(v.len, lo, hi);
+    }
+    v.d = dput(v.h, 4 * (size_t)v.len);
+    return v;
+}
+
+static void vcmp(const char *what, vview *v, double rtol, double atol) {
+    float *got = xmalloc(4 * (size_t)v->len);
+    dget(&v->d, got, what);
+    cmp_f32(what, got, v->h, v->len, rtol, atol);
+    free(got);
+}
+
+static void vfree(vview *v) {
+    dfree(&v->d);
+    free(v->h);
+}
+
+static uint64_t vec_launches(void) {
+    mt_cuda_counters c;
+    mt_cuda_counters_get(&c);
+    return c.vector_launches;
+}
+
+/* After one backend call: it took the vector path exactly when expected (device only). */
+static void vec_expect(const char *what, uint64_t before, int expect) {
+    if (g_self) return;
+    n_checks++;
+    uint64_t got = vec_launches() - before;
+    if ((got != 0) != (expect != 0))
+        failf("%s: %s path taken, expected the %s path", what, got ? "vector" : "scalar", expect ? "vector" : "scalar");
+}
+
+#define D(v, off) ((float *)(v).d.p + (off))
+#define H(v, off) ((v).h + (off))
+
+static void t_vec(void) {
+    static const int64_t ns[] = {4096, 4099, 5, 1};
+    for (int off = 0; off < 2; off++) {
+        for (int ni = 0; ni < 4; ni++) {
+            int64_t n = ns[ni];
+            int aligned = off == 0;
+            char what[128];
+            uint64_t v0;
+#define VCASE(name) (snprintf(what, sizeof what, "vec %s n=%lld offset=%d", name, (long long)n, off), g_case = what)
+            vview x = vnew(n, off, -3, 3), pos = vnew(n, off, 0.1f, 3), g = vnew(n, off, -1, 1);
+            vview out = vnew(n, off, 1, 0), acc = vnew(n, off, -1, 1);
+
+            VCASE("fill");
+            OK(CPU->fill(&CEX, H(out, off), n, -1.25f));
+            v0 = vec_launches();
+            OK(DEV->fill(&DEX, D(out, off), n, -1.25f));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &out, 0, 0);
+
+            VCASE("unary_fwd gelu");
+            OK(CPU->unary_fwd(&CEX, MT_UNARY_GELU, H(out, off), H(x, off), n));
+            v0 = vec_launches();
+            OK(DEV->unary_fwd(&DEX, MT_UNARY_GELU, D(out, off), D(x, off), n));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &out, 4e-6, 1e-6);
+
+            VCASE("unary_bwd sqrt");
+            OK(CPU->unary_fwd(&CEX, MT_UNARY_SQRT, H(out, off), H(pos, off), n));
+            OK(DEV->unary_fwd(&DEX, MT_UNARY_SQRT, D(out, off), D(pos, off), n));
+            OK(CPU->unary_bwd(&CEX, MT_UNARY_SQRT, H(acc, off), H(g, off), H(pos, off), H(out, off), n));
+            v0 = vec_launches();
+            OK(DEV->unary_bwd(&DEX, MT_UNARY_SQRT, D(acc, off), D(g, off), D(pos, off), D(out, off), n));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &acc, 1e-5, 1e-5);
+
+            VCASE("scalar_fwd mul");
+            OK(CPU->scalar_fwd(&CEX, MT_SCALAR_MUL, H(out, off), H(x, off), 0.75f, n));
+            v0 = vec_launches();
+            OK(DEV->scalar_fwd(&DEX, MT_SCALAR_MUL, D(out, off), D(x, off), 0.75f, n));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &out, 0, 0);
+
+            VCASE("scalar_bwd pow");
+            OK(CPU->scalar_bwd(&CEX, MT_SCALAR_POW, H(acc, off), H(g, off), H(pos, off), 1.5f, n));
+            v0 = vec_launches();
+            OK(DEV->scalar_bwd(&DEX, MT_SCALAR_POW, D(acc, off), D(g, off), D(pos, off), 1.5f, n));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &acc, 1e-5, 1e-5);
+
+            VCASE("binary_fwd mul (contiguous)");
+            mt_bcast bc = {.ndim = 1, .shape = {n}, .sa = {1}, .sb = {1}, .numel = n, .na = n, .nb = n};
+            OK(CPU->binary_fwd(&CEX, MT_BINARY_MUL, H(out, off), H(x, off), H(g, off), &bc));
+            v0 = vec_launches();
+            OK(DEV->binary_fwd(&DEX, MT_BINARY_MUL, D(out, off), D(x, off), D(g, off), &bc));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &out, 0, 0);
+
+            VCASE("dropout_fwd +residual");
+            OK(CPU->dropout_fwd(&CEX, H(out, off), H(x, off), n, 0.3f, 77, 999, H(g, off)));
+            v0 = vec_launches();
+            OK(DEV->dropout_fwd(&DEX, D(out, off), D(x, off), n, 0.3f, 77, 999, D(g, off)));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &out, 0, 0);
+
+            VCASE("dropout_bwd");
+            OK(CPU->dropout_bwd(&CEX, H(acc, off), H(g, off), n, 0.3f, 77, 999));
+            v0 = vec_launches();
+            OK(DEV->dropout_bwd(&DEX, D(acc, off), D(g, off), n, 0.3f, 77, 999));
+            vec_expect(what, v0, aligned);
+            vcmp(what, &acc, 1e-6, 1e-7);
+
+            VCASE("cast f32->bf16->f32");
+            { /* bf16 views: off bf16 elements into a buffer (2 bytes off: misaligned) */
+                int64_t nb = off + n + VPAD;
+                uint16_t *hb = xmalloc(2 * (size_t)nb), *gb = xmalloc(2 * (size_t)nb);
+                poison_fill((unsigned char *)hb, 2 * (size_t)nb, 2);
+                dbuf db = dnew(2 * (size_t)nb, 2, NULL);
+                OK(CPU->cast(&CEX, hb + off, MT_DTYPE_BF16, H(x, off), MT_DTYPE_F32, n));
+                v0 = vec_launches();
+                OK(DEV->cast(&DEX, (uint16_t *)db.p + off, MT_DTYPE_BF16, D(x, off), MT_DTYPE_F32, n));
+                vec_expect(what, v0, aligned);
+                dget(&db, gb, what);
+                cmp_bits(what, gb, hb, nb, 2);
+                OK(CPU->cast(&CEX, H(out, off), MT_DTYPE_F32, hb + off, MT_DTYPE_BF16, n));
+                v0 = vec_launches();
+                OK(DEV->cast(&DEX, D(out, off), MT_DTYPE_F32, (uint16_t *)db.p + off, MT_DTYPE_BF16, n));
+                vec_expect(what, v0, aligned);
+                vcmp(what, &out, 0, 0);
+                /* cast_multi: the same cast through the multi-tensor kernel (the CPU backend, standing in
+                 * for the device in the harness check, has none) */
+                VCASE("cast_multi bf16");
+                if (DEV->cast_multi) {
+                    poison_fill((unsigned char *)hb, 2 * (size_t)nb, 2);
+                    dfree(&db);
+                    db = dnew(2 * (size_t)nb, 2, NULL);
+                    OK(CPU->cast(&CEX, hb + off, MT_DTYPE_BF16, H(x, off), MT_DTYPE_F32, n));
+                    mt_cast_slot cs = {.src = D(x, off), .dst = (uint16_t *)db.p + off, .n = n};
+                    v0 = vec_launches();
+                    OK(DEV->cast_multi(&DEX, &cs, 1, MT_DTYPE_BF16));
+                    vec_expect(what, v0, aligned);
+                    dget(&db, gb, what);
+                    cmp_bits(what, gb, hb, nb, 2);
+                }
+                dfree(&db);
+                free(hb), free(gb);
+            }
+
+            VCASE("adamw");
+            {
+                vview p = vnew(n, off, -1, 1), m = vnew(n, off, -0.1f, 0.1f), v = vnew(n, off, 0, 0.01f);
+                float bc1 = 1.0f - powf(0.9f, 3.0f), bc2 = 1.0f - powf(0.999f, 3.0f);
+                OK(CPU->adamw(&CEX, H(p, off), H(g, off), H(m, off), H(v, off), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
+                              bc1, bc2, 0.5f));
+                v0 = vec_launches();
+                OK(DEV->adamw(&DEX, D(p, off), D(g, off), D(m, off), D(v, off), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
+                              bc1, bc2, 0.5f));
+                vec_expect(what, v0, aligned);
+                vcmp(what, &p, 1e-6, 1e-7);
+                vcmp(what, &m, 1e-6, 2e-8);
+                vcmp(what, &v, 1e-6, 2e-9);
+                /* the multi-tensor update (norm summed on the device, clipping, gradients zeroed) */
+                VCASE("adamw_multi");
+                vview ss = vnew(1, 0, 1, 0);
+                mt_adamw_slot hs = {.p = H(p, off), .g = H(acc, off), .m = H(m, off), .v = H(v, off), .n = n,
+                                    .wd = 0.01f};
+                mt_adamw_slot ds = {.p = D(p, off), .g = D(acc, off), .m = D(m, off), .v = D(v, off), .n = n,
+                                    .wd = 0.01f};
+                OK(CPU->sumsq_multi(&CEX, ss.h, &hs, 1, 0));
+                v0 = vec_launches();
+                OK(DEV->sumsq_multi(&DEX, ss.d.p, &ds, 1, 0));
+                vec_expect(what, v0, aligned);
+                vcmp(what, &ss, 1e-6, 1e-6);
+                OK(CPU->adamw_multi(&CEX, &hs, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2, ss.h, 1.0, 1));
+                v0 = vec_launches();
+                OK(DEV->adamw_multi(&DEX, &ds, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2, ss.d.p, 1.0, 1));
+                vec_expect(what, v0, aligned);
+                vcmp(what, &p, 1e-6, 1e-6);
+                vcmp(what, &m, 1e-6, 1e-7);
+                vcmp(what, &v, 1e-6, 1e-8);
+                vcmp(what, &acc, 0, 0);
+                vfree(&ss);
+                vfree(&p), vfree(&m), vfree(&v);
+            }
+            vfree(&x), vfree(&pos), vfree(&g), vfree(&out), vfree(&acc);
+        }
+        /* Row kernels: rows of a multiple of 4 (warp and block rows) and of 66 (not a multiple: the
+         * scalar path even when aligned). */
+        static const int64_t rows[][2] = {{5, 64}, {3, 1100}, {4, 66}};
+        for (int ri = 0; ri < 3; ri++) {
+            int64_t N = rows[ri][0], C = rows[ri][1], n = N * C;
+            int expect = off == 0 && C % 4 == 0;
+            char what[128];
+            uint64_t v0;
+#undef VCASE
+#define VCASE(name)                                                                                        \
+    (snprintf(what, sizeof what, "vec %s (%lld,%lld) offset=%d", name, (long long)N, (long long)C, off), g_case = what)
+            vview x = vnew(n, off, -4, 4), g = vnew(n, off, -1, 1), out = vnew(n, off, 1, 0), acc = vnew(n, off, -1, 1);
+            vview w = vnew(C, off, 0.5f, 1.5f), b = vnew(C, off, -1, 1);
+            vview dw = vnew(C, off, -1, 1), db = vnew(C, off, -1, 1);
+            vview mean = vnew(N, 0, 1, 0), rstd = vnew(N, 0, 1, 0);
+            for (int log = 0; log < 2; log++) {
+                VCASE(log ? "log_softmax" : "softmax");
+                OK(CPU->softmax_fwd(&CEX, H(out, off), H(x, off), N, C, log));
+                v0 = vec_launches();
+                OK(DEV->softmax_fwd(&DEX, D(out, off), D(x, off), N, C, log));
+                vec_expect(what, v0, expect);
+                vcmp(what, &out, 1e-5, 1e-7);
+                VCASE(log ? "log_softmax_bwd" : "softmax_bwd");
+                OK(CPU->softmax_bwd(&CEX, H(acc, off), H(g, off), H(out, off), N, C, log));
+                v0 = vec_launches();
+                OK(DEV->softmax_bwd(&DEX, D(acc, off), D(g, off), D(out, off), N, C, log));
+                vec_expect(what, v0, expect);
+                vcmp(what, &acc, 1e-5, 2e-6 * sqrt((double)C));
+            }
+            VCASE("layer_norm");
+            OK(CPU->layernorm_fwd(&CEX, H(out, off), mean.h, rstd.h, H(x, off), H(w, off), H(b, off), N, C, 1e-5f,
+                                  NULL));
+            v0 = vec_launches();
+            OK(DEV->layernorm_fwd(&DEX, D(out, off), mean.d.p, rstd.d.p, D(x, off), D(w, off), D(b, off), N, C, 1e-5f,
+                                  NULL));
+            vec_expect(what, v0, expect);
+            vcmp(what, &out, 2e-5, 2e-5);
+            vcmp(what, &rstd, 2e-5, 0);
+            /* the device's mean and rstd for the backward on both sides */
+            dget(&mean.d, mean.h, what);
+            dget(&rstd.d, rstd.h, what);
+            VCASE("layer_norm_bwd");
+            OK(CPU->layernorm_bwd(&CEX, H(acc, off), H(dw, off), H(db, off), H(g, off), H(x, off), H(w, off), mean.h,
+                                  rstd.h, N, C));
+            v0 = vec_launches();
+            OK(DEV->layernorm_bwd(&DEX, D(acc, off), D(dw, off), D(db, off), D(g, off), D(x, off), D(w, off), mean.d.p,
+                                  rstd.d.p, N, C));
+            vec_expect(what, v0, expect);
+            vcmp(what, &acc, 1e-4, 1e-4);
+            vcmp(what, &dw, 1e-4, 1e-5 * sqrt((double)N) * 4);
+            vcmp(what, &db, 1e-4, 1e-5 * sqrt((double)N) * 4);
+            VCASE("rms_norm");
+            { /* with the bf16 copy of the output (the aligned case also writes it 8 bytes at a time) */
+                int64_t nb = off + n + VPAD;
+                uint16_t *hb = xmalloc(2 * (size_t)nb), *gb = xmalloc(2 * (size_t)nb);
+                poison_fill((unsigned char *)hb, 2 * (size_t)nb, 2);
+                dbuf d16 = dnew(2 * (size_t)nb, 2, NULL);
+                OK(CPU->rmsnorm_fwd(&CEX, H(out, off), rstd.h, H(x, off), H(w, off), N, C, 1e-6f, hb + off));
+                v0 = vec_launches();
+                OK(DEV->rmsnorm_fwd(&DEX, D(out, off), rstd.d.p, D(x, off), D(w, off), N, C, 1e-6f,
+                                    (uint16_t *)d16.p + off));
+                vec_expect(what, v0, expect);
+                vcmp(what, &out, 2e-5, 2e-5);
+                dget(&d16, gb, what);
+                float *got = xmalloc(4 * (size_t)out.len);
+                dget(&out.d, got, what);
+                n_checks++;
+                for (int64_t i = 0; i < nb; i++) {
+                    int in_view = i >= off && i < off + n;
+                    uint16_t want = in_view ? mt_f32_to_bf16(got[i]) : hb[i];
+                    if (gb[i] != want) {
+                        failf("%s: bf16 copy [%lld]: %04x, expected %04x", what, (long long)i, gb[i], want);
+                        break;
+                    }
+                }
+                free(got);
+                dget(&rstd.d, rstd.h, what);
+                dfree(&d16);
+                free(hb), free(gb);
+            }
+            VCASE("rms_norm_bwd");
+            OK(CPU->rmsnorm_bwd(&CEX, H(acc, off), H(dw, off), H(g, off), H(x, off), H(w, off), rstd.h, N, C));
+            v0 = vec_launches();
+            OK(DEV->rmsnorm_bwd(&DEX, D(acc, off), D(dw, off), D(g, off), D(x, off), D(w, off), rstd.d.p, N, C));
+            vec_expect(what, v0, expect);
+            vcmp(what, &acc, 1e-4, 1e-4);
+            vcmp(what, &dw, 1e-4, 1e-5 * sqrt((double)N) * 4);
+            vfree(&x), vfree(&g), vfree(&out), vfree(&acc), vfree(&w), vfree(&b), vfree(&dw), vfree(&db);
+            vfree(&mean), vfree(&rstd);
+#undef VCASE
+        }
+    }
+}
+
 /* Staging ring: many host->device copies in a row (small ones wrap the pinned ring many times), the
  * host buffer overwritten right after each call, then everything read back. */
 static void t_copies(void) {
@@ -1609,6 +1909,7 @@ static const tcase TESTS[] = {
     {"cross_entropy", t_cross_entropy}, {"attention", t_attention}, {"attention_bf16", t_attention_bf16},
     {"rope", t_rope},
     {"adamw", t_adamw},         {"guards", t_guards},           {"allocator", t_alloc},
+    {"vec", t_vec},
 };
 
 int main(int argc, char **argv) {
@@ -1635,6 +1936,8 @@ int main(int argc, char **argv) {
         printf("FAIL: exec_init: %s\n", mt_last_error());
         return 1;
     }
+    DEX.backend = DEV; /* as a context sets it (the multi-tensor launchers copy through it) */
+    CEX.backend = CPU;
     for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
         if (filter && !strstr(TESTS[i].name, filter)) continue;
         int before = n_fail, checks = n_checks;

@@ -46,6 +46,17 @@ struct dim3 {
 struct uint3 {
     unsigned x, y, z;
 };
+/* The vector types of the 128-bit accesses (cuda/vec.cuh), aligned like CUDA's: a misaligned access
+ * through them is undefined here too (UBSan reports it; g++ may emit aligned SSE moves). */
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
 
 /* The running thread's coordinates (set by the scheduler before a fiber resumes). */
 extern uint3 threadIdx, blockIdx;
