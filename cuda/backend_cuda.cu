@@ -320,4 +320,5 @@ extern "C" const mt_backend mt_cuda_backend = {
     .qlinear = NULL, /* an int8 model runs its dequantized f32 weights on a GPU */
     .cast_multi = mt_cuda_cast_multi,
     .gemm_lowp_bias = mt_cuda_gemm_lowp_bias,
+    .cross_entropy_fused = mt_cuda_cross_entropy_fused,
 };

@@ -292,7 +292,7 @@ mt_status mt_cuda_gemm_lowp(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M,
                             int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
 mt_status mt_cuda_gemm_lowp_bias(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
                                  const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias, float *C,
-                                 int64_t ldc);
+                                 int64_t ldc, int relu);
 
 /* softmax.cu */
 mt_status mt_cuda_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);
@@ -323,6 +323,8 @@ mt_status mt_cuda_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, floa
 mt_status mt_cuda_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dloss, const float *count,
                                     const float *lse, const float *logits, const int32_t *targets, int64_t N,
                                     int64_t V, float eps, int ignore_index);
+mt_status mt_cuda_cross_entropy_fused(mt_exec *ex, float *loss, float *count, float *logits, const int32_t *targets,
+                                      const float *dloss, int64_t N, int64_t V, float eps, int ignore_index);
 
 /* attention.cu */
 mt_status mt_cuda_attention_fwd(mt_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

@@ -11,8 +11,9 @@
  * tensor-core path mixed-precision training and bf16/f16 inference take.
  * With a bias (gemm_lowp_bias): the same product through cuBLASLt with CUBLASLT_EPILOGUE_BIAS, the
  * bias added to every row of C (a column of the column-major C^T, whose m is the engine's N) in the
- * epilogue: a linear layer's bias costs no launch of its own. No algorithm is picked (NULL: cuBLASLt's
- * own heuristic); the workspace is the cuBLAS handle's (both run in stream order).
+ * epilogue: a linear layer's bias costs no launch of its own; with relu, CUBLASLT_EPILOGUE_RELU_BIAS
+ * applies the ReLU there too (a feed-forward layer's activation). No algorithm is picked (NULL:
+ * cuBLASLt's own heuristic); the workspace is the cuBLAS handle's (both run in stream order).
  */
 #include <limits.h>
 
@@ -75,7 +76,7 @@ extern "C" mt_status mt_cuda_gemm_lowp(mt_exec *ex, mt_dtype ab, int ta, int tb,
 
 extern "C" mt_status mt_cuda_gemm_lowp_bias(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
                                             const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias,
-                                            float *C, int64_t ldc) {
+                                            float *C, int64_t ldc, int relu) {
     MT_CUDA_ENTER(ex, cx);
     cudaDataType_t t;
     if (ab == MT_DTYPE_BF16) t = CUDA_R_16BF;
@@ -87,7 +88,7 @@ extern "C" mt_status mt_cuda_gemm_lowp_bias(mt_exec *ex, mt_dtype ab, int ta, in
                         (long long)M, (long long)N, (long long)K);
     /* Column-major C^T (N x M) = op(B)^T (N x K) op(A)^T (K x M), as gemm_any. */
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epi = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
     cudaDataType_t bias_type = CUDA_R_32F;
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;

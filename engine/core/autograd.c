@@ -42,12 +42,20 @@ int mt_view_grad_aliased(mt_context *ctx, mt_node *n) {
     return mt_grad_of(ctx, x) != NULL; /* the shared memory, already holding the contributions */
 }
 
+int mt_grad_in_place(mt_context *ctx, mt_tensor *t) {
+    if (!is_op_result(ctx, t) || t->node != ctx->n_nodes - 1 || ctx->tape[t->node].alias_in0 ||
+        t->dtype != MT_DTYPE_F32)
+        return 0;
+    ctx->tape[t->node].grad_in_place = 1;
+    return 1;
+}
+
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     if (t->grad) return t->grad;
     mt_tensor *g;
     int op_result = is_op_result(ctx, t);
     if (op_result && ctx->tape[t->node].grad_mem) {
-        /* Reserved and already zeroed by mt_backward (GPU). */
+        /* Reserved and zeroed by mt_backward (GPU), or t's own memory (mt_grad_in_place). */
         g = mt_new_at(ctx, MT_DTYPE_F32, t->ndim, t->shape, ctx->tape[t->node].grad_mem);
         if (!g) return NULL;
         t->grad = g;
@@ -99,6 +107,12 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         return mt_error(MT_ERR_SHAPE, "backward: root %s is not a scalar; pass its gradient",
                         mt_shape_str(a, root->shape, root->ndim));
     }
+    for (int32_t i = 0; i <= root->node; i++) {
+        const mt_node *n = &ctx->tape[i];
+        if (n->seed && (i != root->node || grad_root != n->seed))
+            return mt_error(MT_ERR_STATE, "backward: %s computed its gradient in the forward for the root gradient "
+                            "it was given; start the pass from its output with that tensor", n->op);
+    }
     /* Each pass propagates only its own root's gradient: the gradients of non-leaf tensors left by an
      * earlier pass over this tape are dropped (their memory goes back to the pool), otherwise a
      * second backward would push the first one's gradients through the graph again. Leaves keep
@@ -116,7 +130,8 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
      * to be propagated: the peak memory of a training step is what limits there. */
     size_t total = 0;
     int one_region = ctx->ex.backend != &mt_cpu_backend; /* the backend decides (the emulator runs CUDA's) */
-    for (int32_t i = 0; one_region && i <= root->node; i++) total += grad_bytes(ctx->tape[i].out);
+    for (int32_t i = 0; one_region && i <= root->node; i++)
+        if (!ctx->tape[i].grad_in_place) total += grad_bytes(ctx->tape[i].out);
     if (total) {
         unsigned char *mem = mt_ctx_alloc_data(ctx, total);
         if (!mem) return ctx->status;
@@ -129,16 +144,23 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
                 n->grad_mem = ctx->tape[src->node].grad_mem;
                 continue;
             }
+            if (n->grad_in_place) continue;
             n->grad_mem = mem;
             mem += grad_bytes(n->out);
         }
     }
+    /* A gradient written into its tensor's memory by a fused consumer, on every backend (so the CPU's
+     * pool never takes it back). */
+    for (int32_t i = 0; i <= root->node; i++)
+        if (ctx->tape[i].grad_in_place) ctx->tape[i].grad_mem = ctx->tape[i].out->data;
     const mt_backend *be = ctx->ex.backend;
     mt_tensor *g = mt_grad_of(ctx, root);
     if (!g) return ctx->status;
     mt_bcast same = {.ndim = 1, .shape = {g->numel}, .sa = {1}, .sb = {1}, .numel = g->numel, .na = g->numel,
                      .nb = g->numel};
-    if (grad_root) {
+    if (ctx->tape[root->node].seed) {
+        /* The root's own backward does not read its gradient (computed in the forward): no seeding. */
+    } else if (grad_root) {
         MT_TRY(be->binary_fwd(&ctx->ex, MT_BINARY_ADD, mt_f32(g), mt_f32(g), mt_f32(grad_root), &same));
     } else {
         MT_TRY(be->scalar_fwd(&ctx->ex, MT_SCALAR_ADD, mt_f32(g), mt_f32(g), 1.0f, 1));

@@ -31,6 +31,10 @@ struct mt_node {
     void *grad_mem;                   /* out's gradient memory, reserved and zeroed by mt_backward */
     int alias_in0;                    /* out is a view of in[0] (reshape): on a GPU backend its gradient
                                        * is in[0]'s own memory, so the backward adds nothing (view_grad) */
+    int grad_in_place;                /* out's gradient is out's own memory: its one consumer (a fused
+                                       * loss) overwrote out with it (mt_grad_in_place) */
+    const mt_tensor *seed;            /* the op computed its inputs' gradients in the forward for this
+                                       * root gradient: a pass must start here with exactly this tensor */
 };
 
 /* True when an op over these inputs must be recorded (grad enabled and an input requires grad).
@@ -46,6 +50,12 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
  * add them itself (the CPU, or in[0] is a leaf). */
 int mt_view_grad_aliased(mt_context *ctx, mt_node *n);
 
+/* Gives t's gradient t's own memory, for a consumer that overwrites t with its gradient in the
+ * forward (the fused classifier): 1 when t is the output of the tape's last node and not a view, so
+ * nothing recorded so far reads it; 0 (nothing changed) otherwise, and the caller takes its unfused
+ * path. The consumer's backward must find t's gradient absent (no other consumer recorded after it). */
+int mt_grad_in_place(mt_context *ctx, mt_tensor *t);
+
 /* The gradient buffer of t, allocated and zeroed on first use (in the arena for arena tensors, in
  * persistent memory for persistent tensors). NULL + failure recorded on allocation failure. */
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t);
@@ -60,7 +70,9 @@ mt_status mt_zero_grad(mt_exec *ex, mt_tensor *t);
 /* The reverse pass from root: grad_root (same shape as root) or, when NULL, ones (root must then be a
  * scalar or a one-element tensor). Gradients of leaves (parameters, inputs) accumulate over passes;
  * those of op results are recomputed by each pass, so calling it twice over one tape gives the leaves
- * twice the gradient (PyTorch's retain_graph semantics). Returns the first failing status. */
+ * twice the gradient (PyTorch's retain_graph semantics). A node with a seed (a fused loss) must be the
+ * root and grad_root that seed, else MT_ERR_STATE before anything runs. Returns the first failing
+ * status. */
 mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_root);
 
 #endif

@@ -299,10 +299,21 @@ typedef struct mt_backend {
     /* ---- appended: GEMM epilogues (may be NULL: the op layer adds the bias itself) ----
      * C (M, N) = op(A) op(B) + bias, the bias (N, F32) added to every row in the GEMM's epilogue; A and
      * B of dtype ab (MT_DTYPE_BF16 / F16), C F32 (=, not +=), f32 accumulation: a linear layer with a
-     * bias in one launch instead of a broadcast copy and a GEMM accumulating onto it. */
+     * bias in one launch instead of a broadcast copy and a GEMM accumulating onto it. With relu, C is
+     * then max(0, C) (the CPU's ReLU: x > 0 ? x : 0) in the same epilogue: a feed-forward layer's
+     * first projection and its activation in one launch (mt_linear_act). */
     mt_status (*gemm_lowp_bias)(mt_exec *ex, mt_dtype ab, int ta, int tb, int64_t M, int64_t N, int64_t K,
                                 const void *A, int64_t lda, const void *B, int64_t ldb, const float *bias, float *C,
-                                int64_t ldc);
+                                int64_t ldc, int relu);
+
+    /* ---- appended: the fused classifier (may be NULL: the op layer runs cross_entropy_fwd/_bwd) ----
+     * cross_entropy_fwd's loss and count, and in the same pass the logits overwritten by the gradient
+     * of *dloss times the loss (what cross_entropy_bwd would add to a zeroed dlogits): row n becomes
+     * *dloss/count * (softmax - smoothed one-hot), zeros where the target is ignore_index (or outside
+     * [0, V)). dloss is a device scalar read by the kernel: the logits' gradient exists before the
+     * backward starts and needs no buffer of its own. */
+    mt_status (*cross_entropy_fused)(mt_exec *ex, float *loss, float *count, float *logits, const int32_t *targets,
+                                     const float *dloss, int64_t N, int64_t V, float eps, int ignore_index);
 } mt_backend;
 
 /* The backend of a device: the CPU backend, or the device backend of the build's table when the

@@ -226,5 +226,10 @@ int mt_check_input(mt_context *ctx, const char *op, const mt_tensor *t) {
                 t->ctx != ctx ? "another context" : "a step before the last mt_context_reset (stale)");
         return 0;
     }
+    if (t->flags & MT_TENSOR_OVERWRITTEN) {
+        mt_fail(ctx, MT_ERR_STATE, "%s: operand %s was overwritten by its gradient (a fused loss read it)", op,
+                mt_tensor_desc(d, t));
+        return 0;
+    }
     return 1;
 }

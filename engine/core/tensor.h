@@ -23,6 +23,8 @@ enum {
     MT_TENSOR_PERSISTENT = 1u << 0,    /* owns its data; lives until mt_tensor_free */
     MT_TENSOR_REQUIRES_GRAD = 1u << 1, /* backward computes its gradient */
     MT_TENSOR_VIEW = 1u << 2,          /* borrows another tensor's data (reshape) */
+    MT_TENSOR_OVERWRITTEN = 1u << 3,   /* its data became its gradient (mt_cross_entropy_fused): no op
+                                        * takes it as an input any more */
 };
 
 struct mt_tensor {

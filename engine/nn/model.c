@@ -320,8 +320,9 @@ static mt_tensor *attention_block(mt_context *ctx, const mt_model_config *c, con
 }
 
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h) {
-    mt_tensor *u = mt_layer_linear(ctx, h, f->w1, f->b1);
-    u = cfg->activation == MT_ACT_GELU ? mt_gelu(ctx, u) : mt_relu(ctx, u);
+    mt_unary_op act = cfg->activation == MT_ACT_GELU ? MT_UNARY_GELU : MT_UNARY_RELU;
+    mt_tensor *u = f->w1->qw ? mt_unary(ctx, act, mt_linear_q8(ctx, h, f->w1, f->b1))
+                             : mt_linear_act(ctx, h, f->w1, f->b1, act); /* ReLU in the GEMM's epilogue */
     return mt_layer_linear(ctx, u, f->w2, f->b2);
 }
 
@@ -400,7 +401,7 @@ mt_tensor *mt_transformer_logits(mt_context *ctx, const mt_transformer *m, mt_te
 }
 
 mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
-                               int training, mt_tensor **all_logits) {
+                               int training, mt_tensor *dloss, mt_tensor **all_logits) {
     int64_t B = b->B, S = b->S, T = b->T, d = m->cfg.d_model;
     int32_t pad = (int32_t)m->cfg.pad_id;
     mt_tensor *src = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, S}, b->src);
@@ -429,7 +430,9 @@ mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const m
     mt_tensor *idx = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, rows);
     mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, tg);
     mt_tensor *hs = mt_embedding(ctx, mt_reshape(ctx, h, 2, (const int64_t[]){B * T, d}), idx); /* (n, d) */
-    return mt_cross_entropy(ctx, mt_transformer_logits(ctx, m, hs), targets, label_smoothing, pad);
+    mt_tensor *logits = mt_transformer_logits(ctx, m, hs);
+    return dloss ? mt_cross_entropy_fused(ctx, logits, targets, label_smoothing, pad, dloss)
+                 : mt_cross_entropy(ctx, logits, targets, label_smoothing, pad);
 }
 
 mt_status mt_transformer_weights_sha256(const mt_transformer *m, mt_context *ctx, char hex[65]) {

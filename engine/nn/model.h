@@ -176,9 +176,11 @@ static inline mt_tensor *mt_transformer_out_weight(const mt_transformer *m) {
 
 /* Mean label-smoothed cross-entropy over the batch's non-padding target tokens (scalar). Only those
  * rows go through the output projection. all_logits, when not NULL, receives the full (B, T, V)
- * logits instead (tests; every row projected). */
+ * logits instead (tests; every row projected). dloss, when not NULL, is the gradient the caller passes
+ * to mt_backward from this loss (training): the logits' gradient is then computed with the loss, in
+ * their memory (mt_cross_entropy_fused); not with all_logits, which the caller reads. */
 mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const mt_seq_batch *b, float label_smoothing,
-                               int training, mt_tensor **all_logits);
+                               int training, mt_tensor *dloss, mt_tensor **all_logits);
 
 /* Every projection of the layers goes through this one function (x (..., in) W^T + b): a weight
  * with an int8 form (w->qw, set by mt_transformer_quantize) runs mt_linear_q8, any other mt_linear. */

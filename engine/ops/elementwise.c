@@ -9,7 +9,7 @@ static const char *unary_name(mt_unary_op op) {
     return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "unary";
 }
 
-static mt_status unary_backward(mt_context *ctx, mt_node *n) {
+mt_status mt_unary_backward(mt_context *ctx, mt_node *n) {
     mt_tensor *x = n->in[0];
     mt_tensor *gx = mt_grad_of(ctx, x);
     if (!gx) return ctx->status;
@@ -25,7 +25,7 @@ mt_tensor *mt_unary(mt_context *ctx, mt_unary_op op, mt_tensor *x) {
     if (!y) return NULL;
     MT_KERNEL(ctx, MT_BE(ctx)->unary_fwd(&ctx->ex, op, mt_f32(y), mt_f32(x), x->numel));
     if (mt_needs_grad(ctx, &x, 1)) {
-        mt_node *n = mt_tape_push(ctx, name, unary_backward, y);
+        mt_node *n = mt_tape_push(ctx, name, mt_unary_backward, y);
         if (!n) return NULL;
         n->in[0] = x;
         n->i[0] = op;

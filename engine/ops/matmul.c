@@ -247,7 +247,10 @@ mt_tensor *mt_linear_q8(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *
     return y;
 }
 
-mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {
+/* mt_linear; with relu, where the bias goes into the GEMM's epilogue, the ReLU goes there too and
+ * *fused is set: the result then holds relu(x W^T + b) (see mt_linear_act). */
+static mt_tensor *linear_impl(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias, int relu, int *fused) {
+    *fused = 0;
     if (!mt_check_gemm_operand(ctx, "linear", x) || !mt_check_gemm_operand(ctx, "linear", w)) return NULL;
     if (bias && !mt_check_f32(ctx, "linear", bias)) return NULL;
     mt_dtype dt;
@@ -271,7 +274,8 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
     if (bias && dt != MT_DTYPE_F32 && MT_BE(ctx)->gemm_lowp_bias) { /* the bias in the GEMM's epilogue */
         ctx->ex.flops += 2 * (uint64_t)R * (uint64_t)N * (uint64_t)K;
         MT_KERNEL(ctx, MT_BE(ctx)->gemm_lowp_bias(&ctx->ex, dt, 0, 1, R, N, K, xl->data, K, wl->data, K, mt_f32(bias),
-                                                  mt_f32(y), N));
+                                                  mt_f32(y), N, relu));
+        *fused = relu;
     } else {
         if (bias) { /* broadcast the bias into every row, then accumulate the product onto it */
             int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
@@ -296,6 +300,29 @@ mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bia
         n->i[1] = K;
         n->i[2] = N;
         n->i[3] = dt;
+    }
+    return y;
+}
+
+mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias) {
+    int fused;
+    return linear_impl(ctx, x, w, bias, 0, &fused);
+}
+
+mt_tensor *mt_linear_act(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias, mt_unary_op act) {
+    int fused;
+    mt_tensor *u = linear_impl(ctx, x, w, bias, act == MT_UNARY_RELU, &fused);
+    if (!fused) return mt_unary(ctx, act, u);
+    /* The epilogue wrote relu(u) where u would be: the linear's node keeps that memory as its output
+     * (its backward reads only the output's gradient), and the ReLU's output is a second header over
+     * it. The ReLU's backward reads its derivative from that memory: relu(u) > 0 exactly where u > 0. */
+    mt_tensor *y = mt_new_at(ctx, MT_DTYPE_F32, u->ndim, u->shape, u->data);
+    if (!y) return NULL;
+    if (mt_needs_grad(ctx, &u, 1)) {
+        mt_node *n = mt_tape_push(ctx, "relu", mt_unary_backward, y);
+        if (!n) return NULL;
+        n->in[0] = u;
+        n->i[0] = MT_UNARY_RELU;
     }
     return y;
 }

@@ -209,15 +209,23 @@ static mt_status cross_entropy_backward(mt_context *ctx, mt_node *n) {
                                          (int)n->i[0]);
 }
 
-mt_tensor *mt_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float eps, int ignore_index) {
-    if (!mt_check_f32(ctx, "cross_entropy", logits) || !mt_check_input(ctx, "cross_entropy", targets)) return NULL;
+static int check_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float eps, int ignore_index) {
+    if (!mt_check_f32(ctx, "cross_entropy", logits) || !mt_check_input(ctx, "cross_entropy", targets)) return 0;
     char sl[MT_SHAPE_STR], stg[MT_SHAPE_STR];
-    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
-        return mt_fail(ctx, MT_ERR_SHAPE, "cross_entropy: logits %s and targets %s: need (N, V) and (N)",
-                       mt_shape_str(sl, logits->shape, logits->ndim), mt_shape_str(stg, targets->shape, targets->ndim));
-    if (!(eps >= 0.0f && eps < 1.0f))
-        return mt_fail(ctx, MT_ERR_INVALID_ARG, "cross_entropy: label_smoothing %g must be in [0, 1)", eps);
-    if (!check_ids(ctx, "cross_entropy", targets, logits->shape[1], &ignore_index)) return NULL;
+    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0]) {
+        mt_fail(ctx, MT_ERR_SHAPE, "cross_entropy: logits %s and targets %s: need (N, V) and (N)",
+                mt_shape_str(sl, logits->shape, logits->ndim), mt_shape_str(stg, targets->shape, targets->ndim));
+        return 0;
+    }
+    if (!(eps >= 0.0f && eps < 1.0f)) {
+        mt_fail(ctx, MT_ERR_INVALID_ARG, "cross_entropy: label_smoothing %g must be in [0, 1)", eps);
+        return 0;
+    }
+    return check_ids(ctx, "cross_entropy", targets, logits->shape[1], &ignore_index);
+}
+
+mt_tensor *mt_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float eps, int ignore_index) {
+    if (!check_cross_entropy(ctx, logits, targets, eps, ignore_index)) return NULL;
     int64_t N = logits->shape[0], V = logits->shape[1], one = 1;
     mt_tensor *loss = mt_new(ctx, MT_DTYPE_F32, 0, NULL), *count = mt_new(ctx, MT_DTYPE_F32, 1, &one);
     mt_tensor *lse = mt_new(ctx, MT_DTYPE_F32, 1, &N);
@@ -234,6 +242,40 @@ mt_tensor *mt_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targe
         n->f[0] = eps;
         n->i[0] = ignore_index;
     }
+    return loss;
+}
+
+/* The logits' gradient is already in their memory (the forward wrote it): the backward only makes it
+ * present for the op that produced them, and fails if another consumer added to it first. */
+static mt_status cross_entropy_fused_backward(mt_context *ctx, mt_node *n) {
+    mt_tensor *logits = n->in[0];
+    if (logits->grad)
+        return mt_error(MT_ERR_STATE, "cross_entropy (fused): the logits it overwrote with their gradient have "
+                        "another consumer; use mt_cross_entropy");
+    return mt_grad_of(ctx, logits) ? MT_OK : ctx->status;
+}
+
+mt_tensor *mt_cross_entropy_fused(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float eps, int ignore_index,
+                                  mt_tensor *dloss) {
+    if (!check_cross_entropy(ctx, logits, targets, eps, ignore_index) || !mt_check_f32(ctx, "cross_entropy", dloss))
+        return NULL;
+    if (dloss->numel != 1)
+        return mt_fail(ctx, MT_ERR_SHAPE, "cross_entropy (fused): dloss has %lld elements, not 1",
+                       (long long)dloss->numel);
+    if (!MT_BE(ctx)->cross_entropy_fused || !mt_needs_grad(ctx, &logits, 1) || !mt_grad_in_place(ctx, logits))
+        return mt_cross_entropy(ctx, logits, targets, eps, ignore_index);
+    int64_t N = logits->shape[0], V = logits->shape[1], one = 1;
+    mt_tensor *loss = mt_new(ctx, MT_DTYPE_F32, 0, NULL), *count = mt_new(ctx, MT_DTYPE_F32, 1, &one);
+    if (!loss || !count) return NULL;
+    MT_KERNEL(ctx, MT_BE(ctx)->cross_entropy_fused(&ctx->ex, mt_f32(loss), mt_f32(count), mt_f32(logits),
+                                                   mt_i32(targets), mt_f32(dloss), N, V, eps, ignore_index));
+    logits->flags |= MT_TENSOR_OVERWRITTEN;
+    mt_node *n = mt_tape_push(ctx, "cross_entropy (fused)", cross_entropy_fused_backward, loss);
+    if (!n) return NULL;
+    n->in[0] = logits;
+    n->in[1] = targets;
+    n->in[2] = dloss;
+    n->seed = dloss;
     return loss;
 }
 

@@ -83,6 +83,10 @@ mt_tensor *mt_argmax(mt_context *ctx, mt_tensor *x, int axis, int keepdim);
 mt_tensor *mt_matmul(mt_context *ctx, mt_tensor *a, mt_tensor *b, int trans_a, int trans_b);
 /* x (..., K) @ w^T (N, K) + bias (N) (bias may be NULL): the nn.Linear layout. */
 mt_tensor *mt_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias);
+/* act(mt_linear(x, w, bias)) (a feed-forward layer's first projection). ReLU with a bias in bf16/f16
+ * mixed precision on a backend with gemm_lowp_bias runs in the GEMM's epilogue (one launch, the same
+ * values); anything else is mt_linear then mt_unary. */
+mt_tensor *mt_linear_act(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *bias, mt_unary_op act);
 /* As mt_linear with w's int8 form w->qw (core/quant.h): rows of x quantized per row at run time,
  * int32 accumulation (the backend's qlinear). Inference only: no gradient (MT_ERR_UNSUPPORTED when
  * one is needed, or on a backend without int8 GEMM). */
@@ -112,6 +116,14 @@ mt_tensor *mt_index_rows(mt_context *ctx, mt_tensor *x, mt_tensor *ids);
 /* Scalar mean label-smoothed cross-entropy of logits (N, V) against I32 targets (N). */
 mt_tensor *mt_cross_entropy(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float label_smoothing,
                             int ignore_index);
+/* The same loss as the training loss of a backward pass from it with grad_root dloss (an F32 scalar
+ * tensor of ctx's device, already holding its value): where the backend has a fused classifier and
+ * the logits are the last op's fresh output, the logits' gradient is computed with the loss and
+ * written over the logits, which must then have no other reader (their values are gone; a later op
+ * that records a use of them makes the backward fail). Otherwise mt_cross_entropy. Either way the
+ * caller runs mt_backward(ctx, loss, dloss). */
+mt_tensor *mt_cross_entropy_fused(mt_context *ctx, mt_tensor *logits, mt_tensor *targets, float label_smoothing,
+                                  int ignore_index, mt_tensor *dloss);
 /* Fused scaled-dot-product attention, see mt_attn_desc: q (B,H,Tq,D), k (B,Hk,Tk,D), v (B,Hk,Tk,Dv);
  * mask (additive F32, broadcastable to (B,H,Tq,Tk)) may be NULL. */
 mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal,

@@ -28,6 +28,9 @@ int mt_make_bcast(mt_context *ctx, const char *op, const mt_tensor *a, const mt_
                   int *out_ndim, int64_t *out_shape);
 /* A copy of a descriptor into the host arena, for a tape node to keep. */
 void *mt_ctx_keep(mt_context *ctx, const void *desc, size_t bytes);
+/* The backward of a unary op's node (in[0] = x, i[0] = the op): x's gradient += dy * f'(x). */
+struct mt_node;
+mt_status mt_unary_backward(mt_context *ctx, struct mt_node *n);
 /* dst += src over n floats (both on ctx's device). */
 mt_status mt_accumulate(mt_context *ctx, float *dst, const float *src, int64_t n);
 

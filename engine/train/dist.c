@@ -395,8 +395,8 @@ mt_status mt_dist_train_step(mt_dist *d, mt_context *ctx, mt_transformer *m, mt_
         if (st != MT_OK) break;
         d->stats.tokens += (double)(d->shard.src_tokens + d->shard.tgt_tokens);
         float w = (float)((double)d->shard.tgt_tokens / (double)total);
-        mt_tensor *l = mt_transformer_loss(ctx, m, &d->shard, (float)h->label_smoothing, 1, NULL);
         mt_tensor *gr = mt_full(ctx, 0, NULL, w);
+        mt_tensor *l = mt_transformer_loss(ctx, m, &d->shard, (float)h->label_smoothing, 1, gr, NULL);
         if (ctx->status != MT_OK || !l || !gr) {
             st = ctx->status != MT_OK ? ctx->status : MT_ERR_INTERNAL;
             break;

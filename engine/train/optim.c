@@ -139,8 +139,8 @@ mt_status mt_train_step(mt_context *ctx, mt_transformer *model, mt_optimizer *o,
         /* In bf16/f16, every weight's GEMM operand in one launch instead of one cast per use. */
         MT_TRY(mt_cast_weights(ctx, model->params, model->n_params));
         float w = (float)((double)micro[i].tgt_tokens / (double)total);
-        mt_tensor *l = mt_transformer_loss(ctx, model, &micro[i], (float)h->label_smoothing, 1, NULL);
         mt_tensor *gr = mt_full(ctx, 0, NULL, w);
+        mt_tensor *l = mt_transformer_loss(ctx, model, &micro[i], (float)h->label_smoothing, 1, gr, NULL);
         if (ctx->status != MT_OK || !l || !gr) return ctx->status != MT_OK ? ctx->status : MT_ERR_INTERNAL;
         /* The loss stays on the device: acc[1] += w * loss (read by mt_optimizer_read). */
         MT_TRY(be->scalar_bwd(&ctx->ex, MT_SCALAR_MUL, mt_f32(o->acc) + 1, mt_f32(l), NULL, w, 1));
@@ -165,7 +165,7 @@ mt_status mt_eval_loss(mt_context *ctx, const mt_transformer *model, const mt_se
     for (int i = 0; st == MT_OK && i < n; i++) {
         st = mt_context_reset(ctx);
         if (st != MT_OK) break;
-        mt_tensor *l = mt_transformer_loss(ctx, model, &batches[i], ls, 0, NULL);
+        mt_tensor *l = mt_transformer_loss(ctx, model, &batches[i], ls, 0, NULL, NULL);
         if (ctx->status != MT_OK || !l) {
             st = ctx->status != MT_OK ? ctx->status : MT_ERR_INTERNAL;
             break;

@@ -889,16 +889,17 @@ static void gemm_case(const gcase *c, int mode) {
     free(got);
 }
 
-/* gemm_lowp_bias: C = op(A) op(B) + bias on every row (cuBLASLt's bias epilogue), against the CPU's
- * product of the rounded operands plus the bias; C starts NaN-poisoned (it is written, not added to). */
-static void gemm_bias_case(const gcase *c, mt_dtype lp) {
+/* gemm_lowp_bias: C = op(A) op(B) + bias on every row (cuBLASLt's bias epilogue), then with relu
+ * max(0, C), against the CPU's product of the rounded operands plus the bias (and the CPU's ReLU); C
+ * starts NaN-poisoned (it is written, not added to). */
+static void gemm_bias_case(const gcase *c, mt_dtype lp, int relu) {
     if (!DEV->gemm_lowp_bias) return; /* the CPU standing in for the device has none */
     int64_t M = c->M, N = c->N, K = c->K;
     int64_t ar = c->ta ? K : M, ac = c->ta ? M : K, br = c->tb ? N : K, bcn = c->tb ? K : N;
     int64_t na = ar * ac, nb = br * bcn, nc = M * N;
     char what[128];
-    snprintf(what, sizeof what, "gemm_lowp_bias %s M=%lld N=%lld K=%lld ta=%d tb=%d", lp == MT_DTYPE_BF16 ? "bf16" : "f16",
-             (long long)M, (long long)N, (long long)K, c->ta, c->tb);
+    snprintf(what, sizeof what, "gemm_lowp_bias%s %s M=%lld N=%lld K=%lld ta=%d tb=%d", relu ? " relu" : "",
+             lp == MT_DTYPE_BF16 ? "bf16" : "f16", (long long)M, (long long)N, (long long)K, c->ta, c->tb);
     g_case = what;
     float *A = hrand(na, -1, 1), *B = hrand(nb, -1, 1), *bias = hrand(N, -1, 1), *C = xmalloc(4 * (size_t)nc);
     float *got = xmalloc(4 * (size_t)nc);
@@ -906,12 +907,13 @@ static void gemm_bias_case(const gcase *c, mt_dtype lp) {
     round_lowp(B, nb, lp);
     for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, 4 * (size_t)N);
     OK(CPU->gemm(&CEX, c->ta, c->tb, M, N, K, 1.0f, A, ac, 0, B, bcn, 0, 1.0f, C, N, 0, 1));
+    if (relu) OK(CPU->unary_fwd(&CEX, MT_UNARY_RELU, C, C, nc));
     uint16_t *hA = xmalloc(2 * (size_t)na), *hB = xmalloc(2 * (size_t)nb);
     CPU->cast(&CEX, hA, lp, A, MT_DTYPE_F32, na);
     CPU->cast(&CEX, hB, lp, B, MT_DTYPE_F32, nb);
     dbuf dA = dnew(2 * (size_t)na, 2, hA), dB = dnew(2 * (size_t)nb, 2, hB), dbias = dput(bias, 4 * (size_t)N);
     dbuf dC = dnew(4 * (size_t)nc, 4, NULL);
-    OK(DEV->gemm_lowp_bias(&DEX, lp, c->ta, c->tb, M, N, K, dA.p, ac, dB.p, bcn, dbias.p, dC.p, N));
+    OK(DEV->gemm_lowp_bias(&DEX, lp, c->ta, c->tb, M, N, K, dA.p, ac, dB.p, bcn, dbias.p, dC.p, N, relu));
     dget(&dC, got, what);
     cmp_f32(what, got, C, nc, 1e-5, 4e-6 * sqrt((double)K) * 2);
     dfree(&dA), dfree(&dB), dfree(&dbias), dfree(&dC);
@@ -923,8 +925,9 @@ static void t_gemm(void) {
         for (int mode = 0; mode < 4; mode++) gemm_case(&GCASES[ci], mode);
     for (size_t ci = 0; ci < sizeof GCASES / sizeof GCASES[0]; ci++)
         if (GCASES[ci].batch == 1 && GCASES[ci].M * GCASES[ci].N <= 1 << 17) {
-            gemm_bias_case(&GCASES[ci], MT_DTYPE_BF16);
-            gemm_bias_case(&GCASES[ci], MT_DTYPE_F16);
+            gemm_bias_case(&GCASES[ci], MT_DTYPE_BF16, 0);
+            gemm_bias_case(&GCASES[ci], MT_DTYPE_F16, 0);
+            gemm_bias_case(&GCASES[ci], MT_DTYPE_BF16, 1);
         }
 }
 
@@ -1140,6 +1143,24 @@ static void t_cross_entropy(void) {
                 snprintf(what, sizeof what, "cross_entropy_bwd N=%lld V=%lld eps=%g%s", (long long)N, (long long)V, eps,
                          all_ignored ? " all ignored" : "");
                 cmp_f32(what, hacc, acc, N * V, 1e-5, 1e-6);
+                if (DEV->cross_entropy_fused) {
+                    /* The fused classifier: the loss and count of the forward and, over the logits, what
+                     * the backward adds to a zeroed gradient (the CPU's fwd + bwd are the reference). */
+                    float *ref = xmalloc(4 * (size_t)(N * V)), *got = xmalloc(4 * (size_t)(N * V)), fl[2];
+                    memset(ref, 0, 4 * (size_t)(N * V));
+                    OK(CPU->cross_entropy_bwd(&CEX, ref, &dloss, &count, lse, x, t, N, V, eps, ignore));
+                    dbuf dfx = dput(x, 4 * (size_t)(N * V)), dfl = dnew(8, 4, NULL);
+                    OK(DEV->cross_entropy_fused(&DEX, dfl.p, (float *)dfl.p + 1, dfx.p, dt.p, ddl.p, N, V, eps,
+                                                ignore));
+                    dget(&dfl, fl, what);
+                    dget(&dfx, got, what);
+                    snprintf(what, sizeof what, "cross_entropy_fused N=%lld V=%lld eps=%g%s", (long long)N,
+                             (long long)V, eps, all_ignored ? " all ignored" : "");
+                    cmp_f32(what, fl, wl, 2, 1e-5, 1e-6);
+                    cmp_f32(what, got, ref, N * V, 1e-5, 1e-6);
+                    dfree(&dfx), dfree(&dfl);
+                    free(ref), free(got);
+                }
                 dfree(&dx), dfree(&dt), dfree(&dl), dfree(&dlse), dfree(&ddl), dfree(&dacc);
                 free(x), free(t), free(lse), free(glse), free(acc), free(acc0), free(hacc);
             }
@@ -1826,6 +1847,16 @@ static void t_guards(void) {
     dget(&dacc, dl, "cross_entropy guard");
     for (int j = 0; j < V; j++)
         if (dl[V + j] != 0.0f) failf("cross_entropy: the row with a bad target got a gradient");
+    if (DEV->cross_entropy_fused) { /* the same guard in the fused classifier: loss NaN, the row zeroed */
+        dbuf fx = dput(logits, sizeof logits);
+        OK(DEV->cross_entropy_fused(&DEX, dr.p, (float *)dr.p + 1, fx.p, dt.p, dd.p, 2, V, 0.0f, -100));
+        dget(&dr, res, "cross_entropy_fused guard");
+        dget(&fx, dl, "cross_entropy_fused guard");
+        if (!isnan(res[0]) || res[1] != 2.0f) failf("cross_entropy_fused: bad target gives loss %g count %g", res[0], res[1]);
+        for (int j = 0; j < V; j++)
+            if (dl[V + j] != 0.0f) failf("cross_entropy_fused: the row with a bad target got a gradient");
+        dfree(&fx);
+    }
     DEV->free(DEV_ID, tp);
     dfree(&di), dfree(&dout), dfree(&dg), dfree(&dx), dfree(&dt), dfree(&dr), dfree(&dlse), dfree(&dd), dfree(&dacc);
     n_checks += 4;

@@ -171,7 +171,8 @@ static void test_table_without_exec(void **state) {
     NODEV(be->adamw_multi(&ex, &slot, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, 1, 1, f, 1.0, 1));
     mt_cast_slot cslot = {.src = f, .dst = f, .n = 4};
     NODEV(be->cast_multi(&ex, &cslot, 1, MT_DTYPE_BF16));
-    NODEV(be->gemm_lowp_bias(&ex, MT_DTYPE_BF16, 0, 1, 2, 2, 1, f, 1, f, 1, f, f, 2));
+    NODEV(be->gemm_lowp_bias(&ex, MT_DTYPE_BF16, 0, 1, 2, 2, 1, f, 1, f, 1, f, f, 2, 1));
+    NODEV(be->cross_entropy_fused(&ex, f, f, f, ids, f, 1, 4, 0, -100));
     assert_int_equal(be->device_count(NULL, 0), mt_cuda_device_count()); /* the table counts the same devices */
     printf("entry without a device: %s\n", mt_last_error());
     be->exec_free(&ex); /* no-op, no crash */

@@ -10,6 +10,11 @@
  *   bf16       mixed precision: loss within bf16 tolerance, gradients pointing the same way
  *   warm-up    after two training steps (forward, backward, AdamW, context reset), further steps make
  *              no system allocation: no cudaMalloc, no host malloc (mt_sys_alloc_count unchanged)
+ *   fused      ReLU through mt_linear_act (in bf16 on the device: in the GEMM's epilogue) and the loss
+ *              through mt_cross_entropy_fused (the logits' gradient written over them in the
+ *              forward, where the backend has the fused classifier) within f32 / bf16 tolerance of
+ *              the CPU's unfused loss; its guards (a later reader of the logits, a foreign seed: the
+ *              backward fails; logits not the last op's output: the unfused path, same gradient)
  *   curve      50 AdamW steps of the block in bf16 track the f32 loss curve
  * Exit 77 without a CUDA device. MT_GPU_TEST_SELF=1 runs the same flow with the CPU standing in for the
  * GPU (f32 only: checks the test itself, and the CPU's own no-allocation-after-warm-up promise).
@@ -41,6 +46,7 @@ typedef struct net {
 
 static int n_fail;
 static int DEVICE = 0, SELF = 0, EMU = 0;
+static int g_fused; /* net_step ends in mt_cross_entropy_fused (the logits' only reader) */
 #define EMU_DEVICE 1000 /* net_init: a CPU context running the CUDA backend on the emulator */
 #define CHECK(cond, ...)                     \
     do {                                     \
@@ -141,8 +147,27 @@ static mt_tensor *net_step(net *n) {
     mt_tensor *o = mt_attention(ctx, q, k, v, mask, 1, 1.0f / sqrtf((float)DH));
     o = mt_reshape(ctx, mt_permute(ctx, o, perm), 3, (int64_t[]){B, T, C});
     mt_tensor *h2 = mt_add(ctx, h, mt_linear(ctx, o, p[5], NULL));
-    mt_tensor *f = mt_linear(ctx, mt_gelu(ctx, mt_linear(ctx, mt_rms_norm(ctx, h2, p[6], 1e-6f), p[7], p[8])), p[9], p[10]);
+    mt_tensor *r = mt_rms_norm(ctx, h2, p[6], 1e-6f);
+    /* g_fused: ReLU through mt_linear_act (in the GEMM's epilogue in bf16 where the backend has it) */
+    mt_tensor *u = g_fused ? mt_linear_act(ctx, r, p[7], p[8], MT_UNARY_RELU)
+                           : mt_gelu(ctx, mt_linear(ctx, r, p[7], p[8]));
+    mt_tensor *f = mt_linear(ctx, u, p[9], p[10]);
     mt_tensor *h3 = mt_add(ctx, h2, mt_dropout(ctx, f, 0.1f, 1));
+    if (g_fused) {
+        /* The training loss's form: the logits' only reader is the fused classifier (where the backend
+         * has one: the CPU reference runs the unfused loss), the pass seeded with its dloss. */
+        mt_tensor *h3r = mt_reshape(ctx, h3, 2, (int64_t[]){B * T, C});
+        mt_tensor *dloss = mt_full(ctx, 0, NULL, 0.7f);
+        mt_tensor *ce = mt_cross_entropy_fused(ctx, mt_linear(ctx, h3r, p[0], NULL), tgt, 0.1f, -100, dloss);
+        if (!ce || mt_backward(ctx, ce, dloss) != MT_OK) {
+            printf("fused step failed: %s\n", mt_last_error());
+            return NULL;
+        }
+        int has = ctx->ex.backend->cross_entropy_fused != NULL;
+        CHECK(has == (ctx->tape[ce->node].seed == dloss), "fused: the %s backend %s the fused classifier",
+              ctx->ex.backend->name, has ? "did not take" : "took");
+        return ce;
+    }
     mt_tensor *logits = mt_reshape(ctx, mt_linear(ctx, h3, p[0], NULL), 2, (int64_t[]){B * T, V});
     mt_tensor *ce = mt_cross_entropy(ctx, logits, tgt, 0.1f, -100);
     int last = -1;
@@ -299,6 +324,68 @@ static void curve(void) {
     net_free(&bf16n);
 }
 
+/* The fused classifier's guards on the device under test: a pass not from the fused loss or seeded
+ * with another tensor fails, an op reading the overwritten logits is refused, and logits that are not
+ * the last op's output take the unfused path (the same gradient as mt_cross_entropy). */
+static void fused_guards(void) {
+    net n;
+    if (!net_init(&n, DEVICE)) {
+        CHECK(0, "fused guards: init: %s", mt_last_error());
+        return;
+    }
+    mt_context *ctx = n.ctx;
+    if (!ctx->ex.backend->cross_entropy_fused) {
+        printf("fused guards: the %s backend has no fused classifier (mt_cross_entropy_fused is unfused)\n",
+               ctx->ex.backend->name);
+        net_free(&n);
+        return;
+    }
+    mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 1, (int64_t[]){B * T}, g_tgt);
+    mt_tensor *x = mt_from_data(ctx, MT_DTYPE_F32, 2, (int64_t[]){B * T, C}, g_init[3]);
+    mt_tensor *seed = mt_full(ctx, 0, NULL, 1.0f), *other = mt_full(ctx, 0, NULL, 1.0f);
+    /* another reader recorded after the loss */
+    mt_tensor *lg = mt_linear(ctx, x, n.p[0], NULL);
+    mt_tensor *ce = mt_cross_entropy_fused(ctx, lg, tgt, 0.1f, -100, seed);
+    CHECK(ce && ctx->tape[ce->node].seed == seed, "fused guards: the fresh logits did not take the fused path");
+    mt_tensor *tot = mt_mul_scalar(ctx, ce, 2.0f);
+    mt_status st = tot ? mt_backward(ctx, tot, NULL) : ctx->status;
+    CHECK(st == MT_ERR_STATE, "fused guards: a pass not from the fused loss gave %s", mt_status_str(st));
+    st = mt_backward(ctx, ce, other);
+    CHECK(st == MT_ERR_STATE, "fused guards: a pass seeded with another tensor gave %s", mt_status_str(st));
+    mt_context_reset(ctx);
+    tgt = mt_from_data(ctx, MT_DTYPE_I32, 1, (int64_t[]){B * T}, g_tgt);
+    x = mt_from_data(ctx, MT_DTYPE_F32, 2, (int64_t[]){B * T, C}, g_init[3]);
+    seed = mt_full(ctx, 0, NULL, 1.0f);
+    lg = mt_linear(ctx, x, n.p[0], NULL);
+    ce = mt_cross_entropy_fused(ctx, lg, tgt, 0.1f, -100, seed);
+    tot = mt_mean(ctx, lg, NULL, 0, 0);
+    CHECK(!tot && ctx->status == MT_ERR_STATE, "fused guards: a reader of the overwritten logits was not refused");
+    mt_context_reset(ctx);
+    /* logits read before the loss (not the last op's output): the unfused loss, the plain loss's gradient */
+    float *gw[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        mt_context_reset(ctx);
+        if (n.p[0]->grad) mt_fill(ctx, n.p[0]->grad, 0.0f);
+        tgt = mt_from_data(ctx, MT_DTYPE_I32, 1, (int64_t[]){B * T}, g_tgt);
+        x = mt_from_data(ctx, MT_DTYPE_F32, 2, (int64_t[]){B * T, C}, g_init[3]);
+        seed = mt_full(ctx, 0, NULL, 0.5f);
+        lg = mt_linear(ctx, x, n.p[0], NULL);
+        CHECK(mt_mul_scalar(ctx, lg, 2.0f) != NULL, "fused guards: %s", mt_last_error()); /* a reader first */
+        ce = k ? mt_cross_entropy(ctx, lg, tgt, 0.1f, -100) : mt_cross_entropy_fused(ctx, lg, tgt, 0.1f, -100, seed);
+        if (k == 0) CHECK(ce && !ctx->tape[ce->node].seed, "fused guards: logits not the last output were fused");
+        st = ce ? mt_backward(ctx, ce, seed) : ctx->status;
+        CHECK(st == MT_OK, "fused guards: unfused fallback: %s", mt_last_error());
+        gw[k] = calloc((size_t)n.p[0]->numel, 4);
+        if (st == MT_OK && n.p[0]->grad) mt_copy_to_host(ctx, n.p[0]->grad, gw[k], 4 * (size_t)n.p[0]->numel);
+    }
+    CHECK(memcmp(gw[0], gw[1], 4 * (size_t)n.p[0]->numel) == 0, "fused guards: the fallback's gradient differs");
+    free(gw[0]);
+    free(gw[1]);
+    printf("fused guards: a foreign root or seed and a reader of the overwritten logits refused, the unfused "
+           "fallback exact\n");
+    net_free(&n);
+}
+
 int main(void) {
     const char *self = getenv("MT_GPU_TEST_SELF"), *emu = getenv("MT_GPU_TEST_EMU");
     if (emu && *emu && *emu != '0') {
@@ -320,6 +407,11 @@ int main(void) {
     compare("f32", MT_PRECISION_F32, 1e-5, 1e-3, 0.99999);
     compare("tf32", MT_PRECISION_TF32, 5e-3, 5e-2, 0.999);
     compare("bf16", MT_PRECISION_BF16, 1e-2, 0.25, 0.99);
+    g_fused = 1;
+    compare("fused", MT_PRECISION_F32, 1e-5, 1e-3, 0.99999);
+    compare("fbf16", MT_PRECISION_BF16, 1e-2, 0.25, 0.99);
+    g_fused = 0;
+    fused_guards();
     warmup_no_alloc();
     curve();
     for (int i = 0; i < NP; i++) free(g_init[i]);

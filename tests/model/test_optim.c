@@ -93,14 +93,14 @@ static void test_clipping(void **state) {
     assert_int_equal(mt_optimizer_create(a, ctx, &oa), MT_OK);
     assert_int_equal(mt_optimizer_create(b, ctx, &ob), MT_OK);
     /* The gradients of the batch, and their norm computed here. */
-    mt_tensor *l = mt_transformer_loss(ctx, a, &batch, 0.0f, 0, NULL);
+    mt_tensor *l = mt_transformer_loss(ctx, a, &batch, 0.0f, 0, NULL, NULL);
     assert_int_equal(mt_backward(ctx, l, NULL), MT_OK);
     double ss = 0;
     for (int i = 0; i < a->n_params; i++)
         for (int64_t j = 0; j < a->params[i]->numel; j++) ss += (double)mt_f32(a->params[i]->grad)[j] * mt_f32(a->params[i]->grad)[j];
     double norm = sqrt(ss);
     assert_int_equal(mt_context_reset(ctx), MT_OK);
-    l = mt_transformer_loss(ctx, b, &batch, 0.0f, 0, NULL);
+    l = mt_transformer_loss(ctx, b, &batch, 0.0f, 0, NULL, NULL);
     assert_int_equal(mt_backward(ctx, l, NULL), MT_OK);
     /* b's gradients scaled by hand to norm 0.05; a clips to 0.05: the same update. */
     double clip = 0.05;

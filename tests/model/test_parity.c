@@ -76,7 +76,7 @@ static void parity_case(int attention, int activation, int tied, int cross_rope,
     mt_seq_batch b = tu_batch(&c, 5, 9, 8, seed + 1);
     /* Logits, loss and gradients through the all-rows path (what the reference computes). */
     mt_tensor *logits = NULL;
-    mt_tensor *loss = mt_transformer_loss(ctx, m, &b, ls, 0, &logits);
+    mt_tensor *loss = mt_transformer_loss(ctx, m, &b, ls, 0, NULL, &logits);
     if (!loss) fail_msg("forward: %s", mt_last_error());
     assert_int_equal(mt_backward(ctx, loss, NULL), MT_OK);
     int n = 6 + m->n_params;
@@ -99,7 +99,7 @@ static void parity_case(int attention, int activation, int tied, int cross_rope,
     memcpy(g_all, m->embed->grad->data, sizeof(float) * (size_t)m->embed->numel);
     assert_int_equal(mt_transformer_zero_grad(m, ctx), MT_OK);
     assert_int_equal(mt_context_reset(ctx), MT_OK);
-    mt_tensor *loss2 = mt_transformer_loss(ctx, m, &b, ls, 0, NULL);
+    mt_tensor *loss2 = mt_transformer_loss(ctx, m, &b, ls, 0, NULL, NULL);
     assert_non_null(loss2);
     assert_true(fabsf(*mt_f32(loss2) - lv) <= 1e-5f * fabsf(lv));
     assert_int_equal(mt_backward(ctx, loss2, NULL), MT_OK);

@@ -1,7 +1,8 @@
 /* cublasLt.h — the emulator's stand-in for cuBLASLt (see emu.h): the matmul cuda/gemm.cu makes for a
- * linear layer with its bias in the epilogue (CUBLASLT_EPILOGUE_BIAS), as the reference column-major
- * loop of cublas_v2.h followed by the bias added to every column. Only the attributes gemm.cu sets
- * are known; anything else is CUBLAS_STATUS_NOT_SUPPORTED. Test-only. */
+ * linear layer with its bias in the epilogue (CUBLASLT_EPILOGUE_BIAS, or _RELU_BIAS: then max(0, .)),
+ * as the reference column-major loop of cublas_v2.h followed by the bias added to every column and
+ * the ReLU (the CPU's: x > 0 ? x : 0). Only the attributes gemm.cu sets are known; anything else is
+ * CUBLAS_STATUS_NOT_SUPPORTED. Test-only. */
 #ifndef MT_EMU_CUBLASLT_H
 #define MT_EMU_CUBLASLT_H
 #include "cublas_v2.h"
@@ -17,7 +18,11 @@ typedef enum cublasLtMatmulDescAttributes {
     CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
     CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26
 } cublasLtMatmulDescAttributes_t;
-typedef enum cublasLtEpilogue { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 } cublasLtEpilogue_t;
+typedef enum cublasLtEpilogue {
+    CUBLASLT_EPILOGUE_DEFAULT = 1,
+    CUBLASLT_EPILOGUE_BIAS = 4,
+    CUBLASLT_EPILOGUE_RELU_BIAS = 6
+} cublasLtEpilogue_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);

@@ -663,7 +663,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 }
 
 /* ---------------------------------------------------------------------------------------------
- * cuBLASLt: the matmul with a bias epilogue (cublasLt.h)
+ * cuBLASLt: the matmul with a bias (+ ReLU) epilogue (cublasLt.h)
  * ------------------------------------------------------------------------------------------- */
 
 struct emu_lt {};
@@ -709,7 +709,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_EPILOGUE:
         if (bytes != sizeof(cublasLtEpilogue_t)) return CUBLAS_STATUS_INVALID_VALUE;
         d->epilogue = *(const cublasLtEpilogue_t *)v;
-        return d->epilogue == CUBLASLT_EPILOGUE_DEFAULT || d->epilogue == CUBLASLT_EPILOGUE_BIAS
+        return d->epilogue == CUBLASLT_EPILOGUE_DEFAULT || d->epilogue == CUBLASLT_EPILOGUE_BIAS ||
+                       d->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS
                    ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
         if (bytes != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
@@ -741,7 +742,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
     uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
     if (C != D || kb != k || lc->rows != m || lc->cols != n || ld->rows != m || ld->cols != n || lc->ld != ld->ld ||
-        la->type != lb->type || ld->type != CUDA_R_32F || (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias))
+        la->type != lb->type || ld->type != CUDA_R_32F || (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && !d->bias))
         return CUBLAS_STATUS_INVALID_VALUE;
     float al = *(const float *)alpha, be = *(const float *)beta;
     cublasLtMatmulDesc_t dd = d;
@@ -751,9 +752,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     emu_enqueue(stream, [=]() {
         gemm_run(desc.ta, desc.tb, (int)m, (int)n, (int)k, al, A, at, lda, 0, B, at, ldb, 0, be, D, ldc, 0, 1,
                  desc.compute);
-        if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS)
+        if (desc.epilogue != CUBLASLT_EPILOGUE_DEFAULT)
             for (uint64_t j = 0; j < n; j++)
-                for (uint64_t i = 0; i < m; i++) ((float *)D)[i + j * (uint64_t)ldc] += desc.bias[i];
+                for (uint64_t i = 0; i < m; i++) {
+                    float *v = (float *)D + i + j * (uint64_t)ldc;
+                    *v += desc.bias[i];
+                    if (desc.epilogue == CUBLASLT_EPILOGUE_RELU_BIAS) *v = *v > 0.0f ? *v : 0.0f;
+                }
         return cudaSuccess;
     });
     return CUBLAS_STATUS_SUCCESS;
