@@ -42,9 +42,21 @@ static mt_status cpu_memcpy(mt_exec *ex, void *dst, const void *src, size_t byte
     return MT_OK;
 }
 
+/* Gradients are zeroed on first use (core/autograd.c), up to the logits' tens of MB a step: large
+ * ones are cut into one piece per thread (cache-line aligned) rather than leave the team idle. */
 static mt_status cpu_zero(mt_exec *ex, void *dst, size_t bytes) {
-    (void)ex;
-    memset(dst, 0, bytes);
+    int nt = mt_cpu_threads(ex);
+    if (nt <= 1 || bytes < (size_t)MT_CPU_PAR_MIN * sizeof(float) * 4) {
+        memset(dst, 0, bytes);
+        return MT_OK;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t lo = (bytes * (size_t)t / (size_t)T) & ~(size_t)63, hi = (bytes * (size_t)(t + 1) / (size_t)T) & ~(size_t)63;
+        if (t == T - 1) hi = bytes;
+        if (hi > lo) memset((char *)dst + lo, 0, hi - lo);
+    }
     return MT_OK;
 }
 
