@@ -387,8 +387,8 @@ mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, flo
 }
 
 /* The squared norm of every slot's gradient: each slot's sum as mt_cpu_sumsq gives it (in double;
- * above MT_CPU_PAR_MIN elements a slice per thread, the slices of `omp for schedule(static)`, added in
- * thread order), the slots' sums added to out in slot order; but one parallel region for them all,
+ * above MT_CPU_PAR_MIN elements a slice per thread, added in thread order), the slots' sums added to
+ * out in slot order; but one parallel region for them all,
  * the small slots shared out whole among the threads. */
 mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate) {
     int nt = mt_cpu_threads(ex);
@@ -410,9 +410,7 @@ mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots
             } else if (i % T != t) {
                 continue;
             }
-            double acc = 0.0;
-            for (int64_t k = i0; k < i1; k++) acc += (double)x[k] * (double)x[k];
-            part[(size_t)i * (size_t)T + (size_t)t] = acc;
+            part[(size_t)i * (size_t)T + (size_t)t] = mt_sumsq_range(x, i0, i1);
         }
 #pragma omp single
         team = T; /* the team's real size */
