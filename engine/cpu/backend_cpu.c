@@ -53,8 +53,8 @@ static mt_status cpu_zero(mt_exec *ex, void *dst, size_t bytes) {
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        size_t lo = (bytes * (size_t)t / (size_t)T) & ~(size_t)63, hi = (bytes * (size_t)(t + 1) / (size_t)T) & ~(size_t)63;
-        if (t == T - 1) hi = bytes;
+        size_t lo = (bytes * (size_t)t / (size_t)T) & ~(size_t)63;
+        size_t hi = t == T - 1 ? bytes : (bytes * (size_t)(t + 1) / (size_t)T) & ~(size_t)63;
         if (hi > lo) memset((char *)dst + lo, 0, hi - lo);
     }
     return MT_OK;

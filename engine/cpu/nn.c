@@ -388,8 +388,8 @@ mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, flo
 
 /* The squared norm of every slot's gradient: each slot's sum as mt_cpu_sumsq gives it (in double;
  * above MT_CPU_PAR_MIN elements a slice per thread, added in thread order), the slots' sums added to
- * out in slot order; but one parallel region for them all,
- * the small slots shared out whole among the threads. */
+ * out in slot order; but one parallel region for them all, the small slots shared out whole among
+ * the threads. */
 mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate) {
     int nt = mt_cpu_threads(ex);
     if (!accumulate) *out = 0.0f;
