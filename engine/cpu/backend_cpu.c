@@ -42,9 +42,21 @@ static mt_status cpu_memcpy(mt_exec *ex, void *dst, const void *src, size_t byte
     return MT_OK;
 }
 
+/* Gradients are zeroed on first use (core/autograd.c), up to the logits' tens of MB a step: large
+ * ones are cut into one piece per thread (cache-line aligned) rather than leave the team idle. */
 static mt_status cpu_zero(mt_exec *ex, void *dst, size_t bytes) {
-    (void)ex;
-    memset(dst, 0, bytes);
+    int nt = mt_cpu_threads(ex);
+    if (nt <= 1 || bytes < (size_t)MT_CPU_PAR_MIN * sizeof(float) * 4) {
+        memset(dst, 0, bytes);
+        return MT_OK;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t lo = (bytes * (size_t)t / (size_t)T) & ~(size_t)63;
+        size_t hi = t == T - 1 ? bytes : (bytes * (size_t)(t + 1) / (size_t)T) & ~(size_t)63;
+        if (hi > lo) memset((char *)dst + lo, 0, hi - lo);
+    }
     return MT_OK;
 }
 
@@ -95,7 +107,9 @@ static mt_status cpu_cast(mt_exec *ex, void *out, mt_dtype to, const void *in, m
     return MT_OK;
 }
 
-/* The innermost dim is copied as a run when both strides are 1 (memcpy or a vector add). */
+/* The innermost dim is copied as a run when both strides are 1 (memcpy or a vector add). Each thread
+ * takes a range of outer rows and walks their multi-index by incrementing it (a division per dim
+ * once per thread, not per row: a permuted (B, T, H, D) tensor has rows of only D floats). */
 static mt_status cpu_copy_strided(mt_exec *ex, void *out, const int64_t *ostride, const void *in,
                                   const int64_t *istride, const int64_t *shape, int ndim, size_t elem_size,
                                   int accumulate) {
@@ -108,39 +122,53 @@ static mt_status cpu_copy_strided(mt_exec *ex, void *out, const int64_t *ostride
     int64_t outer = 1;
     for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
     int contig = ostride[ndim - 1] == 1 && istride[ndim - 1] == 1;
+    int64_t os_in = ostride[ndim - 1], is_in = istride[ndim - 1];
     /* Accumulation where several index tuples land on one output element (a stride-0 output axis: the
      * backward of a broadcast) runs in one thread, in index order: no race, and a fixed sum order. */
     int collide = 0;
     for (int d = 0; d < ndim - 1; d++) collide |= accumulate && ostride[d] == 0 && shape[d] > 1;
     int nt = mt_cpu_threads(ex);
-#pragma omp parallel for num_threads(nt) if (!collide && outer * inner > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t oo = 0, io = 0, rem = o;
+    if (collide || outer * inner <= MT_CPU_PAR_MIN || outer < 2) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t o0 = outer * t / T, o1 = outer * (t + 1) / T;
+        int64_t idx[MT_MAX_DIMS] = {0}, oo = 0, io = 0, rem = o0;
         for (int d = ndim - 2; d >= 0; d--) {
-            int64_t idx = rem % shape[d];
+            idx[d] = rem % shape[d];
             rem /= shape[d];
-            oo += idx * ostride[d];
-            io += idx * istride[d];
+            oo += idx[d] * ostride[d];
+            io += idx[d] * istride[d];
         }
-        if (accumulate) {
-            float *dst = (float *)out + oo;
-            const float *src = (const float *)in + io;
-            if (contig) {
-                for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+        for (int64_t o = o0; o < o1; o++) {
+            if (accumulate) {
+                float *dst = (float *)out + oo;
+                const float *src = (const float *)in + io;
+                if (contig) {
+                    for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+                } else {
+                    for (int64_t j = 0; j < inner; j++) dst[j * os_in] += src[j * is_in];
+                }
+            } else if (contig) {
+                memcpy((char *)out + (size_t)oo * elem_size, (const char *)in + (size_t)io * elem_size,
+                       (size_t)inner * elem_size);
+            } else if (elem_size == 4) {
+                uint32_t *dst = (uint32_t *)out + oo;
+                const uint32_t *src = (const uint32_t *)in + io;
+                for (int64_t j = 0; j < inner; j++) dst[j * os_in] = src[j * is_in];
             } else {
-                for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] += src[j * istride[ndim - 1]];
+                uint16_t *dst = (uint16_t *)out + oo;
+                const uint16_t *src = (const uint16_t *)in + io;
+                for (int64_t j = 0; j < inner; j++) dst[j * os_in] = src[j * is_in];
             }
-        } else if (contig) {
-            memcpy((char *)out + (size_t)oo * elem_size, (const char *)in + (size_t)io * elem_size,
-                   (size_t)inner * elem_size);
-        } else if (elem_size == 4) {
-            uint32_t *dst = (uint32_t *)out + oo;
-            const uint32_t *src = (const uint32_t *)in + io;
-            for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] = src[j * istride[ndim - 1]];
-        } else {
-            uint16_t *dst = (uint16_t *)out + oo;
-            const uint16_t *src = (const uint16_t *)in + io;
-            for (int64_t j = 0; j < inner; j++) dst[j * ostride[ndim - 1]] = src[j * istride[ndim - 1]];
+            for (int d = ndim - 2; d >= 0; d--) { /* the next row's multi-index */
+                oo += ostride[d];
+                io += istride[d];
+                if (++idx[d] < shape[d]) break;
+                oo -= shape[d] * ostride[d];
+                io -= shape[d] * istride[d];
+                idx[d] = 0;
+            }
         }
     }
     return MT_OK;

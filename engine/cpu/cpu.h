@@ -126,6 +126,15 @@ static inline float mt_normal_cdf_pdf(float x, float *pdf) {
     return 0.5f * (1.0f + (x < 0 ? -y : y));
 }
 
+/* The sum of x[i]^2 over [i0, i1) in double: an `omp simd` reduction (lanes of partial sums, a fixed
+ * order for a build), the one loop of sumsq and sumsq_multi so the two give the same sums. */
+static inline double mt_sumsq_range(const float *x, int64_t i0, int64_t i1) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = i0; k < i1; k++) acc += (double)x[k] * (double)x[k];
+    return acc;
+}
+
 /* Kernels, grouped by file. */
 /* elementwise.c */
 mt_status mt_cpu_unary_fwd(mt_exec *ex, mt_unary_op op, float *out, const float *x, int64_t n);

@@ -388,28 +388,100 @@ mt_status mt_cpu_masked_fill_bwd(mt_exec *ex, float *dx, const float *dy, const 
     return MT_OK;
 }
 
-/* Dropout draws element i from lane (offset + i) % 4 of Philox block (offset + i) / 4 (mt_rng_uniform);
- * one block serves four elements, so each block is computed once. */
-static inline void dropout_keep4(float keep[4], uint64_t seed, uint64_t block, float p) {
-    mt_philox_out o = mt_philox4x32((uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, (uint32_t)seed,
-                                    (uint32_t)(seed >> 32));
-    for (int l = 0; l < 4; l++) keep[l] = (float)(o.v[l] >> 8) * (1.0f / 16777216.0f) >= p ? 1.0f : 0.0f;
+/* Dropout draws element i from lane (offset + i) % 4 of Philox block (offset + i) / 4 (mt_rng_uniform).
+ * The kernels fill a chunk's random words first (philox_words), then apply them in one vectorised
+ * loop. philox_words runs eight blocks at a time in AVX2 lanes: Philox's 32x32 -> 64-bit products
+ * are vpmuludq on the even lanes and on the odd lanes shifted down, so the words are those of
+ * mt_philox4x32, bit for bit (test_ops_threads compares them with mt_rng_uniform). */
+#if defined(__AVX2__)
+/* hi and lo 32 bits of a * m in each 32-bit lane (m the same in every lane). */
+static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo) {
+    __m256i pe = _mm256_mul_epu32(a, m);                        /* lanes 0, 2, 4, 6: 64-bit products */
+    __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m); /* lanes 1, 3, 5, 7 */
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
 }
+#endif
+
+/* words[4k + l] = word l of Philox block (block0 + k) under seed, k in [0, nblk). words has room for
+ * nblk rounded up to 8 blocks. */
+static void philox_words(uint32_t *words, uint64_t block0, int64_t nblk, uint64_t seed) {
+    int64_t k = 0;
+#if defined(__AVX2__)
+    const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+    for (; k < nblk; k += 8) {
+        uint32_t lo32[8], hi32[8];
+        for (int l = 0; l < 8; l++) {
+            uint64_t b = block0 + (uint64_t)k + (uint64_t)l;
+            lo32[l] = (uint32_t)b;
+            hi32[l] = (uint32_t)(b >> 32);
+        }
+        __m256i c0 = _mm256_loadu_si256((const __m256i *)lo32), c1 = _mm256_loadu_si256((const __m256i *)hi32);
+        __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
+        uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+        for (int r = 0; r < 10; r++) {
+            __m256i hi0, lo0, hi1, lo1;
+            mulhilo8(c0, m0, &hi0, &lo0);
+            mulhilo8(c2, m1, &hi1, &lo1);
+            __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32((int)k0));
+            __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32((int)k1));
+            c1 = lo1;
+            c3 = lo0;
+            c0 = n0;
+            c2 = n2;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        /* Lane l of c0..c3 is block k + l: transpose to block-major order. */
+        __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+        __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+        __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2); /* blocks 0|4, 1|5 */
+        __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3); /* blocks 2|6, 3|7 */
+        __m256i *w = (__m256i *)(words + 4 * k);
+        _mm256_storeu_si256(w + 0, _mm256_permute2x128_si256(u0, u1, 0x20));
+        _mm256_storeu_si256(w + 1, _mm256_permute2x128_si256(u2, u3, 0x20));
+        _mm256_storeu_si256(w + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
+        _mm256_storeu_si256(w + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
+    }
+#endif
+    for (; k < nblk; k++) {
+        uint64_t b = block0 + (uint64_t)k;
+        mt_philox_out o = mt_philox4x32((uint32_t)b, (uint32_t)(b >> 32), 0u, 0u, (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (int l = 0; l < 4; l++) words[4 * k + l] = o.v[l];
+    }
+}
+
+/* The random words of elements [i0, i0 + len) of a draw at offset (len <= MT_CPU_CHUNK): returns a
+ * pointer to the word of element i0 inside buf. */
+#define DROPOUT_WORDS (MT_CPU_CHUNK + 40)
+static inline const uint32_t *dropout_words(uint32_t *buf, uint64_t offset, int64_t i0, int64_t len, uint64_t seed) {
+    uint64_t first = (offset + (uint64_t)i0) >> 2, last = (offset + (uint64_t)(i0 + len) - 1) >> 2;
+    philox_words(buf, first, (int64_t)(last - first + 1), seed);
+    return buf + (offset + (uint64_t)i0 - 4 * first);
+}
+
+static inline int dropout_keep(uint32_t w, float p) { return (float)(w >> 8) * (1.0f / 16777216.0f) >= p; }
 
 mt_status mt_cpu_dropout_fwd(mt_exec *ex, float *out, const float *x, int64_t n, float p, uint64_t seed,
                              uint64_t offset, const float *residual) {
     int nt = mt_cpu_threads(ex);
     float scale = 1.0f / (1.0f - p);
-    uint64_t first = offset >> 2, last = (offset + (uint64_t)n + 3) >> 2;
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN / 4) schedule(static)
-    for (uint64_t b = first; b < last; b++) {
-        float keep[4];
-        dropout_keep4(keep, seed, b, p);
-        for (int l = 0; l < 4; l++) {
-            int64_t i = (int64_t)(b * 4 + (uint64_t)l - offset);
-            if (i < 0 || i >= n) continue;
-            float d = keep[l] != 0.0f ? x[i] * scale : 0.0f;
-            out[i] = residual ? residual[i] + d : d;
+    int64_t chunks = (n + MT_CPU_CHUNK - 1) / MT_CPU_CHUNK;
+#pragma omp parallel num_threads(nt) if (n > MT_CPU_PAR_MIN / 4)
+    {
+        uint32_t buf[DROPOUT_WORDS] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks; c++) {
+            int64_t i0 = c * MT_CPU_CHUNK, len = n - i0 < MT_CPU_CHUNK ? n - i0 : MT_CPU_CHUNK;
+            const uint32_t *w = dropout_words(buf, offset, i0, len, seed);
+            const float *xc = x + i0;
+            float *o = out + i0;
+            if (residual) {
+                const float *rc = residual + i0;
+                for (int64_t j = 0; j < len; j++) o[j] = rc[j] + (dropout_keep(w[j], p) ? xc[j] * scale : 0.0f);
+            } else {
+                for (int64_t j = 0; j < len; j++) o[j] = dropout_keep(w[j], p) ? xc[j] * scale : 0.0f;
+            }
         }
     }
     return MT_OK;
@@ -419,14 +491,17 @@ mt_status mt_cpu_dropout_bwd(mt_exec *ex, float *dx, const float *dy, int64_t n,
                              uint64_t offset) {
     int nt = mt_cpu_threads(ex);
     float scale = 1.0f / (1.0f - p);
-    uint64_t first = offset >> 2, last = (offset + (uint64_t)n + 3) >> 2;
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN / 4) schedule(static)
-    for (uint64_t b = first; b < last; b++) {
-        float keep[4];
-        dropout_keep4(keep, seed, b, p);
-        for (int l = 0; l < 4; l++) {
-            int64_t i = (int64_t)(b * 4 + (uint64_t)l - offset);
-            if (i >= 0 && i < n && keep[l] != 0.0f) dx[i] += dy[i] * scale;
+    int64_t chunks = (n + MT_CPU_CHUNK - 1) / MT_CPU_CHUNK;
+#pragma omp parallel num_threads(nt) if (n > MT_CPU_PAR_MIN / 4)
+    {
+        uint32_t buf[DROPOUT_WORDS] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks; c++) {
+            int64_t i0 = c * MT_CPU_CHUNK, len = n - i0 < MT_CPU_CHUNK ? n - i0 : MT_CPU_CHUNK;
+            const uint32_t *w = dropout_words(buf, offset, i0, len, seed);
+            const float *g = dy + i0;
+            float *d = dx + i0;
+            for (int64_t j = 0; j < len; j++) d[j] = dropout_keep(w[j], p) ? d[j] + g[j] * scale : d[j];
         }
     }
     return MT_OK;

@@ -386,20 +386,73 @@ mt_status mt_cpu_adamw_clip(mt_exec *ex, float *p, const float *g, float *m, flo
     return mt_cpu_adamw(ex, p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, scale);
 }
 
+/* The squared norm of every slot's gradient: each slot's sum as mt_cpu_sumsq gives it (in double;
+ * above MT_CPU_PAR_MIN elements a slice per thread, added in thread order), the slots' sums added to
+ * out in slot order; but one parallel region for them all, the small slots shared out whole among
+ * the threads. */
 mt_status mt_cpu_sumsq_multi(mt_exec *ex, float *out, const mt_adamw_slot *slots, int n_slots, int accumulate) {
+    int nt = mt_cpu_threads(ex);
     if (!accumulate) *out = 0.0f;
-    for (int i = 0; i < n_slots; i++) MT_TRY(mt_cpu_sumsq(ex, out, slots[i].g, slots[i].n, 1));
+    if (n_slots <= 0) return MT_OK;
+    double *part = mt_exec_scratch(ex, sizeof(double) * (size_t)nt * (size_t)n_slots);
+    if (!part) return mt_error(MT_ERR_NOMEM, "sumsq: out of memory for %d x %d partial sums", nt, n_slots);
+    int team = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (int i = 0; i < n_slots; i++) {
+            const float *x = slots[i].g;
+            int64_t n = slots[i].n, i0 = 0, i1 = n;
+            if (n > MT_CPU_PAR_MIN) {
+                int64_t q = n / T, r = n % T;
+                i0 = q * t + (t < r ? t : r);
+                i1 = i0 + q + (t < r);
+            } else if (i % T != t) {
+                continue;
+            }
+            part[(size_t)i * (size_t)T + (size_t)t] = mt_sumsq_range(x, i0, i1);
+        }
+#pragma omp single
+        team = T; /* the team's real size */
+    }
+    float total = *out;
+    for (int i = 0; i < n_slots; i++) {
+        const double *pi = part + (size_t)i * (size_t)team;
+        double sum = pi[slots[i].n > MT_CPU_PAR_MIN ? 0 : i % team];
+        if (slots[i].n > MT_CPU_PAR_MIN)
+            for (int k = 1; k < team; k++) sum += pi[k];
+        total += (float)sum;
+    }
+    *out = total;
     return MT_OK;
 }
 
+/* Every slot in one parallel region: the slots' elements taken end to end are cut into one range per
+ * thread, and each thread updates its range (and zeroes those gradients) in one pass. Each element's
+ * update depends on that element alone, so the values are those of a call per slot. */
 mt_status mt_cpu_adamw_multi(mt_exec *ex, const mt_adamw_slot *slots, int n_slots, float lr, float b1, float b2,
                              float eps, float bc1, float bc2, const float *ss, double clip_norm, int zero_grad) {
     float scale = mt_clip_scale(*ss, clip_norm);
-    for (int i = 0; i < n_slots; i++) {
-        const mt_adamw_slot *s = &slots[i];
-        if (!isnan(scale))
-            MT_TRY(mt_cpu_adamw(ex, s->p, s->g, s->m, s->v, s->n, lr, b1, b2, eps, s->wd, bc1, bc2, scale));
-        if (zero_grad) memset(s->g, 0, sizeof(float) * (size_t)s->n);
+    int update = !isnan(scale);
+    float step_size = lr / bc1, sqrt_bc2 = sqrtf(bc2);
+    int64_t total = 0;
+    for (int i = 0; i < n_slots; i++) total += slots[i].n;
+    int nt = mt_cpu_threads(ex);
+    if (total <= MT_CPU_PAR_MIN) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t lo = total * t / T, hi = total * (t + 1) / T, base = 0;
+        for (int i = 0; i < n_slots && base < hi; base += slots[i].n, i++) {
+            int64_t a = lo > base ? lo - base : 0, b = hi - base < slots[i].n ? hi - base : slots[i].n;
+            if (a >= b) continue;
+            const mt_adamw_slot *s = &slots[i];
+            float *p = s->p, *g = s->g, *m = s->m, *v = s->v, wd = s->wd;
+            if (update)
+                for (int64_t k = a; k < b; k++)
+                    mt_adamw_elem(&p[k], g[k], &m[k], &v[k], lr, b1, b2, eps, wd, step_size, sqrt_bc2, scale);
+            if (zero_grad) memset(g + a, 0, sizeof(float) * (size_t)(b - a));
+        }
     }
     return MT_OK;
 }

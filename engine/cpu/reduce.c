@@ -196,9 +196,18 @@ mt_status mt_cpu_argmax(mt_exec *ex, int32_t *out, const float *x, int64_t outer
 
 mt_status mt_cpu_sumsq(mt_exec *ex, float *out, const float *x, int64_t n, int accumulate) {
     int nt = mt_cpu_threads(ex);
-    double acc = 0.0;
-#pragma omp parallel for num_threads(nt) if (n > MT_CPU_PAR_MIN) schedule(static) reduction(+ : acc)
-    for (int64_t i = 0; i < n; i++) acc += (double)x[i] * (double)x[i];
+    if (n <= MT_CPU_PAR_MIN) nt = 1;
+    double part[64], acc = 0.0; /* a slice per thread (those of `omp for schedule(static)`), added in order */
+    if (nt > 64) nt = 64;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t q = n / T, r = n % T, i0 = q * t + (t < r ? t : r);
+        part[t] = mt_sumsq_range(x, i0, i0 + q + (t < r));
+#pragma omp barrier
+#pragma omp single
+        for (int k = 0; k < T; k++) acc += part[k];
+    }
     *out = accumulate ? *out + (float)acc : (float)acc;
     return MT_OK;
 }

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "core/numeric.h"
+#include "core/rng.h"
 #include "cpu/cpu.h"
 #include "golden.h"
 
@@ -240,6 +242,104 @@ static void test_dropout(void **state) {
     free(x);
 }
 
+/* The dropout kernels against their definition: element i is kept when mt_rng_uniform(seed, offset + i)
+ * >= p (the scalar Philox of core/rng.h, which the CUDA backend shares); offsets at every lane of a
+ * block, a counter whose low word wraps inside a chunk, a seed with both words set; forward with and
+ * without the residual, backward accumulating; 1 and 3 threads. */
+static void test_dropout_stream(void **state) {
+    (void)state;
+    enum { N = 70001 };
+    static const uint64_t offsets[] = {0, 1, 2, 3, 4 * 0xFFFFFFF0ull + 2, 1000003};
+    static const uint64_t seeds[] = {5, 0x123456789ABCDEFull};
+    float *x = malloc(sizeof(float) * N), *r = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * N);
+    float *dx = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] = 0.5f + (float)(i % 13), r[i] = -0.25f * (float)(i % 7);
+    for (int th = 1; th <= 3; th += 2) {
+        mt_context *ctx;
+        assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, th), MT_OK);
+        for (size_t si = 0; si < sizeof seeds / sizeof seeds[0]; si++)
+            for (size_t oi = 0; oi < sizeof offsets / sizeof offsets[0]; oi++) {
+                uint64_t seed = seeds[si], off = offsets[oi];
+                float p = 0.3f, scale = 1.0f / (1.0f - p);
+                for (int res = 0; res < 2; res++) {
+                    assert_int_equal(mt_cpu_dropout_fwd(&ctx->ex, out, x, N, p, seed, off, res ? r : NULL), MT_OK);
+                    for (int i = 0; i < N; i++) {
+                        float d = mt_rng_uniform(seed, off + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+                        float want = res ? r[i] + d : d;
+                        if (out[i] != want)
+                            fail_msg("dropout seed %llx offset %llu element %d: %g, want %g", (unsigned long long)seed,
+                                     (unsigned long long)off, i, (double)out[i], (double)want);
+                    }
+                }
+                for (int i = 0; i < N; i++) dx[i] = r[i];
+                assert_int_equal(mt_cpu_dropout_bwd(&ctx->ex, dx, x, N, p, seed, off), MT_OK);
+                for (int i = 0; i < N; i++) {
+                    float want = mt_rng_uniform(seed, off + (uint64_t)i) >= p ? r[i] + x[i] * scale : r[i];
+                    if (dx[i] != want)
+                        fail_msg("dropout backward seed %llx offset %llu element %d: %g, want %g",
+                                 (unsigned long long)seed, (unsigned long long)off, i, (double)dx[i], (double)want);
+                }
+            }
+        mt_context_free(ctx);
+    }
+    free(x);
+    free(r);
+    free(out);
+    free(dx);
+}
+
+/* The multi-tensor optimizer kernels (one parallel region over every slot, ranges cut across slot
+ * boundaries) against one call per slot: AdamW values and the squared norm bit for bit, gradients
+ * zeroed. Slots below and above the threading threshold, 1 and 3 threads. */
+static void test_optimizer_multi(void **state) {
+    (void)state;
+    enum { SLOTS = 7 };
+    static const int64_t sizes[SLOTS] = {256, 70001, 3, 40000, 1, 100003, 1024};
+    for (int th = 1; th <= 3; th += 2) {
+        mt_context *ctx;
+        assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, th), MT_OK);
+        mt_adamw_slot multi[SLOTS], one[SLOTS];
+        for (int i = 0; i < SLOTS; i++) {
+            mt_adamw_slot *sl[2] = {&multi[i], &one[i]};
+            for (int k = 0; k < 2; k++) {
+                sl[k]->n = sizes[i];
+                sl[k]->wd = i % 2 ? 0.01f : 0.0f;
+                float **bufs[4] = {&sl[k]->p, &sl[k]->g, &sl[k]->m, &sl[k]->v};
+                for (int b = 0; b < 4; b++) *bufs[b] = malloc(sizeof(float) * (size_t)sizes[i]);
+            }
+            for (int64_t j = 0; j < sizes[i]; j++) {
+                multi[i].p[j] = one[i].p[j] = rnd() - 0.5f;
+                multi[i].g[j] = one[i].g[j] = (rnd() - 0.5f) * 0.1f;
+                multi[i].m[j] = one[i].m[j] = (rnd() - 0.5f) * 0.01f;
+                multi[i].v[j] = one[i].v[j] = rnd() * 1e-4f;
+            }
+        }
+        float ss_multi = 0.5f, ss_one = 0.5f;
+        assert_int_equal(mt_cpu_sumsq_multi(&ctx->ex, &ss_multi, multi, SLOTS, 1), MT_OK);
+        for (int i = 0; i < SLOTS; i++) assert_int_equal(mt_cpu_sumsq(&ctx->ex, &ss_one, one[i].g, one[i].n, 1), MT_OK);
+        assert_true(ss_multi == ss_one); /* the same per-slot sums, added in the same order */
+        assert_int_equal(mt_cpu_adamw_multi(&ctx->ex, multi, SLOTS, 1e-3f, 0.9f, 0.98f, 1e-9f, 0.1f, 0.02f, &ss_one,
+                                            0.5, 1),
+                         MT_OK);
+        float scale = mt_clip_scale(ss_one, 0.5);
+        for (int i = 0; i < SLOTS; i++) {
+            assert_int_equal(mt_cpu_adamw(&ctx->ex, one[i].p, one[i].g, one[i].m, one[i].v, one[i].n, 1e-3f, 0.9f,
+                                          0.98f, 1e-9f, one[i].wd, 0.1f, 0.02f, scale),
+                             MT_OK);
+            size_t bytes = sizeof(float) * (size_t)sizes[i];
+            assert_memory_equal(multi[i].p, one[i].p, bytes);
+            assert_memory_equal(multi[i].m, one[i].m, bytes);
+            assert_memory_equal(multi[i].v, one[i].v, bytes);
+            for (int64_t j = 0; j < sizes[i]; j++) assert_true(multi[i].g[j] == 0.0f);
+            for (int k = 0; k < 2; k++) {
+                mt_adamw_slot *sl = k ? &one[i] : &multi[i];
+                free(sl->p), free(sl->g), free(sl->m), free(sl->v);
+            }
+        }
+        mt_context_free(ctx);
+    }
+}
+
 static void test_reductions(void **state) {
     (void)state;
     static const int axes_sets[][4] = {{0, 0, 0, 0}, {1, 0, 0, 0}, {1, 1, 0, 0}, {1, 2, 0, 0}, {2, 0, 2, 0}, {1, -1, 0, 0}};
@@ -345,8 +445,9 @@ static void test_layout(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_elementwise), cmocka_unit_test(test_dropout), cmocka_unit_test(test_reductions),
-        cmocka_unit_test(test_nn),          cmocka_unit_test(test_attention), cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_elementwise), cmocka_unit_test(test_dropout), cmocka_unit_test(test_dropout_stream),
+        cmocka_unit_test(test_reductions),  cmocka_unit_test(test_nn),      cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_layout),      cmocka_unit_test(test_optimizer_multi),
     };
     return cmocka_run_group_tests_name("ops_threads", tests, NULL, NULL);
 }
