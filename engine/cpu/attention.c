@@ -20,14 +20,52 @@ static inline float dot(const float *x, const float *y, int64_t n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* Scores of query row i of (b, h) against keys 0..jend into s (already scaled and masked); returns
- * the row maximum (-inf when every key is masked). */
-static float row_scores(float *s, const float *qi, const float *kbh, int64_t jend, int64_t b, int64_t h, int64_t i,
-                        const mt_attn_desc *ad) {
+/* dot() of x with four rows at once: each the same sum in the same order as dot(), the four chains
+ * interleaved so that their latencies overlap (a query row against its keys is latency-bound). */
+static inline void dot4(const float *x, const float *y0, const float *y1, const float *y2, const float *y3, int64_t n,
+                        float *out) {
+    float a0[8] = {0}, a1[8] = {0}, a2[8] = {0}, a3[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            a0[k] += x[j + k] * y0[j + k];
+            a1[k] += x[j + k] * y1[j + k];
+            a2[k] += x[j + k] * y2[j + k];
+            a3[k] += x[j + k] * y3[j + k];
+        }
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (; j < n; j++) {
+        s0 += x[j] * y0[j];
+        s1 += x[j] * y1[j];
+        s2 += x[j] * y2[j];
+        s3 += x[j] * y3[j];
+    }
+    out[0] = s0 + ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]));
+    out[1] = s1 + ((a1[0] + a1[4]) + (a1[1] + a1[5])) + ((a1[2] + a1[6]) + (a1[3] + a1[7]));
+    out[2] = s2 + ((a2[0] + a2[4]) + (a2[1] + a2[5])) + ((a2[2] + a2[6]) + (a2[3] + a2[7]));
+    out[3] = s3 + ((a3[0] + a3[4]) + (a3[1] + a3[5])) + ((a3[2] + a3[6]) + (a3[3] + a3[7]));
+}
+
+/* Scores of query row i of (b, h) (key/value head hk) against keys 0..jend of k into s (already
+ * scaled and masked); returns the row maximum (-inf when every key is masked). */
+static float row_scores(float *s, const float *qi, const float *k, int64_t jend, int64_t b, int64_t h, int64_t hk,
+                        int64_t i, const mt_attn_desc *ad) {
     const float *mrow = ad->mask ? ad->mask + b * ad->mask_sb + h * ad->mask_sh + i * ad->mask_si : NULL;
     float m = -INFINITY;
-    for (int64_t j = 0; j < jend; j++) {
-        float v = dot(qi, kbh + j * ad->D, ad->D) * ad->scale;
+    int64_t j = 0;
+    for (; j + 4 <= jend; j += 4) {
+        float d4[4];
+        dot4(qi, k + mt_attn_kv_row(ad, b, hk, j) * ad->D, k + mt_attn_kv_row(ad, b, hk, j + 1) * ad->D,
+             k + mt_attn_kv_row(ad, b, hk, j + 2) * ad->D, k + mt_attn_kv_row(ad, b, hk, j + 3) * ad->D, ad->D, d4);
+        for (int u = 0; u < 4; u++) {
+            float v = d4[u] * ad->scale;
+            if (mrow) v += mrow[j + u];
+            s[j + u] = v;
+            m = v > m ? v : m;
+        }
+    }
+    for (; j < jend; j++) {
+        float v = dot(qi, k + mt_attn_kv_row(ad, b, hk, j) * ad->D, ad->D) * ad->scale;
         if (mrow) v += mrow[j];
         s[j] = v;
         m = v > m ? v : m;
@@ -57,11 +95,9 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
             int64_t i = r % ad->Tq, bh = r / ad->Tq, h = bh % ad->H, b = bh / ad->H;
             int64_t hk = h / group;
             const float *qi = q + r * ad->D;
-            const float *kbh = k + (b * ad->Hk + hk) * ad->Tk * ad->D;
-            const float *vbh = v + (b * ad->Hk + hk) * ad->Tk * ad->Dv;
             float *o = out + r * ad->Dv;
             int64_t jend = causal_end(ad, i);
-            float m = row_scores(s, qi, kbh, jend, b, h, i, ad);
+            float m = row_scores(s, qi, k, jend, b, h, hk, i, ad);
             for (int64_t d = 0; d < ad->Dv; d++) o[d] = 0.0f;
             if (m == -INFINITY) {
                 lse[r] = -INFINITY;
@@ -72,7 +108,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
                 float p = mt_expf(s[j] - m);
                 sum += p;
                 if (p == 0.0f) continue;
-                const float *vj = vbh + j * ad->Dv;
+                const float *vj = v + mt_attn_kv_row(ad, b, hk, j) * ad->Dv;
                 for (int64_t d = 0; d < ad->Dv; d++) o[d] += p * vj[d];
             }
             float inv = 1.0f / sum;
@@ -86,6 +122,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
 mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                                const float *lse, const float *q, const float *k, const float *v,
                                const mt_attn_desc *ad) {
+    if (ad->kv_rows) return mt_error(MT_ERR_UNSUPPORTED, "attention backward: paged keys (a decoding cache)");
     int nt = mt_cpu_threads(ex);
     int64_t groups = ad->B * ad->Hk, hpg = ad->H / ad->Hk;
     if (ad->B * ad->H * ad->Tq * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
@@ -105,7 +142,7 @@ mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, con
                     if (lse[r] == -INFINITY) continue;
                     const float *qi = q + r * ad->D, *gi_ = dout + r * ad->Dv, *oi = out + r * ad->Dv;
                     int64_t jend = causal_end(ad, i);
-                    row_scores(s, qi, kbh, jend, b, h, i, ad);
+                    row_scores(s, qi, k, jend, b, h, hk, i, ad);
                     float Di = dot(gi_, oi, ad->Dv);
                     float *dqi = dq ? dq + r * ad->D : NULL;
                     for (int64_t j = 0; j < jend; j++) {
