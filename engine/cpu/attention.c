@@ -10,6 +10,10 @@
 #include "core/error.h"
 #include "cpu/cpu.h"
 
+/* Below this many score multiply-adds the forward runs on one thread (about 50 us of work: less than
+ * a second thread's wake-up costs on a busy machine; decoding's attentions are this small). */
+#define ATTN_PAR_MIN (1 << 18)
+
 static inline float dot(const float *x, const float *y, int64_t n) {
     float acc[8] = {0};
     int64_t j = 0;
@@ -83,7 +87,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
                                const mt_attn_desc *ad) {
     int nt = mt_cpu_threads(ex);
     int64_t rows = ad->B * ad->H * ad->Tq;
-    if (rows * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
+    if (rows * ad->Tk * ad->D < ATTN_PAR_MIN) nt = 1;
     float *scratch = mt_exec_scratch(ex, sizeof(float) * (size_t)(ad->Tk * nt));
     if (!scratch) return mt_error(MT_ERR_NOMEM, "attention: out of memory for scores");
     int64_t group = ad->H / ad->Hk;

@@ -47,9 +47,14 @@ static int act_qmax(void) {
 
 int mt_cpu_qlinear_act_qmax(void) { return act_qmax(); }
 
-/* Below this many multiply-adds a product runs on one thread; column slices are multiples of this. */
-#define QGEMM_PAR_MIN (1 << 18)
-#define QGEMM_ALIGN 64
+int mt_cpu_qlinear_portable;
+
+/* Below this many multiply-adds (about 85 us on one core of the VNNI kernel, ~190 GMAC/s) a product
+ * runs on one thread, for the reason of gemm.c's GEMM_PAR_MIN: 32 x 256 x 256 took 13 us on one
+ * thread and 58 us on two on the loaded 2-core test machine, 32 x 8000 x 256 324 and 238 us. */
+#define QGEMM_PAR_MIN (1 << 24)
+/* Column slices of the threads are whole panels of the packed weight. */
+#define QGEMM_ALIGN MT_QPANEL
 
 static int has_avx512_vnni(void) {
     static int v = -1;
@@ -142,7 +147,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void qlinear_vnni(
 static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
                                   int64_t ldu, const float *sx, const mt_qweight *w, const float *bias, int32_t *c,
                                   const int32_t *co, float *y) {
-    if (has_avx512_vnni()) {
+    if (has_avx512_vnni() && !mt_cpu_qlinear_portable) {
         qlinear_vnni(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, c, y);
         return dnnl_success;
     }
@@ -187,7 +192,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static float quantize_row_a
 /* Rows r0..r1 of x quantized into u (offset to unsigned, zero padded to ldu) and their scales. */
 static void quantize_rows(int64_t r0, int64_t r1, int64_t K, int64_t ldu, const float *x, int qmax, uint8_t *u,
                           float *sx) {
-    int off = qmax + 1, avx512 = has_avx512_vnni();
+    int off = qmax + 1, avx512 = has_avx512_vnni() && !mt_cpu_qlinear_portable;
     for (int64_t r = r0; r < r1; r++) {
         uint8_t *ur = u + r * ldu;
         if (avx512) {
