@@ -7,6 +7,9 @@
  * work by (batch, key/value head) so the heads that share a key/value head (MLA's shared latent,
  * grouped-query attention) accumulate into dk/dv from one thread.
  */
+#include <immintrin.h>
+#include <math.h>
+
 #include "core/error.h"
 #include "cpu/cpu.h"
 
@@ -14,40 +17,46 @@
  * a second thread's wake-up costs on a busy machine; decoding's attentions are this small). */
 #define ATTN_PAR_MIN (1 << 18)
 
-static inline float dot(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
-    float s = 0.0f;
-    for (; j < n; j++) s += x[j] * y[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+/* x . y as 8 lanes of fused multiply-adds, then (tail + (l0+l4 + l1+l5)) + (l2+l6 + l3+l7). dot4 is
+ * the same sum for four rows at once, its chains interleaved so that their latencies overlap (a
+ * query row against its keys is latency-bound), and gives the same bits per row. */
+static inline float dot_finish(__m256 acc, float tail) {
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    __m128 u = _mm_add_ps(t, _mm_movehdup_ps(t)); /* (l0+l4 + l1+l5, ., l2+l6 + l3+l7, .) */
+    return (tail + _mm_cvtss_f32(u)) + _mm_cvtss_f32(_mm_movehl_ps(u, u));
 }
 
-/* dot() of x with four rows at once: each the same sum in the same order as dot(), the four chains
- * interleaved so that their latencies overlap (a query row against its keys is latency-bound). */
+static inline float dot(const float *x, const float *y, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j), acc);
+    float s = 0.0f;
+    for (; j < n; j++) s = fmaf(x[j], y[j], s);
+    return dot_finish(acc, s);
+}
+
 static inline void dot4(const float *x, const float *y0, const float *y1, const float *y2, const float *y3, int64_t n,
                         float *out) {
-    float a0[8] = {0}, a1[8] = {0}, a2[8] = {0}, a3[8] = {0};
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) {
-            a0[k] += x[j + k] * y0[j + k];
-            a1[k] += x[j + k] * y1[j + k];
-            a2[k] += x[j + k] * y2[j + k];
-            a3[k] += x[j + k] * y3[j + k];
-        }
+    for (; j + 8 <= n; j += 8) {
+        __m256 xv = _mm256_loadu_ps(x + j);
+        a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y0 + j), a0);
+        a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y1 + j), a1);
+        a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y2 + j), a2);
+        a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y3 + j), a3);
+    }
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
     for (; j < n; j++) {
-        s0 += x[j] * y0[j];
-        s1 += x[j] * y1[j];
-        s2 += x[j] * y2[j];
-        s3 += x[j] * y3[j];
+        s0 = fmaf(x[j], y0[j], s0);
+        s1 = fmaf(x[j], y1[j], s1);
+        s2 = fmaf(x[j], y2[j], s2);
+        s3 = fmaf(x[j], y3[j], s3);
     }
-    out[0] = s0 + ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]));
-    out[1] = s1 + ((a1[0] + a1[4]) + (a1[1] + a1[5])) + ((a1[2] + a1[6]) + (a1[3] + a1[7]));
-    out[2] = s2 + ((a2[0] + a2[4]) + (a2[1] + a2[5])) + ((a2[2] + a2[6]) + (a2[3] + a2[7]));
-    out[3] = s3 + ((a3[0] + a3[4]) + (a3[1] + a3[5])) + ((a3[2] + a3[6]) + (a3[3] + a3[7]));
+    out[0] = dot_finish(a0, s0);
+    out[1] = dot_finish(a1, s1);
+    out[2] = dot_finish(a2, s2);
+    out[3] = dot_finish(a3, s3);
 }
 
 /* Scores of query row i of (b, h) (key/value head hk) against keys 0..jend of k into s (already
