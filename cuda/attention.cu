@@ -44,7 +44,15 @@ typedef struct attn_args {
     int causal;
     const float *mask;
     int64_t msb, msh, msi;
+    const int32_t *kv_rows; /* paged keys (core/backend.h mt_attn_desc; forward only), else NULL */
+    int64_t kv_cap;
 } attn_args;
+
+/* Row of key/value j of (b, hk) in k (rows of D) or v (rows of Dv): mt_attn_kv_row on the device. */
+__device__ __forceinline__ int64_t kv_row(const attn_args &a, int64_t b, int64_t hk, int64_t j) {
+    if (!a.kv_rows) return (b * a.Hk + hk) * a.Tk + j;
+    return ((int64_t)a.kv_rows[b * a.Tk + j] * a.Hk + hk) * a.kv_cap + j;
+}
 
 __device__ __forceinline__ int64_t causal_end(const attn_args &a, int64_t i) {
     if (!a.causal) return a.Tk;
@@ -58,14 +66,17 @@ __device__ __forceinline__ void group_row(const attn_args &a, int64_t hk, int64_
     i = g % a.Tq;
 }
 
-/* Copies key/value tile rows [j0, j0 + 32) into shared rows of stride ks / vs (zeros past Tk). */
-__device__ __forceinline__ void load_kv_tile(float *Ks, int ks, float *Vs, int vs, const float *kb, const float *vb,
-                                             int64_t j0, int nk, int D, int Dv) {
+/* Copies key/value tile rows [j0, j0 + 32) of (b, hk) into shared rows of stride ks / vs (zeros past
+ * Tk). */
+__device__ __forceinline__ void load_kv_tile(float *Ks, int ks, float *Vs, int vs, const float *k, const float *v,
+                                             const attn_args &a, int64_t b, int64_t hk, int64_t j0, int nk, int D,
+                                             int Dv) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int jj = warp; jj < BK; jj += NWARP) {
         float *kd = Ks + jj * ks, *vd = Vs + jj * vs;
         if (jj < nk) {
-            const float *ksrc = kb + (j0 + jj) * D, *vsrc = vb + (j0 + jj) * Dv;
+            int64_t row = kv_row(a, b, hk, j0 + jj);
+            const float *ksrc = k + row * D, *vsrc = v + row * Dv;
             for (int d = lane; d < D; d += 32) kd[d] = ksrc[d];
             for (int d = lane; d < Dv; d += 32) vd[d] = vsrc[d];
         } else {
@@ -127,12 +138,11 @@ __global__ void __launch_bounds__(NWARP * 32)
 #pragma unroll
         for (int c = 0; c < NC; c++) o[r][c] = 0.0f;
     }
-    const float *kb = k + bhk * a.Tk * D, *vb = v + bhk * a.Tk * Dv;
     const float *qw = Qs + warp * RPW * D;
     for (int64_t j0 = 0; j0 < jmax; j0 += BK) {
         int nk = (int)(a.Tk - j0 < BK ? a.Tk - j0 : BK);
         __syncthreads(); /* the previous tile is consumed (and the q rows are written) */
-        load_kv_tile(Ks, a.KS, Vs, Dv, kb, vb, j0, nk, D, Dv);
+        load_kv_tile(Ks, a.KS, Vs, Dv, k, v, a, b, hk, j0, nk, D, Dv);
         __syncthreads();
         int64_t j = j0 + lane;
         float s[RPW];
@@ -269,12 +279,11 @@ __global__ void __launch_bounds__(NWARP * 32)
 #pragma unroll
         for (int c = 0; c < NC; c++) acc[r][c] = 0.0f;
     }
-    const float *kb = k + bhk * a.Tk * D, *vb = v + bhk * a.Tk * Dv;
     const float *qw = Qs + warp * RPW * D, *gw = Gs + warp * RPW * Dv;
     for (int64_t j0 = 0; j0 < jmax; j0 += BK) {
         int nk = (int)(a.Tk - j0 < BK ? a.Tk - j0 : BK);
         __syncthreads();
-        load_kv_tile(Ks, a.KS, Vs, a.VS, kb, vb, j0, nk, D, Dv);
+        load_kv_tile(Ks, a.KS, Vs, a.VS, k, v, a, b, hk, j0, nk, D, Dv);
         __syncthreads();
         int64_t j = j0 + lane;
         float s[RPW], dp[RPW], ds[RPW];
@@ -498,6 +507,8 @@ static mt_status make_args(const mt_attn_desc *ad, attn_args *a, const char *wha
     a->msb = ad->mask_sb;
     a->msh = ad->mask_sh;
     a->msi = ad->mask_si;
+    a->kv_rows = ad->kv_rows;
+    a->kv_cap = ad->kv_cap;
     if (a->B * a->Hk > 0x7fffffffLL)
         return mt_error(MT_ERR_UNSUPPORTED, "cuda %s: B * Hk = %lld is too large", what, (long long)(a->B * a->Hk));
     return MT_OK;
@@ -607,6 +618,7 @@ extern "C" mt_status mt_cuda_attention_bwd(mt_exec *ex, float *dq, float *dk, fl
     MT_CUDA_ENTER(ex, cx);
     attn_args a;
     MT_TRY(make_args(ad, &a, "attention backward"));
+    if (a.kv_rows) return mt_error(MT_ERR_UNSUPPORTED, "cuda attention backward: paged keys (a decoding cache)");
     if (!dq && !dk && !dv) return MT_OK;
     int64_t rows = a.B * a.H * a.Tq;
     void *scr = NULL;

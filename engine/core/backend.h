@@ -81,14 +81,26 @@ typedef struct mt_reduce_desc {
  * reads key/value head h / (H / Hk) (Hk == H: standard; Hk == 1: MLA's shared latent). The additive
  * mask, when not NULL, is read at b*mask_sb + h*mask_sh + i*mask_si + j (its last axis contiguous;
  * strides 0 where broadcast). causal masks key j > i + (Tk - Tq) (aligned to the end, so a single
- * query at decoding step t sees keys 0..t). */
+ * query at decoding step t sees keys 0..t).
+ * Paged keys (a decoding cache, forward only): with kv_rows (B, Tk) int32 not NULL, k and v are
+ * caches (P, Hk, kv_cap, D) and (P, Hk, kv_cap, Dv), and key/value j of (b, hk) is row j of block
+ * (kv_rows[b, j], hk): each hypothesis reads its history wherever it was written, so a beam search
+ * reorders the small table, never the cache. */
 typedef struct mt_attn_desc {
     int64_t B, H, Hk, Tq, Tk, D, Dv;
     float scale;
     int causal;
     const float *mask;
     int64_t mask_sb, mask_sh, mask_si;
+    const int32_t *kv_rows;
+    int64_t kv_cap;
 } mt_attn_desc;
+
+/* Row of key/value j of (b, hk) in k (rows of D floats) or v (rows of Dv), see mt_attn_desc. */
+static inline int64_t mt_attn_kv_row(const mt_attn_desc *ad, int64_t b, int64_t hk, int64_t j) {
+    if (!ad->kv_rows) return (b * ad->Hk + hk) * ad->Tk + j;
+    return ((int64_t)ad->kv_rows[b * ad->Tk + j] * ad->Hk + hk) * ad->kv_cap + j;
+}
 
 typedef enum mt_scalar_op {
     MT_SCALAR_ADD = 0, /* x + s */

@@ -7,27 +7,78 @@
  * work by (batch, key/value head) so the heads that share a key/value head (MLA's shared latent,
  * grouped-query attention) accumulate into dk/dv from one thread.
  */
+#include <immintrin.h>
+#include <math.h>
+
 #include "core/error.h"
 #include "cpu/cpu.h"
 
-static inline float dot(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
-    float s = 0.0f;
-    for (; j < n; j++) s += x[j] * y[j];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+/* Below this many score multiply-adds the forward runs on one thread (about 50 us of work: less than
+ * a second thread's wake-up costs on a busy machine; decoding's attentions are this small). */
+#define ATTN_PAR_MIN (1 << 18)
+
+/* x . y as 8 lanes of fused multiply-adds, then (tail + (l0+l4 + l1+l5)) + (l2+l6 + l3+l7). dot4 is
+ * the same sum for four rows at once, its chains interleaved so that their latencies overlap (a
+ * query row against its keys is latency-bound), and gives the same bits per row. */
+static inline float dot_finish(__m256 acc, float tail) {
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    __m128 u = _mm_add_ps(t, _mm_movehdup_ps(t)); /* (l0+l4 + l1+l5, ., l2+l6 + l3+l7, .) */
+    return (tail + _mm_cvtss_f32(u)) + _mm_cvtss_f32(_mm_movehl_ps(u, u));
 }
 
-/* Scores of query row i of (b, h) against keys 0..jend into s (already scaled and masked); returns
- * the row maximum (-inf when every key is masked). */
-static float row_scores(float *s, const float *qi, const float *kbh, int64_t jend, int64_t b, int64_t h, int64_t i,
-                        const mt_attn_desc *ad) {
+static inline float dot(const float *x, const float *y, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j), acc);
+    float s = 0.0f;
+    for (; j < n; j++) s = fmaf(x[j], y[j], s);
+    return dot_finish(acc, s);
+}
+
+static inline void dot4(const float *x, const float *y0, const float *y1, const float *y2, const float *y3, int64_t n,
+                        float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 xv = _mm256_loadu_ps(x + j);
+        a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y0 + j), a0);
+        a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y1 + j), a1);
+        a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y2 + j), a2);
+        a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y3 + j), a3);
+    }
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (; j < n; j++) {
+        s0 = fmaf(x[j], y0[j], s0);
+        s1 = fmaf(x[j], y1[j], s1);
+        s2 = fmaf(x[j], y2[j], s2);
+        s3 = fmaf(x[j], y3[j], s3);
+    }
+    out[0] = dot_finish(a0, s0);
+    out[1] = dot_finish(a1, s1);
+    out[2] = dot_finish(a2, s2);
+    out[3] = dot_finish(a3, s3);
+}
+
+/* Scores of query row i of (b, h) (key/value head hk) against keys 0..jend of k into s (already
+ * scaled and masked); returns the row maximum (-inf when every key is masked). */
+static float row_scores(float *s, const float *qi, const float *k, int64_t jend, int64_t b, int64_t h, int64_t hk,
+                        int64_t i, const mt_attn_desc *ad) {
     const float *mrow = ad->mask ? ad->mask + b * ad->mask_sb + h * ad->mask_sh + i * ad->mask_si : NULL;
     float m = -INFINITY;
-    for (int64_t j = 0; j < jend; j++) {
-        float v = dot(qi, kbh + j * ad->D, ad->D) * ad->scale;
+    int64_t j = 0;
+    for (; j + 4 <= jend; j += 4) {
+        float d4[4];
+        dot4(qi, k + mt_attn_kv_row(ad, b, hk, j) * ad->D, k + mt_attn_kv_row(ad, b, hk, j + 1) * ad->D,
+             k + mt_attn_kv_row(ad, b, hk, j + 2) * ad->D, k + mt_attn_kv_row(ad, b, hk, j + 3) * ad->D, ad->D, d4);
+        for (int u = 0; u < 4; u++) {
+            float v = d4[u] * ad->scale;
+            if (mrow) v += mrow[j + u];
+            s[j + u] = v;
+            m = v > m ? v : m;
+        }
+    }
+    for (; j < jend; j++) {
+        float v = dot(qi, k + mt_attn_kv_row(ad, b, hk, j) * ad->D, ad->D) * ad->scale;
         if (mrow) v += mrow[j];
         s[j] = v;
         m = v > m ? v : m;
@@ -45,7 +96,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
                                const mt_attn_desc *ad) {
     int nt = mt_cpu_threads(ex);
     int64_t rows = ad->B * ad->H * ad->Tq;
-    if (rows * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
+    if (rows * ad->Tk * ad->D < ATTN_PAR_MIN) nt = 1;
     float *scratch = mt_exec_scratch(ex, sizeof(float) * (size_t)(ad->Tk * nt));
     if (!scratch) return mt_error(MT_ERR_NOMEM, "attention: out of memory for scores");
     int64_t group = ad->H / ad->Hk;
@@ -57,11 +108,9 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
             int64_t i = r % ad->Tq, bh = r / ad->Tq, h = bh % ad->H, b = bh / ad->H;
             int64_t hk = h / group;
             const float *qi = q + r * ad->D;
-            const float *kbh = k + (b * ad->Hk + hk) * ad->Tk * ad->D;
-            const float *vbh = v + (b * ad->Hk + hk) * ad->Tk * ad->Dv;
             float *o = out + r * ad->Dv;
             int64_t jend = causal_end(ad, i);
-            float m = row_scores(s, qi, kbh, jend, b, h, i, ad);
+            float m = row_scores(s, qi, k, jend, b, h, hk, i, ad);
             for (int64_t d = 0; d < ad->Dv; d++) o[d] = 0.0f;
             if (m == -INFINITY) {
                 lse[r] = -INFINITY;
@@ -72,7 +121,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
                 float p = mt_expf(s[j] - m);
                 sum += p;
                 if (p == 0.0f) continue;
-                const float *vj = vbh + j * ad->Dv;
+                const float *vj = v + mt_attn_kv_row(ad, b, hk, j) * ad->Dv;
                 for (int64_t d = 0; d < ad->Dv; d++) o[d] += p * vj[d];
             }
             float inv = 1.0f / sum;
@@ -86,6 +135,7 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
 mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                                const float *lse, const float *q, const float *k, const float *v,
                                const mt_attn_desc *ad) {
+    if (ad->kv_rows) return mt_error(MT_ERR_UNSUPPORTED, "attention backward: paged keys (a decoding cache)");
     int nt = mt_cpu_threads(ex);
     int64_t groups = ad->B * ad->Hk, hpg = ad->H / ad->Hk;
     if (ad->B * ad->H * ad->Tq * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
@@ -105,7 +155,7 @@ mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, con
                     if (lse[r] == -INFINITY) continue;
                     const float *qi = q + r * ad->D, *gi_ = dout + r * ad->Dv, *oi = out + r * ad->Dv;
                     int64_t jend = causal_end(ad, i);
-                    row_scores(s, qi, kbh, jend, b, h, i, ad);
+                    row_scores(s, qi, k, jend, b, h, hk, i, ad);
                     float Di = dot(gi_, oi, ad->Dv);
                     float *dqi = dq ? dq + r * ad->D : NULL;
                     for (int64_t j = 0; j < jend; j++) {

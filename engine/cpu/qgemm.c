@@ -9,20 +9,22 @@
  * oneDNN's int8 GEMM takes unsigned activations: it gets u = qx + off (off = 128), and the offset
  * comes back out through its per-column C offset, -off * sum_j qw[i, j] (qweight.qsum).
  *
- * At most QGEMV_MAX_ROWS rows (decoding at batch 1) on a CPU with AVX-512 VNNI, gemv_vnni replaces
- * oneDNN (same exact int32 sums, without oneDNN's per-call packing of the weight).
+ * On a CPU with AVX-512 VNNI the product is the engine's own kernel (qkernel) on the weight packed
+ * once when it was quantized (mt_qweight.qp), with the rescaling fused per panel of 64 columns; the
+ * same exact int32 sums as oneDNN, without its per-call packing of the whole weight, which made most
+ * of the time of a decoding step's products with few rows. Elsewhere dnnl_gemm_u8s8s32.
  *
  * Saturation: without VNNI, x86 multiplies u8 x s8 pairs with VPMADDUBSW, which saturates a pair sum
  * at 32767 (255 * 127 * 2 would overflow). There the activations use 7 bits (qmax 63, off 64, so a
  * pair is at most 127 * 127 * 2 = 32258): exact again, at the cost of one bit of activation precision.
  *
  * Threads: one OpenMP region per product (each region costs a fork/join, dear on a busy machine):
- * the rows are quantized first on the calling thread (R x K, small next to the product), then each
- * thread multiplies and rescales a slice of whole tiles of output columns with a single-threaded
- * oneDNN call (inside a parallel region oneDNN runs on the calling thread). Exact int32 sums: the
- * result does not depend on the thread count.
+ * the threads quantize slices of the rows, then each multiplies and rescales a slice of whole panels
+ * of output columns (oneDNN: a single-threaded call; inside a parallel region oneDNN runs on the
+ * calling thread). Exact int32 sums: the result does not depend on the thread count or the kernel.
  */
 #include <math.h>
+#include <string.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -45,87 +47,174 @@ static int act_qmax(void) {
 
 int mt_cpu_qlinear_act_qmax(void) { return act_qmax(); }
 
-/* Below this many multiply-adds a product runs on one thread; column slices are multiples of this. */
-#define QGEMM_PAR_MIN (1 << 18)
-#define QGEMM_ALIGN 64
+int mt_cpu_qlinear_portable;
 
-/* Up to this many rows, a CPU with AVX-512 VNNI runs the product in gemv_vnni below. */
-#define QGEMV_MAX_ROWS 4
+/* Below this many multiply-adds (about 85 us on one core of the VNNI kernel, ~190 GMAC/s) a product
+ * runs on one thread, for the reason of gemm.c's GEMM_PAR_MIN: 32 x 256 x 256 took 13 us on one
+ * thread and 58 us on two on the loaded 2-core test machine, 32 x 8000 x 256 324 and 238 us. */
+#define QGEMM_PAR_MIN (1 << 24)
+/* Column slices of the threads are whole panels of the packed weight. */
+#define QGEMM_ALIGN MT_QPANEL
 
 static int has_avx512_vnni(void) {
     static int v = -1;
     if (v < 0) {
         __builtin_cpu_init();
         v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vnni");
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
     }
     return v;
 }
 
-/* c[r, i] = sum_j u[r, j] q[i, j] + co[i] for rows r < R <= QGEMV_MAX_ROWS and columns n0..n1: each
- * weight row is read once from memory and used for every activation row (VPDPBUSD, 64 bytes a step,
- * the tail of K masked). oneDNN's int8 GEMM packs the whole weight into its own layout on every call,
- * which is most of the time of a decoding step's small-M products (the output projection at batch 1:
- * 8000 x 256 bytes packed to produce 8000 numbers). */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void gemv_vnni(int64_t R, int64_t K, int64_t N,
-                                                                             int64_t n0, int64_t n1,
-                                                                             const uint8_t *u, const int8_t *q,
-                                                                             const int32_t *co, int32_t *c) {
-    __mmask64 tail = (K % 64) ? (~(__mmask64)0 >> (64 - K % 64)) : ~(__mmask64)0;
-    int64_t kfull = K - (K % 64 ? K % 64 : 64);
-    for (int64_t i = n0; i < n1; i++) {
-        const int8_t *w = q + i * K;
-        __m512i acc[QGEMV_MAX_ROWS];
-        for (int64_t r = 0; r < R; r++) acc[r] = _mm512_setzero_si512();
-        for (int64_t j = 0; j < kfull; j += 64) {
-            __m512i wv = _mm512_loadu_si512((const void *)(w + j));
-            for (int64_t r = 0; r < R; r++)
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_loadu_si512((const void *)(u + r * K + j)), wv);
+/* The VNNI kernel: rows r0..r0+MR of c (ldc) for the MT_QPANEL columns of panel p of the packed
+ * weight (core/quant.h), c[r, i] = sum_j u[r, j] q[i, j] + co[i]. MR x 64 int32 sums live in MR x 4
+ * registers; each step broadcasts 4 bytes of a row and multiplies them with the next 256 bytes of the
+ * panel (VPDPBUSD), so the panel's weights are read once per block of MR rows, sequentially, and never
+ * re-laid out (oneDNN's dnnl_gemm_u8s8s32 packs the whole weight into its own layout on every call:
+ * most of a decoding step's small-M products). u rows have ldu >= 4 kg bytes (zero padded). */
+#define QK_MR 6
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+qkernel(int MR, int64_t kg, const uint8_t *u, int64_t ldu, const int8_t *panel, const int32_t *co, int32_t *c,
+        int64_t ldc, int64_t ncols) {
+    __m512i acc[QK_MR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kg; g++) {
+        const int8_t *w = panel + g * (MT_QPANEL * 4);
+        __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + 64));
+        __m512i w2 = _mm512_loadu_si512((const void *)(w + 128)), w3 = _mm512_loadu_si512((const void *)(w + 192));
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            int32_t a;
+            memcpy(&a, u + r * ldu + 4 * g, 4);
+            __m512i av = _mm512_set1_epi32(a);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+            acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, w2);
+            acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, w3);
         }
-        __m512i wv = _mm512_maskz_loadu_epi8(tail, w + kfull);
-        for (int64_t r = 0; r < R; r++) {
-            acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_maskz_loadu_epi8(tail, u + r * K + kfull), wv);
-            c[r * N + i] = _mm512_reduce_add_epi32(acc[r]) + co[i];
-        }
+    }
+    for (int b = 0; b < 4; b++) {
+        int64_t left = ncols - 16 * b;
+        if (left <= 0) break;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512i cv = _mm512_maskz_loadu_epi32(m, co + 16 * b);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+            _mm512_mask_storeu_epi32(c + r * ldc + 16 * b, m, _mm512_add_epi32(acc[r][b], cv));
     }
 }
 
-/* Output columns n0..n1 of y: the int8 product on the calling thread, then the rescaling. */
-static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
-                                  const float *sx, const mt_qweight *w, const float *bias, int32_t *c, int32_t *co,
-                                  float *y) {
-    int64_t n = n1 - n0;
-    if (R <= QGEMV_MAX_ROWS && has_avx512_vnni()) {
-        gemv_vnni(R, K, N, n0, n1, u, w->q, co, c);
-    } else {
-        dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, n, K, 1.0f, u, K, 0, w->q + n0 * K, K, 0, 0.0f, c + n0,
-                                            N, co + n0);
-        if (s != dnnl_success) return s;
-    }
+/* y[r, i] for columns n0..n1 from the int32 sums c: the row and channel scales, the bias. */
+static inline void rescale(int64_t R, int64_t N, int64_t n0, int64_t n1, const float *sx, const mt_qweight *w,
+                           const float *bias, const int32_t *c, float *y) {
     for (int64_t r = 0; r < R; r++) {
         float a = sx[r];
         const int32_t *cr = c + r * N;
         float *yr = y + r * N;
         for (int64_t i = n0; i < n1; i++) yr[i] = (float)cr[i] * a * w->scale[i] + (bias ? bias[i] : 0.0f);
     }
+}
+
+/* Panels p0..p1 of y (columns p0 * 64 .. min(N, p1 * 64)), panel by panel: the sums of every row
+ * block, then the panel's rescaling while its sums are still in cache. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void qlinear_vnni(int64_t R, int64_t N, int64_t p0,
+                                                                                int64_t p1, const uint8_t *u,
+                                                                                int64_t ldu, const float *sx,
+                                                                                const mt_qweight *w, const float *bias,
+                                                                                const int32_t *co, int32_t *c,
+                                                                                float *y) {
+    for (int64_t p = p0; p < p1; p++) {
+        const int8_t *panel = w->qp + p * w->kg * (MT_QPANEL * 4);
+        int64_t n0 = p * MT_QPANEL, ncols = N - n0 < MT_QPANEL ? N - n0 : MT_QPANEL;
+        int64_t r = 0;
+        for (; r + QK_MR <= R; r += QK_MR)
+            qkernel(QK_MR, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols);
+        switch (R - r) {
+        case 5: qkernel(5, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols); break;
+        case 4: qkernel(4, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols); break;
+        case 3: qkernel(3, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols); break;
+        case 2: qkernel(2, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols); break;
+        case 1: qkernel(1, w->kg, u + r * ldu, ldu, panel, co + n0, c + r * N + n0, N, ncols); break;
+        default: break;
+        }
+        rescale(R, N, n0, n0 + ncols, sx, w, bias, c, y);
+    }
+}
+
+/* Output columns n0..n1 of y (whole panels but the last) on the calling thread. */
+static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
+                                  int64_t ldu, const float *sx, const mt_qweight *w, const float *bias, int32_t *c,
+                                  const int32_t *co, float *y) {
+    if (has_avx512_vnni() && !mt_cpu_qlinear_portable) {
+        qlinear_vnni(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, c, y);
+        return dnnl_success;
+    }
+    dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'R', R, n1 - n0, K, 1.0f, u, ldu, 0, w->q + n0 * K, K, 0, 0.0f,
+                                        c + n0, N, co + n0);
+    if (s != dnnl_success) return s;
+    rescale(R, N, n0, n1, sx, w, bias, c, y);
     return dnnl_success;
+}
+
+/* mt_quantize_row (core/quant.h) of x[0..K) with the offset added, written as unsigned bytes: the
+ * same values (x / s, then round half even, clamp; NaN gives 0), 16 at a time. Returns the scale. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static float quantize_row_avx512(const float *x, int64_t K,
+                                                                                    int qmax, uint8_t *u) {
+    __m512 amax = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= K; j += 16) amax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), amax);
+    if (j < K) {
+        __mmask16 m = (__mmask16)((1u << (K - j)) - 1);
+        amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + j)), amax); /* NaN: keeps amax */
+    }
+    float a = _mm512_reduce_max_ps(amax);
+    if (!(a > 0.0f) || !isfinite(a)) {
+        memset(u, qmax + 1, (size_t)K);
+        return 0.0f;
+    }
+    float s = a / (float)qmax;
+    __m512 sv = _mm512_set1_ps(s), hi = _mm512_set1_ps((float)qmax), lo = _mm512_set1_ps((float)-qmax);
+    __m512i off = _mm512_set1_epi32(qmax + 1);
+    for (j = 0; j < K; j += 16) {
+        __mmask16 m = K - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - j)) - 1);
+        __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + j), sv),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __mmask16 ord = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
+        r = _mm512_maskz_mov_ps(ord, _mm512_min_ps(_mm512_max_ps(r, lo), hi));
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), off);
+        _mm_mask_storeu_epi8(u + j, m, _mm512_cvtepi32_epi8(q));
+    }
+    return s;
+}
+
+/* Rows r0..r1 of x quantized into u (offset to unsigned, zero padded to ldu) and their scales. */
+static void quantize_rows(int64_t r0, int64_t r1, int64_t K, int64_t ldu, const float *x, int qmax, uint8_t *u,
+                          float *sx) {
+    int off = qmax + 1, avx512 = has_avx512_vnni() && !mt_cpu_qlinear_portable;
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *ur = u + r * ldu;
+        if (avx512) {
+            sx[r] = quantize_row_avx512(x + r * K, K, qmax, ur);
+        } else {
+            sx[r] = mt_quantize_row(x + r * K, K, qmax, (int8_t *)ur);
+            for (int64_t j = 0; j < K; j++) ur[j] = (uint8_t)((int8_t)ur[j] + off);
+        }
+        for (int64_t j = K; j < ldu; j++) ur[j] = 0;
+    }
 }
 
 mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweight *w, const float *bias, float *y,
                          void *work) {
-    int64_t N = w->n, K = w->k;
+    int64_t N = w->n, K = w->k, ldu = MT_QLINEAR_LDU(K);
     int qmax = act_qmax(), off = qmax + 1;
     uint8_t *u = work;
-    float *sx = (float *)((char *)work + (((size_t)(R * K) + 63) & ~(size_t)63));
+    float *sx = (float *)((char *)work + (((size_t)(R * ldu) + 63) & ~(size_t)63));
     int32_t *c = (int32_t *)(sx + R), *co = c + R * N;
-    /* The rows' quantization (R x K, small next to the product) on this thread. */
-    for (int64_t r = 0; r < R; r++) {
-        int8_t *q = (int8_t *)(u + r * K);
-        sx[r] = mt_quantize_row(x + r * K, K, qmax, q);
-        for (int64_t j = 0; j < K; j++) u[r * K + j] = (uint8_t)(q[j] + off);
-    }
     for (int64_t i = 0; i < N; i++) co[i] = -off * w->qsum[i];
-    /* One parallel region: each thread a slice of whole tiles of output columns (as gemm.c). */
+    /* One parallel region: the threads quantize slices of the rows, then each multiplies and rescales
+     * a slice of whole panels of output columns (as gemm.c). */
     int nt = mt_cpu_threads(ex);
     int64_t tiles = (N + QGEMM_ALIGN - 1) / QGEMM_ALIGN;
     if (R * N * K < QGEMM_PAR_MIN) nt = 1;
@@ -134,17 +223,22 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweigh
     if (nt <= 1 && !omp_in_parallel()) {
         int saved = omp_get_max_threads();
         omp_set_num_threads(1);
-        err = qlinear_cols(R, K, N, 0, N, u, sx, w, bias, c, co, y);
+        quantize_rows(0, R, K, ldu, x, qmax, u, sx);
+        err = qlinear_cols(R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
         omp_set_num_threads(saved);
     } else if (nt <= 1) {
-        err = qlinear_cols(R, K, N, 0, N, u, sx, w, bias, c, co, y);
+        quantize_rows(0, R, K, ldu, x, qmax, u, sx);
+        err = qlinear_cols(R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), n = omp_get_num_threads();
+            quantize_rows(R * t / n, R * (t + 1) / n, K, ldu, x, qmax, u, sx);
+#pragma omp barrier
             int64_t n0 = tiles * t / n * QGEMM_ALIGN, n1 = tiles * (t + 1) / n * QGEMM_ALIGN;
             if (n1 > N) n1 = N;
-            dnnl_status_t s = n1 > n0 ? qlinear_cols(R, K, N, n0, n1, u, sx, w, bias, c, co, y) : dnnl_success;
+            dnnl_status_t s =
+                n1 > n0 ? qlinear_cols(R, K, N, n0, n1, u, ldu, sx, w, bias, c, co, y) : dnnl_success;
             if (s != dnnl_success) {
 #pragma omp atomic write
                 err = s;

@@ -76,6 +76,15 @@ static int cand_cmp(const void *a, const void *b) {
 static int topk_row(const float *lp, int64_t V, int k, cand *top, int32_t row, double base) {
     int n = 0;
     for (int64_t v = 0; v < V; v++) {
+        if (n == k && (v & 7) == 0 && v + 8 <= V) { /* a block of 8 with nothing above the k-th: skipped */
+            float thr = top[k - 1].score;
+            int any = 0;
+            for (int u = 0; u < 8; u++) any |= lp[v + u] > thr;
+            if (!any) {
+                v += 7;
+                continue;
+            }
+        }
         float x = lp[v];
         if (x == -INFINITY) continue;
         if (n == k && x <= top[n - 1].score) continue;
@@ -290,6 +299,7 @@ typedef struct beams {
     int64_t *act, *nact;             /* (B) the sentences still searched, in row order */
     cand *cands;                     /* (k * 2k + 1) */
     float *host;                     /* (R0, V) */
+    const float *lp;                 /* this step's (R, V): host, or the CPU tensor itself */
 } beams;
 
 static void beams_free(beams *b) {
@@ -313,7 +323,7 @@ static int beam_candidates(const mt_search_model *m, const beams *b, const mt_se
     for (int q = 0; q < k; q++) {
         int64_t r = j * k + q;
         if (b->score[r] == -INFINITY) continue;
-        const float *row = b->host + r * m->V;
+        const float *row = b->lp + r * m->V;
         if (t < se->prefix_len) {
             float x = row[se->prefix[t]];
             if (x != -INFINITY) b->cands[nc++] = (cand){(float)(b->score[r] + x), (int32_t)r, se->prefix[t]};
@@ -409,7 +419,9 @@ static mt_status beam_search(const mt_search_model *m, const mt_decode_opts *o, 
             st = m->ctx->status != MT_OK ? m->ctx->status : MT_ERR_INTERNAL;
             break;
         }
-        st = mt_copy_to_host(m->ctx, logp, b.host, sizeof(float) * (size_t)(R * V));
+        b.lp = b.host;
+        if (logp->device == MT_DEVICE_CPU) b.lp = mt_f32(logp); /* no copy of R x V floats */
+        else st = mt_copy_to_host(m->ctx, logp, b.host, sizeof(float) * (size_t)(R * V));
         int64_t n_next = 0, nact_next = 0;
         for (int64_t j = 0; st == MT_OK && j < R / k; j++) {
             mt_search_sent *se = &s[b.act[j]];

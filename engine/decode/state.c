@@ -3,8 +3,9 @@
  * encoder pass that fills the memory side, the decoder step through mt_transformer_decode (with the
  * cache, or the whole prefix again), and the row gathers that keep a subset of the rows.
  *
- * Device-agnostic: the caches live in persistent device buffers; appending a token's rows, dropping
- * finished rows and reordering beams are strided copies and row gathers of the backend.
+ * Device-agnostic: the caches live in persistent device buffers; appending a token's rows is one
+ * strided copy, dropping finished rows gathers the memory side, and reordering beams only the host
+ * table of which cache block each row reads at each position.
  */
 #include "decode/state.h"
 
@@ -21,9 +22,9 @@ struct mt_dbuf {
 };
 typedef struct mt_dbuf dbuf;
 
-/* Buffers per decoder layer: self-attention keys (and values, MHA) as ping-pong pairs, the encoder
- * side's keys (and values), each with a spare for gathers. */
-enum { B_SK0, B_SK1, B_SV0, B_SV1, B_XK0, B_XK1, B_XV0, B_XV1, B_PER_LAYER };
+/* Buffers per decoder layer: self-attention keys (and values, MHA), the encoder side's keys (and
+ * values), each of these with a spare for gathers. */
+enum { B_SK, B_SV, B_XK0, B_XK1, B_XV0, B_XV1, B_PER_LAYER };
 /* Global buffers after the layers' ones. */
 enum { G_MASK0, G_MASK1, G_MEM0, G_MEM1, G_COUNT };
 
@@ -109,27 +110,25 @@ static mt_status gather_pair(mt_decode_ws *ws, dbuf *pair, int *cur, int64_t per
     return MT_OK;
 }
 
-/* Appends row (R, Hk, 1, D) to the cache held by pair[*cur] as (R, Hk, t, D); returns the new
- * (R, Hk, t+1, D) view (in the other buffer, which becomes current). */
-static mt_tensor *cache_append(mt_decode_ws *ws, dbuf *pair, int *cur, mt_tensor *row, int64_t t) {
+/* Writes rows (R, Hk, T, D) of positions pos0.. into block r < R of the cache b (P, Hk, C, D) and
+ * returns its view. Position t of row r goes to block r: no row has written position t before, so
+ * nothing a hypothesis still reads is overwritten (state.h). */
+static mt_tensor *cache_write(mt_decode_ws *ws, dbuf *b, int64_t P, int64_t C, mt_tensor *rows, int64_t pos0) {
     mt_context *ctx = ws->ctx;
-    if (!row) return NULL;
-    int64_t R = row->shape[0], Hk = row->shape[1], D = row->shape[3];
-    dbuf *src = &pair[*cur], *dst = &pair[!*cur];
-    mt_status st = dbuf_reserve(ws, dst, R * Hk * (t + 1) * D);
-    const mt_backend *be = ctx->ex.backend;
-    /* Each (row, head) keeps its t * D floats contiguous: one run per row, then the new D floats. */
-    if (st == MT_OK && t > 0) {
-        int64_t shape[2] = {R * Hk, t * D}, os[2] = {(t + 1) * D, 1}, is[2] = {t * D, 1};
-        st = be->copy_strided(&ctx->ex, dst->t->data, os, src->t->data, is, shape, 2, 4, 0);
-    }
+    if (!rows) return NULL;
+    int64_t R = rows->shape[0], Hk = rows->shape[1], T = rows->shape[2], D = rows->shape[3];
+    if (R > P || pos0 + T > C)
+        return mt_fail(ctx, MT_ERR_INTERNAL, "decode: cache of %lld rows x %lld positions written at row %lld, "
+                       "position %lld", (long long)P, (long long)C, (long long)R, (long long)(pos0 + T));
+    mt_status st = MT_OK;
+    if (pos0 == 0) st = dbuf_reserve(ws, b, P * Hk * C * D); /* the first position: sized for the chunk */
+    else if (b->cap < P * Hk * C * D) st = mt_error(MT_ERR_INTERNAL, "decode: cache written before its first position");
     if (st == MT_OK) {
-        int64_t shape[2] = {R * Hk, D}, os[2] = {(t + 1) * D, 1}, is[2] = {D, 1};
-        st = be->copy_strided(&ctx->ex, mt_f32(dst->t) + t * D, os, row->data, is, shape, 2, 4, 0);
+        int64_t shape[2] = {R * Hk, T * D}, os[2] = {C * D, 1}, is[2] = {T * D, 1};
+        st = ctx->ex.backend->copy_strided(&ctx->ex, mt_f32(b->t) + pos0 * D, os, rows->data, is, shape, 2, 4, 0);
     }
     if (st != MT_OK) return mt_fail_status(ctx, st);
-    *cur = !*cur;
-    return dbuf_view(dst, MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, t + 1, D});
+    return dbuf_view(b, MT_DTYPE_F32, 4, (const int64_t[]){P, Hk, C, D});
 }
 
 /* ---- the decoding state of one chunk ------------------------------------------------------------- */
@@ -147,23 +146,20 @@ mt_status mt_dstate_init(mt_dstate *s, mt_decode_ws *ws, const mt_transformer *m
     s->cached = cached;
     s->tcap = tcap;
     MT_TRY(ws_bufs(ws, (int)(c->layers_dec * B_PER_LAYER + G_COUNT)));
-    s->cur = mt_sys_calloc((size_t)(2 * c->layers_dec), sizeof(int));
+    s->R0 = R0;
     s->cross = mt_sys_calloc((size_t)(2 * c->layers_dec), sizeof(mt_tensor *));
-    s->vmask = mt_sys_calloc((size_t)c->vocab_size, sizeof(float));
     if (!cached) s->prefix = mt_sys_malloc(sizeof(int32_t) * (size_t)(R0 * tcap));
-    if (!s->cur || !s->cross || !s->vmask || (!cached && !s->prefix)) {
+    else s->blocks = mt_sys_malloc(sizeof(int32_t) * (size_t)(2 * R0 * tcap));
+    if (!s->cross || (!cached && !s->prefix) || (cached && !s->blocks)) {
         mt_dstate_free(s);
         return mt_error(MT_ERR_NOMEM, "decode: out of memory");
     }
-    s->vmask[c->pad_id] = 1.0f;
-    s->vmask[c->sos_id] = 1.0f;
     return MT_OK;
 }
 
 void mt_dstate_free(mt_dstate *s) {
-    mt_sys_free(s->cur);
+    mt_sys_free(s->blocks);
     mt_sys_free(s->cross);
-    mt_sys_free(s->vmask);
     mt_sys_free(s->prefix);
     memset(s, 0, sizeof *s);
 }
@@ -197,10 +193,10 @@ mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t 
     return ctx->status;
 }
 
-/* mt_decoder_cache's append: the self-attention pair of layer l (which 0: keys/latents, 1: values). */
+/* mt_decoder_cache's append: the self-attention cache of layer l (which 0: keys/latents, 1: values). */
 static mt_tensor *self_append(void *user, int64_t l, int which, mt_tensor *rows, int64_t pos0) {
     mt_dstate *s = user;
-    return cache_append(s->ws, lbuf(s, l, which ? B_SV0 : B_SK0), &s->cur[2 * l + which], rows, pos0);
+    return cache_write(s->ws, lbuf(s, l, which ? B_SV : B_SK), s->R0, s->tcap, rows, pos0);
 }
 
 /* Logits (R, V) of the next token after tokens (R) at position t, with the cache. */
@@ -216,7 +212,22 @@ static mt_tensor *step_cached(mt_dstate *s, const int32_t *tokens, int64_t t) {
         s->cross[L + l] =
             mla ? NULL : dbuf_view(lbuf(s, l, B_XV0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
     }
-    mt_decoder_cache cache = {.append = self_append, .user = s, .cross_k = s->cross, .cross_v = s->cross + L};
+    /* Position t of each row is written to its own block; positions before t are read where the row's
+     * history was written (blocks). */
+    if (t >= s->tcap) return mt_fail(ctx, MT_ERR_INTERNAL, "decode: position %lld past the chunk's %lld",
+                                     (long long)t, (long long)s->tcap);
+    int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(R * (t + 1)), 16);
+    if (!rows) return mt_fail(ctx, MT_ERR_NOMEM, "decode: out of host memory");
+    for (int64_t r = 0; r < R; r++) {
+        s->blocks[r * s->tcap + t] = (int32_t)r;
+        memcpy(rows + r * (t + 1), s->blocks + r * s->tcap, sizeof(int32_t) * (size_t)(t + 1));
+    }
+    mt_decoder_cache cache = {.append = self_append,
+                              .user = s,
+                              .rows = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, t + 1}, rows),
+                              .cross_k = s->cross,
+                              .cross_v = s->cross + L};
+    if (!cache.rows) return NULL;
     mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, 1}, tokens);
     mt_tensor *mask = dbuf_view(gbuf(s, G_MASK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, 1, 1, S});
     mt_tensor *h = mt_transformer_decode(ctx, m, ids, t, NULL, mask, s->abs, &cache, 0); /* (R, 1, d) */
@@ -243,9 +254,19 @@ static mt_tensor *step_uncached(mt_dstate *s, const int32_t *tokens, int64_t t) 
 mt_tensor *mt_dstate_step(void *user, const int32_t *tokens, int64_t t) {
     mt_dstate *s = user;
     mt_context *ctx = s->ws->ctx;
-    mt_tensor *vmask = mt_from_data(ctx, MT_DTYPE_F32, 1, &s->m->cfg.vocab_size, s->vmask);
+    const mt_model_config *c = &s->m->cfg;
     mt_tensor *logits = s->cached ? step_cached(s, tokens, t) : step_uncached(s, tokens, t);
-    return mt_log_softmax(ctx, mt_masked_fill(ctx, logits, vmask, -INFINITY), -1);
+    /* [PAD] and [SOS] columns set to -inf in place (the logits are this step's own tensor): two strided
+     * writes of R values instead of a masked copy of all R x V. */
+    mt_tensor *ninf = mt_from_data(ctx, MT_DTYPE_F32, 1, (const int64_t[]){1}, (const float[]){-INFINITY});
+    if (!logits || !ninf) return NULL;
+    const int64_t ids[2] = {c->pad_id, c->sos_id}, os[1] = {c->vocab_size}, is[1] = {0}, shape[1] = {s->R};
+    for (int i = 0; i < 2; i++) {
+        mt_status st = ctx->ex.backend->copy_strided(&ctx->ex, mt_f32(logits) + ids[i], os, ninf->data, is, shape, 1,
+                                                     4, 0);
+        if (st != MT_OK) return mt_fail_status(ctx, st);
+    }
+    return mt_log_softmax(ctx, logits, -1);
 }
 
 mt_status mt_dstate_reorder(void *user, const int32_t *parents, int64_t n, int64_t t_done, int memory_changed) {
@@ -260,9 +281,12 @@ mt_status mt_dstate_reorder(void *user, const int32_t *parents, int64_t n, int64
         int mla = c->attention == MT_ATTN_MLA;
         int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads, d = c->d_model;
         if (s->cached) {
+            /* The self-attention caches stay; each kept row takes its parent's table of blocks. */
+            int32_t *nb = s->blocks + s->R0 * s->tcap;
+            for (int64_t i = 0; i < n; i++)
+                memcpy(nb + i * s->tcap, s->blocks + parents[i] * s->tcap, sizeof(int32_t) * (size_t)t_done);
+            memcpy(s->blocks, nb, sizeof(int32_t) * (size_t)(n * s->tcap));
             for (int64_t l = 0; l < c->layers_dec; l++) {
-                MT_TRY(gather_pair(s->ws, lbuf(s, l, B_SK0), &s->cur[2 * l], Hk * t_done * D, ids));
-                if (!mla) MT_TRY(gather_pair(s->ws, lbuf(s, l, B_SV0), &s->cur[2 * l + 1], Hk * t_done * D, ids));
                 if (memory_changed) {
                     int xc = s->xcur;
                     MT_TRY(gather_pair(s->ws, lbuf(s, l, B_XK0), &xc, Hk * s->S * D, ids));

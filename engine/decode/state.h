@@ -4,11 +4,15 @@
  * searches (search.h) drive it through mt_dstate_step and mt_dstate_reorder.
  *
  * Cached (the default): per decoder layer the self-attention rows of every position so far (MLA:
- * the latents [c_kv, k_rope], d_c + d_rope floats per token; MHA: keys and values of every head) and
- * the memory side's rows, computed once per chunk, live in persistent device buffers in ping-pong
- * pairs: appending a token copies each row's run into the other buffer (no reallocation while it
- * fits), and dropping or reordering rows is one row gather. Uncached: the whole prefix goes through
- * the decoder again at every step.
+ * the latents [c_kv, k_rope], d_c + d_rope floats per token; MHA: keys and values of every head)
+ * live in a persistent device buffer of R0 blocks x tcap positions, sized once per chunk (kept
+ * across chunks while it fits). At step t row r writes position t of block r in place; no row ever
+ * wrote position t before, so nothing is overwritten that a hypothesis still reads. A host table
+ * (blocks) says for each row which block holds its position j < t, and attention reads through it
+ * (mt_attention_paged): a beam search reorders or drops rows by copying table rows (R x t ints),
+ * never the cache. The memory side's rows, computed once per chunk, live in ping-pong pairs: dropping
+ * a finished sentence's rows is one row gather into the other buffer. Uncached: the whole prefix goes
+ * through the decoder again at every step.
  */
 #ifndef MT_DECODE_STATE_H
 #define MT_DECODE_STATE_H
@@ -30,13 +34,14 @@ typedef struct mt_dstate {
     const mt_absorbed *abs;
     int cached;
     int64_t R;            /* rows now */
+    int64_t R0;           /* rows at most (the blocks of the self caches) */
     int64_t S;            /* source length (padded, [EOS] included) */
-    int *cur;             /* (2 * layers) ping-pong selectors of the self caches (keys, values) */
+    int32_t *blocks;      /* cached: (R0, tcap) the cache block of each row's position j, then as much
+                           * again as room for reordering */
     int xcur;             /* selector of the memory-side buffers (all layers alike) */
     mt_tensor **cross;    /* (2 * layers) the memory-side views of this step (keys, then values) */
     int32_t *prefix;      /* uncached: (R, tcap) tokens fed so far, [SOS] first */
-    int64_t tcap;
-    float *vmask;         /* (V) host: 1 for the tokens never generated ([PAD], [SOS]) */
+    int64_t tcap;         /* positions at most */
 } mt_dstate;
 
 /* For up to R0 rows and outputs of up to tcap - 1 tokens. */

@@ -258,12 +258,13 @@ void mt_attention_kv(mt_context *ctx, const mt_model_config *c, const mt_attn_pa
 }
 
 /* MLA attention of queries h (B,T,d) at positions pos0.. to the keys of mem (B,S,d) or, when kv is
- * given, to latent rows kv (B,1,S,dc+dr) (mt_attention_kv's form, which needs ab). With ab the
+ * given, to latent rows kv (B,1,S,dc+dr) (mt_attention_kv's form, which needs ab), or with rows to a
+ * cache of them read through rows (mt_attention_paged). With ab the
  * queries move to latent space ([aq c_q, q_r]) and attend to the latents with one key/value head;
  * without it the latents are expanded per head by W_uk and W_uv (training). */
 static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
-                            const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *kv, mt_tensor *mask,
-                            int causal, int64_t pos0, int rope) {
+                            const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *kv, mt_tensor *rows,
+                            mt_tensor *mask, int causal, int64_t pos0, int rope) {
     if (!h || (!mem && !kv)) return NULL;
     int64_t H = c->heads, dh = mt_model_d_head(c), dr = c->d_rope, dc = c->d_c, B = h->shape[0];
     float scale = 1.0f / sqrtf((float)(dh + dr));
@@ -280,7 +281,8 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
         }
         mt_tensor *qparts[2] = {mt_layer_linear(ctx, cq, ab->aq, NULL), qr};
         mt_tensor *q = mt_concat_heads(ctx, qparts, 2, H);                        /* (B,H,T,dc+dr) */
-        mt_tensor *o = mt_attention(ctx, q, kv, kv, mask, causal, scale);         /* (B,H,T,dc+dr) */
+        mt_tensor *o = rows ? mt_attention_paged(ctx, q, kv, kv, rows, mask, causal, scale)
+                            : mt_attention(ctx, q, kv, kv, mask, causal, scale); /* (B,H,T,dc+dr) */
         return mt_layer_linear(ctx, merge_heads(ctx, o), ab->ao, NULL);
     }
     if (kv) return mt_fail(ctx, MT_ERR_INVALID_ARG, "mla attention: cached latents need the absorbed projections");
@@ -299,24 +301,27 @@ static mt_tensor *mla_block(mt_context *ctx, const mt_model_config *c, const mt_
 }
 
 /* MHA attention of h (B,T,d) at positions pos0.. to the keys of mem (B,S,d), or to cached rows k, v
- * (mt_attention_kv's form). */
+ * (mt_attention_kv's form; with rows a cache of them read through rows). */
 static mt_tensor *mha_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a, mt_tensor *h,
-                            mt_tensor *mem, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal, int64_t pos0,
-                            int rope) {
+                            mt_tensor *mem, mt_tensor *k, mt_tensor *v, mt_tensor *rows, mt_tensor *mask, int causal,
+                            int64_t pos0, int rope) {
     if (!h || (!mem && !k)) return NULL;
     int64_t dh = mt_model_d_head(c);
     mt_tensor *q = rotate(ctx, c, split_heads(ctx, mt_layer_linear(ctx, h, a->w_q, NULL), c->heads), pos0, rope);
     if (!k) mt_attention_kv(ctx, c, a, mem, 0, rope, &k, &v);
-    mt_tensor *o = mt_attention(ctx, q, k, v, mask, causal, 1.0f / sqrtf((float)dh));
+    float scale = 1.0f / sqrtf((float)dh);
+    mt_tensor *o = rows ? mt_attention_paged(ctx, q, k, v, rows, mask, causal, scale)
+                        : mt_attention(ctx, q, k, v, mask, causal, scale);
     return mt_layer_linear(ctx, merge_heads(ctx, o), a->w_o, NULL);
 }
 
-/* One attention of h at positions pos0.. to mem (or to cached rows k, v); rope 0: no rotary positions. */
+/* One attention of h at positions pos0.. to mem (or to cached rows k, v; with rows (B, Tk) a cache
+ * read through them); rope 0: no rotary positions. */
 static mt_tensor *attention_block(mt_context *ctx, const mt_model_config *c, const mt_attn_params *a,
                                   const mt_absorbed_attn *ab, mt_tensor *h, mt_tensor *mem, mt_tensor *k, mt_tensor *v,
-                                  mt_tensor *mask, int causal, int64_t pos0, int rope) {
-    return c->attention == MT_ATTN_MLA ? mla_block(ctx, c, a, ab, h, mem, k, mask, causal, pos0, rope)
-                                       : mha_block(ctx, c, a, h, mem, k, v, mask, causal, pos0, rope);
+                                  mt_tensor *rows, mt_tensor *mask, int causal, int64_t pos0, int rope) {
+    return c->attention == MT_ATTN_MLA ? mla_block(ctx, c, a, ab, h, mem, k, rows, mask, causal, pos0, rope)
+                                       : mha_block(ctx, c, a, h, mem, k, v, rows, mask, causal, pos0, rope);
 }
 
 mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ffn_params *f, mt_tensor *h) {
@@ -343,7 +348,7 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
     for (int64_t l = 0; l < c->layers_enc; l++) {
         const mt_layer_params *L = &m->enc[l];
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
-        mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, src_mask, 0, 0, 1);
+        mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, NULL, src_mask, 0, 0, 1);
         x = mt_add_dropout(ctx, x, a, p, training);
         h = norm(ctx, c, &L->norm2, x);
         x = mt_add_dropout(ctx, x, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
@@ -369,18 +374,19 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
         mt_attention_kv(ctx, c, &L->self_attn, h, pos0, 1, &k, &v);
         k = cache->append(cache->user, l, 0, k, pos0);
         if (v) v = cache->append(cache->user, l, 1, v, pos0);
-        a = attention_block(ctx, c, &L->self_attn, sab, h, NULL, k, v, NULL, T > 1, pos0, 1);
+        a = attention_block(ctx, c, &L->self_attn, sab, h, NULL, k, v, cache->rows, NULL, T > 1, pos0, 1);
     } else {
-        a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, 1, 0, 1);
+        a = attention_block(ctx, c, &L->self_attn, sab, h, h, NULL, NULL, NULL, NULL, 1, 0, 1);
     }
     y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm2, y);
     if (cache) {
         mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, src_mask, 0, pos0,
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, NULL, src_mask, 0, pos0,
                             c->cross_rope);
     } else {
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, src_mask, 0, pos0, c->cross_rope);
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, NULL, src_mask, 0, pos0,
+                            c->cross_rope);
     }
     y = mt_add_dropout(ctx, y, a, p, training);
     h = norm(ctx, c, &L->norm3, y);

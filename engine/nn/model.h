@@ -145,11 +145,13 @@ void mt_attention_kv(mt_context *ctx, const mt_model_config *cfg, const mt_attn_
 /* What incremental decoding keeps between steps, owned by the caller (engine/decode/): the
  * self-attention rows of every position so far, per layer, and the memory side's rows. */
 typedef struct mt_decoder_cache {
-    /* Appends rows (B, Hk, T, D) of positions pos0.. to the self-attention cache of layer l (which 0:
-     * keys or MLA latents, 1: MHA values) and returns all of them (B, Hk, pos0 + T, D), or NULL with
-     * ctx->status set. */
+    /* Writes rows (B, Hk, T, D) of positions pos0.. into the self-attention cache of layer l (which 0:
+     * keys or MLA latents, 1: MHA values) and returns the whole cache (P, Hk, C, D): blocks of C >=
+     * pos0 + T positions, read through rows; NULL with ctx->status set. */
     mt_tensor *(*append)(void *user, int64_t l, int which, mt_tensor *rows, int64_t pos0);
     void *user;
+    mt_tensor *rows; /* (B, pos0 + T) I32: the block of the cache each row reads at each position
+                      * (mt_attention_paged; the same for every layer) */
     mt_tensor **cross_k, **cross_v; /* (layers): mt_attention_kv of the memory; cross_v[l] NULL for MLA */
 } mt_decoder_cache;
 

@@ -29,8 +29,9 @@ static mt_status attention_backward(mt_context *ctx, mt_node *n) {
                                      mt_f32(q), mt_f32(k), mt_f32(v), (const mt_attn_desc *)n->p);
 }
 
-mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal,
-                        float scale) {
+/* Both ops: rows NULL (contiguous keys) or the paged form's table. */
+static mt_tensor *attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *rows,
+                            mt_tensor *mask, int causal, float scale) {
     if (!mt_check_f32(ctx, "attention", q) || !mt_check_f32(ctx, "attention", k) || !mt_check_f32(ctx, "attention", v))
         return NULL;
     if (mask && !mt_check_f32(ctx, "attention", mask)) return NULL;
@@ -42,12 +43,34 @@ mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *
         return mt_fail(ctx, MT_ERR_SHAPE, "attention: q %s, k %s, v %s must be 4-D (B, H, T, D)", sq, sk, sv);
     mt_attn_desc ad = {.B = q->shape[0], .H = q->shape[1], .Hk = k->shape[1], .Tq = q->shape[2], .Tk = k->shape[2],
                        .D = q->shape[3], .Dv = v->shape[3], .scale = scale, .causal = causal != 0};
-    if (k->shape[0] != ad.B || v->shape[0] != ad.B || k->shape[3] != ad.D || v->shape[1] != ad.Hk ||
-        v->shape[2] != ad.Tk || ad.H % ad.Hk != 0)
+    if (rows) {
+        char sr[MT_SHAPE_STR];
+        mt_shape_str(sr, rows->shape, rows->ndim);
+        mt_tensor *in[3] = {q, k, v};
+        if (mt_needs_grad(ctx, in, 3))
+            return mt_fail(ctx, MT_ERR_UNSUPPORTED, "attention (paged): inference only, no gradient");
+        if (rows->dtype != MT_DTYPE_I32 || rows->device != q->device || rows->ndim != 2 || rows->shape[0] != ad.B ||
+            rows->shape[1] < 1 || rows->shape[1] > k->shape[2] || v->shape[0] != k->shape[0] ||
+            v->shape[2] != k->shape[2] || k->shape[3] != ad.D || v->shape[1] != ad.Hk || ad.H % ad.Hk != 0)
+            return mt_fail(ctx, MT_ERR_SHAPE,
+                           "attention (paged): q %s, k %s, v %s, rows %s do not fit (B, H, Tq, D), (P, Hk, C, D), "
+                           "(P, Hk, C, Dv), I32 (B, Tk <= C) with Hk dividing H",
+                           sq, sk, sv, sr);
+        if (rows->device == MT_DEVICE_CPU)
+            for (int64_t i = 0; i < rows->numel; i++)
+                if (mt_i32(rows)[i] < 0 || mt_i32(rows)[i] >= k->shape[0])
+                    return mt_fail(ctx, MT_ERR_INVALID_ARG, "attention (paged): rows[%lld] = %d is not a block of k %s",
+                                   (long long)i, (int)mt_i32(rows)[i], sk);
+        ad.kv_cap = k->shape[2];
+        ad.Tk = rows->shape[1];
+        ad.kv_rows = mt_i32(rows);
+    } else if (k->shape[0] != ad.B || v->shape[0] != ad.B || k->shape[3] != ad.D || v->shape[1] != ad.Hk ||
+               v->shape[2] != ad.Tk || ad.H % ad.Hk != 0) {
         return mt_fail(ctx, MT_ERR_SHAPE,
                        "attention: q %s, k %s, v %s do not fit (B, H, Tq, D), (B, Hk, Tk, D), (B, Hk, Tk, Dv) with Hk "
                        "dividing H",
                        sq, sk, sv);
+    }
     if (mask) {
         char sm[MT_SHAPE_STR];
         int64_t want[4] = {ad.B, ad.H, ad.Tq, ad.Tk}, ms[4] = {1, 1, 1, 1}, str[4];
@@ -81,4 +104,15 @@ mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *
         if (!(n->p = mt_ctx_keep(ctx, &ad, sizeof ad))) return NULL;
     }
     return y;
+}
+
+mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal,
+                        float scale) {
+    return attention(ctx, q, k, v, NULL, mask, causal, scale);
+}
+
+mt_tensor *mt_attention_paged(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *rows,
+                              mt_tensor *mask, int causal, float scale) {
+    if (!rows) return NULL;
+    return attention(ctx, q, k, v, rows, mask, causal, scale);
 }

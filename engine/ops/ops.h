@@ -128,6 +128,11 @@ mt_tensor *mt_cross_entropy_fused(mt_context *ctx, mt_tensor *logits, mt_tensor 
  * mask (additive F32, broadcastable to (B,H,Tq,Tk)) may be NULL. */
 mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *mask, int causal,
                         float scale);
+/* The same against a decoding cache (mt_attn_desc's paged keys): k (P,Hk,C,D), v (P,Hk,C,Dv), and
+ * rows (B,Tk) I32 (Tk <= C, every entry in [0, P)): key/value j of batch row b is position j of block
+ * rows[b, j]. Inference only (MT_ERR_UNSUPPORTED when a gradient is needed). */
+mt_tensor *mt_attention_paged(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *rows,
+                              mt_tensor *mask, int causal, float scale);
 /* Rotary embedding of x (..., T, D) with positions pos0 + t (pairs (2i, 2i+1), base^(-2i/D)). */
 mt_tensor *mt_rope(mt_context *ctx, mt_tensor *x, int64_t pos0, float base);
 

@@ -100,35 +100,53 @@ static void test_gemm_bound(void **state) {
     }
 }
 
-/* Few rows (the VNNI GEMV of qgemm.c where the CPU has it) and many rows (oneDNN) give the same
- * bits: the int32 sums are exact either way. */
+/* The paths of qgemm.c give the same bits (the int32 sums are exact either way): the VNNI kernel on
+ * the packed weight (on a CPU with AVX-512 VNNI) for every row at once, for each row alone (the row
+ * blocks' tails), and the portable path (scalar row quantization, oneDNN) for all rows; shapes with
+ * tails of every kind (rows past blocks of 6, a last panel of fewer than 64 channels, k not a
+ * multiple of 4). */
 static void test_paths_agree(void **state) {
     (void)state;
-    enum { R = 9, N = 77, K = 200 };
-    float *x = malloc(sizeof(float) * R * K), *w = malloc(sizeof(float) * N * K);
-    uint64_t s = 12345;
-    for (int i = 0; i < R * K; i++) x[i] = frand(&s);
-    for (int i = 0; i < N * K; i++) w[i] = frand(&s);
-    mt_context *ctx;
-    mt_tensor *wt;
-    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 2), MT_OK);
-    ctx->grad_enabled = 0;
-    assert_int_equal(mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, 2, (const int64_t[]){N, K}, "w", &wt),
-                     MT_OK);
-    memcpy(wt->data, w, sizeof(float) * N * K);
-    assert_int_equal(mt_weight_quantize(wt), MT_OK);
-    mt_tensor *all = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){R, K}, x), wt, NULL);
-    assert_non_null(all);
-    for (int r = 0; r < R; r++) {
-        mt_tensor *one = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){1, K}, x + r * K), wt,
-                                      NULL);
-        assert_non_null(one);
-        assert_memory_equal(one->data, mt_f32(all) + r * N, sizeof(float) * N);
+    static const int64_t shapes[][3] = {{9, 77, 200}, {13, 130, 37}, {6, 64, 4}, {1, 8000, 256}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t R = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
+        float *x = malloc(sizeof(float) * (size_t)(R * K)), *w = malloc(sizeof(float) * (size_t)(N * K));
+        float *b = malloc(sizeof(float) * (size_t)N);
+        uint64_t s = 12345;
+        for (int64_t i = 0; i < R * K; i++) x[i] = frand(&s);
+        for (int64_t i = 0; i < N * K; i++) w[i] = frand(&s);
+        for (int64_t i = 0; i < N; i++) b[i] = frand(&s);
+        mt_context *ctx;
+        mt_tensor *wt, *bt;
+        assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 2), MT_OK);
+        ctx->grad_enabled = 0;
+        assert_int_equal(mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, 2, (const int64_t[]){N, K}, "w", &wt),
+                         MT_OK);
+        assert_int_equal(mt_tensor_new_persistent(MT_DEVICE_CPU, MT_DTYPE_F32, 1, &N, "b", &bt), MT_OK);
+        memcpy(wt->data, w, sizeof(float) * (size_t)(N * K));
+        memcpy(bt->data, b, sizeof(float) * (size_t)N);
+        assert_int_equal(mt_weight_quantize(wt), MT_OK);
+        mt_tensor *xt = mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){R, K}, x);
+        mt_tensor *all = mt_linear_q8(ctx, xt, wt, bt);
+        mt_cpu_qlinear_portable = 1;
+        mt_tensor *port = mt_linear_q8(ctx, xt, wt, bt);
+        mt_cpu_qlinear_portable = 0;
+        assert_non_null(all);
+        assert_non_null(port);
+        assert_memory_equal(all->data, port->data, sizeof(float) * (size_t)(R * N));
+        for (int64_t r = 0; r < R; r++) {
+            mt_tensor *one = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){1, K}, x + r * K),
+                                          wt, bt);
+            assert_non_null(one);
+            assert_memory_equal(one->data, mt_f32(all) + r * N, sizeof(float) * (size_t)N);
+        }
+        mt_tensor_free(wt);
+        mt_tensor_free(bt);
+        mt_context_free(ctx);
+        free(x);
+        free(w);
+        free(b);
     }
-    mt_tensor_free(wt);
-    mt_context_free(ctx);
-    free(x);
-    free(w);
 }
 
 static void test_adversarial(void **state) {

@@ -400,9 +400,9 @@ static void test_nn(void **state) {
     attr(t, "pos0", 3);
     attr(t, "base", 10000);
     check_case(t);
-    t = new_case("linear");
-    input(t, MT_DIMS(300, 65), K_NONZERO, 0);
-    input(t, MT_DIMS(130, 65), K_NONZERO, 0);
+    t = new_case("linear"); /* 10M multiply-adds: above gemm.c's threshold for a second thread */
+    input(t, MT_DIMS(300, 257), K_NONZERO, 0);
+    input(t, MT_DIMS(130, 257), K_NONZERO, 0);
     input(t, MT_DIMS(130), K_NONZERO, 0);
     check_case(t);
 }
