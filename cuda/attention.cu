@@ -607,8 +607,10 @@ extern "C" mt_status mt_cuda_attention_fwd(mt_exec *ex, float *out, float *lse, 
     MT_CUDA_ENTER(ex, cx);
     attn_args a;
     MT_TRY(make_args(ad, &a, "attention"));
-    /* bf16 precision on sm_80+, head dims <= 128: the tensor-core kernels (flash_attention.cu) */
-    if (mt_cuda_flash_eligible(cx, ex->precision, ad->D, ad->Dv, 0)) return mt_cuda_flash_fwd(cx, out, lse, q, k, v, ad);
+    /* bf16 precision on sm_80+, head dims <= 128: the tensor-core kernels (flash_attention.cu); they read
+     * keys and values in place, so a paged decoding cache (kv_rows) stays on the f32 kernel */
+    if (!a.kv_rows && mt_cuda_flash_eligible(cx, ex->precision, ad->D, ad->Dv, 0))
+        return mt_cuda_flash_fwd(cx, out, lse, q, k, v, ad);
     return dispatch_fwd(cx, out, lse, q, k, v, a);
 }
 
