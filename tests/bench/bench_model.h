@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_python.h"
 #include "nn/config.h"
 #include "format/safetensors.h"
 #include "nn/model.h"
@@ -160,29 +161,9 @@ static inline double mtb_num(const mtb_child *c, const char *key) {
     return c->result ? json_number_value(json_object_get(c->result, key)) : 0.0;
 }
 
-/* The PyTorch interpreter, the first of these that imports torch and safetensors: $MT_TORCH_PYTHON;
- * the benchmark venv made by tests/bench/venv.sh (current PyTorch 2.x from PyPI, with its own
- * MKL/oneDNN kernels: the anchor a user would pick), at $MT_BENCH_VENV or
- * ~/.cache/microtensor/bench-venv; Debian's /usr/bin/python3 (PyTorch 1.13, the fallback). NULL when
- * none. The version used is printed by each benchmark (its child reports torch.__version__). */
-static inline const char *mtb_python(void) {
-    static char found[600];
-    char venv[512];
-    const char *home = getenv("HOME"), *v = getenv("MT_BENCH_VENV");
-    if (v && *v) snprintf(venv, sizeof venv, "%s/bin/python", v);
-    else snprintf(venv, sizeof venv, "%s/.cache/microtensor/bench-venv/bin/python", home && *home ? home : "/root");
-    const char *cand[3] = {getenv("MT_TORCH_PYTHON"), venv, "/usr/bin/python3"};
-    for (int i = 0; i < 3; i++) {
-        if (!cand[i] || !*cand[i] || access(cand[i], X_OK) != 0) continue;
-        char cmd[700];
-        snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, safetensors' >/dev/null 2>&1", cand[i]);
-        if (system(cmd) == 0) {
-            snprintf(found, sizeof found, "%s", cand[i]);
-            return found;
-        }
-    }
-    return NULL;
-}
+/* The PyTorch interpreter (bench_python.h) that imports torch and safetensors, or NULL. The version
+ * used is printed by each benchmark (its child reports torch.__version__). */
+static inline const char *mtb_python(void) { return mtb_python_where("import torch, safetensors", NULL, 0); }
 
 /* tests/reference/<script> of the source tree ($MT_SOURCE_DIR, else the current directory). */
 static inline void mtb_script(char *buf, size_t cap, const char *script) {

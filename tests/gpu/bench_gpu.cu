@@ -37,6 +37,7 @@
 
 #include "common.cuh" /* white-box: the anchor runs on the engine context's own stream */
 extern "C" {
+#include "../bench/bench_python.h"
 #include "core/context.h"
 #include "ops/ops.h"
 }
@@ -296,26 +297,10 @@ typedef struct fcfg {
     double torch_fwd_ms, torch_fb_ms; /* 0: PyTorch gave no figure */
 } fcfg;
 
-/* The first interpreter that imports torch and sees a CUDA device, or NULL (why says what was tried). */
+/* The first interpreter (bench_python.h) that imports torch and sees a CUDA device, or NULL (why says
+ * what was tried). */
 static const char *torch_python(char *why, size_t cap) {
-    static char found[600];
-    char venv[512];
-    const char *home = getenv("HOME"), *v = getenv("MT_BENCH_VENV");
-    if (v && *v) snprintf(venv, sizeof venv, "%s/bin/python", v);
-    else snprintf(venv, sizeof venv, "%s/.cache/microtensor/bench-venv/bin/python", home && *home ? home : "/root");
-    const char *cand[3] = {getenv("MT_TORCH_PYTHON"), venv, "/usr/bin/python3"};
-    for (int i = 0; i < 3; i++) {
-        if (!cand[i] || !*cand[i] || access(cand[i], X_OK) != 0) continue;
-        char cmd[800];
-        snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' "
-                 ">/dev/null 2>&1", cand[i]);
-        if (system(cmd) == 0) {
-            snprintf(found, sizeof found, "%s", cand[i]);
-            return found;
-        }
-    }
-    snprintf(why, cap, "no interpreter with PyTorch and CUDA ($MT_TORCH_PYTHON, %s, /usr/bin/python3)", venv);
-    return NULL;
+    return mtb_python_where("import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)", why, cap);
 }
 
 /* Runs tests/gpu/sdpa_bench.py over every shape; fills torch_*_ms. 0 on success, else why is set. */
