@@ -16,15 +16,7 @@ __global__ void rope_kernel(float *out, const float *x, int64_t R, int64_t T, in
         float c = cosf(ang), s = sign * sinf(ang);
         const float *xp = x + rt * D;
         float x0 = xp[2 * i], x1 = xp[2 * i + 1];
-        float *op = out + rt * D;
-        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-        if (accumulate) {
-            op[2 * i] += y0;
-            op[2 * i + 1] += y1;
-        } else {
-            op[2 * i] = y0;
-            op[2 * i + 1] = y1;
-        }
+        mt_rope_pair(x0, x1, c, s, out + rt * D + 2 * i, accumulate);
     }
 }
 

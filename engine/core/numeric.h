@@ -2,7 +2,7 @@
  * numeric.h — element conversions between f32 and the 16-bit float formats, shared by the CPU and
  * CUDA backends (MT_HD) so a cast gives the same bits on both: round to nearest even, NaN stays NaN,
  * overflow goes to infinity, f16 subnormals handled. Also the other per-element formulas both backends
- * must agree on: loading any dtype as f32, one AdamW update.
+ * must agree on: loading any dtype as f32, one AdamW update, one rotary pair.
  */
 #ifndef MT_CORE_NUMERIC_H
 #define MT_CORE_NUMERIC_H
@@ -117,6 +117,19 @@ MT_HD float mt_clip_scale(float ss, double clip) {
     if (clip <= 0) return 1.0f;
     double coef = clip / (norm + 1e-6);
     return coef < 1.0 ? (float)coef : 1.0f;
+}
+
+/* One rotary pair (x0, x1) turned by the angle whose cosine and sine are c, s, written to o[0..1] or
+ * added to them (the backward turns by -angle: s negated). */
+MT_HD void mt_rope_pair(float x0, float x1, float c, float s, float *o, int accumulate) {
+    float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    if (accumulate) {
+        o[0] += y0;
+        o[1] += y1;
+    } else {
+        o[0] = y0;
+        o[1] = y1;
+    }
 }
 
 #endif

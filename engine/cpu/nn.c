@@ -364,15 +364,7 @@ mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_
             const float *ct = cs + 2 * t * half;
             for (int64_t i = 0; i < half; i++) {
                 float c = ct[2 * i], s = ct[2 * i + 1];
-                float x0 = xp[2 * i], x1 = xp[2 * i + 1];
-                float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-                if (accumulate) {
-                    op[2 * i] += y0;
-                    op[2 * i + 1] += y1;
-                } else {
-                    op[2 * i] = y0;
-                    op[2 * i + 1] = y1;
-                }
+                mt_rope_pair(xp[2 * i], xp[2 * i + 1], c, s, op + 2 * i, accumulate);
             }
         }
     }

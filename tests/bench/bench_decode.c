@@ -67,18 +67,24 @@ typedef struct dec_arg {
     int per_call; /* sentences per mt_decode call (0: the whole batch at once) */
 } dec_arg;
 
+/* A forked child's model, packed as mt_model_load packs it for mt-translate, mt-server and the bindings,
+ * with its absorbed projections and a decoding workspace. 0, or 1 with the error printed. */
+static int engine_open(const char *model, int threads, mt_modelfile *mf, mt_absorbed **abs, mt_decode_ws **ws) {
+    if (mt_modelfile_load(model, MT_DEVICE_CPU, 0, mf) != MT_OK || mt_transformer_pack(mf->model) != MT_OK ||
+        mt_absorbed_create(mf->model, abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, threads, ws) != MT_OK) {
+        fprintf(stderr, "engine: %s\n", mt_last_error());
+        return 1;
+    }
+    return 0;
+}
+
 static int engine_decode(void *argp, int fd) {
     dec_arg *a = argp;
     omp_set_num_threads(a->o->threads);
     mt_modelfile mf;
     mt_absorbed *abs = NULL;
     mt_decode_ws *ws;
-    /* packed as mt_model_load packs it for mt-translate, mt-server and the bindings */
-    if (mt_modelfile_load(a->model, MT_DEVICE_CPU, 0, &mf) != MT_OK || mt_transformer_pack(mf.model) != MT_OK ||
-        mt_absorbed_create(mf.model, &abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, a->o->threads, &ws) != MT_OK) {
-        fprintf(stderr, "engine: %s\n", mt_last_error());
-        return 1;
-    }
+    if (engine_open(a->model, a->o->threads, &mf, &abs, &ws) != 0) return 1;
     int B = a->o->batch, L = a->o->len;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * L));
     const int32_t **src = malloc(sizeof(int32_t *) * (size_t)B);
@@ -438,12 +444,7 @@ static int engine_decode_real(void *argp, int fd) {
     mt_modelfile mf;
     mt_absorbed *abs = NULL;
     mt_decode_ws *ws;
-    /* packed as mt_model_load packs it for mt-translate, mt-server and the bindings */
-    if (mt_modelfile_load(a->model, MT_DEVICE_CPU, 0, &mf) != MT_OK || mt_transformer_pack(mf.model) != MT_OK ||
-        mt_absorbed_create(mf.model, &abs) != MT_OK || mt_decode_ws_create(MT_DEVICE_CPU, a->o->threads, &ws) != MT_OK) {
-        fprintf(stderr, "engine: %s\n", mt_last_error());
-        return 1;
-    }
+    if (engine_open(a->model, a->o->threads, &mf, &abs, &ws) != 0) return 1;
     const ct2_sents *ss = a->ss;
     mt_decode_opts o = mt_decode_opts_default();
     o.beam = a->beam;
