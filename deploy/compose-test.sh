@@ -291,7 +291,7 @@ ok "$image runs as the unprivileged user mt (uid 10001)"
 cuda_build=${MT_CUDA_BUILD_DIR:-}
 if [ -z "$cuda_build" ]; then
   for d in "$build" build-cuda; do
-    if [ -f "$d/lib/libmicrotensor.so" ] && ldd "$d/lib/libmicrotensor.so" | grep -q libcudart; then
+    if [ -f "$d/lib/libmicrotensor.so" ] && ldd "$d/lib/libmicrotensor.so" | grep libcudart >/dev/null; then
       cuda_build=$d
       break
     fi
@@ -344,8 +344,8 @@ rc=0
 env -u MT_TOKEN "$bin/mt-client" --server "127.0.0.1:$port" --timeout 10 translate "hello" >/dev/null 2>&1 || rc=$?
 [ "$rc" = 4 ] || fail "a client with no token: exit $rc, not 4 (token refused)"
 ok "a client with no token is refused, exit 4 (the token is the compose secret)"
-http_get /healthz | grep -q . || fail "/healthz on $http_port"
-http_get /metrics | grep -q '^mt_request_latency_seconds' || fail "/metrics on $http_port has no mt_ series"
+http_get /healthz | grep . >/dev/null || fail "/healthz on $http_port"
+http_get /metrics | grep '^mt_request_latency_seconds' >/dev/null || fail "/metrics on $http_port has no mt_ series"
 ok "/healthz and /metrics through published port $http_port"
 
 # =====================================================================================================
@@ -362,7 +362,7 @@ watch_pid=$!
 subscribed() { grep -q '^mt-client: training ' "$work/watch.log"; }
 wait_for 30 "train watch subscribed" subscribed
 quietly "train start --min-nodes 2" admin train start --config "$work/train.json" --min-nodes 2
-ranks3() { admin train status | grep -q '^cluster: .*(world 3,'; }
+ranks3() { admin train status | grep '^cluster: .*(world 3,' >/dev/null; }
 wait_for 120 "a job over the ranks of server, worker-1 and worker-2" ranks3
 sum_of() { compose exec -T "$1" sha256sum /data/corpora/demo.tsv | cut -d' ' -f1; }
 want_sum=$(sum_of server)
@@ -372,7 +372,7 @@ done
 ok "train start --min-nodes 2: a job over 3 ranks (server, worker-1, worker-2); both workers received the corpus (same sha256)"
 ckpt() { compose exec -T server sh -c 'ls /data/runs/cluster/checkpoints/step-*.mt'; }
 wait_for 300 "a first checkpoint of the distributed run" ckpt
-admin train status | grep -q '^state: TRAIN_RUNNING' || fail "the run was not running any more before the kill"
+admin train status | grep '^state: TRAIN_RUNNING' >/dev/null || fail "the run was not running any more before the kill"
 compose kill worker-2 >/dev/null 2>&1
 ok "worker-2's container killed after checkpoint $(ckpt | head -1 | xargs -n1 basename)"
 restarted() { compose exec -T server grep -q '"event":"start".*"resumed_from":"' /data/runs/cluster/metrics.jsonl; }
@@ -383,7 +383,7 @@ wait "$watch_pid" || {
   tail -5 "$work/watch.log"
   fail "train watch did not end with the run done"
 }
-admin train status | grep -q '^state: TRAIN_DONE$' || fail "train status after watch: $(admin train status | head -1)"
+admin train status | grep '^state: TRAIN_DONE$' >/dev/null || fail "train status after watch: $(admin train status | head -1)"
 ok "train watch: the run ended done, state TRAIN_DONE ($(grep -c '"event":"step"' "$work/watch.log") step events)"
 
 # =====================================================================================================

@@ -23,7 +23,7 @@ grep -q '^MT_CUDA:STRING=OFF' "$build/CMakeCache.txt" && {
 }
 # shellcheck disable=SC2046
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target microtensor $(sh deploy/docker/stage.sh --programs) >/dev/null
-ldd "$build/lib/libmicrotensor.so" | grep -q 'libcudart' || {
+ldd "$build/lib/libmicrotensor.so" | grep 'libcudart' >/dev/null || {
   echo "cuda-context: $build/lib/libmicrotensor.so has no CUDA backend (no nvcc when it was configured?)" >&2
   exit 1
 }

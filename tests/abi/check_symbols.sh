@@ -14,7 +14,7 @@ extra=$(comm -23 <(echo "$exported") <(echo "$declared"))
 missing=$(comm -13 <(echo "$exported") <(echo "$declared"))
 [ -z "$extra" ] || { echo "exported but not declared in $header:"; echo "$extra"; status=1; }
 [ -z "$missing" ] || { echo "declared in $header but not exported (unimplemented?):"; echo "$missing"; status=1; }
-if readelf -d "$lib" | grep -q 'NEEDED.*libcuda\.so'; then
+if readelf -d "$lib" | grep 'NEEDED.*libcuda\.so' >/dev/null; then
   echo "$lib links the CUDA driver library libcuda (only the runtime may be linked)"; status=1
 fi
 n=$(echo "$declared" | wc -l)

@@ -13,7 +13,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_pid() {
   local pid=$1 limit=$2 t=0
   while kill -0 "$pid" 2>/dev/null; do
-    if ! ps -o stat= -p "$pid" | grep -qv Z; then break; fi
+    if ! ps -o stat= -p "$pid" | grep -v Z >/dev/null; then break; fi
     sleep 0.2; t=$((t + 1))
     if [ "$t" -ge $((limit * 5)) ]; then rc=124; return; fi
   done
