@@ -21,6 +21,11 @@
 struct mt_backend;
 struct mt_qweight;
 
+/* A product of at most this many rows with B stored (N, K) (tb) is one the CPU backend computes with
+ * its own kernel, reading B's rows as stored (engine/cpu/gemv.c): the op layer passes such products
+ * the weight itself, not the transposed copy it keeps for larger ones (mt_tensor.wt). */
+#define MT_GEMM_SMALL_M 4
+
 /* The precision of a context's matrix products (mt_context_set_precision). F32 is exact f32; TF32
  * lets the backend use TF32 tensor cores (f32 storage, 10-bit mantissa products); BF16 / F16 are mixed
  * precision: GEMM operands are rounded to bf16 / f16 and accumulated in f32 (in BF16 a backend may do the

@@ -165,6 +165,12 @@ mt_status mt_cpu_sumsq(mt_exec *ex, float *out, const float *x, int64_t n, int a
 mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+/* gemv.c: C (M x N) = alpha A B^T + beta C for M <= MT_GEMM_SMALL_M, B stored (N, K); mt_cpu_gemm
+ * sends such products here. */
+mt_status mt_cpu_gemv(mt_exec *ex, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* -1: the instruction set the CPU reports (AVX-512, else AVX2); tests set 0 to run the AVX2 kernels. */
+extern int mt_cpu_gemv_avx512;
 /* qgemm.c */
 mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
                          float *y, void *work);

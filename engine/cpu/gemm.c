@@ -53,6 +53,8 @@ static mt_status gemm_error(dnnl_status_t s, int ta, int tb, int64_t M, int64_t 
 mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b, float beta,
                       float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
+    if (!ta && tb && batch == 1 && M >= 1 && M <= MT_GEMM_SMALL_M) /* decoding's few rows: gemv.c */
+        return mt_cpu_gemv(ex, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     int nt = mt_cpu_threads(ex);
     if (nt > 1 && batch * M * N * K < GEMM_PAR_MIN) nt = 1;
     dnnl_status_t err = dnnl_success; /* the last failure of any slice */

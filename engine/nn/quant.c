@@ -1,8 +1,9 @@
 /*
  * quant.c — the inference forms of a model's linear weights (see model.h): which parameters are linear
  * weights; their int8 forms (core/quant.h) for dynamic quantization; their transposed f32 copies,
- * which the decoder's small-M products read without the transposition (and the packing that goes with
- * it) dnnl_sgemm does on every call for a weight stored (n, k).
+ * which the decoder's products of more than MT_GEMM_SMALL_M rows read without the transposition (and
+ * the packing that goes with it) dnnl_sgemm does on every call for a weight stored (n, k); products of
+ * fewer rows read the weight as stored (engine/cpu/gemv.c).
  */
 #include <string.h>
 

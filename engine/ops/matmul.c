@@ -281,7 +281,7 @@ static mt_tensor *linear_impl(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_te
             int64_t shape[2] = {R, N}, ostr[2] = {N, 1}, istr[2] = {0, 1};
             MT_KERNEL(ctx, MT_BE(ctx)->copy_strided(&ctx->ex, y->data, ostr, bias->data, istr, shape, 2, 4, 0));
         }
-        if (w->wt && dt == MT_DTYPE_F32 && !grad) /* inference: the transposed copy (k, n), x W^T = x (W^T) */
+        if (w->wt && dt == MT_DTYPE_F32 && !grad && R > MT_GEMM_SMALL_M) /* inference: the transposed copy (k, n) */
             MT_KERNEL(ctx, mt_gemm_run(ctx, dt, 0, 0, R, N, K, 1.0f, xl->data, K, 0, w->wt, N, 0, bias ? 1.0f : 0.0f,
                                        mt_f32(y), N, 0, 1));
         else
