@@ -58,6 +58,7 @@ void mt_arena_init(mt_arena *a, size_t min_block, const mt_block_allocator *ba) 
     if (ba) {
         a->ba = *ba;
     } else {
+        a->host = 1;
         a->ba.alloc = host_block_alloc;
         a->ba.free = host_block_free;
     }
@@ -108,7 +109,7 @@ void mt_arena_reset(mt_arena *a) {
     /* More than one block: replace them by one of the high-water size so the next step of the same
      * shape is served from a single block with no new system allocation. */
     if (a->head && a->head->next) {
-        size_t want = a->high_water + a->high_water / 8 + 4096;
+        size_t want = (a->host ? 2 * a->high_water : a->high_water + a->high_water / 8) + 4096;
         mt_arena_block *nb = arena_new_block(a, want > a->min_block ? want : a->min_block);
         if (nb) {
             mt_arena_block *b = a->head;
@@ -124,6 +125,19 @@ void mt_arena_reset(mt_arena *a) {
     for (mt_arena_block *b = a->head; b; b = b->next) b->used = 0;
     a->cur = a->head;
     a->used = 0;
+}
+
+mt_arena_mark mt_arena_get_mark(const mt_arena *a) {
+    mt_arena_mark m = {a->cur, a->cur ? a->cur->used : 0, a->used};
+    return m;
+}
+
+void mt_arena_rewind(mt_arena *a, mt_arena_mark m) {
+    mt_arena_block *b = m.block ? m.block->next : a->head; /* the blocks filled after the mark */
+    for (; b; b = b->next) b->used = 0;
+    if (m.block) m.block->used = m.block_used;
+    a->cur = m.block ? m.block : a->head;
+    a->used = m.used;
 }
 
 void mt_arena_free(mt_arena *a) {

@@ -4,7 +4,12 @@
  * All engine allocations of host memory go through mt_sys_*, which count them, so a test can show that
  * a training step after warm-up makes no system allocation. An arena hands out memory from large
  * blocks and is reset (not freed) after each step; on reset it merges its blocks into one block of the
- * high-water size, so the next step of the same shape fits without asking the system again.
+ * high-water size, so the next step of the same shape fits without asking the system again. A host
+ * arena's merged block is twice the high water: the system commits host pages only when first
+ * written, so the slack costs address space, not memory, while a block replaced every time a step
+ * grows a little (decoding chunks of rising lengths) is written into fresh pages each time, a page
+ * fault per 4 KB (a tenth of an int8 decoding run's time was the kernel zeroing them). A device
+ * arena's memory is committed when allocated: its merged block keeps 1/8 slack.
  *
  * A pool holds blocks that are handed out and given back one by one within a step: the gradients of
  * intermediate tensors, each needed only until the backward of the op that made the tensor has run.
@@ -48,6 +53,7 @@ typedef struct mt_arena {
     size_t min_block;     /* smallest block asked of the allocator */
     size_t used;          /* bytes handed out since the last reset (padding included) */
     size_t high_water;    /* largest `used` ever seen */
+    int host;             /* the default host block allocator: merged blocks of 2 x high water */
     mt_block_allocator ba;
 } mt_arena;
 
@@ -56,6 +62,13 @@ void mt_arena_init(mt_arena *a, size_t min_block, const mt_block_allocator *ba);
 /* align must be a power of two. NULL when the block allocator fails. */
 void *mt_arena_alloc(mt_arena *a, size_t bytes, size_t align);
 void mt_arena_reset(mt_arena *a);
+/* Where the arena stands; rewinding to it gives back everything allocated since (blocks are kept). */
+typedef struct mt_arena_mark {
+    mt_arena_block *block; /* the block being filled then (NULL: nothing was allocated) */
+    size_t block_used, used;
+} mt_arena_mark;
+mt_arena_mark mt_arena_get_mark(const mt_arena *a);
+void mt_arena_rewind(mt_arena *a, mt_arena_mark m);
 void mt_arena_free(mt_arena *a);
 
 typedef struct mt_pool_block {

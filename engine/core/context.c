@@ -144,6 +144,19 @@ uint64_t mt_rng_take(mt_context *ctx, uint64_t n) {
     return off;
 }
 
+mt_tensor *mt_context_keep(mt_context *ctx, mt_arena_mark mark, mt_tensor *x) {
+    if (!x || ctx->grad_enabled || ctx->ex.backend != &mt_cpu_backend ||
+        (x->flags & (MT_TENSOR_PERSISTENT | MT_TENSOR_VIEW)))
+        return x;
+    size_t bytes = mt_tensor_bytes(x);
+    mt_arena_rewind(&ctx->data, mark);
+    void *dst = mt_ctx_alloc_data(ctx, bytes); /* at the mark, or in a later block: x may overlap it */
+    if (!dst) return NULL;
+    memmove(dst, x->data, bytes);
+    x->data = dst;
+    return x;
+}
+
 void *mt_ctx_alloc_data(mt_context *ctx, size_t bytes) {
     void *p = mt_arena_alloc(&ctx->data, bytes, 256);
     if (!p) return mt_fail(ctx, MT_ERR_NOMEM, "out of %s memory (asked %zu bytes)", ctx->ex.backend->name, bytes);

@@ -62,6 +62,13 @@ uint64_t mt_rng_take(mt_context *ctx, uint64_t n);
 /* Step-arena memory for op temporaries (device memory for GPU contexts); NULL + failure recorded. */
 void *mt_ctx_alloc_data(mt_context *ctx, size_t bytes);
 
+/* Inference on the CPU, where a stage's temporaries are dead once it returns (a layer of the encoder):
+ * moves x's data down to where the data arena stood at mark and rewinds the arena past it, so the
+ * next stage reuses the memory (pages already written) instead of growing the step's footprint by
+ * every stage's. Every arena tensor made since the mark but x is invalid afterwards. Leaves x where
+ * it is when that is not safe: a recording tape, a device context, x persistent or a view. */
+mt_tensor *mt_context_keep(mt_context *ctx, mt_arena_mark mark, mt_tensor *x);
+
 /* A new arena tensor (uninitialised) of the context's device. NULL + failure recorded. */
 mt_tensor *mt_new(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape);
 /* A tensor struct over existing arena memory `data` (at least the tensor's bytes). NULL + failure. */

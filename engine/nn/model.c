@@ -347,11 +347,13 @@ mt_tensor *mt_transformer_encode(mt_context *ctx, const mt_transformer *m, mt_te
     mt_tensor *x = embed(ctx, m, src, training);
     for (int64_t l = 0; l < c->layers_enc; l++) {
         const mt_layer_params *L = &m->enc[l];
+        mt_arena_mark mark = mt_arena_get_mark(&ctx->data);
         mt_tensor *h = norm(ctx, c, &L->norm1, x);
         mt_tensor *a = attention_block(ctx, c, &L->self_attn, NULL, h, h, NULL, NULL, NULL, src_mask, 0, 0, 1);
         x = mt_add_dropout(ctx, x, a, p, training);
         h = norm(ctx, c, &L->norm2, x);
         x = mt_add_dropout(ctx, x, mt_ffn_block(ctx, c, &L->ffn, h), p, training);
+        x = mt_context_keep(ctx, mark, x); /* inference: the layer's temporaries go */
     }
     return norm(ctx, c, &m->enc_norm, x);
 }

@@ -158,10 +158,65 @@ static void test_arena_reuse(void **state) {
     mt_arena_free(&a);
 }
 
+/* A host arena's merged block has room for twice the step that made it: a step that grows up to that
+ * (decoding a longer chunk) asks the system for nothing, and writes only pages it has written before. */
+static void test_arena_slack(void **state) {
+    (void)state;
+    mt_arena a;
+    mt_arena_init(&a, 4096, NULL);
+    for (int i = 0; i < 10; i++) assert_non_null(mt_arena_alloc(&a, 4000, 64));
+    size_t hw = a.high_water;
+    mt_arena_reset(&a);
+    assert_null(a.head->next);
+    assert_true(a.head->size >= 2 * hw);
+    uint64_t before = mt_sys_alloc_count();
+    for (int i = 0; i < 19; i++) assert_non_null(mt_arena_alloc(&a, 4000, 64)); /* 1.9x the first step */
+    assert_int_equal(mt_sys_alloc_count() - before, 0);
+    assert_null(a.head->next);
+    mt_arena_reset(&a);
+    mt_arena_free(&a);
+}
+
+/* mt_context_keep: in inference the kept tensor moves down to the mark with its values and the arena
+ * stands just past it; with a recording tape nothing moves. */
+static void test_context_keep(void **state) {
+    (void)state;
+    mt_context *ctx;
+    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 0), MT_OK);
+    float vals[1000];
+    for (int i = 0; i < 1000; i++) vals[i] = (float)i * 0.5f - 7.0f;
+    mt_tensor *a = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(1000), vals);
+    for (int grad = 0; grad <= 1; grad++) {
+        assert_int_equal(mt_requires_grad(a, grad), MT_OK);
+        int saved = grad ? ctx->grad_enabled : mt_no_grad_begin(ctx);
+        mt_arena_mark mark = mt_arena_get_mark(&ctx->data);
+        mt_tensor *x = a;
+        for (int i = 0; i < 50; i++) x = mt_add(ctx, x, mt_full(ctx, MT_DIMS(1000), 1.0f)); /* 100 temporaries */
+        assert_non_null(x);
+        void *was = x->data;
+        size_t used = ctx->data.used;
+        assert_ptr_equal(mt_context_keep(ctx, mark, x), x);
+        if (grad) {
+            assert_ptr_equal(x->data, was);
+            assert_int_equal(ctx->data.used, used);
+        } else {
+            assert_true(ctx->data.used <= mark.used + 256 + sizeof(float) * 1000);
+            assert_true(x->data != was);
+        }
+        for (int i = 0; i < 1000; i++) assert_float_equal(mt_f32(x)[i], vals[i] + 50.0f, 0);
+        if (!grad) mt_no_grad_end(ctx, saved);
+        assert_int_equal(mt_context_reset(ctx), MT_OK);
+        a = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(1000), vals);
+    }
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_allocates_nothing_after_warmup),
         cmocka_unit_test(test_arena_reuse),
+        cmocka_unit_test(test_arena_slack),
+        cmocka_unit_test(test_context_keep),
     };
     return cmocka_run_group_tests_name("train_alloc", tests, NULL, NULL);
 }
