@@ -388,6 +388,22 @@ static mt_status beams_init(beams *b, const mt_search_model *m, const mt_search_
     return MT_OK;
 }
 
+/* Sentence se can stop before beam hypotheses have finished: its n_best best finished ones already
+ * rank at least as high as any live one can still come to. A live hypothesis's log-probability only
+ * falls as it grows and its length penalty only grows (alpha >= 0), so the most it can reach is its
+ * score now (best_live: the best live row's) over the penalty of the longest output allowed. Exact:
+ * the search returns what it would have returned going on (CTranslate2 and OpenNMT stop once the best
+ * candidate is [EOS], which is the same at length penalty 0 and an approximation above it). */
+int mt_search_exhaustive = 0;
+
+static int beam_settled(const mt_decode_opts *o, const mt_search_sent *se, double best_live) {
+    if (mt_search_exhaustive || se->nhyps < o->n_best) return 0;
+    double bound = best_live / gnmt_lp(se->maxo, o->length_penalty);
+    int above = 0;
+    for (int i = 0; i < se->nhyps; i++) above += se->hyps[i].norm >= bound;
+    return above >= o->n_best;
+}
+
 /* Sentence se is done at step t: at the length limit (or with nothing finished) its nlive live
  * hypotheses from row n_next compete too (without [EOS]); then the stream is told. */
 static mt_status beam_finish(const mt_decode_opts *o, beams *b, mt_search_sent *se, int64_t n_next, int nlive,
@@ -428,7 +444,7 @@ static mt_status beam_search(const mt_search_model *m, const mt_decode_opts *o, 
             int nlive = beam_extend(m, o, &b, se, beam_candidates(m, &b, se, j, t), n_next, t, &st);
             if (nlive < 0) break;
             int last = t + 1 >= se->maxo;
-            if (se->nhyps >= k || last || nlive == 0) {
+            if (se->nhyps >= k || last || nlive == 0 || beam_settled(o, se, b.nscore[n_next])) {
                 st = beam_finish(o, &b, se, n_next, nlive, t, last);
                 continue;
             }

@@ -8,8 +8,9 @@
  * smallest set holding top-p of the probability; n_best samples per sentence are independent rows.
  * Beam search keeps `beam` hypotheses per sentence, expands each by its 2 x beam best tokens, retires
  * a hypothesis on [EOS] with the GNMT score log P / ((5 + len) / 6)^alpha (len counts [EOS]), and
- * ends a sentence when `beam` hypotheses are finished or at its length limit, where the live
- * hypotheses compete too. A target prefix forces a sentence's first tokens in every search.
+ * ends a sentence when `beam` hypotheses are finished, when its n_best best finished ones outrank
+ * anything a live one can still reach (exact: the result is the same), or at its length limit, where
+ * the live hypotheses compete too. A target prefix forces a sentence's first tokens in every search.
  */
 #ifndef MT_DECODE_SEARCH_H
 #define MT_DECODE_SEARCH_H
@@ -42,6 +43,10 @@ typedef struct mt_search_sent {
     mt_hyp *hyps;           /* finished hypotheses (up to cap), best first once it is done */
     int nhyps, cap;
 } mt_search_sent;
+
+/* Nonzero: beam search ends a sentence only when beam hypotheses have finished or at its limit, never
+ * earlier (tests compare the two). */
+extern int mt_search_exhaustive;
 
 /* Rows per sentence the search of o needs (the state is encoded with that many). */
 int mt_search_rows(const mt_decode_opts *o);
