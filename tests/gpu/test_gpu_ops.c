@@ -19,6 +19,7 @@
  *   residual   mt_backward's residual-gradient sharing: add_dropout takes its residual's gradient memory
  *              where it is the residual's last reader (also down a chain), not where the residual (or
  *              a view of it) is read after it or is both inputs; gradients equal to the CPU's
+ *   packed     mt_from_data_packed: a batch's arrays in one counted host-to-device copy
  * Exit 77 without a CUDA device. MT_GPU_TEST_SELF=1 runs the same flow with the CPU standing in for the
  * GPU (f32 only: checks the test itself, and the CPU's own no-allocation-after-warm-up promise).
  * MT_GPU_TEST_EMU=1 (the test_gpu_ops_emu build, linked with the CUDA emulator of tests/gpu/emu): the
@@ -475,6 +476,40 @@ out:
     net_free(&gpu);
 }
 
+/* mt_from_data_packed on the device under test: a batch's ids, mask and targets in one host-to-device
+ * copy (one counted launch on the CUDA backend), each tensor reading back its host array. */
+static void packed_upload(void) {
+    net n;
+    if (!net_init(&n, DEVICE)) {
+        CHECK(0, "packed upload: init: %s", mt_last_error());
+        return;
+    }
+    mt_context *ctx = n.ctx;
+    mt_upload up[3] = {{MT_DTYPE_I32, 2, {B, T}, g_ids, NULL},
+                       {MT_DTYPE_F32, 4, {B, 1, 1, T}, g_mask, NULL},
+                       {MT_DTYPE_I32, 1, {B * T}, g_tgt, NULL}};
+    int cuda = ctx->ex.backend != &mt_cpu_backend;
+    mt_cuda_counters c0 = {0}, c1 = {0};
+    if (cuda) mt_cuda_counters_get(&c0);
+    int ok = mt_from_data_packed(ctx, up, 3);
+    if (cuda) mt_cuda_counters_get(&c1);
+    CHECK(ok, "packed upload: %s", mt_last_error());
+    if (ok) {
+        CHECK(c1.launches - c0.launches == (uint64_t)cuda, "packed upload: %llu launches",
+              (unsigned long long)(c1.launches - c0.launches));
+        int32_t ids[B * T], tgt[B * T];
+        float mask[B * T];
+        mt_copy_to_host(ctx, up[0].t, ids, sizeof ids);
+        mt_copy_to_host(ctx, up[1].t, mask, sizeof mask);
+        mt_copy_to_host(ctx, up[2].t, tgt, sizeof tgt);
+        CHECK(!memcmp(ids, g_ids, sizeof ids) && !memcmp(mask, g_mask, sizeof mask) && !memcmp(tgt, g_tgt, sizeof tgt),
+              "packed upload: a tensor differs from its host array");
+        printf("packed upload: 3 arrays in %llu launch(es), read back equal\n",
+               (unsigned long long)(c1.launches - c0.launches));
+    }
+    net_free(&n);
+}
+
 int main(void) {
     const char *self = getenv("MT_GPU_TEST_SELF"), *emu = getenv("MT_GPU_TEST_EMU");
     if (emu && *emu && *emu != '0') {
@@ -502,6 +537,7 @@ int main(void) {
     g_fused = 0;
     fused_guards();
     residual_sharing();
+    packed_upload();
     warmup_no_alloc();
     curve();
     for (int i = 0; i < NP; i++) free(g_init[i]);
