@@ -338,7 +338,7 @@ mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ff
 }
 
 static mt_tensor *embed(mt_context *ctx, const mt_transformer *m, mt_tensor *ids, int training) {
-    mt_tensor *x = mt_mul_scalar(ctx, mt_embedding(ctx, m->embed, ids), sqrtf((float)m->cfg.d_model));
+    mt_tensor *x = mt_embedding_scaled(ctx, m->embed, ids, sqrtf((float)m->cfg.d_model));
     return mt_dropout(ctx, x, (float)m->cfg.dropout, training);
 }
 

@@ -122,6 +122,9 @@ mt_tensor *mt_layer_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor 
 mt_tensor *mt_rms_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, float eps);
 /* table (V, C) rows gathered by I32 ids of any shape -> (ids..., C). Ids out of range are an error. */
 mt_tensor *mt_embedding(mt_context *ctx, mt_tensor *table, mt_tensor *ids);
+/* scale * mt_embedding(table, ids) as one op (one kernel forward and backward; the model's embedding
+ * times sqrt(d_model)): the same values as the two ops, the gradient within rounding. */
+mt_tensor *mt_embedding_scaled(mt_context *ctx, mt_tensor *table, mt_tensor *ids, float scale);
 /* Rows of x (N, ...) picked by I32 ids (M) -> (M, ...): beam reordering; no gradient. */
 mt_tensor *mt_index_rows(mt_context *ctx, mt_tensor *x, mt_tensor *ids);
 /* Scalar mean label-smoothed cross-entropy of logits (N, V) against I32 targets (N). */
