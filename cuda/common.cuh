@@ -313,9 +313,9 @@ mt_status mt_cuda_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *do
 
 /* embedding.cu */
 mt_status mt_cuda_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N,
-                                int64_t C);
+                                int64_t C, float scale);
 mt_status mt_cuda_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
-                                int64_t C);
+                                int64_t C, float scale);
 
 /* loss.cu */
 mt_status mt_cuda_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,

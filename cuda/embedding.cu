@@ -1,6 +1,7 @@
 /*
- * embedding.cu — row gather (embedding lookup, and the beam reordering of mt_index_rows) and its
- * backward, a scatter-add (ids repeat: a token used twice in a batch gets both gradients).
+ * embedding.cu — row gather (embedding lookup, optionally scaled, and the beam reordering of
+ * mt_index_rows) and its backward, a scatter-add (ids repeat: a token used twice in a batch gets both
+ * gradients).
  *
  * The backward is deterministic (no float atomics, so two runs give the same bits): the positions are
  * sorted by (id, position) — a bitonic sort of 1024-key tiles in shared memory, then merge passes
@@ -13,15 +14,21 @@
  */
 #include "common.cuh"
 
-/* Rows are copied as raw 32-bit words: index_rows gathers I32 and other 4-byte tensors too. */
+/* Rows are copied as raw 32-bit words at scale 1 (index_rows gathers I32 and other 4-byte tensors too),
+ * else as f32 times scale. */
 __global__ void embedding_fwd_kernel(uint32_t *out, const uint32_t *table, const int32_t *ids, int64_t N, int64_t C,
-                                     int64_t V) {
+                                     int64_t V, float scale) {
     int64_t n = blockIdx.x;
     int32_t id = ids[n];
     bool ok = id >= 0 && (int64_t)id < V;
     const uint32_t *src = table + (int64_t)(ok ? id : 0) * C;
     uint32_t *dst = out + n * C;
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dst[j] = ok ? src[j] : 0u;
+    if (scale == 1.0f) {
+        for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dst[j] = ok ? src[j] : 0u;
+    } else {
+        for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+            dst[j] = ok ? __float_as_uint(__uint_as_float(src[j]) * scale) : 0u;
+    }
 }
 
 #define EMB_TILE 1024
@@ -85,9 +92,10 @@ __global__ void embedding_merge_kernel(uint64_t *out, const uint64_t *in, int64_
     }
 }
 
-/* Block s: if sorted position s starts the run of its id, dtable[id] += the run's rows, in position
+/* Block s: if sorted position s starts the run of its id, dtable[id] += scale * the run's rows, in position
  * order. */
-__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const uint64_t *keys, int64_t N, int64_t C) {
+__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const uint64_t *keys, int64_t N, int64_t C,
+                                     float scale) {
     int64_t s = blockIdx.x;
     uint32_t id = (uint32_t)(keys[s] >> 32);
     if (id == EMB_BAD || (s > 0 && (uint32_t)(keys[s - 1] >> 32) == id)) return;
@@ -96,7 +104,7 @@ __global__ void embedding_bwd_kernel(float *dtable, const float *dout, const uin
     float *dst = dtable + (int64_t)id * C;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
         float acc = 0.0f;
-        for (int64_t k = s; k < e; k++) acc += dout[(int64_t)(uint32_t)keys[k] * C + j];
+        for (int64_t k = s; k < e; k++) acc += dout[(int64_t)(uint32_t)keys[k] * C + j] * scale;
         dst[j] += acc;
     }
 }
@@ -117,18 +125,18 @@ static int64_t table_rows(const mt_cuda_exec *cx, const void *table, int64_t C) 
 }
 
 extern "C" mt_status mt_cuda_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids,
-                                           int64_t N, int64_t C) {
+                                           int64_t N, int64_t C, float scale) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
     int64_t V = table_rows(cx, table, C);
     embedding_fwd_kernel<<<mt_grid_rows(N, 1), threads_for(C), 0, cx->stream>>>(
-        (uint32_t *)out, (const uint32_t *)table, ids, N, C, V);
+        (uint32_t *)out, (const uint32_t *)table, ids, N, C, V, scale);
     MT_LAUNCHED();
     return MT_OK;
 }
 
 extern "C" mt_status mt_cuda_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids,
-                                           int64_t N, int64_t C) {
+                                           int64_t N, int64_t C, float scale) {
     MT_CUDA_ENTER(ex, cx);
     if (N <= 0 || C <= 0) return MT_OK;
     if (N > 0x7fffffffLL) return mt_error(MT_ERR_UNSUPPORTED, "cuda embedding backward: %lld positions (> 2^31)",
@@ -146,7 +154,7 @@ extern "C" mt_status mt_cuda_embedding_bwd(mt_exec *ex, float *dtable, const flo
         a = b;
         b = t;
     }
-    embedding_bwd_kernel<<<mt_grid_rows(N, 1), threads_for(C), 0, cx->stream>>>(dtable, dout, a, N, C);
+    embedding_bwd_kernel<<<mt_grid_rows(N, 1), threads_for(C), 0, cx->stream>>>(dtable, dout, a, N, C, scale);
     MT_LAUNCHED();
     return MT_OK;
 }

@@ -42,6 +42,12 @@ int mt_view_grad_aliased(mt_context *ctx, mt_node *n) {
     return mt_grad_of(ctx, x) != NULL; /* the shared memory, already holding the contributions */
 }
 
+int mt_residual_grad_aliased(mt_context *ctx, mt_node *n) {
+    if (!n->grad_shares_in0 || !n->out->grad) return 0;
+    mt_tensor *g = mt_grad_of(ctx, n->in[0]); /* in[0]'s gradient, holding out's: marked present */
+    return g && g->data == n->out->grad->data;
+}
+
 int mt_grad_in_place(mt_context *ctx, mt_tensor *t) {
     if (!is_op_result(ctx, t) || t->node != ctx->n_nodes - 1 || ctx->tape[t->node].alias_in0 ||
         t->dtype != MT_DTYPE_F32)
@@ -86,6 +92,52 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     return g;
 }
 
+/* Node i's output is a view of an op result (reshape): its gradient is its input's memory. */
+static int is_grad_view(const mt_context *ctx, int32_t i) {
+    const mt_node *n = &ctx->tape[i];
+    return n->alias_in0 && is_op_result(ctx, n->in[0]) && n->in[0]->node < i;
+}
+
+/* Node i's output gradient is in[0]'s memory (a view, or a residual add planned by plan_shared_grads). */
+static int shares_grad(const mt_context *ctx, int32_t i) {
+    return is_grad_view(ctx, i) || ctx->tape[i].grad_shares_in0;
+}
+
+/* Which residual adds (pass_in0) of the pass up to node last share their input r's gradient memory
+ * (GPU backends: every gradient has a reserved region). Sound when n is the last reader of r in tape
+ * order: the pass runs n's backward after those of all of out's readers (they follow n) and before
+ * those of r's other readers (they precede n), so the memory holds out's gradient until n's backward
+ * has read it, and only then receives r's other terms, on top of r's share (out's gradient itself).
+ * The readers of a view of r write into r's gradient too, so they count as readers of r; r must be an
+ * op result with its own region (not a view, not a gradient in place), and out not a gradient in place.
+ * A residual stream of such adds thus keeps one gradient buffer from the top of the stack down. */
+static mt_status plan_shared_grads(mt_context *ctx, int32_t last) {
+    size_t bytes = sizeof(int32_t) * (size_t)(last + 1);
+    int32_t *owner = mt_arena_alloc(&ctx->host, bytes, 16), *reader = mt_arena_alloc(&ctx->host, bytes, 16);
+    if (!owner || !reader) return mt_error(MT_ERR_NOMEM, "backward: out of host memory planning the gradients");
+    /* owner[i]: the node whose output's gradient memory node i's output uses through views; reader[o]:
+     * the last node reading an output whose owner is o (-1: none). */
+    for (int32_t i = 0; i <= last; i++) {
+        const mt_node *n = &ctx->tape[i];
+        owner[i] = is_grad_view(ctx, i) ? owner[n->in[0]->node] : i;
+        reader[i] = -1;
+        for (int k = 0; k < MT_NODE_MAX_IN; k++)
+            if (n->in[k] && is_op_result(ctx, n->in[k]) && n->in[k]->node < i) reader[owner[n->in[k]->node]] = i;
+    }
+    for (int32_t i = 0; i <= last; i++) {
+        mt_node *n = &ctx->tape[i];
+        const mt_tensor *r = n->in[0];
+        if (!n->pass_in0 || n->grad_in_place || !r || !is_op_result(ctx, r) || r->node >= i) continue;
+        int32_t o = r->node;
+        if (owner[o] != o || ctx->tape[o].grad_in_place || reader[o] != i || !mt_same_shape(r, n->out)) continue;
+        int other = 0; /* r (or a view of it) also as another input of n */
+        for (int k = 1; k < MT_NODE_MAX_IN; k++)
+            other |= n->in[k] && is_op_result(ctx, n->in[k]) && n->in[k]->node < i && owner[n->in[k]->node] == o;
+        n->grad_shares_in0 = !other;
+    }
+    return MT_OK;
+}
+
 /* Bytes of t's F32 gradient in the reserved region (arena alignment). */
 static size_t grad_bytes(const mt_tensor *t) { return ((size_t)t->numel * sizeof(float) + 255) & ~(size_t)255; }
 
@@ -122,6 +174,7 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
         if (n->out->grad && !n->grad_mem) mt_pool_release(&ctx->grads, n->out->grad->data);
         n->out->grad = NULL;
         n->grad_mem = NULL;
+        n->grad_shares_in0 = 0;
     }
     /* Where the gradients of op results live. On a GPU backend, every one this pass may reach is reserved as
      * one arena region, zeroed by one memset: one launch instead of one per tensor, and device memory
@@ -130,18 +183,21 @@ mt_status mt_backward(mt_context *ctx, mt_tensor *root, const mt_tensor *grad_ro
      * to be propagated: the peak memory of a training step is what limits there. */
     size_t total = 0;
     int one_region = ctx->ex.backend != &mt_cpu_backend; /* the backend decides (the emulator runs CUDA's) */
-    for (int32_t i = 0; one_region && i <= root->node; i++)
-        if (!ctx->tape[i].grad_in_place) total += grad_bytes(ctx->tape[i].out);
+    if (one_region) {
+        MT_TRY(plan_shared_grads(ctx, root->node));
+        for (int32_t i = 0; i <= root->node; i++)
+            if (!ctx->tape[i].grad_in_place && !shares_grad(ctx, i)) total += grad_bytes(ctx->tape[i].out);
+    }
     if (total) {
         unsigned char *mem = mt_ctx_alloc_data(ctx, total);
         if (!mem) return ctx->status;
         MT_TRY(ctx->ex.backend->zero(&ctx->ex, mem, total));
         for (int32_t i = 0; i <= root->node; i++) {
             mt_node *n = &ctx->tape[i];
-            const mt_tensor *src = n->alias_in0 ? n->in[0] : NULL;
-            if (src && is_op_result(ctx, src) && src->node < i) {
-                /* A view (reshape) shares its input's gradient: its consumers add straight into it. */
-                n->grad_mem = ctx->tape[src->node].grad_mem;
+            if (shares_grad(ctx, i)) {
+                /* A view (reshape) shares its input's gradient: its consumers add straight into it. A
+                 * residual add whose input's last reader it is shares that input's (plan_shared_grads). */
+                n->grad_mem = ctx->tape[n->in[0]->node].grad_mem;
                 continue;
             }
             if (n->grad_in_place) continue;

@@ -33,6 +33,10 @@ struct mt_node {
                                        * is in[0]'s own memory, so the backward adds nothing (view_grad) */
     int grad_in_place;                /* out's gradient is out's own memory: its one consumer (a fused
                                        * loss) overwrote out with it (mt_grad_in_place) */
+    int pass_in0;                     /* set by the op: out has in[0]'s shape and in[0]'s gradient is
+                                       * out's gradient plus other inputs' terms (a residual add), so the two
+                                       * may share memory (mt_residual_grad_aliased) */
+    int grad_shares_in0;              /* set by mt_backward: out's gradient is in[0]'s gradient memory */
     const mt_tensor *seed;            /* the op computed its inputs' gradients in the forward for this
                                        * root gradient: a pass must start here with exactly this tensor */
 };
@@ -49,6 +53,14 @@ mt_node *mt_tape_push(mt_context *ctx, const char *op, mt_backward_fn backward, 
  * contributions already sit in in[0]'s gradient (which this marks as present); 0 when the caller must
  * add them itself (the CPU, or in[0] is a leaf). */
 int mt_view_grad_aliased(mt_context *ctx, mt_node *n);
+
+/* The backward of a residual add (pass_in0): 1 when mt_backward gave n->out's gradient in[0]'s memory, so
+ * in[0]'s share (out's gradient itself) already sits in in[0]'s gradient (which this marks as present) and
+ * the backward must add nothing to it; 0 when the caller adds it itself. mt_backward shares the memory
+ * on a GPU backend when n is the last reader of in[0] in tape order (counting the readers of views of
+ * in[0]) and in[0] is an op result with its own gradient region: every other reader of in[0] comes before
+ * n, so its backward runs after n's has read out's gradient, and adds to in[0]'s on top of it. */
+int mt_residual_grad_aliased(mt_context *ctx, mt_node *n);
 
 /* Gives t's gradient t's own memory, for a consumer that overwrites t with its gradient in the
  * forward (the fused classifier): 1 when t is the output of the tape's last node and not a view, so

@@ -228,12 +228,14 @@ typedef struct mt_backend {
                              int64_t C, float eps, uint16_t *out_bf16);
     mt_status (*rmsnorm_bwd)(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                              const float *rstd, int64_t N, int64_t C);
-    /* out (N, C) = table[ids[n]] rows; ids (N) I32 in [0, V). Also the row gather of beam search. */
+    /* out (N, C) = scale * table[ids[n]] rows; ids (N) I32 in [0, V). Scale 1: the rows' 32-bit words
+     * copied as they are (the row gather of beam search and index_rows, any 4-byte dtype); another scale:
+     * f32 rows times scale (the model's sqrt(d_model)-scaled embedding, one launch instead of two). */
     mt_status (*embedding_fwd)(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N,
-                               int64_t C);
-    /* dtable[ids[n]] += dout[n] (scatter-add; ids may repeat). */
+                               int64_t C, float scale);
+    /* dtable[ids[n]] += scale * dout[n] (scatter-add; ids may repeat). */
     mt_status (*embedding_bwd)(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
-                               int64_t C);
+                               int64_t C, float scale);
     /* Mean over rows whose target != ignore_index of the label-smoothed cross-entropy
      *   loss_n = (1-eps) * (lse_n - x[n,t_n]) + eps * (lse_n - mean_v x[n,v])
      * (PyTorch's F.cross_entropy(label_smoothing=eps, ignore_index=...)). loss and count are device

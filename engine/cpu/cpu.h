@@ -192,9 +192,10 @@ mt_status mt_cpu_rmsnorm_fwd(mt_exec *ex, float *out, float *rstd, const float *
     uint16_t *out_bf16);
 mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                              const float *rstd, int64_t N, int64_t C);
-mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
+mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N, int64_t C,
+                               float scale);
 mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
-                               int64_t C);
+                               int64_t C, float scale);
 mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,
                                    const int32_t *targets, int64_t N, int64_t V, float eps, int ignore_index);
 mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dloss, const float *count,

@@ -268,16 +268,23 @@ mt_status mt_cpu_rmsnorm_bwd(mt_exec *ex, float *dx, float *dw, const float *dou
 }
 
 mt_status mt_cpu_embedding_fwd(mt_exec *ex, float *out, const float *table, const int32_t *ids, int64_t N,
-                               int64_t C) {
+                               int64_t C, float scale) {
     int nt = mt_cpu_threads(ex);
 #pragma omp parallel for num_threads(nt) if (N * C > MT_CPU_PAR_MIN) schedule(static)
-    for (int64_t n = 0; n < N; n++) memcpy(out + n * C, table + (int64_t)ids[n] * C, sizeof(float) * (size_t)C);
+    for (int64_t n = 0; n < N; n++) {
+        const float *src = table + (int64_t)ids[n] * C;
+        if (scale == 1.0f) { /* the words as they are (index_rows gathers other 4-byte dtypes too) */
+            memcpy(out + n * C, src, sizeof(float) * (size_t)C);
+        } else {
+            for (int64_t j = 0; j < C; j++) out[n * C + j] = src[j] * scale;
+        }
+    }
     return MT_OK;
 }
 
 /* Rows may repeat, so threads split the columns, not the rows: each owns a column range. */
 mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, const int32_t *ids, int64_t N,
-                               int64_t C) {
+                               int64_t C, float scale) {
     int nt = mt_cpu_threads(ex);
     if (N * C <= MT_CPU_PAR_MIN || C < 64) nt = 1;
 #pragma omp parallel num_threads(nt)
@@ -287,7 +294,7 @@ mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, co
         for (int64_t n = 0; n < N; n++) {
             float *d = dtable + (int64_t)ids[n] * C;
             const float *g = dout + n * C;
-            for (int64_t j = c0; j < c1; j++) d[j] += g[j];
+            for (int64_t j = c0; j < c1; j++) d[j] += g[j] * scale;
         }
     }
     return MT_OK;

@@ -105,7 +105,7 @@ static mt_status gather_pair(mt_decode_ws *ws, dbuf *pair, int *cur, int64_t per
     dbuf *src = &pair[*cur], *dst = &pair[!*cur];
     int64_t n = ids->numel;
     MT_TRY(dbuf_reserve(ws, dst, n * per_row));
-    MT_TRY(ctx->ex.backend->embedding_fwd(&ctx->ex, mt_f32(dst->t), mt_f32(src->t), mt_i32(ids), n, per_row));
+    MT_TRY(ctx->ex.backend->embedding_fwd(&ctx->ex, mt_f32(dst->t), mt_f32(src->t), mt_i32(ids), n, per_row, 1.0f));
     *cur = !*cur;
     return MT_OK;
 }

@@ -196,11 +196,17 @@ mt_status mt_transformer_zero_grad(mt_transformer *m, mt_context *ctx) {
 
 /* ---- forward ------------------------------------------------------------------------------------- */
 
-mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, const int32_t *src, int64_t B, int64_t S) {
+/* The source mask's values on the host (step arena): MT_MASK_NEG at padding, else 0. */
+static float *src_mask_host(mt_context *ctx, const mt_transformer *m, const int32_t *src, int64_t B, int64_t S) {
     float *host = mt_arena_alloc(&ctx->host, sizeof(float) * (size_t)(B * S), 16);
     if (!host) return mt_fail(ctx, MT_ERR_NOMEM, "src_mask: out of host memory");
     for (int64_t i = 0; i < B * S; i++) host[i] = src[i] == (int32_t)m->cfg.pad_id ? MT_MASK_NEG : 0.0f;
-    return mt_from_data(ctx, MT_DTYPE_F32, 4, (const int64_t[]){B, 1, 1, S}, host);
+    return host;
+}
+
+mt_tensor *mt_transformer_src_mask(mt_context *ctx, const mt_transformer *m, const int32_t *src, int64_t B, int64_t S) {
+    float *host = src_mask_host(ctx, m, src, B, S);
+    return host ? mt_from_data(ctx, MT_DTYPE_F32, 4, (const int64_t[]){B, 1, 1, S}, host) : NULL;
 }
 
 mt_tensor *mt_layer_linear(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor *b) {
@@ -332,7 +338,7 @@ mt_tensor *mt_ffn_block(mt_context *ctx, const mt_model_config *cfg, const mt_ff
 }
 
 static mt_tensor *embed(mt_context *ctx, const mt_transformer *m, mt_tensor *ids, int training) {
-    mt_tensor *x = mt_mul_scalar(ctx, mt_embedding(ctx, m->embed, ids), sqrtf((float)m->cfg.d_model));
+    mt_tensor *x = mt_embedding_scaled(ctx, m->embed, ids, sqrtf((float)m->cfg.d_model));
     return mt_dropout(ctx, x, (float)m->cfg.dropout, training);
 }
 
@@ -412,32 +418,42 @@ mt_tensor *mt_transformer_loss(mt_context *ctx, const mt_transformer *m, const m
                                int training, mt_tensor *dloss, mt_tensor **all_logits) {
     int64_t B = b->B, S = b->S, T = b->T, d = m->cfg.d_model;
     int32_t pad = (int32_t)m->cfg.pad_id;
-    mt_tensor *src = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, S}, b->src);
-    mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){B, T}, b->tgt_in);
-    mt_tensor *mask = mt_transformer_src_mask(ctx, m, b->src, B, S);
+    float *mask_host = src_mask_host(ctx, m, b->src, B, S);
+    if (!mask_host) return NULL;
+    /* The batch goes to the device in one copy: ids, mask, and the targets (with all_logits every
+     * position's; else the rows whose target is a token, gathered before the classifier, and theirs). */
+    mt_upload up[5] = {{MT_DTYPE_I32, 2, {B, S}, b->src, NULL},
+                       {MT_DTYPE_I32, 2, {B, T}, b->tgt_in, NULL},
+                       {MT_DTYPE_F32, 4, {B, 1, 1, S}, mask_host, NULL},
+                       {MT_DTYPE_I32, 1, {B * T}, b->tgt_out, NULL}};
+    int n_up = 4;
+    if (!all_logits) {
+        int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
+        int32_t *tg = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
+        if (!rows || !tg) return mt_fail(ctx, MT_ERR_NOMEM, "loss: out of host memory");
+        int64_t n = 0;
+        for (int64_t i = 0; i < B * T; i++)
+            if (b->tgt_out[i] != pad) {
+                rows[n] = (int32_t)i;
+                tg[n++] = b->tgt_out[i];
+            }
+        if (n == 0) return mt_fail(ctx, MT_ERR_INVALID_ARG, "loss: the batch has no target token");
+        up[3] = (mt_upload){MT_DTYPE_I32, 1, {n}, tg, NULL};
+        up[4] = (mt_upload){MT_DTYPE_I32, 1, {n}, rows, NULL};
+        n_up = 5;
+    }
+    if (!mt_from_data_packed(ctx, up, n_up)) return NULL;
+    mt_tensor *src = up[0].t, *tgt = up[1].t, *mask = up[2].t, *targets = up[3].t;
     mt_tensor *mem = mt_transformer_encode(ctx, m, src, mask, training);
     mt_tensor *h = mt_transformer_decode(ctx, m, tgt, 0, mem, mask, NULL, NULL, training);
     if (all_logits) {
         mt_tensor *logits = mt_transformer_logits(ctx, m, h);
         *all_logits = logits;
-        mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, (const int64_t[]){B * T}, b->tgt_out);
         return mt_cross_entropy(ctx, mt_reshape(ctx, logits, 2, (const int64_t[]){B * T, m->cfg.vocab_size}), targets,
                                 label_smoothing, pad);
     }
     /* Project only the rows whose target is a token: gather them (the gather's backward scatters). */
-    int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
-    int32_t *tg = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(B * T), 16);
-    if (!rows || !tg) return mt_fail(ctx, MT_ERR_NOMEM, "loss: out of host memory");
-    int64_t n = 0;
-    for (int64_t i = 0; i < B * T; i++)
-        if (b->tgt_out[i] != pad) {
-            rows[n] = (int32_t)i;
-            tg[n++] = b->tgt_out[i];
-        }
-    if (n == 0) return mt_fail(ctx, MT_ERR_INVALID_ARG, "loss: the batch has no target token");
-    mt_tensor *idx = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, rows);
-    mt_tensor *targets = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, tg);
-    mt_tensor *hs = mt_embedding(ctx, mt_reshape(ctx, h, 2, (const int64_t[]){B * T, d}), idx); /* (n, d) */
+    mt_tensor *hs = mt_embedding(ctx, mt_reshape(ctx, h, 2, (const int64_t[]){B * T, d}), up[4].t); /* (n, d) */
     mt_tensor *logits = mt_transformer_logits(ctx, m, hs);
     return dloss ? mt_cross_entropy_fused(ctx, logits, targets, label_smoothing, pad, dloss)
                  : mt_cross_entropy(ctx, logits, targets, label_smoothing, pad);

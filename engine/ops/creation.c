@@ -30,6 +30,43 @@ mt_tensor *mt_from_data(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t
     return t;
 }
 
+int mt_from_data_packed(mt_context *ctx, mt_upload *items, int n) {
+    size_t off[16], total = 0;
+    if (n < 1 || n > (int)(sizeof off / sizeof off[0])) {
+        mt_fail(ctx, MT_ERR_INVALID_ARG, "from_data_packed: %d arrays (1..16)", n);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        items[i].t = NULL;
+        int64_t numel = 1;
+        for (int d = 0; d < items[i].ndim; d++) numel *= items[i].shape[d];
+        if (!items[i].host || items[i].ndim < 0 || items[i].ndim > MT_MAX_DIMS || numel < 0) {
+            mt_fail(ctx, MT_ERR_INVALID_ARG, "from_data_packed: array %d: no data or a bad shape", i);
+            return 0;
+        }
+        off[i] = total;
+        total += ((size_t)numel * mt_dtype_size(items[i].dtype) + 255) & ~(size_t)255;
+    }
+    unsigned char *host = mt_arena_alloc(&ctx->host, total ? total : 1, 256);
+    unsigned char *dev = mt_ctx_alloc_data(ctx, total ? total : 1);
+    if (!host) mt_fail(ctx, MT_ERR_NOMEM, "from_data_packed: out of host memory (%zu bytes)", total);
+    if (!host || !dev) return 0;
+    mt_tensor *t[16];
+    for (int i = 0; i < n; i++) {
+        if (!(t[i] = mt_new_at(ctx, items[i].dtype, items[i].ndim, items[i].shape, dev + off[i]))) return 0;
+        size_t bytes = mt_tensor_bytes(t[i]), end = i + 1 < n ? off[i + 1] : total;
+        memcpy(host + off[i], items[i].host, bytes);
+        memset(host + off[i] + bytes, 0, end - off[i] - bytes); /* the alignment padding: defined bytes */
+    }
+    mt_status st = MT_BE(ctx)->to_device(&ctx->ex, dev, host, total);
+    if (st != MT_OK) {
+        mt_fail_status(ctx, st);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) items[i].t = t[i];
+    return 1;
+}
+
 mt_tensor *mt_uniform(mt_context *ctx, int ndim, const int64_t *shape, float low, float high) {
     mt_tensor *t = mt_new(ctx, MT_DTYPE_F32, ndim, shape);
     if (!t) return NULL;

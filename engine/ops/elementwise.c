@@ -174,11 +174,14 @@ mt_tensor *mt_dropout(mt_context *ctx, mt_tensor *x, float p, int training) {
     return y;
 }
 
-/* add_dropout: in[0] the residual, in[1] the dropped input. */
+/* add_dropout: in[0] the residual, in[1] the dropped input. On a GPU backend the residual's gradient is
+ * usually dy's own memory (core/autograd.h, mt_residual_grad_aliased): one launch fewer per add. */
 static mt_status add_dropout_backward(mt_context *ctx, mt_node *n) {
     mt_tensor *r = n->in[0], *x = n->in[1], *g;
     const float *dy = mt_f32(n->out->grad);
-    if (mt_tensor_requires_grad(r)) {
+    if (mt_residual_grad_aliased(ctx, n)) {
+        /* r's gradient is dy's memory (mt_backward's plan): r's share is already there. */
+    } else if (mt_tensor_requires_grad(r)) {
         if (!(g = mt_grad_of(ctx, r))) return ctx->status;
         MT_TRY(mt_accumulate(ctx, mt_f32(g), dy, g->numel));
     }
@@ -202,6 +205,7 @@ mt_tensor *mt_add_dropout(mt_context *ctx, mt_tensor *r, mt_tensor *x, float p, 
     if (mt_needs_grad(ctx, in, 2)) {
         mt_node *n = mt_tape_push(ctx, "add_dropout", add_dropout_backward, y);
         if (!n) return NULL;
+        n->pass_in0 = 1; /* dr = dy: r's gradient may be dy's memory */
         n->in[0] = r;
         n->in[1] = x;
         n->f[0] = p;

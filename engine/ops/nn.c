@@ -160,10 +160,15 @@ static mt_status embedding_backward(mt_context *ctx, mt_node *n) {
     mt_tensor *g = mt_grad_of(ctx, n->in[0]);
     if (!g) return ctx->status;
     int64_t C = n->in[0]->shape[1];
-    return MT_BE(ctx)->embedding_bwd(&ctx->ex, mt_f32(g), mt_f32(n->out->grad), mt_i32(n->in[1]), n->in[1]->numel, C);
+    return MT_BE(ctx)->embedding_bwd(&ctx->ex, mt_f32(g), mt_f32(n->out->grad), mt_i32(n->in[1]), n->in[1]->numel, C,
+                                     n->f[0]);
 }
 
 mt_tensor *mt_embedding(mt_context *ctx, mt_tensor *table, mt_tensor *ids) {
+    return mt_embedding_scaled(ctx, table, ids, 1.0f);
+}
+
+mt_tensor *mt_embedding_scaled(mt_context *ctx, mt_tensor *table, mt_tensor *ids, float scale) {
     if (!mt_check_f32(ctx, "embedding", table) || !mt_check_input(ctx, "embedding", ids)) return NULL;
     char st[MT_SHAPE_STR];
     if (table->ndim != 2) return mt_fail(ctx, MT_ERR_SHAPE, "embedding: table %s must be (V, C)", mt_shape_str(st, table->shape, table->ndim));
@@ -174,12 +179,14 @@ mt_tensor *mt_embedding(mt_context *ctx, mt_tensor *table, mt_tensor *ids) {
     shape[ids->ndim] = table->shape[1];
     mt_tensor *y = mt_new(ctx, MT_DTYPE_F32, ids->ndim + 1, shape);
     if (!y) return NULL;
-    MT_KERNEL(ctx, MT_BE(ctx)->embedding_fwd(&ctx->ex, mt_f32(y), mt_f32(table), mt_i32(ids), ids->numel, table->shape[1]));
+    MT_KERNEL(ctx, MT_BE(ctx)->embedding_fwd(&ctx->ex, mt_f32(y), mt_f32(table), mt_i32(ids), ids->numel, table->shape[1],
+                                             scale));
     if (mt_needs_grad(ctx, &table, 1)) {
         mt_node *n = mt_tape_push(ctx, "embedding", embedding_backward, y);
         if (!n) return NULL;
         n->in[0] = table;
         n->in[1] = ids;
+        n->f[0] = scale;
     }
     return y;
 }
@@ -195,7 +202,7 @@ mt_tensor *mt_index_rows(mt_context *ctx, mt_tensor *x, mt_tensor *ids) {
     mt_tensor *y = mt_new(ctx, x->dtype, x->ndim, shape);
     if (!y) return NULL;
     MT_KERNEL(ctx, MT_BE(ctx)->embedding_fwd(&ctx->ex, (float *)y->data, (const float *)x->data, mt_i32(ids),
-                                             ids->numel, x->numel / x->shape[0]));
+                                             ids->numel, x->numel / x->shape[0], 1.0f));
     return y;
 }
 

@@ -23,6 +23,17 @@ mt_tensor *mt_full(mt_context *ctx, int ndim, const int64_t *shape, float value)
 mt_tensor *mt_arange(mt_context *ctx, double start, double step, int64_t n);
 /* Copies host data of dtype (F32 or I32 on every backend). */
 mt_tensor *mt_from_data(mt_context *ctx, mt_dtype dtype, int ndim, const int64_t *shape, const void *host);
+/* Several host arrays as device tensors with one host-to-device copy (a training batch's ids, mask and
+ * targets: one launch instead of one per array): each item's t is a tensor of its dtype and shape over
+ * its slice (256-byte aligned) of one arena buffer. 0 + failure recorded (the t's left NULL). */
+typedef struct mt_upload {
+    mt_dtype dtype;
+    int ndim;
+    int64_t shape[MT_MAX_DIMS];
+    const void *host;
+    mt_tensor *t; /* out */
+} mt_upload;
+int mt_from_data_packed(mt_context *ctx, mt_upload *items, int n);
 mt_tensor *mt_uniform(mt_context *ctx, int ndim, const int64_t *shape, float low, float high);
 mt_tensor *mt_normal(mt_context *ctx, int ndim, const int64_t *shape, float mean, float std);
 /* A copy of t (same device), not recorded. */
@@ -111,6 +122,9 @@ mt_tensor *mt_layer_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, mt_tensor 
 mt_tensor *mt_rms_norm(mt_context *ctx, mt_tensor *x, mt_tensor *w, float eps);
 /* table (V, C) rows gathered by I32 ids of any shape -> (ids..., C). Ids out of range are an error. */
 mt_tensor *mt_embedding(mt_context *ctx, mt_tensor *table, mt_tensor *ids);
+/* scale * mt_embedding(table, ids) as one op (one kernel forward and backward; the model's embedding
+ * times sqrt(d_model)): the same values as the two ops, the gradient within rounding. */
+mt_tensor *mt_embedding_scaled(mt_context *ctx, mt_tensor *table, mt_tensor *ids, float scale);
 /* Rows of x (N, ...) picked by I32 ids (M) -> (M, ...): beam reordering; no gradient. */
 mt_tensor *mt_index_rows(mt_context *ctx, mt_tensor *x, mt_tensor *ids);
 /* Scalar mean label-smoothed cross-entropy of logits (N, V) against I32 targets (N). */

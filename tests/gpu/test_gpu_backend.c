@@ -1076,40 +1076,62 @@ static void t_norms(void) {
     }
 }
 
+/* Each case at scale 1 (the rows' words) and at the model's sqrt(d_model) scale: the CPU's scaled
+ * forward is its unscaled rows times the scale (exactly), its scaled backward the unscaled scatter of
+ * dout times the scale (within rounding); the device matches the CPU at both scales. */
 static void t_embedding(void) {
     static const int64_t cases[][3] = {{1, 1, 1}, {7, 5, 3}, {1000, 512, 333}, {32000, 64, 4099}};
-    for (int ci = 0; ci < 4; ci++) {
-        int64_t V = cases[ci][0], C = cases[ci][1], N = cases[ci][2];
-        char what[96];
-        snprintf(what, sizeof what, "embedding V=%lld C=%lld N=%lld", (long long)V, (long long)C, (long long)N);
-        g_case = what;
-        float *table = hrand(V * C, -1, 1);
-        int32_t *ids = xmalloc(4 * (size_t)N);
-        for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(rnd32() % (uint32_t)(V < 10 ? V : 10)); /* repeats */
-        float *y = xmalloc(4 * (size_t)(N * C)), *got = xmalloc(4 * (size_t)(N * C));
-        OK(CPU->embedding_fwd(&CEX, y, table, ids, N, C));
-        /* The table is an allocation of its own, as a parameter is (the id guard reads its extent). */
-        void *tp = NULL;
-        OK(DEV->alloc(DEV_ID, &tp, 4 * (size_t)(V * C)));
-        OK(DEV->to_device(&DEX, tp, table, 4 * (size_t)(V * C)));
-        dbuf dids = dput(ids, 4 * (size_t)N), dy = dnew(4 * (size_t)(N * C), 4, NULL);
-        OK(DEV->embedding_fwd(&DEX, dy.p, tp, dids.p, N, C));
-        dget(&dy, got, what);
-        cmp_f32(what, got, y, N * C, 0, 0);
-        float *g = hrand(N * C, -1, 1), *acc = hrand(V * C, -1, 1), *hacc = xmalloc(4 * (size_t)(V * C));
-        OK(DEV->to_device(&DEX, tp, acc, 4 * (size_t)(V * C)));
-        OK(CPU->embedding_bwd(&CEX, acc, g, ids, N, C));
-        dbuf dg = dput(g, 4 * (size_t)(N * C));
-        OK(DEV->embedding_bwd(&DEX, tp, dg.p, dids.p, N, C));
-        OK(DEV->to_host(&DEX, hacc, tp, 4 * (size_t)(V * C)));
-        snprintf(what, sizeof what, "embedding_bwd V=%lld C=%lld N=%lld", (long long)V, (long long)C, (long long)N);
-        cmp_f32(what, hacc, acc, V * C, 1e-5, 1e-5 * sqrt((double)N));
-        DEV->free(DEV_ID, tp);
-        dfree(&dids);
-        dfree(&dy);
-        dfree(&dg);
-        free(table), free(ids), free(y), free(got), free(g), free(acc), free(hacc);
-    }
+    for (int ci = 0; ci < 4; ci++)
+        for (int si = 0; si < 2; si++) {
+            int64_t V = cases[ci][0], C = cases[ci][1], N = cases[ci][2];
+            float scale = si ? sqrtf(512.0f) : 1.0f;
+            char what[96];
+            snprintf(what, sizeof what, "embedding V=%lld C=%lld N=%lld scale %g", (long long)V, (long long)C,
+                     (long long)N, scale);
+            g_case = what;
+            float *table = hrand(V * C, -1, 1);
+            int32_t *ids = xmalloc(4 * (size_t)N);
+            for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(rnd32() % (uint32_t)(V < 10 ? V : 10)); /* repeats */
+            float *y = xmalloc(4 * (size_t)(N * C)), *got = xmalloc(4 * (size_t)(N * C));
+            OK(CPU->embedding_fwd(&CEX, y, table, ids, N, C, scale));
+            if (si) { /* the CPU's scaled rows: its unscaled rows times the scale */
+                OK(CPU->embedding_fwd(&CEX, got, table, ids, N, C, 1.0f));
+                for (int64_t i = 0; i < N * C; i++) got[i] *= scale;
+                cmp_f32(what, y, got, N * C, 0, 0);
+            }
+            /* The table is an allocation of its own, as a parameter is (the id guard reads its extent). */
+            void *tp = NULL;
+            OK(DEV->alloc(DEV_ID, &tp, 4 * (size_t)(V * C)));
+            OK(DEV->to_device(&DEX, tp, table, 4 * (size_t)(V * C)));
+            dbuf dids = dput(ids, 4 * (size_t)N), dy = dnew(4 * (size_t)(N * C), 4, NULL);
+            OK(DEV->embedding_fwd(&DEX, dy.p, tp, dids.p, N, C, scale));
+            dget(&dy, got, what);
+            cmp_f32(what, got, y, N * C, 0, 0);
+            float *g = hrand(N * C, -1, 1), *acc = hrand(V * C, -1, 1), *hacc = xmalloc(4 * (size_t)(V * C));
+            snprintf(what, sizeof what, "embedding_bwd V=%lld C=%lld N=%lld scale %g", (long long)V, (long long)C,
+                     (long long)N, scale);
+            OK(DEV->to_device(&DEX, tp, acc, 4 * (size_t)(V * C)));
+            if (si) { /* the CPU's scaled scatter: the unscaled scatter of dout times the scale */
+                float *gs = xmalloc(4 * (size_t)(N * C));
+                memcpy(hacc, acc, 4 * (size_t)(V * C));
+                for (int64_t i = 0; i < N * C; i++) gs[i] = g[i] * scale;
+                OK(CPU->embedding_bwd(&CEX, hacc, gs, ids, N, C, 1.0f));
+                OK(CPU->embedding_bwd(&CEX, acc, g, ids, N, C, scale));
+                cmp_f32(what, acc, hacc, V * C, 1e-6, 1e-6 * scale * sqrt((double)N));
+                free(gs);
+            } else {
+                OK(CPU->embedding_bwd(&CEX, acc, g, ids, N, C, scale));
+            }
+            dbuf dg = dput(g, 4 * (size_t)(N * C));
+            OK(DEV->embedding_bwd(&DEX, tp, dg.p, dids.p, N, C, scale));
+            OK(DEV->to_host(&DEX, hacc, tp, 4 * (size_t)(V * C)));
+            cmp_f32(what, hacc, acc, V * C, 1e-5, 1e-5 * scale * sqrt((double)N));
+            DEV->free(DEV_ID, tp);
+            dfree(&dids);
+            dfree(&dy);
+            dfree(&dg);
+            free(table), free(ids), free(y), free(got), free(g), free(acc), free(hacc);
+        }
 }
 
 static void t_cross_entropy(void) {
@@ -1823,7 +1845,7 @@ static void t_guards(void) {
     OK(DEV->alloc(DEV_ID, &tp, sizeof table));
     OK(DEV->to_device(&DEX, tp, table, sizeof table));
     dbuf di = dput(ids, sizeof ids), dout = dnew(sizeof out, 4, NULL);
-    OK(DEV->embedding_fwd(&DEX, dout.p, tp, di.p, N, C));
+    OK(DEV->embedding_fwd(&DEX, dout.p, tp, di.p, N, C, 1.0f));
     dget(&dout, out, "embedding guard");
     for (int c = 0; c < C; c++) {
         if (out[0 * C + c] != table[2 * C + c] || out[3 * C + c] != table[3 * C + c]) failf("embedding: valid rows wrong");
@@ -1834,7 +1856,7 @@ static void t_guards(void) {
     for (int i = 0; i < N * C; i++) g[i] = 1.0f;
     dbuf dg = dput(g, sizeof g);
     OK(DEV->zero(&DEX, tp, sizeof table));
-    OK(DEV->embedding_bwd(&DEX, tp, dg.p, di.p, N, C));
+    OK(DEV->embedding_bwd(&DEX, tp, dg.p, di.p, N, C, 1.0f));
     OK(DEV->to_host(&DEX, grad, tp, sizeof grad));
     float total = 0;
     for (int i = 0; i < V * C; i++) total += grad[i];

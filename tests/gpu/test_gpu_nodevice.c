@@ -155,8 +155,8 @@ static void test_table_without_exec(void **state) {
     NODEV(be->layernorm_bwd(&ex, f, f, f, f, f, f, f, f, 1, 4));
     NODEV(be->rmsnorm_fwd(&ex, f, f, f, f, 1, 4, 1e-5f, NULL));
     NODEV(be->rmsnorm_bwd(&ex, f, f, f, f, f, f, 1, 4));
-    NODEV(be->embedding_fwd(&ex, f, f, ids, 1, 4));
-    NODEV(be->embedding_bwd(&ex, f, f, ids, 1, 4));
+    NODEV(be->embedding_fwd(&ex, f, f, ids, 1, 4, 1.0f));
+    NODEV(be->embedding_bwd(&ex, f, f, ids, 1, 4, 1.0f));
     NODEV(be->cross_entropy_fwd(&ex, f, f, f, f, ids, 1, 4, 0, -100));
     NODEV(be->cross_entropy_bwd(&ex, f, f, f, f, f, ids, 1, 4, 0, -100));
     NODEV(be->attention_fwd(&ex, f, f, f, f, f, &ad));

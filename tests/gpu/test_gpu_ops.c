@@ -16,6 +16,10 @@
  *              the CPU's unfused loss; its guards (a later reader of the logits, a foreign seed: the
  *              backward fails; logits not the last op's output: the unfused path, same gradient)
  *   curve      50 AdamW steps of the block in bf16 track the f32 loss curve
+ *   residual   mt_backward's residual-gradient sharing: add_dropout takes its residual's gradient memory
+ *              where it is the residual's last reader (also down a chain), not where the residual (or
+ *              a view of it) is read after it or is both inputs; gradients equal to the CPU's
+ *   packed     mt_from_data_packed: a batch's arrays in one counted host-to-device copy
  * Exit 77 without a CUDA device. MT_GPU_TEST_SELF=1 runs the same flow with the CPU standing in for the
  * GPU (f32 only: checks the test itself, and the CPU's own no-allocation-after-warm-up promise).
  * MT_GPU_TEST_EMU=1 (the test_gpu_ops_emu build, linked with the CUDA emulator of tests/gpu/emu): the
@@ -386,6 +390,126 @@ static void fused_guards(void) {
     net_free(&n);
 }
 
+/* The residual graphs of residual_sharing: r = x0 * s read by a tanh and through a reshape before
+ * add_dropout(r, ...), whose output y is the residual of a second add_dropout (a chain); then residuals
+ * that must not share: r read again after the add, a view of r read after it, r as both inputs. On a
+ * GPU backend the adds of the first kind take their residual's gradient memory (mt_backward's plan),
+ * the others may not. flags[k]: the k-th add's grad_shares_in0 after the pass. */
+enum { RS_ADDS = 5 };
+static mt_tensor *residual_graph(net *n, mt_tensor *x0, mt_tensor *s, int flags[RS_ADDS]) {
+    mt_context *ctx = n->ctx;
+    const int64_t flat[2] = {B * T, C}, full[3] = {B, T, C};
+    mt_tensor *adds[RS_ADDS];
+    mt_tensor *r = mt_mul(ctx, x0, s);
+    mt_tensor *a = mt_tanh(ctx, r);
+    mt_tensor *b = mt_reshape(ctx, mt_sigmoid(ctx, mt_reshape(ctx, r, 2, flat)), 3, full);
+    mt_tensor *y = adds[0] = mt_add_dropout(ctx, r, mt_mul(ctx, a, b), 0.2f, 1); /* r's last reader */
+    y = adds[1] = mt_add_dropout(ctx, y, mt_gelu(ctx, y), 0.2f, 1);              /* y's last reader */
+    mt_tensor *loss = mt_mean(ctx, mt_mul(ctx, y, y), NULL, 0, 0);
+    /* r2 read after the add: no sharing */
+    mt_tensor *r2 = mt_mul(ctx, x0, mt_tanh(ctx, s));
+    mt_tensor *z = adds[2] = mt_add_dropout(ctx, r2, mt_sigmoid(ctx, r2), 0.2f, 1);
+    loss = mt_add(ctx, loss, mt_mean(ctx, mt_mul(ctx, z, r2), NULL, 0, 0));
+    /* a view of r3 read after the add: no sharing */
+    mt_tensor *r3 = mt_add(ctx, x0, s);
+    z = adds[3] = mt_add_dropout(ctx, r3, mt_tanh(ctx, r3), 0.2f, 1);
+    mt_tensor *v = mt_reshape(ctx, r3, 2, flat);
+    loss = mt_add(ctx, loss, mt_mean(ctx, mt_mul(ctx, mt_reshape(ctx, z, 2, flat), mt_exp(ctx, v)), NULL, 0, 0));
+    /* r4 as both inputs: no sharing */
+    mt_tensor *r4 = mt_sub(ctx, x0, s);
+    z = adds[4] = mt_add_dropout(ctx, r4, r4, 0.2f, 1);
+    loss = mt_add(ctx, loss, mt_mean(ctx, mt_tanh(ctx, z), NULL, 0, 0));
+    if (!loss || mt_backward(ctx, loss, NULL) != MT_OK) {
+        printf("residual sharing: %s\n", mt_last_error());
+        return NULL;
+    }
+    for (int k = 0; k < RS_ADDS; k++) flags[k] = ctx->tape[adds[k]->node].grad_shares_in0;
+    return loss;
+}
+
+/* The residual-gradient sharing of mt_backward (core/autograd.c) on the device under test: the adds
+ * that are their residual's last reader share its gradient, the others do not, and every gradient
+ * equals the CPU's, which never shares (f32: within rounding of the reductions). */
+static void residual_sharing(void) {
+    net cpu, gpu;
+    if (!net_init(&cpu, MT_DEVICE_CPU) || !net_init(&gpu, DEVICE)) {
+        CHECK(0, "residual sharing: init: %s", mt_last_error());
+        return;
+    }
+    float gx[2][B * T * C], gs[2][C], lv[2];
+    int flags[2][RS_ADDS];
+    net *nets[2] = {&cpu, &gpu};
+    for (int k = 0; k < 2; k++) {
+        mt_context *ctx = nets[k]->ctx;
+        mt_tensor *x0 = mt_from_data(ctx, MT_DTYPE_F32, 3, (int64_t[]){B, T, C}, g_init[3]);
+        mt_tensor *s = mt_from_data(ctx, MT_DTYPE_F32, 1, (int64_t[]){C}, g_init[1]);
+        CHECK(x0 && s && mt_requires_grad(x0, 1) == MT_OK && mt_requires_grad(s, 1) == MT_OK, "residual sharing: leaves");
+        mt_tensor *loss = x0 && s ? residual_graph(nets[k], x0, s, flags[k]) : NULL;
+        CHECK(loss != NULL, "residual sharing: the %s pass failed", k ? "device" : "CPU");
+        if (!loss) goto out;
+        lv[k] = read_scalar(nets[k], loss);
+        mt_copy_to_host(ctx, x0->grad, gx[k], sizeof gx[k]);
+        mt_copy_to_host(ctx, s->grad, gs[k], sizeof gs[k]);
+    }
+    int one_region = gpu.ctx->ex.backend != &mt_cpu_backend;
+    for (int j = 0; j < RS_ADDS; j++) {
+        CHECK(flags[0][j] == 0, "residual sharing: the CPU shared add %d's gradient", j);
+        CHECK(flags[1][j] == (one_region && j < 2), "residual sharing: add %d %s its residual's gradient", j,
+              flags[1][j] ? "shares" : "does not share");
+    }
+    CHECK(fabsf(lv[0] - lv[1]) <= 1e-5f * fabsf(lv[0]), "residual sharing: loss %.7f vs CPU %.7f", lv[1], lv[0]);
+    double dx = 0, mx = 0, ds = 0, ms = 0;
+    for (int i = 0; i < B * T * C; i++) {
+        dx = fmax(dx, fabs((double)gx[1][i] - gx[0][i]));
+        mx = fmax(mx, fabs((double)gx[0][i]));
+    }
+    for (int i = 0; i < C; i++) {
+        ds = fmax(ds, fabs((double)gs[1][i] - gs[0][i]));
+        ms = fmax(ms, fabs((double)gs[0][i]));
+    }
+    printf("residual sharing: adds sharing %d %d %d %d %d; dx0 max rel diff %.2e, ds %.2e\n", flags[1][0],
+           flags[1][1], flags[1][2], flags[1][3], flags[1][4], dx / mx, ds / ms);
+    CHECK(mx > 0 && dx <= 1e-5 * mx, "residual sharing: grad of x0 differs by %.3g", dx / mx);
+    CHECK(ms > 0 && ds <= 1e-5 * ms, "residual sharing: grad of s differs by %.3g", ds / ms);
+out:
+    net_free(&cpu);
+    net_free(&gpu);
+}
+
+/* mt_from_data_packed on the device under test: a batch's ids, mask and targets in one host-to-device
+ * copy (one counted launch on the CUDA backend), each tensor reading back its host array. */
+static void packed_upload(void) {
+    net n;
+    if (!net_init(&n, DEVICE)) {
+        CHECK(0, "packed upload: init: %s", mt_last_error());
+        return;
+    }
+    mt_context *ctx = n.ctx;
+    mt_upload up[3] = {{MT_DTYPE_I32, 2, {B, T}, g_ids, NULL},
+                       {MT_DTYPE_F32, 4, {B, 1, 1, T}, g_mask, NULL},
+                       {MT_DTYPE_I32, 1, {B * T}, g_tgt, NULL}};
+    int cuda = ctx->ex.backend != &mt_cpu_backend;
+    mt_cuda_counters c0 = {0}, c1 = {0};
+    if (cuda) mt_cuda_counters_get(&c0);
+    int ok = mt_from_data_packed(ctx, up, 3);
+    if (cuda) mt_cuda_counters_get(&c1);
+    CHECK(ok, "packed upload: %s", mt_last_error());
+    if (ok) {
+        CHECK(c1.launches - c0.launches == (uint64_t)cuda, "packed upload: %llu launches",
+              (unsigned long long)(c1.launches - c0.launches));
+        int32_t ids[B * T], tgt[B * T];
+        float mask[B * T];
+        mt_copy_to_host(ctx, up[0].t, ids, sizeof ids);
+        mt_copy_to_host(ctx, up[1].t, mask, sizeof mask);
+        mt_copy_to_host(ctx, up[2].t, tgt, sizeof tgt);
+        CHECK(!memcmp(ids, g_ids, sizeof ids) && !memcmp(mask, g_mask, sizeof mask) && !memcmp(tgt, g_tgt, sizeof tgt),
+              "packed upload: a tensor differs from its host array");
+        printf("packed upload: 3 arrays in %llu launch(es), read back equal\n",
+               (unsigned long long)(c1.launches - c0.launches));
+    }
+    net_free(&n);
+}
+
 int main(void) {
     const char *self = getenv("MT_GPU_TEST_SELF"), *emu = getenv("MT_GPU_TEST_EMU");
     if (emu && *emu && *emu != '0') {
@@ -412,6 +536,8 @@ int main(void) {
     compare("fbf16", MT_PRECISION_BF16, 1e-2, 0.25, 0.99);
     g_fused = 0;
     fused_guards();
+    residual_sharing();
+    packed_upload();
     warmup_no_alloc();
     curve();
     for (int i = 0; i < NP; i++) free(g_init[i]);

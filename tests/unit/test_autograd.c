@@ -385,6 +385,42 @@ static void test_add_dropout(void **state) {
     assert_true(dropped > 0 && dropped < N * C); /* p = 0.3 dropped some, not all */
 }
 
+/* embedding_scaled(table, ids, s) = mul_scalar(embedding(table, ids), s): the same values, and the table's
+ * gradient within rounding (scale folded into the scatter), over repeated ids; scale 1 is mt_embedding. */
+static void test_embedding_scaled(void **state) {
+    (void)state;
+    enum { V = 11, C = 37, N = 23 };
+    const float s = sqrtf(512.0f);
+    int32_t idv[N];
+    for (int i = 0; i < N; i++) idv[i] = (i * 7) % 5 + (i > 15 ? 6 : 0); /* repeats */
+    float y[2][N * C], gt[2][V * C], gyv[N * C];
+    fill_data(gyv, N * C, 91, 0.1f, 2.0f, 1);
+    for (int fused = 0; fused < 2; fused++) {
+        mt_context *ctx = new_ctx();
+        mt_tensor *table = leaf(ctx, MT_DIMS(V, C), 92);
+        mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(N), idv);
+        mt_tensor *out = fused ? mt_embedding_scaled(ctx, table, ids, s) : mt_mul_scalar(ctx, mt_embedding(ctx, table, ids), s);
+        assert_non_null(out);
+        assert_int_equal(ctx->n_nodes, fused ? 1 : 2);
+        mt_tensor *g = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(N, C), gyv);
+        assert_int_equal(mt_backward(ctx, out, g), MT_OK);
+        memcpy(y[fused], mt_f32(out), sizeof y[0]);
+        memcpy(gt[fused], mt_f32(table->grad), sizeof gt[0]);
+        if (fused) { /* scale 1: the plain op's rows */
+            mt_tensor *e = mt_embedding_scaled(ctx, table, ids, 1.0f), *p = mt_embedding(ctx, table, ids);
+            assert_memory_equal(mt_f32(e), mt_f32(p), sizeof(float) * N * C);
+        }
+        mt_context_free(ctx);
+    }
+    double worst = 0, big = 0;
+    for (int i = 0; i < N * C; i++) assert_true(y[1][i] == y[0][i]);
+    for (int i = 0; i < V * C; i++) {
+        worst = fmax(worst, fabs((double)gt[1][i] - gt[0][i]));
+        big = fmax(big, fabs((double)gt[0][i]));
+    }
+    assert_true(big > 0 && worst <= 1e-6 * big);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_used_many_times),
@@ -398,6 +434,7 @@ int main(void) {
         cmocka_unit_test(test_views_and_leaves),
         cmocka_unit_test(test_concat_heads),
         cmocka_unit_test(test_add_dropout),
+        cmocka_unit_test(test_embedding_scaled),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }

@@ -227,11 +227,43 @@ static void test_numerical_stability(void **state) {
     mt_context_free(ctx);
 }
 
+/* mt_from_data_packed: the arrays' values, in one buffer at 256-byte aligned slices; bad input refused. */
+static void test_from_data_packed(void **state) {
+    (void)state;
+    mt_context *ctx = new_ctx();
+    int32_t a[6] = {1, -2, 3, 4, 5, 600000};
+    float b[4] = {0.5f, -1.0f, 1e30f, -0.0f};
+    int32_t c[65];
+    for (int i = 0; i < 65; i++) c[i] = 7 * i - 3;
+    mt_upload up[3] = {{MT_DTYPE_I32, 2, {2, 3}, a, NULL}, {MT_DTYPE_F32, 1, {4}, b, NULL},
+                       {MT_DTYPE_I32, 1, {65}, c, NULL}};
+    assert_int_equal(mt_from_data_packed(ctx, up, 3), 1);
+    assert_int_equal(up[0].t->ndim, 2);
+    assert_int_equal(up[0].t->shape[1], 3);
+    assert_int_equal(up[1].t->dtype, MT_DTYPE_F32);
+    assert_int_equal(up[2].t->numel, 65);
+    assert_memory_equal(up[0].t->data, a, sizeof a);
+    assert_memory_equal(up[1].t->data, b, sizeof b);
+    assert_memory_equal(up[2].t->data, c, sizeof c);
+    assert_ptr_equal((char *)up[1].t->data, (char *)up[0].t->data + 256);
+    assert_ptr_equal((char *)up[2].t->data, (char *)up[0].t->data + 512);
+    /* usable by ops: a gather of the first rows by the packed ids */
+    mt_tensor *rows = mt_index_rows(ctx, up[1].t, mt_from_data(ctx, MT_DTYPE_I32, 1, (int64_t[]){2}, (int32_t[]){3, 0}));
+    assert_non_null(rows);
+    assert_true(mt_f32(rows)[1] == 0.5f);
+    mt_upload bad[1] = {{MT_DTYPE_I32, 1, {3}, NULL, NULL}};
+    assert_int_equal(mt_from_data_packed(ctx, bad, 1), 0);
+    assert_int_equal(ctx->status, MT_ERR_INVALID_ARG);
+    assert_null(bad[0].t);
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_constants_and_views), cmocka_unit_test(test_persistent),
         cmocka_unit_test(test_layout_other_dtypes), cmocka_unit_test(test_casts),
         cmocka_unit_test(test_random_streams), cmocka_unit_test(test_numerical_stability),
+        cmocka_unit_test(test_from_data_packed),
     };
     return cmocka_run_group_tests_name("tensor", tests, NULL, NULL);
 }
