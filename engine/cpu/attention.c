@@ -13,9 +13,9 @@
 #include "core/error.h"
 #include "cpu/cpu.h"
 
-/* Below this many score multiply-adds the forward runs on one thread (about 50 us of work: less than
- * a second thread's wake-up costs on a busy machine; decoding's attentions are this small). */
-#define ATTN_PAR_MIN (1 << 18)
+/* Below this many score multiply-adds the forward runs on one thread (about 6 us of work: a spinning
+ * worker wakes in 1-2 us; decoding's attentions at batch 32 are larger, at batch 1 smaller). */
+#define ATTN_PAR_MIN (1 << 15)
 
 /* x . y as 8 lanes of fused multiply-adds, then (tail + (l0+l4 + l1+l5)) + (l2+l6 + l3+l7). dot4 is
  * the same sum for four rows at once, its chains interleaved so that their latencies overlap (a

@@ -20,11 +20,15 @@
 #include "core/error.h"
 #include "cpu/cpu.h"
 
-/* Below this many multiply-adds (about 75 us on one core at 56 GMAC/s) a product runs on one thread:
- * waking a second OpenMP thread costs 5-50 us (more on a loaded machine with passive waiting), which
- * a smaller product does not win back. Measured on decoding's shapes (2-core Zen 4, load ~12): 32 x
- * 256 x 256 took 38 us on one thread and 46 us on two. */
-#define GEMM_PAR_MIN (1 << 22)
+/* Below this many multiply-adds (about 20 us on one core) a product runs on one thread: waking a
+ * second OpenMP thread costs 1-2 us while the team's workers still spin (libgomp's default between
+ * the regions of a decoding step), which a smaller product does not win back. On a quiet 2-core Zen 4
+ * 32 x 256 x 256 took 48 us on one thread and 30 us on two, and at 1M instead of 4M multiply-adds
+ * `mt-bench decode --ct2` went from 1.24x to 1.53x CTranslate2 (greedy) and from 1.03x to 1.23x (beam
+ * 4) at batch 32 in f32. A loaded machine (load ~12, passive waiting) would rather have 4M: there 32 x
+ * 256 x 256 took 38 us on one thread and 46 us on two; the default serves the machine a user
+ * benchmarks on. */
+#define GEMM_PAR_MIN (1 << 20)
 /* Row / column slices are multiples of this (the sgemm kernels' tile sizes divide it). */
 #define GEMM_ALIGN 32
 

@@ -49,10 +49,12 @@ int mt_cpu_qlinear_act_qmax(void) { return act_qmax(); }
 
 int mt_cpu_qlinear_portable;
 
-/* Below this many multiply-adds (about 85 us on one core of the VNNI kernel, ~190 GMAC/s) a product
- * runs on one thread, for the reason of gemm.c's GEMM_PAR_MIN: 32 x 256 x 256 took 13 us on one
- * thread and 58 us on two on the loaded 2-core test machine, 32 x 8000 x 256 324 and 238 us. */
-#define QGEMM_PAR_MIN (1 << 24)
+/* Below this many multiply-adds (about 10 us on one core of the VNNI kernel, ~190 GMAC/s) a product
+ * runs on one thread, for the reason of gemm.c's GEMM_PAR_MIN. At 2M instead of 16M the int8 cells of
+ * `mt-bench decode --ct2` at batch 32 went from 3.89x to 4.38x CTranslate2 (greedy) and from 1.91x to
+ * 2.10x (beam 4) on the quiet 2-core Zen 4; on the loaded test machine 32 x 256 x 256 had taken 13 us
+ * on one thread and 58 us on two. */
+#define QGEMM_PAR_MIN (1 << 21)
 /* Column slices of the threads are whole panels of the packed weight. */
 #define QGEMM_ALIGN MT_QPANEL
 
