@@ -8,7 +8,7 @@
  * 1.9x one row at 4 x 8000 x 256). Here every output is the dot product of a row of A with a row of
  * B, both contiguous: four rows of B stream through at once, each read once for all rows of A, into
  * rows x 4 vector accumulators. The columns are split over the context's team when the weight is
- * large enough (MT_GEMV_PAR_MIN) that a second core's share of the cache bandwidth pays for waking it.
+ * large enough (GEMV_PAR_MIN) that a second core's share of the cache bandwidth pays for waking it.
  * The split never cuts K, and each output's sum has the same order whatever the rows, columns or
  * threads, so results depend only on the instruction set: AVX-512 where the CPU has it (16 lanes),
  * else AVX2 with FMA (8 lanes, the baseline the engine is built for).
