@@ -350,7 +350,9 @@ ok "/healthz and /metrics through published port $http_port"
 
 # =====================================================================================================
 stage train
-tiny_config corpora/demo.tsv runs/cluster 100 5 >"$work/train.json"
+# 1000 steps (about 20 s on the 3 ranks of a 2-core machine): the kill below must land while the job
+# runs; at 100 steps the whole job once took 2 s and ended between the last status and the kill.
+tiny_config corpora/demo.tsv runs/cluster 1000 5 >"$work/train.json"
 nodes3() { [ "$(admin train status | grep -cE '^node (server|worker-1|worker-2) ')" -ge 3 ]; }
 wait_for 120 "worker-1 and worker-2 joined to the server" nodes3
 # --min-nodes 2: the job takes every joined node (3), and goes on with 2 after losing one.
