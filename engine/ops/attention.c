@@ -113,6 +113,6 @@ mt_tensor *mt_attention(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *
 
 mt_tensor *mt_attention_paged(mt_context *ctx, mt_tensor *q, mt_tensor *k, mt_tensor *v, mt_tensor *rows,
                               mt_tensor *mask, int causal, float scale) {
-    if (!rows) return NULL;
+    if (!rows) return mt_fail(ctx, MT_ERR_INVALID_ARG, "attention (paged): rows is NULL");
     return attention(ctx, q, k, v, rows, mask, causal, scale);
 }

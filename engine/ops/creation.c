@@ -38,10 +38,14 @@ int mt_from_data_packed(mt_context *ctx, mt_upload *items, int n) {
     }
     for (int i = 0; i < n; i++) {
         items[i].t = NULL;
-        int64_t numel = 1;
-        for (int d = 0; d < items[i].ndim; d++) numel *= items[i].shape[d];
-        if (!items[i].host || items[i].ndim < 0 || items[i].ndim > MT_MAX_DIMS || numel < 0) {
-            mt_fail(ctx, MT_ERR_INVALID_ARG, "from_data_packed: array %d: no data or a bad shape", i);
+        int64_t numel;
+        if (!items[i].host) {
+            mt_fail(ctx, MT_ERR_INVALID_ARG, "from_data_packed: array %d: data is NULL", i);
+            return 0;
+        }
+        mt_status st = mt_shape_check("from_data_packed", items[i].ndim, items[i].shape, &numel);
+        if (st != MT_OK) {
+            mt_fail_status(ctx, st);
             return 0;
         }
         off[i] = total;
