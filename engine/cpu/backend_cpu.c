@@ -215,6 +215,7 @@ const mt_backend mt_cpu_backend = {
     .embedding_bwd = mt_cpu_embedding_bwd,
     .cross_entropy_fwd = mt_cpu_cross_entropy_fwd,
     .cross_entropy_bwd = mt_cpu_cross_entropy_bwd,
+    .cross_entropy_fused = mt_cpu_cross_entropy_fused,
     .attention_fwd = mt_cpu_attention_fwd,
     .attention_bwd = mt_cpu_attention_bwd,
     .rope = mt_cpu_rope,

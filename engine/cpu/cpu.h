@@ -171,6 +171,7 @@ mt_status mt_cpu_gemv(mt_exec *ex, int64_t M, int64_t N, int64_t K, float alpha,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* -1: the instruction set the CPU reports (AVX-512, else AVX2); tests set 0 to run the AVX2 kernels. */
 extern int mt_cpu_gemv_avx512;
+extern int mt_cpu_philox_avx512; /* elementwise.c: 0 runs dropout's random words on AVX2 (tests) */
 /* qgemm.c */
 mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const struct mt_qweight *w, const float *bias,
                          float *y, void *work);

@@ -2,7 +2,8 @@
  * test_autograd.c — the tape's semantics: a tensor used several times, a broadcast operand, a chain of
  * more than 20 ops (against finite differences), no_grad scopes, detach, zero_grad, backward with a
  * given output gradient, two backward passes over one tape, persistent parameters across steps, the
- * attention-heads concat with a part shared by every head, the residual add fused with dropout.
+ * attention-heads concat with a part shared by every head, the residual add fused with dropout, the
+ * fused classifier against cross-entropy and its backward.
  *
  * Expected gradients are computed here in double from the inputs (closed forms), never taken from
  * the engine.
@@ -421,6 +422,61 @@ static void test_embedding_scaled(void **state) {
     assert_true(big > 0 && worst <= 1e-6 * big);
 }
 
+/* The fused classifier (the logits overwritten by their gradient in the forward) against
+ * cross_entropy + backward with the same output gradient: the same loss, count and input gradients,
+ * bit for bit, with label smoothing and ignored rows, over enough logits that the rows are split
+ * across threads; every row ignored gives loss 0 and zero gradients; an op reading the logits after
+ * the loss fails with a message instead of reading their gradient. */
+static void test_fused_classifier(void **state) {
+    (void)state;
+    enum { N = 41, K = 4, V = 1000, PAD = 3 };
+    int32_t tv[N];
+    for (int i = 0; i < N; i++) tv[i] = i % 6 == 5 ? PAD : (i * 389) % V;
+    const float dl = 2.5f;
+    float loss[2], gx[2][N * K], gw[2][V * K];
+    for (int fused = 0; fused < 2; fused++) {
+        mt_context *ctx = new_ctx();
+        mt_tensor *x = leaf(ctx, MT_DIMS(N, K), 101), *w = leaf(ctx, MT_DIMS(V, K), 102);
+        mt_tensor *tgt = mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(N), tv);
+        mt_tensor *dloss = mt_from_data(ctx, MT_DTYPE_F32, 0, NULL, &dl);
+        mt_tensor *logits = mt_linear(ctx, x, w, NULL);
+        mt_tensor *ce = fused ? mt_cross_entropy_fused(ctx, logits, tgt, 0.1f, PAD, dloss)
+                              : mt_cross_entropy(ctx, logits, tgt, 0.1f, PAD);
+        assert_non_null(ce);
+        assert_true((ctx->tape[ce->node].seed == dloss) == fused); /* the CPU has the fused kernel */
+        assert_int_equal(mt_backward(ctx, ce, dloss), MT_OK);
+        loss[fused] = mt_f32(ce)[0];
+        memcpy(gx[fused], mt_f32(x->grad), sizeof gx[0]);
+        memcpy(gw[fused], mt_f32(w->grad), sizeof gw[0]);
+        mt_context_free(ctx);
+    }
+    assert_true(loss[0] > 0 && loss[1] == loss[0]);
+    assert_memory_equal(gx[1], gx[0], sizeof gx[0]);
+    assert_memory_equal(gw[1], gw[0], sizeof gw[0]);
+
+    mt_context *ctx = new_ctx();
+    mt_tensor *x = leaf(ctx, MT_DIMS(N, K), 101), *w = leaf(ctx, MT_DIMS(V, K), 102);
+    int32_t pads[N];
+    for (int i = 0; i < N; i++) pads[i] = PAD;
+    mt_tensor *dloss = mt_from_data(ctx, MT_DTYPE_F32, 0, NULL, &dl);
+    mt_tensor *ce = mt_cross_entropy_fused(ctx, mt_linear(ctx, x, w, NULL), mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(N), pads),
+                                           0.1f, PAD, dloss);
+    assert_non_null(ce);
+    assert_int_equal(mt_backward(ctx, ce, dloss), MT_OK);
+    assert_true(mt_f32(ce)[0] == 0.0f);
+    for (int i = 0; i < V * K; i++) assert_true(mt_f32(w->grad)[i] == 0.0f);
+    assert_int_equal(mt_context_reset(ctx), MT_OK);
+
+    /* A reader after the loss: the fused op has overwritten what it would read. */
+    x = leaf(ctx, MT_DIMS(N, K), 101), w = leaf(ctx, MT_DIMS(V, K), 102);
+    dloss = mt_from_data(ctx, MT_DTYPE_F32, 0, NULL, &dl);
+    mt_tensor *logits = mt_linear(ctx, x, w, NULL);
+    assert_non_null(mt_cross_entropy_fused(ctx, logits, mt_from_data(ctx, MT_DTYPE_I32, MT_DIMS(N), tv), 0.1f, PAD, dloss));
+    assert_null(mt_sum(ctx, logits, NULL, 0, 0));
+    assert_non_null(strstr(mt_last_error(), "overwritten by its gradient"));
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_used_many_times),
@@ -435,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_concat_heads),
         cmocka_unit_test(test_add_dropout),
         cmocka_unit_test(test_embedding_scaled),
+        cmocka_unit_test(test_fused_classifier),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }
