@@ -202,6 +202,8 @@ mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float
 mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dloss, const float *count,
                                    const float *lse, const float *logits, const int32_t *targets, int64_t N,
                                    int64_t V, float eps, int ignore_index);
+mt_status mt_cpu_cross_entropy_fused(mt_exec *ex, float *loss, float *count, float *logits, const int32_t *targets,
+                                     const float *dloss, int64_t N, int64_t V, float eps, int ignore_index);
 mt_status mt_cpu_rope(mt_exec *ex, float *out, const float *x, int64_t R, int64_t T, int64_t D, int64_t pos0,
                       float base, float sign, int accumulate);
 mt_status mt_cpu_adamw(mt_exec *ex, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,

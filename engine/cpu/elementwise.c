@@ -403,10 +403,63 @@ static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo) {
 }
 #endif
 
+/* Sixteen blocks at a time in AVX-512 lanes: the same rounds as the AVX2 path, twice as wide, then a
+ * 4 x 16 transpose to block-major order (words of blocks 0-3, 4-7, 8-11, 12-15 in four vectors).
+ * Returns the blocks done (a multiple of 16). */
+__attribute__((target("avx512f"))) static int64_t philox_words16(uint32_t *words, uint64_t block0, int64_t nblk,
+                                                                uint64_t seed) {
+    const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+    int64_t k = 0;
+    for (; k + 16 <= nblk; k += 16) {
+        uint32_t lo32[16], hi32[16];
+        for (int l = 0; l < 16; l++) {
+            uint64_t b = block0 + (uint64_t)k + (uint64_t)l;
+            lo32[l] = (uint32_t)b;
+            hi32[l] = (uint32_t)(b >> 32);
+        }
+        __m512i c0 = _mm512_loadu_si512(lo32), c1 = _mm512_loadu_si512(hi32);
+        __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+        uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+        for (int r = 0; r < 10; r++) {
+            __m512i pe0 = _mm512_mul_epu32(c0, m0), po0 = _mm512_mul_epu32(_mm512_srli_epi64(c0, 32), m0);
+            __m512i pe1 = _mm512_mul_epu32(c2, m1), po1 = _mm512_mul_epu32(_mm512_srli_epi64(c2, 32), m1);
+            __m512i hi0 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe0, 32), po0);
+            __m512i lo0 = _mm512_mask_blend_epi32(0xAAAA, pe0, _mm512_slli_epi64(po0, 32));
+            __m512i hi1 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe1, 32), po1);
+            __m512i lo1 = _mm512_mask_blend_epi32(0xAAAA, pe1, _mm512_slli_epi64(po1, 32));
+            __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32((int)k0));
+            __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32((int)k1));
+            c1 = lo1;
+            c3 = lo0;
+            c0 = n0;
+            c2 = n2;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        __m512i t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpackhi_epi32(c0, c1);
+        __m512i t2 = _mm512_unpacklo_epi32(c2, c3), t3 = _mm512_unpackhi_epi32(c2, c3);
+        __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2); /* blocks 0,4,8,12 | 1,5,9,13 */
+        __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3); /* blocks 2,6,10,14 | 3,7,11,15 */
+        __m512i v0 = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)); /* blocks 0, 8, 1, 9 */
+        __m512i v1 = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)); /* 4, 12, 5, 13 */
+        __m512i v2 = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(2, 0, 2, 0)); /* 2, 10, 3, 11 */
+        __m512i v3 = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(3, 1, 3, 1)); /* 6, 14, 7, 15 */
+        uint32_t *w = words + 4 * k;
+        _mm512_storeu_si512(w, _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_si512(w + 16, _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_si512(w + 32, _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_storeu_si512(w + 48, _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    return k;
+}
+
+int mt_cpu_philox_avx512 = 1; /* where the CPU has AVX-512; tests set 0 to run the AVX2 path */
+
 /* words[4k + l] = word l of Philox block (block0 + k) under seed, k in [0, nblk). words has room for
  * nblk rounded up to 8 blocks. */
 static void philox_words(uint32_t *words, uint64_t block0, int64_t nblk, uint64_t seed) {
     int64_t k = 0;
+    if (mt_cpu_philox_avx512 && __builtin_cpu_supports("avx512f")) k = philox_words16(words, block0, nblk, seed);
 #if defined(__AVX2__)
     const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
     for (; k < nblk; k += 8) {

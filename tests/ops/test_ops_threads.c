@@ -245,7 +245,8 @@ static void test_dropout(void **state) {
 /* The dropout kernels against their definition: element i is kept when mt_rng_uniform(seed, offset + i)
  * >= p (the scalar Philox of core/rng.h, which the CUDA backend shares); offsets at every lane of a
  * block, a counter whose low word wraps inside a chunk, a seed with both words set; forward with and
- * without the residual, backward accumulating; 1 and 3 threads. */
+ * without the residual, backward accumulating; 1 and 3 threads; the random words drawn sixteen blocks
+ * at a time (AVX-512, where the CPU has it) and eight (AVX2). */
 static void test_dropout_stream(void **state) {
     (void)state;
     enum { N = 70001 };
@@ -254,7 +255,9 @@ static void test_dropout_stream(void **state) {
     float *x = malloc(sizeof(float) * N), *r = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * N);
     float *dx = malloc(sizeof(float) * N);
     for (int i = 0; i < N; i++) x[i] = 0.5f + (float)(i % 13), r[i] = -0.25f * (float)(i % 7);
-    for (int th = 1; th <= 3; th += 2) {
+    for (int run = 0; run < 4; run++) {
+        int th = run & 1 ? 3 : 1;
+        mt_cpu_philox_avx512 = run < 2;
         mt_context *ctx;
         assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, th), MT_OK);
         for (size_t si = 0; si < sizeof seeds / sizeof seeds[0]; si++)
@@ -282,6 +285,7 @@ static void test_dropout_stream(void **state) {
             }
         mt_context_free(ctx);
     }
+    mt_cpu_philox_avx512 = 1;
     free(x);
     free(r);
     free(out);
