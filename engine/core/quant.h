@@ -29,15 +29,18 @@ typedef struct mt_qweight {
 /* The packed layout qp: panels of MT_QPANEL output channels; in panel p, for each group g of 4 along
  * k, the 4 bytes of each of the panel's channels in turn (what one VPDPBUSD step multiplies):
  *   qp[((p * kg + g) * MT_QPANEL + c) * 4 + e] = q[p * MT_QPANEL + c, 4 g + e]   (0 past n and k)
- * so the kernel reads a panel's weights once, sequentially, for a block of activation rows. */
+ * so the kernel reads a panel's weights once, sequentially, for a block of activation rows. Sixteen
+ * groups of sixteen channels, rows 256 bytes apart, are also an AMX tile of B for TDPBUSD as they lie. */
 #define MT_QPANEL 64
 
 /* Scratch bytes of the backend's qlinear for x (R, k) and W (n, k): the quantized rows (each padded
- * to MT_QLINEAR_LDU(k) bytes, a whole number of the packed layout's groups of 4), their scales, the
- * int32 products and the per-channel offsets. */
+ * to MT_QLINEAR_LDU(k) bytes, a whole number of the packed layout's groups of 4; room for R rounded up
+ * to 16 rows, the row count of an AMX tile), their scales, the int32 products and the per-channel
+ * offsets. */
 #define MT_QLINEAR_LDU(k) ((((int64_t)(k) + 3) / 4) * 4)
+#define MT_QLINEAR_UROWS(R) ((((size_t)(R) + 15) / 16) * 16)
 #define MT_QLINEAR_WORK(R, n, k)                                                                      \
-    ((((size_t)(R) * (size_t)MT_QLINEAR_LDU(k) + 63) & ~(size_t)63) +                                 \
+    (((MT_QLINEAR_UROWS(R) * (size_t)MT_QLINEAR_LDU(k) + 63) & ~(size_t)63) +                         \
      4 * ((size_t)(R) + (size_t)(R) * (size_t)(n) + (size_t)(n)))
 
 /* Quantizes x[0..k) into q; returns the scale s (0 for an all-zero row). */

@@ -179,6 +179,8 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const struct mt
 int mt_cpu_qlinear_act_qmax(void);
 /* Nonzero: qlinear takes the portable path (scalar row quantization, dnnl_gemm_u8s8s32) even on an
  * AVX-512 VNNI CPU; tests set it to compare the two, which give the same bits. */
+/* 0: products qlinear would give the AMX tile unit run on the VNNI kernel (tests compare the two). */
+extern int mt_cpu_qlinear_amx;
 extern int mt_cpu_qlinear_portable;
 /* nn.c */
 mt_status mt_cpu_softmax_fwd(mt_exec *ex, float *out, const float *x, int64_t N, int64_t C, int log);

@@ -12,7 +12,11 @@
  * On a CPU with AVX-512 VNNI the product is the engine's own kernel (qkernel) on the weight packed
  * once when it was quantized (mt_qweight.qp), with the rescaling fused per panel of 64 columns; the
  * same exact int32 sums as oneDNN, without its per-call packing of the whole weight, which made most
- * of the time of a decoding step's products with few rows. Elsewhere dnnl_gemm_u8s8s32.
+ * of the time of a decoding step's products with few rows. On a CPU with AMX (Intel Sapphire Rapids
+ * and later) products of MT_QAMX_MIN_ROWS rows or more run on its tile unit instead (qlinear_amx:
+ * TDPBUSD multiplies a 16 x 64 tile of activations by 64 x 16 weights in one instruction, sixteen
+ * times VPDPBUSD's work), on the same packed weight, which is already in the tile layout. Elsewhere
+ * dnnl_gemm_u8s8s32.
  *
  * Saturation: without VNNI, x86 multiplies u8 x s8 pairs with VPMADDUBSW, which saturates a pair sum
  * at 32767 (255 * 127 * 2 would overflow). There the activations use 7 bits (qmax 63, off 64, so a
@@ -23,10 +27,16 @@
  * of output columns (oneDNN: a single-threaded call; inside a parallel region oneDNN runs on the
  * calling thread). Exact int32 sums: the result does not depend on the thread count or the kernel.
  */
+#include <cpuid.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include <immintrin.h>
 #include <omp.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <oneapi/dnnl/dnnl.h>
 
 #include "core/error.h"
@@ -55,6 +65,9 @@ int mt_cpu_qlinear_portable;
  * 2.10x (beam 4) on the quiet 2-core Zen 4; on the loaded test machine 32 x 256 x 256 had taken 13 us
  * on one thread and 58 us on two. */
 #define QGEMM_PAR_MIN (1 << 21)
+/* From this many rows a product runs on the AMX tile unit where there is one: a tile holds 16 rows,
+ * so fewer waste most of its work, and the VNNI kernel is as fast there. */
+#define MT_QAMX_MIN_ROWS 8
 /* Column slices of the threads are whole panels of the packed weight. */
 #define QGEMM_ALIGN MT_QPANEL
 
@@ -108,6 +121,13 @@ qkernel(int MR, int64_t kg, const uint8_t *u, int64_t ldu, const int8_t *panel, 
     }
 }
 
+/* y[i] = (s[i] + co[i]) * a * scale[i] + bias[i] for n columns: one row of the AMX path. */
+__attribute__((target("avx512f"))) static void rescale_row(const int32_t *s, const int32_t *co, float a,
+                                                           const float *scale, const float *bias, int64_t n,
+                                                           float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = (float)(s[i] + co[i]) * a * scale[i] + (bias ? bias[i] : 0.0f);
+}
+
 /* y[r, i] for columns n0..n1 from the int32 sums c: the row and channel scales, the bias. */
 static inline void rescale(int64_t R, int64_t N, int64_t n0, int64_t n1, const float *sx, const mt_qweight *w,
                            const float *bias, const int32_t *c, float *y) {
@@ -145,10 +165,96 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void qlinear_vnni(
     }
 }
 
+/* ---- AMX ----
+ * Linux hands a process the tiles' 8 KB of register state only when asked (arch_prctl
+ * ARCH_REQ_XCOMP_PERM for XTILEDATA), once per process; the CPU says whether it has the unit (CPUID
+ * leaf 7: AMX-TILE, AMX-INT8). Either missing: the VNNI kernel. */
+#define AMX_XTILEDATA 18
+#define AMX_REQ_XCOMP_PERM 0x1023
+static int amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_probe(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25))) return;
+#if defined(__linux__)
+    amx_ok = syscall(SYS_arch_prctl, AMX_REQ_XCOMP_PERM, AMX_XTILEDATA) == 0;
+#endif
+}
+
+int mt_cpu_qlinear_amx = 1; /* where the CPU and the OS allow it; tests set 0 to run the VNNI kernel */
+
+static int use_amx(int64_t R, int64_t K) {
+    if (!mt_cpu_qlinear_amx || R < MT_QAMX_MIN_ROWS || K % 64) return 0;
+    pthread_once(&amx_once, amx_probe);
+    return amx_ok;
+}
+
+/* The tile configuration (palette 1): tiles 0-3 the int32 sums of 16 rows x 16 channels each (a panel
+ * of 64), tile 4 16 rows x 64 activation bytes, tiles 5-7 16 groups of 4 along k x 16 channels. */
+typedef struct amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* qlinear_vnni's work on the tile unit: panels p0..p1, blocks of 16 rows (u holds whole blocks; rows
+ * past R are computed and dropped), k in steps of 64 (K % 64 == 0: whole tiles). The sums go through
+ * a 16 x 64 buffer, rescaled from there into y. */
+__attribute__((target("amx-tile,amx-int8"))) static void qlinear_amx(int64_t R, int64_t N, int64_t p0, int64_t p1,
+                                                                     const uint8_t *u, int64_t ldu, const float *sx,
+                                                                     const mt_qweight *w, const float *bias,
+                                                                     const int32_t *co, float *y) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    int32_t sums[16 * MT_QPANEL];
+    for (int64_t p = p0; p < p1; p++) {
+        const int8_t *panel = w->qp + p * w->kg * (MT_QPANEL * 4);
+        int64_t n0 = p * MT_QPANEL, ncols = N - n0 < MT_QPANEL ? N - n0 : MT_QPANEL;
+        for (int64_t r0 = 0; r0 < R; r0 += 16) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t g = 0; g < w->kg; g += 16) {
+                const int8_t *b = panel + g * (MT_QPANEL * 4);
+                _tile_loadd(4, u + r0 * ldu + 4 * g, ldu);
+                _tile_loadd(5, b, MT_QPANEL * 4);
+                _tile_loadd(6, b + 64, MT_QPANEL * 4);
+                _tile_dpbusd(0, 4, 5);
+                _tile_loadd(7, b + 128, MT_QPANEL * 4);
+                _tile_dpbusd(1, 4, 6);
+                _tile_loadd(5, b + 192, MT_QPANEL * 4);
+                _tile_dpbusd(2, 4, 7);
+                _tile_dpbusd(3, 4, 5);
+            }
+            _tile_stored(0, sums, MT_QPANEL * 4);
+            _tile_stored(1, sums + 16, MT_QPANEL * 4);
+            _tile_stored(2, sums + 32, MT_QPANEL * 4);
+            _tile_stored(3, sums + 48, MT_QPANEL * 4);
+            int64_t rows = R - r0 < 16 ? R - r0 : 16;
+            for (int64_t r = 0; r < rows; r++) /* rescale's expression, from the tile's sums */
+                rescale_row(sums + r * MT_QPANEL, co + n0, sx[r0 + r], w->scale + n0, bias ? bias + n0 : NULL,
+                            ncols, y + (r0 + r) * N + n0);
+        }
+    }
+    _tile_release();
+}
+
 /* Output columns n0..n1 of y (whole panels but the last) on the calling thread. */
 static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
                                   int64_t ldu, const float *sx, const mt_qweight *w, const float *bias, int32_t *c,
                                   const int32_t *co, float *y) {
+    if (use_amx(R, K) && !mt_cpu_qlinear_portable) {
+        qlinear_amx(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, y);
+        return dnnl_success;
+    }
     if (has_avx512_vnni() && !mt_cpu_qlinear_portable) {
         qlinear_vnni(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, c, y);
         return dnnl_success;
@@ -212,8 +318,10 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweigh
     int64_t N = w->n, K = w->k, ldu = MT_QLINEAR_LDU(K);
     int qmax = act_qmax(), off = qmax + 1;
     uint8_t *u = work;
-    float *sx = (float *)((char *)work + (((size_t)(R * ldu) + 63) & ~(size_t)63));
+    float *sx = (float *)((char *)work + ((MT_QLINEAR_UROWS(R) * (size_t)ldu + 63) & ~(size_t)63));
     int32_t *c = (int32_t *)(sx + R), *co = c + R * N;
+    if (use_amx(R, K)) /* the last tile's rows past R: read, their sums dropped */
+        memset(u + R * ldu, 0, (MT_QLINEAR_UROWS(R) - (size_t)R) * (size_t)ldu);
     for (int64_t i = 0; i < N; i++) co[i] = -off * w->qsum[i];
     /* One parallel region: the threads quantize slices of the rows, then each multiplies and rescales
      * a slice of whole panels of output columns (as gemm.c). */

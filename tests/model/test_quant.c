@@ -104,10 +104,13 @@ static void test_gemm_bound(void **state) {
  * the packed weight (on a CPU with AVX-512 VNNI) for every row at once, for each row alone (the row
  * blocks' tails), and the portable path (scalar row quantization, oneDNN) for all rows; shapes with
  * tails of every kind (rows past blocks of 6, a last panel of fewer than 64 channels, k not a
- * multiple of 4). */
+ * multiple of 4). On a CPU with AMX, products of 8 rows or more with k a multiple of 64 run on the tile
+ * unit (rows past whole tiles of 16, a last panel of 8 channels): the same bits as the VNNI kernel,
+ * forced with mt_cpu_qlinear_amx = 0, and as each row alone (which the VNNI kernel multiplies). */
 static void test_paths_agree(void **state) {
     (void)state;
-    static const int64_t shapes[][3] = {{9, 77, 200}, {13, 130, 37}, {6, 64, 4}, {1, 8000, 256}};
+    static const int64_t shapes[][3] = {{9, 77, 200}, {13, 130, 37}, {6, 64, 4},   {1, 8000, 256},
+                                        {37, 200, 128}, {16, 64, 64},  {8, 8000, 256}};
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int64_t R = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
         float *x = malloc(sizeof(float) * (size_t)(R * K)), *w = malloc(sizeof(float) * (size_t)(N * K));
@@ -131,9 +134,14 @@ static void test_paths_agree(void **state) {
         mt_cpu_qlinear_portable = 1;
         mt_tensor *port = mt_linear_q8(ctx, xt, wt, bt);
         mt_cpu_qlinear_portable = 0;
+        mt_cpu_qlinear_amx = 0;
+        mt_tensor *vnni = mt_linear_q8(ctx, xt, wt, bt);
+        mt_cpu_qlinear_amx = 1;
         assert_non_null(all);
         assert_non_null(port);
+        assert_non_null(vnni);
         assert_memory_equal(all->data, port->data, sizeof(float) * (size_t)(R * N));
+        assert_memory_equal(all->data, vnni->data, sizeof(float) * (size_t)(R * N));
         for (int64_t r = 0; r < R; r++) {
             mt_tensor *one = mt_linear_q8(ctx, mt_from_data(ctx, MT_DTYPE_F32, 2, (const int64_t[]){1, K}, x + r * K),
                                           wt, bt);
