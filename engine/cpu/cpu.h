@@ -126,6 +126,41 @@ static inline float mt_normal_cdf_pdf(float x, float *pdf) {
     return 0.5f * (1.0f + (x < 0 ? -y : y));
 }
 
+/* The max over a row. A max reduction vectorises in neither gcc (plain loop) nor clang (omp simd), so
+ * AVX's maxps does it: maxps(x, m) = x > m ? x : m, the same NaN-skipping select as the scalar tail. */
+static inline float mt_cpu_row_max(const float *x, int64_t n) {
+    float m = -INFINITY;
+    int64_t j = 0;
+#if defined(__AVX__)
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + j), vm);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vm);
+    for (int k = 0; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
+#endif
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* The index of a row's first maximum, as the scalar walk `if (x[r] > x[best]) best = r` finds it
+ * (NaNs never win; a NaN at 0 stays; -0 and +0 tie), in two vector passes: the maximum of the values
+ * after x[0] that are not NaN, then the first position holding it. */
+static inline int64_t mt_cpu_row_argmax(const float *x, int64_t n) {
+    if (n <= 1 || x[0] != x[0]) return 0;
+    float m = mt_cpu_row_max(x, n);
+    int64_t j = 0;
+#if defined(__AVX__)
+    __m256 mv = _mm256_set1_ps(m);
+    for (; j + 8 <= n; j += 8) {
+        int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), mv, _CMP_EQ_OQ));
+        if (hit) return j + __builtin_ctz((unsigned)hit);
+    }
+#endif
+    for (; j < n; j++)
+        if (x[j] == m) return j;
+    return 0;
+}
+
 /* The sum of x[i]^2 over [i0, i1) in double: an `omp simd` reduction (lanes of partial sums, a fixed
  * order for a build), the one loop of sumsq and sumsq_multi so the two give the same sums. */
 static inline double mt_sumsq_range(const float *x, int64_t i0, int64_t i1) {

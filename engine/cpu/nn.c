@@ -10,22 +10,6 @@
 #include "core/numeric.h"
 #include "cpu/cpu.h"
 
-/* The max over a row. A max reduction vectorises in neither gcc (plain loop) nor clang (omp simd), so
- * AVX's maxps does it: maxps(x, m) = x > m ? x : m, the same NaN-skipping select as the scalar tail. */
-static inline float row_max(const float *x, int64_t n) {
-    float m = -INFINITY;
-    int64_t j = 0;
-#if defined(__AVX__)
-    __m256 vm = _mm256_set1_ps(-INFINITY);
-    for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + j), vm);
-    float lanes[8];
-    _mm256_storeu_ps(lanes, vm);
-    for (int k = 0; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
-#endif
-    for (; j < n; j++) m = x[j] > m ? x[j] : m;
-    return m;
-}
-
 static inline float row_sum(const float *x, int64_t n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -44,7 +28,7 @@ static inline float row_dot(const float *x, const float *y, int64_t n) {
  * exponentials stay in e and the scaled row is written once with streaming stores; otherwise the
  * row is scaled in place. */
 MT_CPU_CLONES static void softmax_row(float *o, const float *xr, float *e, int64_t C, int log, int stream) {
-    float m = row_max(xr, C);
+    float m = mt_cpu_row_max(xr, C);
     if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp gives zeros, sum 0 -> NaN as PyTorch */
     float s = 0.0f;
     if (log) {
@@ -308,7 +292,7 @@ mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float
 #pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static) reduction(+ : total, cnt)
     for (int64_t n = 0; n < N; n++) {
         const float *x = logits + n * V;
-        float m = row_max(x, V);
+        float m = mt_cpu_row_max(x, V);
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
@@ -359,7 +343,7 @@ mt_status mt_cpu_cross_entropy_fused(mt_exec *ex, float *loss, float *count, flo
 #pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static) reduction(+ : total)
     for (int64_t n = 0; n < N; n++) {
         float *x = logits + n * V;
-        float m = row_max(x, V);
+        float m = mt_cpu_row_max(x, V);
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);

@@ -102,9 +102,7 @@ mt_status mt_cpu_reduce_fwd(mt_exec *ex, mt_reduce_op op, float *out, int32_t *a
             const float *row = x + o * R;
             float v;
             if (is_max) {
-                int64_t best = 0;
-                for (int64_t r = 1; r < R; r++)
-                    if (row[r] > row[best]) best = r;
+                int64_t best = mt_cpu_row_argmax(row, R);
                 v = row[best];
                 if (argidx) argidx[o] = (int32_t)(o * R + best);
             } else {
@@ -181,6 +179,11 @@ mt_status mt_cpu_reduce_bwd(mt_exec *ex, mt_reduce_op op, float *dx, const float
 
 mt_status mt_cpu_argmax(mt_exec *ex, int32_t *out, const float *x, int64_t outer, int64_t n, int64_t inner) {
     int nt = mt_cpu_threads(ex);
+    if (inner == 1) { /* rows (the decoder's argmax over the vocabulary) */
+#pragma omp parallel for num_threads(nt) if (outer * n > MT_CPU_PAR_MIN) schedule(static)
+        for (int64_t o = 0; o < outer; o++) out[o] = (int32_t)mt_cpu_row_argmax(x + o * n, n);
+        return MT_OK;
+    }
 #pragma omp parallel for num_threads(nt) if (outer * n * inner > MT_CPU_PAR_MIN) schedule(static) collapse(2)
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t i = 0; i < inner; i++) {

@@ -447,11 +447,56 @@ static void test_layout(void **state) {
     check_case(t);
 }
 
+/* The CPU's row argmax (argmax and max over the last axis) against the scalar definition, first
+ * maximum by `x[r] > x[best]`, on adversarial rows: NaN first (it stays) and elsewhere (never wins),
+ * ties (the first), -0 and +0 (equal: the first), every value -inf, the maximum in the vector part
+ * and in the tail, lengths 1 to 40. */
+static void test_argmax_rows(void **state) {
+    (void)state;
+    enum { ROWS = 400, NMAX = 40 };
+    static float x[ROWS * NMAX];
+    uint64_t s = 99;
+    mt_context *ctx;
+    assert_int_equal(mt_context_init(&ctx, MT_DEVICE_CPU, 1), MT_OK);
+    for (int64_t n = 1; n <= NMAX; n++) {
+        for (int r = 0; r < ROWS; r++) {
+            float *row = x + r * n;
+            for (int64_t j = 0; j < n; j++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                row[j] = (float)((s >> 40) % 7) - 3.0f; /* small integers: many ties */
+            }
+            switch (r % 8) {
+            case 1: row[0] = NAN; break;
+            case 2: row[(r / 8) % n] = NAN; break;
+            case 3: for (int64_t j = 0; j < n; j++) row[j] = (j & 1) ? 0.0f : -0.0f; break;
+            case 4: for (int64_t j = 0; j < n; j++) row[j] = -INFINITY; break;
+            case 5: row[n - 1] = 9.0f; break;
+            default: break;
+            }
+        }
+        int32_t am[ROWS], ai[ROWS];
+        float mx[ROWS];
+        mt_reduce_desc rd = {.ndim = 2, .shape = {ROWS, n}, .axes = 2u, .n_out = ROWS, .n_red = n};
+        assert_int_equal(mt_cpu_argmax(&ctx->ex, am, x, ROWS, n, 1), MT_OK);
+        assert_int_equal(mt_cpu_reduce_fwd(&ctx->ex, MT_REDUCE_MAX, mx, ai, x, &rd, 0), MT_OK);
+        for (int r = 0; r < ROWS; r++) {
+            const float *row = x + r * n;
+            int64_t best = 0;
+            for (int64_t j = 1; j < n; j++)
+                if (row[j] > row[best]) best = j;
+            if (am[r] != best || ai[r] != r * n + best || memcmp(&mx[r], &row[best], sizeof(float)))
+                fail_msg("row %d of length %lld: argmax %d, max index %d, max %g; want %lld, %g", r, (long long)n,
+                         am[r], ai[r], (double)mx[r], (long long)best, (double)row[best]);
+        }
+    }
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_dropout), cmocka_unit_test(test_dropout_stream),
         cmocka_unit_test(test_reductions),  cmocka_unit_test(test_nn),      cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_layout),      cmocka_unit_test(test_optimizer_multi),
+        cmocka_unit_test(test_layout),      cmocka_unit_test(test_optimizer_multi), cmocka_unit_test(test_argmax_rows),
     };
     return cmocka_run_group_tests_name("ops_threads", tests, NULL, NULL);
 }
