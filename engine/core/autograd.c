@@ -56,7 +56,10 @@ int mt_grad_in_place(mt_context *ctx, mt_tensor *t) {
     return 1;
 }
 
-mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
+/* mt_grad_of, and mt_grad_for_write when fresh is not NULL: then a new buffer is not zeroed and
+ * *fresh says so. */
+static mt_tensor *grad_get(mt_context *ctx, mt_tensor *t, int *fresh) {
+    if (fresh) *fresh = 0;
     if (t->grad) return t->grad;
     mt_tensor *g;
     int op_result = is_op_result(ctx, t);
@@ -83,6 +86,11 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
         g = mt_new(ctx, MT_DTYPE_F32, t->ndim, t->shape);
         if (!g) return NULL;
     }
+    if (fresh) {
+        *fresh = 1;
+        t->grad = g;
+        return g;
+    }
     mt_status st = ctx->ex.backend->zero(&ctx->ex, g->data, mt_tensor_bytes(g));
     if (st != MT_OK) {
         if (t->flags & MT_TENSOR_PERSISTENT) mt_tensor_free(g);
@@ -91,6 +99,10 @@ mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) {
     t->grad = g;
     return g;
 }
+
+mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t) { return grad_get(ctx, t, NULL); }
+
+mt_tensor *mt_grad_for_write(mt_context *ctx, mt_tensor *t, int *fresh) { return grad_get(ctx, t, fresh); }
 
 /* Node i's output is a view of an op result (reshape): its gradient is its input's memory. */
 static int is_grad_view(const mt_context *ctx, int32_t i) {

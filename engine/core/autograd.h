@@ -71,6 +71,11 @@ int mt_grad_in_place(mt_context *ctx, mt_tensor *t);
 /* The gradient buffer of t, allocated and zeroed on first use (in the arena for arena tensors, in
  * persistent memory for persistent tensors). NULL + failure recorded on allocation failure. */
 mt_tensor *mt_grad_of(mt_context *ctx, mt_tensor *t);
+/* mt_grad_of for a kernel that can overwrite instead of add: *fresh = 1 when the buffer is new and
+ * holds nothing yet (not zeroed: the caller writes every element, e.g. a GEMM with beta 0); 0 when
+ * it already exists or was reserved zeroed (add to it). Saves zeroing, then reading, a buffer as large
+ * as the activations. */
+mt_tensor *mt_grad_for_write(mt_context *ctx, mt_tensor *t, int *fresh);
 
 /* Marks a leaf tensor (not the result of a recorded op) as requiring a gradient, or not. F32 only.
  * Turning it off on an op result is MT_ERR_STATE (detach it instead). */

@@ -198,15 +198,16 @@ static mt_status linear_backward(mt_context *ctx, mt_node *n) {
         if (!t) return ctx->status;
         dyl = t->data;
     }
+    int fresh;
     if (mt_tensor_requires_grad(x)) {
-        mt_tensor *g = mt_grad_of(ctx, x);
+        mt_tensor *g = mt_grad_for_write(ctx, x, &fresh);
         if (!g) return ctx->status;
-        MT_TRY(mt_gemm_run(ctx, dt, 0, 0, R, K, N, 1.0f, dyl, N, 0, wd, K, 0, 1.0f, mt_f32(g), K, 0, 1));
+        MT_TRY(mt_gemm_run(ctx, dt, 0, 0, R, K, N, 1.0f, dyl, N, 0, wd, K, 0, fresh ? 0.0f : 1.0f, mt_f32(g), K, 0, 1));
     }
     if (mt_tensor_requires_grad(w)) {
-        mt_tensor *g = mt_grad_of(ctx, w);
+        mt_tensor *g = mt_grad_for_write(ctx, w, &fresh);
         if (!g) return ctx->status;
-        MT_TRY(mt_gemm_run(ctx, dt, 1, 0, N, K, R, 1.0f, dyl, N, 0, xd, K, 0, 1.0f, mt_f32(g), K, 0, 1));
+        MT_TRY(mt_gemm_run(ctx, dt, 1, 0, N, K, R, 1.0f, dyl, N, 0, xd, K, 0, fresh ? 0.0f : 1.0f, mt_f32(g), K, 0, 1));
     }
     if (bias && mt_tensor_requires_grad(bias)) {
         mt_tensor *g = mt_grad_of(ctx, bias);

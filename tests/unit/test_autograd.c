@@ -3,7 +3,7 @@
  * more than 20 ops (against finite differences), no_grad scopes, detach, zero_grad, backward with a
  * given output gradient, two backward passes over one tape, persistent parameters across steps, the
  * attention-heads concat with a part shared by every head, the residual add fused with dropout, the
- * fused classifier against cross-entropy and its backward.
+ * fused classifier against cross-entropy and its backward, a new gradient buffer overwritten (not read).
  *
  * Expected gradients are computed here in double from the inputs (closed forms), never taken from
  * the engine.
@@ -477,6 +477,44 @@ static void test_fused_classifier(void **state) {
     mt_context_free(ctx);
 }
 
+/* A linear layer's input gradient is written, not added, when its buffer is new (mt_grad_for_write:
+ * no zeroing, a GEMM with beta 0): a step whose gradients were NaN leaves NaN in the pool's buffers,
+ * and the next step, which gets the same buffers, must not read them. Its gradients are checked
+ * against closed forms. */
+static void test_fresh_gradient_overwritten(void **state) {
+    (void)state;
+    enum { R = 37, K = 24, N = 45 };
+    mt_context *ctx = new_ctx();
+    float gv[R * N], gn[R * N];
+    fill_data(gv, R * N, 77, 0.1f, 1.0f, 1);
+    for (int i = 0; i < R * N; i++) gn[i] = NAN;
+    for (int pass = 0; pass < 2; pass++) {
+        mt_tensor *x = leaf(ctx, MT_DIMS(R, K), 78), *w = leaf(ctx, MT_DIMS(N, K), 79);
+        mt_tensor *h = mt_mul_scalar(ctx, x, 2.0f); /* an op result: its gradient comes from the pool */
+        mt_tensor *y = mt_linear(ctx, h, w, NULL);
+        mt_tensor *g = mt_from_data(ctx, MT_DTYPE_F32, MT_DIMS(R, N), pass ? gv : gn);
+        assert_non_null(y);
+        assert_int_equal(mt_backward(ctx, y, g), MT_OK);
+        if (pass) {
+            const float *xv = mt_f32(x), *wv = mt_f32(w), *dx = mt_f32(x->grad), *dw = mt_f32(w->grad);
+            for (int r = 0; r < R; r++)
+                for (int k = 0; k < K; k++) {
+                    double want = 0;
+                    for (int n = 0; n < N; n++) want += 2.0 * gv[r * N + n] * wv[n * K + k];
+                    assert_true(fabs(dx[r * K + k] - want) <= 1e-4 * (1 + fabs(want)));
+                }
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < K; k++) {
+                    double want = 0;
+                    for (int r = 0; r < R; r++) want += gv[r * N + n] * 2.0 * xv[r * K + k];
+                    assert_true(fabs(dw[n * K + k] - want) <= 1e-4 * (1 + fabs(want)));
+                }
+        }
+        assert_int_equal(mt_context_reset(ctx), MT_OK);
+    }
+    mt_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_used_many_times),
@@ -492,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_add_dropout),
         cmocka_unit_test(test_embedding_scaled),
         cmocka_unit_test(test_fused_classifier),
+        cmocka_unit_test(test_fresh_gradient_overwritten),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }
