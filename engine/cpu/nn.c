@@ -284,6 +284,24 @@ mt_status mt_cpu_embedding_bwd(mt_exec *ex, float *dtable, const float *dout, co
     return MT_OK;
 }
 
+/* Cross-entropy's row pieces, shared by the forward, the backward and the fused classifier: the row's
+ * log-sum-exp, its smoothed loss for target t, and one logit's gradient (scale = dloss / count). */
+static inline float ce_lse(const float *x, int64_t V) {
+    float m = mt_cpu_row_max(x, V);
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
+    return m + logf(s);
+}
+
+static inline float ce_loss(const float *x, int64_t V, float l, int32_t t, float eps) {
+    float nll = l - x[t];
+    float smooth = eps > 0.0f ? l - row_sum(x, V) / (float)V : 0.0f;
+    return (1.0f - eps) * nll + eps * smooth;
+}
+
+static inline float ce_grad(float x, float l, float scale, float off) { return scale * (mt_expf(x - l) - off); }
+
 mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float *lse, const float *logits,
                                    const int32_t *targets, int64_t N, int64_t V, float eps, int ignore_index) {
     int nt = mt_cpu_threads(ex);
@@ -292,17 +310,11 @@ mt_status mt_cpu_cross_entropy_fwd(mt_exec *ex, float *loss, float *count, float
 #pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static) reduction(+ : total, cnt)
     for (int64_t n = 0; n < N; n++) {
         const float *x = logits + n * V;
-        float m = mt_cpu_row_max(x, V);
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
-        float l = m + logf(s);
+        float l = ce_lse(x, V);
         lse[n] = l;
         int32_t t = targets[n];
         if (t == ignore_index) continue;
-        float nll = l - x[t];
-        float smooth = eps > 0.0f ? l - row_sum(x, V) / (float)V : 0.0f;
-        total += (double)((1.0f - eps) * nll + eps * smooth);
+        total += (double)ce_loss(x, V, l, t, eps);
         cnt++;
     }
     *count = (float)cnt;
@@ -323,7 +335,7 @@ mt_status mt_cpu_cross_entropy_bwd(mt_exec *ex, float *dlogits, const float *dlo
         const float *x = logits + n * V;
         float *d = dlogits + n * V;
         float l = lse[n];
-        for (int64_t j = 0; j < V; j++) d[j] += scale * (mt_expf(x[j] - l) - off);
+        for (int64_t j = 0; j < V; j++) d[j] += ce_grad(x[j], l, scale, off);
         d[t] -= scale * (1.0f - eps);
     }
     return MT_OK;
@@ -343,20 +355,14 @@ mt_status mt_cpu_cross_entropy_fused(mt_exec *ex, float *loss, float *count, flo
 #pragma omp parallel for num_threads(nt) if (N * V > MT_CPU_PAR_MIN) schedule(static) reduction(+ : total)
     for (int64_t n = 0; n < N; n++) {
         float *x = logits + n * V;
-        float m = mt_cpu_row_max(x, V);
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < V; j++) s += mt_expf(x[j] - m);
-        float l = m + logf(s);
+        float l = ce_lse(x, V);
         int32_t t = targets[n];
         if (t == ignore_index) {
             memset(x, 0, sizeof(float) * (size_t)V);
             continue;
         }
-        float nll = l - x[t];
-        float smooth = eps > 0.0f ? l - row_sum(x, V) / (float)V : 0.0f;
-        total += (double)((1.0f - eps) * nll + eps * smooth);
-        for (int64_t j = 0; j < V; j++) x[j] = scale * (mt_expf(x[j] - l) - off);
+        total += (double)ce_loss(x, V, l, t, eps);
+        for (int64_t j = 0; j < V; j++) x[j] = ce_grad(x[j], l, scale, off);
         x[t] -= hit;
     }
     *count = (float)cnt;

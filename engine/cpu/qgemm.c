@@ -121,11 +121,14 @@ qkernel(int MR, int64_t kg, const uint8_t *u, int64_t ldu, const int8_t *panel, 
     }
 }
 
-/* y[i] = (s[i] + co[i]) * a * scale[i] + bias[i] for n columns: one row of the AMX path. */
+/* One output from its int32 sum: the row scale a, the channel scale, the bias (every path's). */
+static inline float rescale1(int32_t sum, float a, float scale, float bias) { return (float)sum * a * scale + bias; }
+
+/* y[i] from the sums s[i] + co[i] for n columns: one row of the AMX path. */
 __attribute__((target("avx512f"))) static void rescale_row(const int32_t *s, const int32_t *co, float a,
                                                            const float *scale, const float *bias, int64_t n,
                                                            float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = (float)(s[i] + co[i]) * a * scale[i] + (bias ? bias[i] : 0.0f);
+    for (int64_t i = 0; i < n; i++) y[i] = rescale1(s[i] + co[i], a, scale[i], bias ? bias[i] : 0.0f);
 }
 
 /* y[r, i] for columns n0..n1 from the int32 sums c: the row and channel scales, the bias. */
@@ -135,7 +138,7 @@ static inline void rescale(int64_t R, int64_t N, int64_t n0, int64_t n1, const f
         float a = sx[r];
         const int32_t *cr = c + r * N;
         float *yr = y + r * N;
-        for (int64_t i = n0; i < n1; i++) yr[i] = (float)cr[i] * a * w->scale[i] + (bias ? bias[i] : 0.0f);
+        for (int64_t i = n0; i < n1; i++) yr[i] = rescale1(cr[i], a, w->scale[i], bias ? bias[i] : 0.0f);
     }
 }
 
@@ -239,7 +242,7 @@ __attribute__((target("amx-tile,amx-int8"))) static void qlinear_amx(int64_t R, 
             _tile_stored(2, sums + 32, MT_QPANEL * 4);
             _tile_stored(3, sums + 48, MT_QPANEL * 4);
             int64_t rows = R - r0 < 16 ? R - r0 : 16;
-            for (int64_t r = 0; r < rows; r++) /* rescale's expression, from the tile's sums */
+            for (int64_t r = 0; r < rows; r++)
                 rescale_row(sums + r * MT_QPANEL, co + n0, sx[r0 + r], w->scale + n0, bias ? bias + n0 : NULL,
                             ncols, y + (r0 + r) * N + n0);
         }
