@@ -24,7 +24,7 @@ typedef struct mt_dbuf dbuf;
 
 /* Buffers per decoder layer: self-attention keys (and values, MHA), the encoder side's keys (and
  * values), each of these with a spare for gathers. */
-enum { B_SK, B_SV, B_XK0, B_XK1, B_XV0, B_XV1, B_PER_LAYER };
+enum { B_SK, B_SV, B_XK, B_XV, B_PER_LAYER };
 /* Global buffers after the layers' ones. */
 enum { G_MASK0, G_MASK1, G_MEM0, G_MEM1, G_COUNT };
 
@@ -148,9 +148,13 @@ mt_status mt_dstate_init(mt_dstate *s, mt_decode_ws *ws, const mt_transformer *m
     MT_TRY(ws_bufs(ws, (int)(c->layers_dec * B_PER_LAYER + G_COUNT)));
     s->R0 = R0;
     s->cross = mt_sys_calloc((size_t)(2 * c->layers_dec), sizeof(mt_tensor *));
-    if (!cached) s->prefix = mt_sys_malloc(sizeof(int32_t) * (size_t)(R0 * tcap));
-    else s->blocks = mt_sys_malloc(sizeof(int32_t) * (size_t)(2 * R0 * tcap));
-    if (!s->cross || (!cached && !s->prefix) || (cached && !s->blocks)) {
+    if (!cached) {
+        s->prefix = mt_sys_malloc(sizeof(int32_t) * (size_t)(R0 * tcap));
+    } else {
+        s->blocks = mt_sys_malloc(sizeof(int32_t) * (size_t)(2 * R0 * tcap));
+        s->xsent = mt_sys_malloc(sizeof(int32_t) * (size_t)(2 * R0));
+    }
+    if (!s->cross || (!cached && !s->prefix) || (cached && (!s->blocks || !s->xsent))) {
         mt_dstate_free(s);
         return mt_error(MT_ERR_NOMEM, "decode: out of memory");
     }
@@ -159,6 +163,7 @@ mt_status mt_dstate_init(mt_dstate *s, mt_decode_ws *ws, const mt_transformer *m
 
 void mt_dstate_free(mt_dstate *s) {
     mt_sys_free(s->blocks);
+    mt_sys_free(s->xsent);
     mt_sys_free(s->cross);
     mt_sys_free(s->prefix);
     memset(s, 0, sizeof *s);
@@ -170,6 +175,7 @@ mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t 
     const mt_model_config *c = &m->cfg;
     MT_TRY(mt_context_reset(ctx));
     s->S = S;
+    s->B = B;
     s->R = B * rows_per_sentence;
     s->xcur = 0;
     int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)s->R, 16);
@@ -183,11 +189,12 @@ mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t 
     if (!s->cached) {
         stash(s->ws, gbuf(s, G_MEM0), mt_index_rows(ctx, mem, rid));
     } else {
+        for (int64_t r = 0; r < s->R; r++) s->xsent[r] = rows[r];
         for (int64_t l = 0; l < c->layers_dec; l++) {
             mt_tensor *k, *v;
             mt_attention_kv(ctx, c, &m->dec[l].cross_attn, mem, 0, c->cross_rope, &k, &v);
-            stash(s->ws, lbuf(s, l, B_XK0), mt_index_rows(ctx, k, rid));
-            if (v) stash(s->ws, lbuf(s, l, B_XV0), mt_index_rows(ctx, v, rid));
+            stash(s->ws, lbuf(s, l, B_XK), k);
+            if (v) stash(s->ws, lbuf(s, l, B_XV), v);
         }
     }
     return ctx->status;
@@ -208,26 +215,28 @@ static mt_tensor *step_cached(mt_dstate *s, const int32_t *tokens, int64_t t) {
     int mla = c->attention == MT_ATTN_MLA;
     int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads;
     for (int64_t l = 0; l < L; l++) {
-        s->cross[l] = dbuf_view(lbuf(s, l, B_XK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
-        s->cross[L + l] =
-            mla ? NULL : dbuf_view(lbuf(s, l, B_XV0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, Hk, S, D});
+        s->cross[l] = dbuf_view(lbuf(s, l, B_XK), MT_DTYPE_F32, 4, (const int64_t[]){s->B, Hk, S, D});
+        s->cross[L + l] = mla ? NULL : dbuf_view(lbuf(s, l, B_XV), MT_DTYPE_F32, 4, (const int64_t[]){s->B, Hk, S, D});
     }
     /* Position t of each row is written to its own block; positions before t are read where the row's
      * history was written (blocks). */
     if (t >= s->tcap) return mt_fail(ctx, MT_ERR_INTERNAL, "decode: position %lld past the chunk's %lld",
                                      (long long)t, (long long)s->tcap);
     int32_t *rows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(R * (t + 1)), 16);
-    if (!rows) return mt_fail(ctx, MT_ERR_NOMEM, "decode: out of host memory");
+    int32_t *xrows = mt_arena_alloc(&ctx->host, sizeof(int32_t) * (size_t)(R * S), 16);
+    if (!rows || !xrows) return mt_fail(ctx, MT_ERR_NOMEM, "decode: out of host memory");
     for (int64_t r = 0; r < R; r++) {
         s->blocks[r * s->tcap + t] = (int32_t)r;
         memcpy(rows + r * (t + 1), s->blocks + r * s->tcap, sizeof(int32_t) * (size_t)(t + 1));
+        for (int64_t j = 0; j < S; j++) xrows[r * S + j] = s->xsent[r];
     }
     mt_decoder_cache cache = {.append = self_append,
                               .user = s,
                               .rows = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, t + 1}, rows),
                               .cross_k = s->cross,
-                              .cross_v = s->cross + L};
-    if (!cache.rows) return NULL;
+                              .cross_v = s->cross + L,
+                              .cross_rows = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, S}, xrows)};
+    if (!cache.rows || !cache.cross_rows) return NULL;
     mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 2, (const int64_t[]){R, 1}, tokens);
     mt_tensor *mask = dbuf_view(gbuf(s, G_MASK0 + s->xcur), MT_DTYPE_F32, 4, (const int64_t[]){R, 1, 1, S});
     mt_tensor *h = mt_transformer_decode(ctx, m, ids, t, NULL, mask, s->abs, &cache, 0); /* (R, 1, d) */
@@ -278,24 +287,16 @@ mt_status mt_dstate_reorder(void *user, const int32_t *parents, int64_t n, int64
     if (!identity) {
         mt_tensor *ids = mt_from_data(ctx, MT_DTYPE_I32, 1, &n, parents);
         if (!ids) return ctx->status;
-        int mla = c->attention == MT_ATTN_MLA;
-        int64_t D = mla ? c->d_c + c->d_rope : mt_model_d_head(c), Hk = mla ? 1 : c->heads, d = c->d_model;
         if (s->cached) {
             /* The self-attention caches stay; each kept row takes its parent's table of blocks. */
             int32_t *nb = s->blocks + s->R0 * s->tcap;
             for (int64_t i = 0; i < n; i++)
                 memcpy(nb + i * s->tcap, s->blocks + parents[i] * s->tcap, sizeof(int32_t) * (size_t)t_done);
             memcpy(s->blocks, nb, sizeof(int32_t) * (size_t)(n * s->tcap));
-            for (int64_t l = 0; l < c->layers_dec; l++) {
-                if (memory_changed) {
-                    int xc = s->xcur;
-                    MT_TRY(gather_pair(s->ws, lbuf(s, l, B_XK0), &xc, Hk * s->S * D, ids));
-                    if (!mla) {
-                        xc = s->xcur;
-                        MT_TRY(gather_pair(s->ws, lbuf(s, l, B_XV0), &xc, Hk * s->S * D, ids));
-                    }
-                }
-            }
+            /* The cross caches stay too: each kept row reads its parent's sentence. */
+            int32_t *ns = s->xsent + s->R0;
+            for (int64_t i = 0; i < n; i++) ns[i] = s->xsent[parents[i]];
+            memcpy(s->xsent, ns, sizeof(int32_t) * (size_t)n);
         } else {
             int32_t *np = mt_sys_malloc(sizeof(int32_t) * (size_t)(n * s->tcap));
             if (!np) return mt_error(MT_ERR_NOMEM, "decode: out of memory");
@@ -305,7 +306,7 @@ mt_status mt_dstate_reorder(void *user, const int32_t *parents, int64_t n, int64
             mt_sys_free(np);
             if (memory_changed) {
                 int xc = s->xcur;
-                MT_TRY(gather_pair(s->ws, gbuf(s, G_MEM0), &xc, s->S * d, ids));
+                MT_TRY(gather_pair(s->ws, gbuf(s, G_MEM0), &xc, s->S * c->d_model, ids));
             }
         }
         if (memory_changed) {

@@ -38,8 +38,11 @@ typedef struct mt_dstate {
     int64_t S;            /* source length (padded, [EOS] included) */
     int32_t *blocks;      /* cached: (R0, tcap) the cache block of each row's position j, then as much
                            * again as room for reordering */
+    int64_t B;            /* sentences of the chunk (the blocks of the cross caches) */
     int xcur;             /* selector of the memory-side buffers (all layers alike) */
     mt_tensor **cross;    /* (2 * layers) the memory-side views of this step (keys, then values) */
+    int32_t *xsent;       /* cached: (R0) the sentence each row is of: the block of the cross caches,
+                           * which hold each sentence once, that its cross-attention reads */
     int32_t *prefix;      /* uncached: (R, tcap) tokens fed so far, [SOS] first */
     int64_t tcap;         /* positions at most */
 } mt_dstate;
@@ -48,14 +51,16 @@ typedef struct mt_dstate {
 mt_status mt_dstate_init(mt_dstate *s, mt_decode_ws *ws, const mt_transformer *m, const mt_absorbed *abs, int cached,
                          int64_t R0, int64_t tcap);
 void mt_dstate_free(mt_dstate *s);
-/* Encodes src (B, S) (ids, [EOS], padding) and fills the memory side, each sentence's rows
- * replicated rows_per_sentence times. */
+/* Encodes src (B, S) (ids, [EOS], padding) and fills the memory side: the mask (and, uncached, the
+ * memory) replicated rows_per_sentence times; cached, the cross-attention keys and values once per
+ * sentence, read by each of its rows through xsent. */
 mt_status mt_dstate_encode(mt_dstate *s, const int32_t *src, int64_t B, int64_t S, int rows_per_sentence);
 /* Log-probabilities (R, V) of each row's next token after tokens (R) at position t, [PAD] and [SOS]
  * excluded (-inf), in the workspace context's arena; NULL with ctx->status set on failure. */
 mt_tensor *mt_dstate_step(void *s, const int32_t *tokens, int64_t t);
 /* Keeps rows parents (n) in that order; t_done positions are cached; memory_changed: the rows no
- * longer map to the same sentences (the memory side is gathered too). */
+ * longer map to the same sentences (the mask, and uncached the memory, are gathered too; cached, the
+ * rows only take their parents' sentences). */
 mt_status mt_dstate_reorder(void *s, const int32_t *parents, int64_t n, int64_t t_done, int memory_changed);
 
 #endif

@@ -390,8 +390,8 @@ mt_tensor *mt_decoder_layer(mt_context *ctx, const mt_transformer *m, int64_t l,
     h = norm(ctx, c, &L->norm2, y);
     if (cache) {
         mt_tensor *xv = cache->cross_v ? cache->cross_v[l] : NULL;
-        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, NULL, src_mask, 0, pos0,
-                            c->cross_rope);
+        a = attention_block(ctx, c, &L->cross_attn, xab, h, NULL, cache->cross_k[l], xv, cache->cross_rows, src_mask,
+                            0, pos0, c->cross_rope);
     } else {
         a = attention_block(ctx, c, &L->cross_attn, xab, h, memory, NULL, NULL, NULL, src_mask, 0, pos0,
                             c->cross_rope);

@@ -153,6 +153,9 @@ typedef struct mt_decoder_cache {
     mt_tensor *rows; /* (B, pos0 + T) I32: the block of the cache each row reads at each position
                       * (mt_attention_paged; the same for every layer) */
     mt_tensor **cross_k, **cross_v; /* (layers): mt_attention_kv of the memory; cross_v[l] NULL for MLA */
+    mt_tensor *cross_rows;          /* (B, S) I32 or NULL: the block (a sentence: the rows of a beam share
+                                     * one) of cross_k/v each row reads at each source position; NULL:
+                                     * row b reads block b */
 } mt_decoder_cache;
 
 /* One decoder layer on y (B, T, d) at positions pos0..: self-attention (causal when T > 1), cross-
