@@ -132,52 +132,12 @@ mt_status mt_cpu_attention_fwd(mt_exec *ex, float *out, float *lse, const float 
     return MT_OK;
 }
 
-/* The backward of key/value group gi = (b, hk): its heads' query rows, accumulating into the group's
- * dk/dv and each row's dq. A function of its own so that it is cloned for AVX-512 (MT_CPU_CLONES: the
- * row updates are elementwise, the same bits at either width; the dot products are the AVX2 ones
- * above either way). */
-MT_CPU_CLONES static void attn_bwd_group(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                         const float *lse, const float *q, const float *k, const float *v,
-                                         const mt_attn_desc *ad, int64_t gi, float *s) {
-    int64_t hpg = ad->H / ad->Hk, b = gi / ad->Hk, hk = gi % ad->Hk;
-    const float *kbh = k + gi * ad->Tk * ad->D, *vbh = v + gi * ad->Tk * ad->Dv;
-    float *dkbh = dk ? dk + gi * ad->Tk * ad->D : NULL, *dvbh = dv ? dv + gi * ad->Tk * ad->Dv : NULL;
-    for (int64_t h = hk * hpg; h < (hk + 1) * hpg; h++) {
-        for (int64_t i = 0; i < ad->Tq; i++) {
-            int64_t r = (b * ad->H + h) * ad->Tq + i;
-            if (lse[r] == -INFINITY) continue;
-            const float *qi = q + r * ad->D, *gi_ = dout + r * ad->Dv, *oi = out + r * ad->Dv;
-            int64_t jend = causal_end(ad, i);
-            row_scores(s, qi, k, jend, b, h, hk, i, ad);
-            float Di = dot(gi_, oi, ad->Dv);
-            float *dqi = dq ? dq + r * ad->D : NULL;
-            for (int64_t j = 0; j < jend; j++) {
-                float p = mt_expf(s[j] - lse[r]);
-                if (p == 0.0f) continue;
-                if (dvbh) {
-                    float *dvj = dvbh + j * ad->Dv;
-                    for (int64_t d = 0; d < ad->Dv; d++) dvj[d] += p * gi_[d];
-                }
-                float ds = p * (dot(gi_, vbh + j * ad->Dv, ad->Dv) - Di) * ad->scale;
-                if (dqi) {
-                    const float *kj = kbh + j * ad->D;
-                    for (int64_t d = 0; d < ad->D; d++) dqi[d] += ds * kj[d];
-                }
-                if (dkbh) {
-                    float *dkj = dkbh + j * ad->D;
-                    for (int64_t d = 0; d < ad->D; d++) dkj[d] += ds * qi[d];
-                }
-            }
-        }
-    }
-}
-
 mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                                const float *lse, const float *q, const float *k, const float *v,
                                const mt_attn_desc *ad) {
     if (ad->kv_rows) return mt_error(MT_ERR_UNSUPPORTED, "attention backward: paged keys (a decoding cache)");
     int nt = mt_cpu_threads(ex);
-    int64_t groups = ad->B * ad->Hk;
+    int64_t groups = ad->B * ad->Hk, hpg = ad->H / ad->Hk;
     if (ad->B * ad->H * ad->Tq * ad->Tk * ad->D < MT_CPU_PAR_MIN) nt = 1;
     float *scratch = mt_exec_scratch(ex, sizeof(float) * (size_t)(ad->Tk * nt));
     if (!scratch) return mt_error(MT_ERR_NOMEM, "attention backward: out of memory for scores");
@@ -185,7 +145,39 @@ mt_status mt_cpu_attention_bwd(mt_exec *ex, float *dq, float *dk, float *dv, con
     {
         float *s = scratch + (size_t)(ad->Tk * omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t gi = 0; gi < groups; gi++) attn_bwd_group(dq, dk, dv, dout, out, lse, q, k, v, ad, gi, s);
+        for (int64_t gi = 0; gi < groups; gi++) {
+            int64_t b = gi / ad->Hk, hk = gi % ad->Hk;
+            const float *kbh = k + gi * ad->Tk * ad->D, *vbh = v + gi * ad->Tk * ad->Dv;
+            float *dkbh = dk ? dk + gi * ad->Tk * ad->D : NULL, *dvbh = dv ? dv + gi * ad->Tk * ad->Dv : NULL;
+            for (int64_t h = hk * hpg; h < (hk + 1) * hpg; h++) {
+                for (int64_t i = 0; i < ad->Tq; i++) {
+                    int64_t r = (b * ad->H + h) * ad->Tq + i;
+                    if (lse[r] == -INFINITY) continue;
+                    const float *qi = q + r * ad->D, *gi_ = dout + r * ad->Dv, *oi = out + r * ad->Dv;
+                    int64_t jend = causal_end(ad, i);
+                    row_scores(s, qi, k, jend, b, h, hk, i, ad);
+                    float Di = dot(gi_, oi, ad->Dv);
+                    float *dqi = dq ? dq + r * ad->D : NULL;
+                    for (int64_t j = 0; j < jend; j++) {
+                        float p = mt_expf(s[j] - lse[r]);
+                        if (p == 0.0f) continue;
+                        if (dvbh) {
+                            float *dvj = dvbh + j * ad->Dv;
+                            for (int64_t d = 0; d < ad->Dv; d++) dvj[d] += p * gi_[d];
+                        }
+                        float ds = p * (dot(gi_, vbh + j * ad->Dv, ad->Dv) - Di) * ad->scale;
+                        if (dqi) {
+                            const float *kj = kbh + j * ad->D;
+                            for (int64_t d = 0; d < ad->D; d++) dqi[d] += ds * kj[d];
+                        }
+                        if (dkbh) {
+                            float *dkj = dkbh + j * ad->D;
+                            for (int64_t d = 0; d < ad->D; d++) dkj[d] += ds * qi[d];
+                        }
+                    }
+                }
+            }
+        }
     }
     return MT_OK;
 }
