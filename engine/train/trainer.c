@@ -1229,10 +1229,10 @@ mt_status mt_trainer_loop(mt_trainer *tr, int full, int64_t n) {
             mt_modelfile_save_at(tr->out_fd, "model.mt", tr->model, tr->ctx, tr->tok_json, NULL) == MT_OK)
             json_object_set_new(ev, "model", json_string(tr->model_path));
         emit(tr, ev);
-        /* A failed trainer never runs again, and its communicator may wait on a dead peer's connection
-         * until the transport's timeout: tear it down here, on the thread that ran the loop, not in
-         * mt_trainer_free, which a server calls from its event loop (a 10 s stall there cost a
-         * cluster its workers' heartbeats). */
+        /* A failed trainer never runs again, and tearing its communicator down waits for the other
+         * ranks (rank 0's rendezvous store lingers up to 10 s after a failure, so that they learn of
+         * it): do it here, on the thread that ran the loop, not in mt_trainer_free, which a server
+         * calls from its event loop (a 10 s stall there cost a cluster its workers' heartbeats). */
         mt_dist_free(tr->dist);
         tr->dist = NULL;
         set_state(tr, MT_TRAIN_FAILED);
