@@ -204,7 +204,7 @@ mt_status mt_cpu_gemm(mt_exec *ex, int ta, int tb, int64_t M, int64_t N, int64_t
  * sends such products here. */
 mt_status mt_cpu_gemv(mt_exec *ex, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* -1: the instruction set the CPU reports (AVX-512, else AVX2); tests set 0 to run the AVX2 kernels. */
+/* 1 (default): AVX-512 where the CPU has it, else AVX2; tests set 0 to run the AVX2 kernels. */
 extern int mt_cpu_gemv_avx512;
 extern int mt_cpu_philox_avx512; /* elementwise.c: 0 runs dropout's random words on AVX2 (tests) */
 /* qgemm.c */

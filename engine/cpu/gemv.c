@@ -226,15 +226,14 @@ static void gemv_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, float alpha,
     }
 }
 
-int mt_cpu_gemv_avx512 = -1; /* -1: ask the CPU (once); tests set 0 to run the AVX2 path */
+int mt_cpu_gemv_avx512 = 1; /* where the CPU has AVX-512; tests set 0 to run the AVX2 path */
 
 mt_status mt_cpu_gemv(mt_exec *ex, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M < 1 || M > MT_GEMM_SMALL_M)
         return mt_error(MT_ERR_INTERNAL, "gemv: %lld rows (1 to %d)", (long long)M, MT_GEMM_SMALL_M);
-    if (mt_cpu_gemv_avx512 < 0) mt_cpu_gemv_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
     void (*rows)(int64_t, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t, float,
-                 float *, int64_t) = mt_cpu_gemv_avx512 ? gemv_avx512 : gemv_avx2;
+                 float *, int64_t) = mt_cpu_gemv_avx512 && __builtin_cpu_supports("avx512f") ? gemv_avx512 : gemv_avx2;
     int nt = mt_cpu_threads(ex);
     if (N * K < GEMV_PAR_MIN || N < 64) nt = 1;
     if (nt == 1) {

@@ -193,6 +193,15 @@ static int use_amx(int64_t R, int64_t K) {
     return amx_ok;
 }
 
+/* The product's kernel, chosen once per call: the tile unit (which needs AVX-512 too, for the
+ * rescaling), the VNNI kernel, or oneDNN (also what mt_cpu_qlinear_portable asks for). */
+typedef enum { QK_DNNL, QK_VNNI, QK_AMX } qkernel_kind;
+
+static qkernel_kind choose_kernel(int64_t R, int64_t K) {
+    if (mt_cpu_qlinear_portable || !has_avx512_vnni()) return QK_DNNL;
+    return use_amx(R, K) ? QK_AMX : QK_VNNI;
+}
+
 /* The tile configuration (palette 1): tiles 0-3 the int32 sums of 16 rows x 16 channels each (a panel
  * of 64), tile 4 16 rows x 64 activation bytes, tiles 5-7 16 groups of 4 along k x 16 channels. */
 typedef struct amx_config {
@@ -251,14 +260,14 @@ __attribute__((target("amx-tile,amx-int8"))) static void qlinear_amx(int64_t R, 
 }
 
 /* Output columns n0..n1 of y (whole panels but the last) on the calling thread. */
-static dnnl_status_t qlinear_cols(int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1, const uint8_t *u,
-                                  int64_t ldu, const float *sx, const mt_qweight *w, const float *bias, int32_t *c,
-                                  const int32_t *co, float *y) {
-    if (use_amx(R, K) && !mt_cpu_qlinear_portable) {
+static dnnl_status_t qlinear_cols(qkernel_kind kind, int64_t R, int64_t K, int64_t N, int64_t n0, int64_t n1,
+                                  const uint8_t *u, int64_t ldu, const float *sx, const mt_qweight *w,
+                                  const float *bias, int32_t *c, const int32_t *co, float *y) {
+    if (kind == QK_AMX) {
         qlinear_amx(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, y);
         return dnnl_success;
     }
-    if (has_avx512_vnni() && !mt_cpu_qlinear_portable) {
+    if (kind == QK_VNNI) {
         qlinear_vnni(R, N, n0 / MT_QPANEL, (n1 + MT_QPANEL - 1) / MT_QPANEL, u, ldu, sx, w, bias, co, c, y);
         return dnnl_success;
     }
@@ -300,10 +309,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static float quantize_row_a
     return s;
 }
 
-/* Rows r0..r1 of x quantized into u (offset to unsigned, zero padded to ldu) and their scales. */
-static void quantize_rows(int64_t r0, int64_t r1, int64_t K, int64_t ldu, const float *x, int qmax, uint8_t *u,
-                          float *sx) {
-    int off = qmax + 1, avx512 = has_avx512_vnni() && !mt_cpu_qlinear_portable;
+/* Rows r0..r1 of x quantized into u (offset to unsigned, zero padded to ldu) and their scales; with
+ * AVX-512 for the engine's kernels, the scalar reference for oneDNN's (the portable path). */
+static void quantize_rows(qkernel_kind kind, int64_t r0, int64_t r1, int64_t K, int64_t ldu, const float *x,
+                          int qmax, uint8_t *u, float *sx) {
+    int off = qmax + 1, avx512 = kind != QK_DNNL;
     for (int64_t r = r0; r < r1; r++) {
         uint8_t *ur = u + r * ldu;
         if (avx512) {
@@ -323,7 +333,8 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweigh
     uint8_t *u = work;
     float *sx = (float *)((char *)work + ((MT_QLINEAR_UROWS(R) * (size_t)ldu + 63) & ~(size_t)63));
     int32_t *c = (int32_t *)(sx + R), *co = c + R * N;
-    if (use_amx(R, K)) /* the last tile's rows past R: read, their sums dropped */
+    qkernel_kind kind = choose_kernel(R, K);
+    if (kind == QK_AMX) /* the last tile's rows past R: read, their sums dropped */
         memset(u + R * ldu, 0, (MT_QLINEAR_UROWS(R) - (size_t)R) * (size_t)ldu);
     for (int64_t i = 0; i < N; i++) co[i] = -off * w->qsum[i];
     /* One parallel region: the threads quantize slices of the rows, then each multiplies and rescales
@@ -336,22 +347,22 @@ mt_status mt_cpu_qlinear(mt_exec *ex, int64_t R, const float *x, const mt_qweigh
     if (nt <= 1 && !omp_in_parallel()) {
         int saved = omp_get_max_threads();
         omp_set_num_threads(1);
-        quantize_rows(0, R, K, ldu, x, qmax, u, sx);
-        err = qlinear_cols(R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
+        quantize_rows(kind, 0, R, K, ldu, x, qmax, u, sx);
+        err = qlinear_cols(kind, R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
         omp_set_num_threads(saved);
     } else if (nt <= 1) {
-        quantize_rows(0, R, K, ldu, x, qmax, u, sx);
-        err = qlinear_cols(R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
+        quantize_rows(kind, 0, R, K, ldu, x, qmax, u, sx);
+        err = qlinear_cols(kind, R, K, N, 0, N, u, ldu, sx, w, bias, c, co, y);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), n = omp_get_num_threads();
-            quantize_rows(R * t / n, R * (t + 1) / n, K, ldu, x, qmax, u, sx);
+            quantize_rows(kind, R * t / n, R * (t + 1) / n, K, ldu, x, qmax, u, sx);
 #pragma omp barrier
             int64_t n0 = tiles * t / n * QGEMM_ALIGN, n1 = tiles * (t + 1) / n * QGEMM_ALIGN;
             if (n1 > N) n1 = N;
             dnnl_status_t s =
-                n1 > n0 ? qlinear_cols(R, K, N, n0, n1, u, ldu, sx, w, bias, c, co, y) : dnnl_success;
+                n1 > n0 ? qlinear_cols(kind, R, K, N, n0, n1, u, ldu, sx, w, bias, c, co, y) : dnnl_success;
             if (s != dnnl_success) {
 #pragma omp atomic write
                 err = s;
